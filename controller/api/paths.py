@@ -1,0 +1,121 @@
+"""Checks that relate a pipeline to the QuantumModel spec: matrix keys as spec paths, the step graph."""
+
+from __future__ import annotations
+
+import functools
+import typing
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+
+def _field_by_alias(model: type[BaseModel], alias: str) -> tuple[str, Any] | None:
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == alias:
+            return name, info.annotation
+    return None
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None``; None for scalars."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+@functools.cache
+def _leaf_adapter(path: str) -> TypeAdapter[Any]:
+    from controller.api.quantummodel import QuantumModelSpec
+
+    model: type[BaseModel] = QuantumModelSpec
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        found = _field_by_alias(model, part)
+        if found is None:
+            where = ".".join(parts[:i]) or "spec"
+            known = ", ".join(f.alias or n for n, f in model.model_fields.items())
+            raise KeyError(f"{where} has no field {part!r} (fields: {known})")
+        _, annotation = found
+        inner = _model_in(annotation)
+        if i == len(parts) - 1:
+            if inner is not None:
+                raise KeyError(f"{path} is a section, not a value a matrix can vary")
+            return TypeAdapter(annotation)
+        if inner is None:
+            raise KeyError(f"{'.'.join(parts[: i + 1])} is a value, it has no field {parts[i + 1]!r}")
+        model = inner
+    raise KeyError(path)  # unreachable: the loop returns on the last part
+
+
+def check_matrix(matrix: dict[str, list[Any]]) -> None:
+    """Every key is a real QuantumModel spec path to a value, and every value is valid there."""
+    problems = []
+    for key, values in matrix.items():
+        try:
+            adapter = _leaf_adapter(key)
+        except KeyError as err:
+            problems.append(f"matrix.{key}: not a QuantumModel spec path: {err.args[0]}")
+            continue
+        if not values:
+            problems.append(f"matrix.{key}: lists no values")
+        for value in values:
+            try:
+                adapter.validate_python(value)
+            except ValidationError as err:
+                problems.append(f"matrix.{key}: {value!r} is not valid there: {err.errors()[0]['msg']}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def check_step_graph(steps: list[tuple[str, list[str]]]) -> None:
+    names = [n for n, _ in steps]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"steps: duplicate step name {', '.join(duplicates)}")
+    known = set(names)
+    for name, deps in steps:
+        for dep in deps:
+            if dep == name:
+                raise ValueError(f"steps.{name}.dependsOn: a step cannot depend on itself")
+            if dep not in known:
+                raise ValueError(f"steps.{name}.dependsOn: no step named {dep!r}")
+    cycle = _find_cycle(dict(steps))
+    if cycle:
+        raise ValueError(f"steps: dependsOn forms a cycle: {' -> '.join(cycle)}")
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def topological_order(steps: list[tuple[str, list[str]]]) -> list[str]:
+    """Steps in an order that runs every dependency first (the listed order where free)."""
+    done: list[str] = []
+    pending = list(steps)
+    while pending:
+        ready = [(n, d) for n, d in pending if all(x in done for x in d)]
+        if not ready:
+            raise ValueError("steps: dependsOn forms a cycle")
+        done.append(ready[0][0])
+        pending.remove(ready[0])
+    return done

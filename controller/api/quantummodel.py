@@ -1,0 +1,483 @@
+"""QuantumModel: a model's identity, how it is trained, how its versions are promoted, and its rules.
+
+Field names and shapes follow DESIGN.md. Checks that need only one object live here (schema and
+cross-field rules); rules that depend on governance policy live in ``controller.engine.governance``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+
+from controller.api.cel import rule, rules
+from controller.api.common import (
+    BackendGlob,
+    BackendRef,
+    Cron,
+    DnsLabel,
+    Email,
+    SpecModel,
+    check_repo_path,
+)
+from controller.api.meta import Condition, ObjectMeta
+
+BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "moons", "circles", "ad_hoc")
+DATASET_SOURCE_PATTERN = r"^(builtin:(iris|wine|breast_cancer|moons|circles|ad_hoc)|file:[^\\]+\.csv)$"
+MAX_QASM_BYTES = 64 * 1024
+
+
+def _check_dataset_source(value: str) -> str:
+    kind, sep, rest = value.partition(":")
+    if not sep or kind not in ("builtin", "file"):
+        raise ValueError(f"{value!r} is not a dataset source: use builtin:<name> or file:<path/in/repo.csv>")
+    if kind == "builtin":
+        if rest not in BUILTIN_DATASETS:
+            raise ValueError(f"unknown builtin dataset {rest!r}: choose one of {', '.join(BUILTIN_DATASETS)}")
+        return value
+    path = check_repo_path(rest)
+    if not path.lower().endswith(".csv"):
+        raise ValueError(f"{rest!r} is not a CSV file: file datasets end in .csv")
+    return f"file:{path}"
+
+
+DatasetSource = Annotated[
+    str,
+    AfterValidator(_check_dataset_source),
+    WithJsonSchema({"type": "string", "pattern": DATASET_SOURCE_PATTERN}),
+]
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+
+
+class ReduceMethod(StrEnum):
+    PCA = "pca"
+
+
+class Reduce(SpecModel):
+    """How to bring the features down to the qubit count."""
+
+    method: ReduceMethod = ReduceMethod.PCA
+    components: int = Field(ge=1, le=156)
+
+
+class Dataset(SpecModel):
+    model_config = rules(
+        rule("self.source.startsWith('builtin:') || has(self.target)", "a file dataset needs target", ".target"),
+    )
+
+    source: DatasetSource
+    target: str | None = Field(default=None, min_length=1, max_length=253)
+    features: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(default=None, min_length=1)
+    classes: list[int | str] | None = Field(default=None, min_length=2)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    reduce: Reduce | None = None
+
+    @model_validator(mode="after")
+    def _file_needs_target(self) -> Dataset:
+        if self.source.startswith("file:") and not self.target:
+            raise ValueError("target: a file dataset names its label column in target")
+        for name, items in (("features", self.features), ("classes", self.classes)):
+            if items and len({str(i) for i in items}) != len(items):
+                raise ValueError(f"{name}: duplicate entries")
+        return self
+
+
+class FeatureMapKind(StrEnum):
+    ZZ = "ZZFeatureMap"
+    Z = "ZFeatureMap"
+    PAULI = "PauliFeatureMap"
+
+
+class Entanglement(StrEnum):
+    FULL = "full"
+    LINEAR = "linear"
+    REVERSE_LINEAR = "reverse_linear"
+    CIRCULAR = "circular"
+    PAIRWISE = "pairwise"
+    SCA = "sca"
+
+
+PAULI_WORD = r"^[XYZ]{1,3}$"
+
+
+class FeatureMap(SpecModel):
+    kind: FeatureMapKind = FeatureMapKind.ZZ
+    reps: int = Field(default=1, ge=1, le=10)
+    entanglement: Entanglement = Entanglement.LINEAR
+    paulis: list[Annotated[str, Field(pattern=PAULI_WORD)]] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _paulis_only_for_pauli_map(self) -> FeatureMap:
+        if self.paulis and self.kind is not FeatureMapKind.PAULI:
+            raise ValueError("paulis: only a PauliFeatureMap takes paulis")
+        return self
+
+
+class AnsatzKind(StrEnum):
+    REAL_AMPLITUDES = "RealAmplitudes"
+    EFFICIENT_SU2 = "EfficientSU2"
+    QASM = "QASM"
+
+
+class Ansatz(SpecModel):
+    model_config = rules(
+        rule("self.kind != 'QASM' || has(self.qasm)", "a QASM ansatz needs qasm", ".qasm"),
+        rule("self.kind == 'QASM' || !has(self.qasm)", "qasm is only for kind QASM", ".qasm"),
+    )
+
+    kind: AnsatzKind = AnsatzKind.REAL_AMPLITUDES
+    reps: int = Field(default=2, ge=1, le=20)
+    entanglement: Entanglement = Entanglement.LINEAR
+    qasm: str | None = Field(default=None, min_length=1, max_length=MAX_QASM_BYTES)
+
+    @model_validator(mode="after")
+    def _qasm_matches_kind(self) -> Ansatz:
+        if self.kind is AnsatzKind.QASM and not self.qasm:
+            raise ValueError("qasm: an ansatz of kind QASM carries its OpenQASM 3 program in qasm")
+        if self.kind is not AnsatzKind.QASM and self.qasm:
+            raise ValueError("qasm: only an ansatz of kind QASM takes qasm")
+        return self
+
+
+OBSERVABLE_PATTERN = r"^(parity|[IXYZ]+)$"
+
+
+class Circuit(SpecModel):
+    model_config = rules(
+        rule(
+            "self.observable == 'parity' || size(self.observable) == self.qubits",
+            "a Pauli observable has one letter per qubit",
+            ".observable",
+        ),
+    )
+
+    qubits: int = Field(ge=1, le=156)
+    feature_map: FeatureMap = Field(default_factory=FeatureMap)
+    ansatz: Ansatz = Field(default_factory=Ansatz)
+    observable: str = Field(default="parity", pattern=OBSERVABLE_PATTERN)
+
+    @model_validator(mode="after")
+    def _observable_fits(self) -> Circuit:
+        if self.observable != "parity" and len(self.observable) != self.qubits:
+            raise ValueError(
+                f"observable: {self.observable!r} has {len(self.observable)} letters for {self.qubits} qubits"
+            )
+        if self.ansatz.qasm:
+            from controller.api.qasm import check_ansatz_qasm
+
+            check_ansatz_qasm(self.ansatz.qasm, self.qubits)
+        return self
+
+
+class ExecutionMode(StrEnum):
+    SESSION = "session"
+    BATCH = "batch"
+    JOB = "job"
+
+
+class OptimizerKind(StrEnum):
+    COBYLA = "COBYLA"
+    SPSA = "SPSA"
+    NELDER_MEAD = "NelderMead"
+    L_BFGS_B = "L_BFGS_B"
+    ADAM = "Adam"
+
+
+GRADIENT_OPTIMIZERS = (OptimizerKind.L_BFGS_B, OptimizerKind.ADAM)
+
+
+class Optimizer(SpecModel):
+    kind: OptimizerKind = OptimizerKind.COBYLA
+    max_iterations: int = Field(default=100, ge=1, le=100_000)
+    learning_rate: float | None = Field(default=None, gt=0.0, le=10.0)
+    tolerance: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+
+class Training(SpecModel):
+    model_config = rules(
+        rule(
+            "!self.backend.startsWith('ibm:') || has(self.credentialsSecret)",
+            "an ibm: backend needs credentialsSecret",
+            ".credentialsSecret",
+        ),
+    )
+
+    backend: BackendRef = "local:aer"
+    execution_mode: ExecutionMode = ExecutionMode.SESSION
+    shots: int = Field(default=1024, ge=1, le=10_000_000)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    seed: int = Field(default=7, ge=0, le=2**32 - 1)
+    credentials_secret: DnsLabel | None = None
+    schedule: Cron | None = None
+
+    @model_validator(mode="after")
+    def _ibm_needs_credentials(self) -> Training:
+        if self.backend.startswith("ibm:") and not self.credentials_secret:
+            raise ValueError("credentialsSecret: an ibm: backend reads its token from a Secret named here")
+        return self
+
+
+class Metric(StrEnum):
+    ACCURACY = "accuracy"
+    PRECISION = "precision"
+    RECALL = "recall"
+    F1 = "f1"
+    LOSS = "loss"
+
+
+class Gate(SpecModel):
+    model_config = rules(
+        rule("has(self.min) || has(self.max)", "a gate needs min or max"),
+        rule("!has(self.min) || !has(self.max) || self.min <= self.max", "min must not exceed max", ".min"),
+    )
+
+    metric: Metric
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min: {self.min} exceeds max {self.max}")
+        return self
+
+
+class PromotionPolicy(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class Promotion(SpecModel):
+    policy: PromotionPolicy = PromotionPolicy.AUTO
+    gates: list[Gate] = Field(default_factory=list, max_length=32)
+    beat_champion_by: float | None = Field(default=None, ge=0.0, le=1.0)
+    required_approvals: int = Field(default=0, ge=0, le=32)
+    pin: int | None = Field(default=None, ge=1)
+
+
+class Enforcement(StrEnum):
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+
+
+class DataClassification(StrEnum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+
+class Compliance(StrEnum):
+    GDPR = "gdpr"
+    HIPAA = "hipaa"
+    SOC2 = "soc2"
+
+
+class Retention(SpecModel):
+    max_versions: int = Field(ge=1, le=10_000)
+
+
+class Governance(SpecModel):
+    enforcement: Enforcement = Enforcement.ENFORCE
+    data_classification: DataClassification = DataClassification.INTERNAL
+    allowed_backends: list[BackendGlob] | None = Field(default=None, min_length=1)
+    max_shots: int | None = Field(default=None, ge=1)
+    qpu_budget_seconds: float | None = Field(default=None, ge=0)
+    approvers: list[Email] = Field(default_factory=list, max_length=64)
+    require_model_card: bool = False
+    require_signed_approvals: bool = False
+    compliance: list[Compliance] = Field(default_factory=list)
+    retention: Retention | None = None
+
+
+class ModelCard(SpecModel):
+    intended_use: str | None = Field(default=None, max_length=8192)
+    limitations: str | None = Field(default=None, max_length=8192)
+    ethical_considerations: str | None = Field(default=None, max_length=8192)
+    training_data: str | None = Field(default=None, max_length=8192)
+    caveats: str | None = Field(default=None, max_length=8192)
+
+
+class QuantumModelSpec(SpecModel):
+    model_config = rules(
+        rule(
+            "!has(self.dataset.features) || has(self.dataset.reduce) || size(self.dataset.features) <= self.circuit.qubits",
+            "more features than qubits: set dataset.reduce or list fewer features",
+            ".dataset.features",
+        ),
+        rule(
+            "!has(self.dataset.reduce) || self.dataset.reduce.components <= self.circuit.qubits",
+            "dataset.reduce.components exceeds circuit.qubits",
+            ".dataset.reduce.components",
+        ),
+        rule(
+            "!has(self.promotion) || !has(self.promotion.requiredApprovals) || self.promotion.requiredApprovals == 0 "
+            "|| (has(self.governance) && has(self.governance.approvers) "
+            "&& self.promotion.requiredApprovals <= size(self.governance.approvers))",
+            "promotion.requiredApprovals exceeds the approvers listed in governance.approvers",
+            ".promotion.requiredApprovals",
+        ),
+        rule(
+            "!has(self.governance) || !has(self.governance.maxShots) || !has(self.training) "
+            "|| !has(self.training.shots) || self.training.shots <= self.governance.maxShots",
+            "training.shots exceeds governance.maxShots",
+            ".training.shots",
+        ),
+        rule(
+            "!has(self.governance) || !has(self.governance.requireModelCard) || !self.governance.requireModelCard "
+            "|| (has(self.modelCard) && has(self.modelCard.intendedUse) && has(self.modelCard.limitations))",
+            "governance.requireModelCard: modelCard needs intendedUse and limitations",
+            ".modelCard",
+        ),
+    )
+
+    owner: Email
+    description: str | None = Field(default=None, max_length=4096)
+    task: Task = Task.CLASSIFICATION
+    dataset: Dataset
+    circuit: Circuit
+    training: Training = Field(default_factory=Training)
+    promotion: Promotion = Field(default_factory=Promotion)
+    governance: Governance = Field(default_factory=Governance)
+    model_card: ModelCard | None = None
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _fits_together(self) -> QuantumModelSpec:
+        problems = [p for p in _cross_field_problems(self) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _cross_field_problems(spec: QuantumModelSpec) -> list[str]:
+    """Rules that relate fields of different sections. Each message starts with the field it blames."""
+    ds, qubits = spec.dataset, spec.circuit.qubits
+    out: list[str] = []
+    if ds.features and not ds.reduce and len(ds.features) > qubits:
+        out.append(
+            f"dataset.features: {len(ds.features)} features do not fit {qubits} qubits; "
+            "set dataset.reduce or list fewer features"
+        )
+    if ds.reduce and ds.reduce.components > qubits:
+        out.append(f"dataset.reduce.components: {ds.reduce.components} exceeds circuit.qubits ({qubits})")
+    approvers = set(spec.governance.approvers)
+    if spec.promotion.required_approvals > len(approvers):
+        out.append(
+            f"promotion.requiredApprovals: {spec.promotion.required_approvals} approvals required but "
+            f"governance.approvers lists {len(approvers)}"
+        )
+    if len(approvers) != len(spec.governance.approvers):
+        out.append("governance.approvers: duplicate approver")
+    return out
+
+
+def dataset_feature_count(spec: QuantumModelSpec) -> int | None:
+    """How many features reach the circuit, when the spec alone says so."""
+    if spec.dataset.reduce:
+        return spec.dataset.reduce.components
+    return len(spec.dataset.features) if spec.dataset.features else None
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BLOCKED = "Blocked"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    READY = "Ready"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+REVISION_PATTERN = r"^[A-Za-z0-9._/-]+@sha1:[0-9a-f]{40}$"
+
+
+class SourceRef(SpecModel):
+    """Where the spec came from: the Git revision it was read at, as ``main@sha1:<sha>``."""
+
+    repository: str | None = None
+    revision: str | None = Field(default=None, pattern=REVISION_PATTERN)
+    path: str | None = None
+    author: str | None = None
+
+
+class TrainingStatus(SpecModel):
+    run: str | None = None
+    iteration: int | None = Field(default=None, ge=0)
+    max_iterations: int | None = Field(default=None, ge=0)
+    loss: float | None = None
+    backend: str | None = None
+    session_id: str | None = None
+    started: str | None = None
+
+
+class VersionRef(SpecModel):
+    version: int = Field(ge=1)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    commit: str | None = None
+    backend: str | None = None
+
+
+class Usage(SpecModel):
+    qpu_seconds: float = Field(default=0.0, ge=0)
+    primitive_jobs: int = Field(default=0, ge=0)
+    shots: int = Field(default=0, ge=0)
+
+
+class RuleOutcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+
+
+class PolicyResult(SpecModel):
+    rule: str
+    result: RuleOutcome
+    field: str | None = None
+    message: str = ""
+
+
+class PolicySummary(SpecModel):
+    pass_: int = Field(default=0, ge=0, alias="pass")
+    fail: int = Field(default=0, ge=0)
+    warn: int = Field(default=0, ge=0)
+    skip: int = Field(default=0, ge=0)
+
+
+class PolicyReport(SpecModel):
+    results: list[PolicyResult] = Field(default_factory=list)
+    summary: PolicySummary = Field(default_factory=PolicySummary)
+
+
+class QuantumModelStatus(SpecModel):
+    observed_generation: int | None = Field(default=None, ge=0)
+    phase: Phase | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    source: SourceRef | None = None
+    training: TrainingStatus | None = None
+    latest_version: VersionRef | None = None
+    champion: VersionRef | None = None
+    usage: Usage | None = None
+    policy: PolicyReport | None = None
+    last_handled_reconcile_at: str | None = None
+
+
+class QuantumModel(SpecModel):
+    api_version: Literal["qmlops.io/v1alpha1"] = "qmlops.io/v1alpha1"
+    kind: Literal["QuantumModel"] = "QuantumModel"
+    metadata: ObjectMeta
+    spec: QuantumModelSpec
+    status: QuantumModelStatus | None = None
