@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -37,12 +37,15 @@ def _leaf_adapter(path: str) -> TypeAdapter[Any]:
             where = ".".join(parts[:i]) or "spec"
             known = ", ".join(f.alias or n for n, f in model.model_fields.items())
             raise KeyError(f"{where} has no field {part!r} (fields: {known})")
-        _, annotation = found
+        name, annotation = found
         inner = _model_in(annotation)
         if i == len(parts) - 1:
             if inner is not None:
                 raise KeyError(f"{path} is a section, not a value a matrix can vary")
-            return TypeAdapter(annotation)
+            # The field's constraints (ge, le, ...) live in its FieldInfo's metadata, not in the annotation.
+            constraints = tuple(model.model_fields[name].metadata)
+            leaf: Any = Annotated[(annotation, *constraints)] if constraints else annotation
+            return TypeAdapter(leaf)
         if inner is None:
             raise KeyError(f"{'.'.join(parts[: i + 1])} is a value, it has no field {parts[i + 1]!r}")
         model = inner
