@@ -104,7 +104,8 @@ class Step(SpecModel):
     )
 
     name: DnsLabel
-    depends_on: list[DnsLabel] = Field(default_factory=list)
+    # Bounded so that the apiserver's cost estimate of the dependsOn CEL rule stays within its budget.
+    depends_on: list[DnsLabel] = Field(default_factory=list, max_length=64)
     train: TrainStep | None = None
     evaluate: EvaluateStep | None = None
     select: SelectStep | None = None
