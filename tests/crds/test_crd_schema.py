@@ -16,6 +16,8 @@ from controller.api import QuantumModelStatus, QuantumPipelineStatus
 from controller.api.crd import CRD_RESOURCES, SchemaError, crd_by_kind, structural_schema
 from tests.support.schema import (
     _as_draft4,
+    _cel_problems,
+    apply_defaults,
     cel_rules,
     cost_problems,
     prune,
@@ -185,6 +187,8 @@ def test_defaults_are_valid_and_survive_pruning(kind: str) -> None:
         assert value is not None, path
         jsonschema.Draft4Validator(_as_draft4(node)).validate(value)
         assert prune(value, node) == value, path
+        # The apiserver also runs the node's CEL rules on a default (with the default's own defaults in).
+        assert _cel_problems(apply_defaults(value, node), node, path) == []
 
 
 # --- every status field is declared (an undeclared one would be pruned by the apiserver) ----------
