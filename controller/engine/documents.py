@@ -13,6 +13,7 @@ import datetime
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -441,7 +442,12 @@ def _scalar(value: Any, position: Position) -> Any:
         return str(value)
     if isinstance(value, datetime.date | datetime.datetime):
         return value.isoformat()
-    what = "binary data (!!binary)" if isinstance(value, bytes) else f"a value of type {type(value).__name__}"
+    if isinstance(value, bytes):
+        what = "binary data (!!binary)"
+    elif isinstance(value, AbstractSet):
+        what = "a set (!!set)"
+    else:
+        what = f"a value of type {type(value).__name__}"
     raise _Refused(f"{what} is not allowed: a spec holds plain mappings, lists and scalars", position)
 
 
