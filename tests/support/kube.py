@@ -36,7 +36,7 @@ import re
 import secrets
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -963,6 +963,22 @@ def login_to(api: KubeApi) -> Callable[..., Any]:
     return login
 
 
+class _NotKopfs(Collection["asyncio.Task[Any]"]):
+    """The tasks kopf must leave alone when it stops: all but its own. ``kopf.operator`` cancels every
+    task created while it ran, which in a test includes the test's own and the harness's."""
+
+    def __contains__(self, task: object) -> bool:
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        code = getattr(coro, "cr_code", None) or getattr(coro, "ag_code", None)
+        return code is None or "/kopf/" not in code.co_filename.replace("\\", "/")
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 @contextlib.asynccontextmanager
 async def kopf_running(
     registry: Any,
@@ -970,32 +986,53 @@ async def kopf_running(
     settings: Any = None,
     namespaces: Iterable[str] = (),
     memo: Any = None,
+    ready: Callable[[], Awaitable[Any]] | None = None,
     startup_timeout: float = 30.0,
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``kopf.operator`` in this event loop until the block ends, then stop it gracefully."""
+    """Run a kopf operator in this event loop until the block ends, then stop it gracefully.
+
+    ``ready`` is awaited (within ``startup_timeout``) before the block starts: kopf's own ready flag
+    is set once it has logged in, before it has discovered resources or opened its webhook server.
+    """
     import kopf
 
-    ready, stop = asyncio.Event(), asyncio.Event()
+    stop = asyncio.Event()
     listed = list(namespaces)
-    task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=settings,
-            clusterwide=not listed,
-            namespaces=listed,
-            standalone=True,
-            ready_flag=ready,
-            stop_flag=stop,
-            memo=memo,
-        )
+    tasks = await kopf.spawn_tasks(
+        registry=registry,
+        settings=settings,
+        clusterwide=not listed,
+        namespaces=listed,
+        standalone=True,
+        stop_flag=stop,
+        memo=memo,
     )
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait({task, waiter}, timeout=startup_timeout, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task.done():
-        task.result()  # raises what stopped it
+    task = asyncio.create_task(kopf.run_tasks(tasks, ignored=_NotKopfs()))
     try:
+        if ready is not None:
+            waiter = asyncio.create_task(ready())
+            await asyncio.wait({task, waiter}, timeout=startup_timeout, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # raises what stopped it
+            if not waiter.done():
+                waiter.cancel()
+                raise TimeoutError("the operator did not get ready")
+            waiter.result()
         yield task
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
+
+
+async def port_open(host: str, port: int, timeout: float = 30.0) -> None:
+    """Wait until something listens on ``host:port``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return

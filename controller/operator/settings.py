@@ -1,0 +1,90 @@
+"""How the operator runs: its configuration, and the kopf settings derived from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kopf
+
+from controller.api import GROUP
+
+FINALIZER = f"{GROUP}/finalizer"
+REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
+COMPONENT = "qmlops-operator"
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where the validating webhook listens. Kubernetes calls webhooks over HTTPS only: ``insecure``
+    (plain HTTP) is for local runs and tests."""
+
+    port: int = 9443
+    addr: str = "0.0.0.0"
+    host: str | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    repo: str  # URL or local path of the GitOps repository the registry and ledger are written to
+    workdir: Path  # the Git checkout and the local copy of training checkpoints (an emptyDir in a pod)
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    branch: str | None = None
+    git_secret: str | None = None  # "namespace/name" of the Secret with an SSH key or token for the repo
+    webhook: WebhookConfig | None = None
+    metrics_port: int | None = 8080
+    liveness: str | None = "http://0.0.0.0:8081/healthz"
+    training_workers: int = 2
+    peering: bool = False  # kopf peering: several operator replicas, one active
+    retry_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+    commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
+    watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def checkout(self) -> Path:
+        return self.workdir / "repo"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.workdir / "checkpoints"
+
+
+def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    # Progress and the last handled spec go into annotations, never into status: the CRD's schema
+    # does not declare kopf's status fields, so the apiserver would prune them.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.peering.standalone = not config.peering
+    settings.peering.name = "qmlops"
+    settings.peering.clusterwide = not config.namespaces
+    settings.posting.enabled = True
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = COMPONENT
+    settings.posting.event_name_prefix = "qmlops-"
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    settings.background.cancellation_polling = 5
+    if config.webhook is not None:
+        settings.admission.server = webhook_server(config.webhook)
+    return settings
+
+
+def webhook_server(config: WebhookConfig) -> kopf.WebhookServer:
+    return kopf.WebhookServer(
+        addr=config.addr,
+        port=config.port,
+        host=config.host,
+        certfile=str(config.certfile) if config.certfile else None,
+        pkeyfile=str(config.keyfile) if config.keyfile else None,
+        insecure=config.insecure,
+    )

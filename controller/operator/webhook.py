@@ -1,0 +1,75 @@
+"""Validating admission: the same validator as ``qmlops validate``, so that ``kubectl apply`` of a bad
+spec is refused with the message ``qmlops validate`` prints for it (``field.path: message``)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from controller.api import GROUP, VERSION
+from controller.engine.validation import validate_object
+
+# The path kopf serves each handler at (``/<id>``): deploy/webhook.yaml names the same paths.
+WEBHOOKS = {"quantummodels": "validate-quantummodels", "quantumpipelines": "validate-quantumpipelines"}
+# What the apiserver sets or what the operator writes: not the author's to get right.
+_SERVER_FIELDS = ("status",)
+_SERVER_METADATA = ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp")
+
+
+@dataclass(frozen=True)
+class Review:
+    errors: list[str]
+    warnings: list[str]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.errors
+
+    def message(self) -> str:
+        return "\n".join(self.errors)
+
+
+def review(obj: Mapping[str, Any]) -> Review:
+    """The verdict on one object as the apiserver sends it, in ``qmlops validate``'s words."""
+    meta = obj.get("metadata") or {}
+    source = f"{obj.get('kind', 'object')} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+    problems = validate_object(_authored(obj), source)
+    lines = [(p.severity, f"{p.path}: {p.message}" if p.path else p.message) for p in problems]
+    return Review(
+        errors=[text for severity, text in lines if severity == "error"],
+        warnings=[text for severity, text in lines if severity != "error"],
+    )
+
+
+def _authored(obj: Mapping[str, Any]) -> dict[str, Any]:
+    plain = copy.deepcopy(dict(obj))
+    for key in _SERVER_FIELDS:
+        plain.pop(key, None)
+    meta = dict(plain.get("metadata") or {})
+    for key in _SERVER_METADATA:
+        meta.pop(key, None)
+    plain["metadata"] = meta
+    return plain
+
+
+def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    verdict = review(body)
+    warnings.extend(verdict.warnings)
+    if not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message(), code=422)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    for plural, handler_id in WEBHOOKS.items():
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            plural,
+            id=handler_id,
+            operations=["CREATE", "UPDATE"],
+            registry=registry,
+        )(admit)
