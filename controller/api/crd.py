@@ -167,9 +167,19 @@ _KEY_ORDER = (
 class _Converter:
     def __init__(self, defs: dict[str, Schema]) -> None:
         self.defs = defs
+        self.open: list[str] = []  # the types being converted, outermost first: a repeat is a cycle
 
     def convert(self, node: Schema, where: str) -> Schema:
-        node = self._resolve(node, where)
+        node, names = self._resolve(node, where)
+        if cycle := [n for n in names if n in self.open]:
+            raise SchemaError(f"{where}: recursive type {cycle[0]} has no structural equivalent")
+        self.open += names
+        try:
+            return self._convert(node, where)
+        finally:
+            del self.open[len(self.open) - len(names) :]
+
+    def _convert(self, node: Schema, where: str) -> Schema:
         out: Schema = {}
         for key, value in node.items():
             if key in _DROPPED or (key == "default" and value is None):
@@ -183,7 +193,7 @@ class _Converter:
                     out[key] = {name: self.convert(sub, f"{where}.{name}") for name, sub in value.items()}
             elif key == "items":
                 out[key] = self.convert(value, f"{where}[]")
-                self._list_map(out, value, where)
+                self._list_map(out, value)
             elif key == "additionalProperties":
                 self._additional(out, value, where)
             elif key == "patternProperties":
@@ -211,18 +221,18 @@ class _Converter:
             return
         out["additionalProperties"] = self.convert(value, f"{where}{{}}")
 
-    def _list_map(self, out: Schema, items: Schema, where: str) -> None:
+    def _list_map(self, out: Schema, items: Schema) -> None:
         ref = items.get("$ref", "")
         keys = _LIST_MAP_KEYS.get(ref.rsplit("/", 1)[-1])
         if keys:
             out["x-kubernetes-list-type"] = "map"
             out["x-kubernetes-list-map-keys"] = list(keys)
 
-    def _resolve(self, node: Schema, where: str) -> Schema:
+    def _resolve(self, node: Schema, where: str) -> tuple[Schema, list[str]]:
         """Inline ``$ref`` and collapse ``anyOf`` until the node describes one shape.
 
         Keywords beside a ``$ref`` or ``anyOf`` (the field's description, its default) win over the
-        referenced definition's."""
+        referenced definition's. Also gives the names of the definitions inlined."""
         seen: list[str] = []
         while True:
             if "$ref" in node:
@@ -240,8 +250,8 @@ class _Converter:
                     # Optional[X]: the field is simply not required; null is pruned by the apiserver.
                     node = {**options[0], **siblings}
                     continue
-                return {**siblings, **self._union(options, where)}
-            return node
+                return {**siblings, **self._union(options, where)}, seen
+            return node, seen
 
     def _union(self, options: list[Schema], where: str) -> Schema:
         types = [o.get("type") for o in options]

@@ -153,6 +153,15 @@ def test_a_type_with_no_structural_equivalent_is_refused_not_guessed() -> None:
         structural_schema(Odd)
 
 
+class Tree(BaseModel):
+    children: list[Tree] = []
+
+
+def test_a_recursive_type_is_refused() -> None:
+    with pytest.raises(SchemaError, match=r"Tree\.children\[\]: recursive type Tree"):
+        structural_schema(Tree)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_cel_rules_stay_within_the_cost_budget(kind: str) -> None:
     assert cost_problems(version_schema(crd_by_kind(kind))) == []
