@@ -19,6 +19,7 @@ class ObjectMeta(SpecModel):
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
     # Set by the cluster; present when an object is read back from the apiserver.
+    generate_name: str | None = None
     uid: str | None = None
     resource_version: str | None = None
     generation: int | None = None
