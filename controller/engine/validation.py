@@ -53,6 +53,11 @@ CREDENTIAL_KEY = re.compile(
     r"(?i)(token|passw(or)?d|passwd|pwd|secret|api[_-]?key|private[_-]?key|access[_-]?key|credential"
     r"|bearer|authorization|session[_-]?key|signature)"
 )
+# Keys whose value is a credential itself, not the name of a Secret ("credentials-secret: ibm-quantum"
+# in an annotation is fine; "ibm-token: ..." is not).
+HOLDS_CREDENTIAL = re.compile(
+    r"(?i)(token|passw(or)?d|passwd|pwd|api[_-]?key|private[_-]?key|access[_-]?key|bearer|authorization)"
+)
 # Values that look like a token whatever field they are in: long, no spaces, letters and digits mixed
 # (IBM Quantum tokens are 128 hex characters, IBM Cloud API keys 44 characters of base64).
 _TOKEN_VALUE = re.compile(r"^[A-Za-z0-9_\-+/=.:]{24,}$")
@@ -438,7 +443,7 @@ def _credential_annotations(reporter: _Reporter) -> None:
         if not isinstance(entries, dict):
             continue
         for key, value in entries.items():
-            if (is_credential_key(key) and value) or looks_like_token(value):
+            if value and (HOLDS_CREDENTIAL.search(key) or (is_credential_key(key) and looks_like_token(value))):
                 reporter.at(
                     ["metadata", section, key],
                     "looks like a credential committed to Git: keep it in a Kubernetes Secret (value not shown)",

@@ -86,3 +86,13 @@ def test_objects_from_the_api_do_not_leak_either() -> None:
 )
 def test_what_looks_like_a_token(value: str, token: bool) -> None:
     assert looks_like_token(value) is token
+
+
+def test_annotations_may_name_secrets_and_carry_commit_hashes() -> None:
+    obj = changed(
+        model(), "metadata.annotations", {"qmlops.io/credentials-secret": "ibm-quantum", "qmlops.io/commit": "a" * 40}
+    )
+    obj = changed(obj, "metadata.generateName", "iris-")
+    assert validate_object(obj, "team-quantum/iris-vqc") == []
+    leaked = changed(obj, "metadata.annotations", {"qmlops.io/credentials-secret": API_KEY})
+    assert [p.rule for p in validate_object(leaked, "x")] == ["no-credentials"]
