@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
@@ -326,22 +327,39 @@ def _syntax_message(err: MarkedYAMLError, text: str) -> str:
     if mark is not None:
         line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
         indent = line[: len(line) - len(line.lstrip(" \t"))]
-        if "\t" in indent or "'\\t'" in str(err.problem):
+        if "\t" in indent[: mark.column + 1]:
             return "tab character used for indentation: YAML indents with spaces"
+        if "'\\t'" in str(err.problem):
+            return "tab character where YAML expects spaces: use spaces around keys and values"
     problem = str(err.problem or err.context or "syntax error").strip()
     context = f" ({err.context})" if err.context and err.problem else ""
     return f"not valid YAML: {problem}{context}"
 
 
 def _duplicate_key_message(err: DuplicateKeyError, text: str) -> str:
-    # ruamel's message quotes both values; name the key only, and where it was first written.
-    first = err.context_mark
-    line = err.problem_mark.line if err.problem_mark is not None else 0
-    source = text.splitlines()[line] if line < len(text.splitlines()) else ""
-    key = source.strip().split(":", 1)[0].strip().lstrip("-? ").strip("'\"") if source else ""
+    # ruamel's message quotes both values; name the key only, and where its mapping starts.
+    first, mark = err.context_mark, err.problem_mark
+    lines = text.splitlines()
+    source = lines[mark.line][mark.column :] if mark is not None and mark.line < len(lines) else ""
+    key = source.split(":", 1)[0].strip().strip("'\"")
     where = f" (the mapping starts on line {first.line + 1})" if first is not None else ""
-    named = f" {key!r}" if key and len(key) <= 80 else ""
+    named = f" {key!r}" if key and len(key) <= 80 and not looks_like_token(key) else ""
     return f"duplicate key{named}: each key may appear once in a mapping{where}"
+
+
+# A value that looks like a token whatever field it is in: long, no spaces, hex or mixed-case letters
+# with digits (IBM Quantum tokens are 128 hex characters, IBM Cloud API keys 44 of [A-Za-z0-9_-]).
+_TOKEN_VALUE = re.compile(r"^[A-Za-z0-9_\-+/=.]{24,}$")
+
+
+def looks_like_token(value: Any) -> bool:
+    if not isinstance(value, str) or not _TOKEN_VALUE.fullmatch(value):
+        return False
+    if "/" in value and "." in value:
+        return False  # a path with a file name (base64 has '/' but no '.', a JWT '.' but no '/')
+    if re.fullmatch(r"[0-9a-f]{32,}", value):
+        return True
+    return any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value)
 
 
 # --- plain data with positions -----------------------------------------------------------------------
@@ -389,6 +407,8 @@ class _Walker:
         for key, item in value.items():
             name = _key_text(key, position)
             key_pos = _lc(value, "key", key) or position
+            if name in out:
+                raise _Refused(f"duplicate key {name!r}: written twice, once quoted and once not", key_pos)
             self.document.keys.setdefault((*path, name), key_pos)
             out[name] = self.copy(item, (*path, name), _lc(value, "value", key) or key_pos)
         return out

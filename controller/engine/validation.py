@@ -30,6 +30,7 @@ from controller.engine.documents import (
     Severity,
     format_path,
     load_documents,
+    looks_like_token,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "check_document",
     "exit_code",
     "load_resources",
+    "looks_like_token",
     "validate_documents",
     "validate_object",
     "validate_paths",
@@ -58,9 +60,6 @@ CREDENTIAL_KEY = re.compile(
 HOLDS_CREDENTIAL = re.compile(
     r"(?i)(token|passw(or)?d|passwd|pwd|api[_-]?key|private[_-]?key|access[_-]?key|bearer|authorization)"
 )
-# Values that look like a token whatever field they are in: long, no spaces, letters and digits mixed
-# (IBM Quantum tokens are 128 hex characters, IBM Cloud API keys 44 characters of base64).
-_TOKEN_VALUE = re.compile(r"^[A-Za-z0-9_\-+/=.:]{24,}$")
 _RELATIVE_PATH = re.compile(r"^([A-Za-z][\w-]*(?:\.[\w-]+)*): (.+)$", re.DOTALL)
 _SPLIT_PROBLEMS = re.compile(r"; (?=[A-Za-z][\w-]*(?:\.[\w-]+)*: )")
 HIDDEN = "<hidden>"
@@ -102,14 +101,6 @@ def exit_code(problems: Iterable[Problem]) -> int:
 
 def is_credential_key(name: str | int) -> bool:
     return isinstance(name, str) and bool(CREDENTIAL_KEY.search(name))
-
-
-def looks_like_token(value: Any) -> bool:
-    if not isinstance(value, str) or not _TOKEN_VALUE.fullmatch(value):
-        return False
-    if re.fullmatch(r"[0-9a-f]{32,}", value):
-        return True
-    return any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value)
 
 
 def _string_leaves(value: Any, limit: int = 200) -> list[str]:

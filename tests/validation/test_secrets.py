@@ -82,6 +82,8 @@ def test_objects_from_the_api_do_not_leak_either() -> None:
         ("alice.longname@example-company.com", False),
         ("a fairly long description of the model", False),
         ("specs/iris/data/training-set-2024.csv", False),
+        ("examples/data/Sensor-Faults-2024.csv", False),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", True),
     ],
 )
 def test_what_looks_like_a_token(value: str, token: bool) -> None:
