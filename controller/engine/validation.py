@@ -8,6 +8,7 @@ they carry may quote a rejected value, and a rejected value may be a credential.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import typing
@@ -458,7 +459,7 @@ def check_document(
         return None, reporter.problems
     _credential_annotations(reporter)
     try:
-        resource = root.model_validate(data)
+        resource = _as_apiserver_would(root, data)
     except ValidationError as err:
         _schema_problems(reporter, root, err)
         return None, reporter.problems
@@ -471,6 +472,16 @@ def check_document(
     if any(p.severity == "error" for p in reporter.problems):
         return None, reporter.problems
     return LoadedResource(document, resource), reporter.problems
+
+
+def _as_apiserver_would(root: type[QuantumModel] | type[QuantumPipeline], data: Any) -> QuantumModel | QuantumPipeline:
+    """Validate as JSON, strictly: like the API server, a quoted number is a string, not a number, and
+    ``yes`` is not a boolean. (pydantic's lax Python mode would quietly turn "4" into 4.)"""
+    try:
+        text = json.dumps(data, allow_nan=True)
+    except (TypeError, ValueError):
+        return root.model_validate(data)
+    return root.model_validate_json(text, strict=True)
 
 
 def _resource_type(reporter: _Reporter, data: dict[str, Any]) -> type[QuantumModel] | type[QuantumPipeline] | None:

@@ -246,3 +246,20 @@ def test_an_internal_error_is_one_line_and_exit_2(
     monkeypatch.setattr(command, "validate_paths", broken)
     result = qmlops(capsys, "validate", str(tmp_path))
     assert (result.code, result.out, result.err) == (2, "", "qmlops: internal error: RuntimeError: boom\n")
+
+
+def test_types_are_checked_as_strictly_as_the_apiserver_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        MODEL.replace("qubits: 4", 'qubits: "4"')
+        .replace("shots: 1024", "shots: 1.5")
+        .replace("owner: alice@example.com", "owner: alice@example.com\n  suspend: yes")
+    )
+    spec = write(tmp_path, "m.yaml", text)
+    result = qmlops(capsys, "validate", str(spec))
+    assert result.lines == [
+        f"{spec}:8:12: spec.suspend: must be true or false (got a string)",
+        f"{spec}:13:13: spec.circuit.qubits: must be an integer (got a string)",
+        f"{spec}:16:12: spec.training.shots: must be an integer (got a number)",
+    ]
