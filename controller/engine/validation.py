@@ -367,7 +367,9 @@ class _Reporter:
                 existing.pop()
             return document.key_position(existing) if existing else document.start
         value = _get(document.data, path)
-        if at_key or isinstance(value, dict | list):
+        # A list or mapping is best named by its key; so is an empty value, which ruamel places at the
+        # next token (often the next line).
+        if at_key or value is None or isinstance(value, dict | list):
             return document.key_position(path)
         return document.position(path)
 

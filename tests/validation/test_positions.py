@@ -263,3 +263,13 @@ def test_types_are_checked_as_strictly_as_the_apiserver_does(
         f"{spec}:13:13: spec.circuit.qubits: must be an integer (got a string)",
         f"{spec}:16:12: spec.training.shots: must be an integer (got a number)",
     ]
+
+
+def test_an_empty_value_points_at_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(
+        tmp_path,
+        "m.yaml",
+        MODEL.replace("  dataset:\n    source: builtin:iris\n    features: [a, b, c, d]\n", "  dataset:\n"),
+    )
+    result = qmlops(capsys, "validate", str(spec))
+    assert result.lines == [f"{spec}:8:3: spec.dataset: must be a mapping (got null)"]
