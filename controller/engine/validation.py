@@ -395,7 +395,8 @@ def _schema_problems(reporter: _Reporter, root: type[BaseModel], err: Validation
         if kind in ("value_error", "assertion_error"):
             _validator_problems(reporter, target.path, message, sensitive)
             continue
-        reporter.at(target.path, _with_secret_note(message, sensitive), at_key=target.at_key)
+        hidden = sensitive and _has_value(data, target.path)
+        reporter.at(target.path, _with_secret_note(message, hidden), at_key=target.at_key)
     for path, messages in unions.items():
         reporter.at(list(path), _union_message(messages))
 
@@ -407,6 +408,10 @@ def _union_message(messages: list[str]) -> str:
         unique = list(dict.fromkeys(expected))
         return f"must be {' or '.join(unique)}" + (f" (got {got})" if got else "")
     return "; or ".join(dict.fromkeys(messages))
+
+
+def _has_value(data: Any, path: Sequence[str | int]) -> bool:
+    return _get(data, path) is not None
 
 
 def _with_secret_note(message: str, sensitive: bool) -> str:
@@ -423,7 +428,8 @@ def _validator_problems(reporter: _Reporter, base: list[str | int], message: str
             text = match.group(2)
         else:
             path, text = base, part
-        reporter.at(path, _with_secret_note(text, sensitive or _sensitive(path)))
+        hidden = (sensitive or _sensitive(path)) and _has_value(reporter.document.data, path)
+        reporter.at(path, _with_secret_note(text, hidden))
 
 
 def _credential_annotations(reporter: _Reporter) -> None:
