@@ -181,6 +181,8 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[P
         if os.path.isdir(path):
             found = sorted(_walk(path))
             files.extend(found)
+            if not found:
+                problems.append(Problem(path, 0, 0, "", "no *.yaml or *.yml files in this folder", "warning"))
         elif os.path.lexists(path):
             files.append(path)
         else:

@@ -41,6 +41,7 @@ __all__ = [
     "ValidationReport",
     "check_document",
     "exit_code",
+    "governance_problems",
     "load_resources",
     "looks_like_token",
     "validate_documents",

@@ -126,3 +126,10 @@ def test_scalars_become_plain_values() -> None:
         "i": "yes",
     }
     assert [type(v) for v in data.values()] == [int, int, float, type(None), str, str, str, str, str]
+
+
+def test_a_folder_without_specs_is_worth_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, "specs/README.md", "nothing here yet\n")
+    result = qmlops(capsys, "validate", str(tmp_path / "specs"))
+    assert result.code == 0
+    assert result.lines == [f"{tmp_path}/specs:0:0: warning: no *.yaml or *.yml files in this folder"]
