@@ -386,18 +386,14 @@ class KubeApi(kmock.KubernetesEmulator):
         name: str | None = None,
     ) -> None:
         """Answer the next ``times`` matching requests with an error; nothing is written."""
-        view = self._fault_view(action, plural, subresource, name)
         reason = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}.get(status, "Error")
-        view[:times] << kmock.KubernetesError(status=status, reason=reason, message="injected fault", details={})
+        error = kmock.KubernetesError(status=status, reason=reason, message="injected fault", details={})
+        self._fault_view(action, plural, subresource, name) << _countdown(times, error)
 
     def stall(self, action: kmock.action, plural: str | None = None, *, seconds: float, times: int = 1) -> None:
         """Hold the next ``times`` matching requests for ``seconds`` before failing them (a timeout)."""
-
-        async def slow() -> None:
-            await asyncio.sleep(seconds)
-            raise kmock.KubernetesError(status=504, reason="Timeout", message="injected timeout", details={})
-
-        self._fault_view(action, plural, None, None)[:times] << slow
+        error = kmock.KubernetesError(status=504, reason="Timeout", message="injected timeout", details={})
+        self._fault_view(action, plural, None, None) << _countdown(times, error, delay=seconds)
 
     def _fault_view(self, action: kmock.action, plural: str | None, subresource: str | None, name: str | None) -> Any:
         view: Any = self[action]
@@ -833,6 +829,21 @@ class KubeApi(kmock.KubernetesEmulator):
                 "Forbidden" if result.get("code") == 403 else "BadRequest",
                 f'admission webhook "{hook["name"]}" denied the request: {message}',
             )
+
+
+def _countdown(times: int, error: Exception, delay: float = 0.0) -> Callable[[], Awaitable[Any]]:
+    """A kmock reaction that answers with ``error`` ``times`` times, then steps aside for good (kmock
+    disables a reaction that answers NotImplemented, and the next one in line answers)."""
+    left = [times]
+
+    async def react() -> Any:
+        if left[0] <= 0:
+            return NotImplemented
+        left[0] -= 1
+        await asyncio.sleep(delay)
+        raise error
+
+    return react
 
 
 def _hook_matches(hook: JSON, kind: Kind, operation: str) -> bool:

@@ -1,0 +1,44 @@
+"""The operator's Prometheus metrics, served at ``/metrics`` on ``--metrics-port``.
+
+One registry per operator (not the process-wide default), so that an operator stopped and started
+again in one process, as the tests do, counts afresh.
+"""
+
+from __future__ import annotations
+
+import aiohttp.web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconciles = Counter(
+            "qmlops_reconciles", "Reconciles of a resource, by kind and result", ["kind", "result"], registry=r
+        )
+        self.iterations = Counter("qmlops_training_iterations", "Training iterations completed", registry=r)
+        self.qpu_seconds = Counter("qmlops_qpu_seconds", "QPU seconds used by training, as reported", registry=r)
+        self.decisions = Counter("qmlops_decisions", "Decisions written to the ledger, by kind", ["kind"], registry=r)
+        self.promotions = Counter("qmlops_promotions", "Versions promoted to champion", registry=r)
+        self.failures = Counter("qmlops_failures", "Reconciles that failed, by reason", ["reason"], registry=r)
+        self.queue_depth = Gauge("qmlops_queue_depth", "Reconciles waiting for a worker", registry=r)
+        self.running = Gauge("qmlops_reconciles_running", "Reconciles running on the worker pool", registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> aiohttp.web.AppRunner:
+    """Start the ``/metrics`` endpoint in this event loop; the caller cleans the runner up."""
+
+    async def handle(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        body = metrics.exposition()
+        return aiohttp.web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, host, port).start()
+    return runner

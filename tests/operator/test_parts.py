@@ -1,0 +1,219 @@
+"""The operator's parts that talk to the outside: its API client, checkpoint ConfigMaps, the Git checkout
+and its credentials, and the metrics endpoint."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+
+from controller.operator import metrics
+from controller.operator.checkpoints import CheckpointStore, CheckpointTooLarge, ModelRef, encode
+from controller.operator.gitsource import GitCredentials, GitSource, GitSourceError, redact
+from controller.operator.kube import ApiAccess, ApiError, KubeClient, NotFound, merge_diff
+from tests.support.kube import Client, KubeApi
+
+
+@pytest.fixture
+async def api_client(kube: KubeApi) -> Any:
+    client = KubeClient(ApiAccess(server=str(kube.url)), backoffs=(0.01, 0.01, 0.01))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def model_ref(kube: KubeApi, client: Client) -> ModelRef:
+    kube.register_crds()
+    await client.namespace("team-quantum")
+    from tests.crds.objects import model
+
+    created = await client.create(model())
+    return ModelRef(namespace="team-quantum", name="iris-vqc", uid=created["metadata"]["uid"])
+
+
+# --- the API client --------------------------------------------------------------------------------
+
+
+async def test_client_retries_transient_failures_and_names_permanent_ones(
+    kube: KubeApi, api_client: KubeClient
+) -> None:
+    await Client(kube).namespace("ns1")
+    kube.fail(kmock.action.FETCH, "namespaces", status=503, times=2)
+    assert (await api_client.get("/api/v1/namespaces/ns1"))["metadata"]["name"] == "ns1"
+    kube.fail(kmock.action.FETCH, "namespaces", status=503, times=5)
+    with pytest.raises(ApiError) as err:
+        await api_client.get("/api/v1/namespaces/ns1")
+    assert err.value.status == 503
+    with pytest.raises(NotFound):
+        await api_client.get("/api/v1/namespaces/nowhere")
+
+
+def test_merge_diff_turns_old_into_new() -> None:
+    old = {"phase": "Training", "training": {"iteration": 3, "loss": 0.5}, "message": "x"}
+    new = {"phase": "Ready", "training": {"iteration": 3}, "champion": {"version": 1}}
+    patch = merge_diff(old, new)
+    assert patch == {"message": None, "phase": "Ready", "training": {"loss": None}, "champion": {"version": 1}}
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+
+
+def checkpoint_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
+
+
+async def test_checkpoint_survives_in_a_configmap_owned_by_the_model(
+    kube: KubeApi, api_client: KubeClient, model_ref: ModelRef, tmp_path: Path
+) -> None:
+    files = {"state.json": b'{"iteration": 3}', "params/theta.npy": b"\x00\x01\x02"}
+    folder = checkpoint_folder(tmp_path / "pod-a", files)
+    store = CheckpointStore(api_client)
+    assert await store.save(model_ref, folder) is True
+    assert await store.save(model_ref, folder) is False, "unchanged files are not written again"
+    configmap = kube.read("ConfigMap", "team-quantum", model_ref.configmap)
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == model_ref.uid
+    assert base64.b64decode(configmap["binaryData"]["state.json"]) == files["state.json"]
+
+    (folder / "state.json").write_bytes(b'{"iteration": 4}')
+    (folder / "params/theta.npy").unlink()
+    await store.save(model_ref, folder)
+
+    fresh = tmp_path / "pod-b"  # a new pod: nothing on its disk
+    assert await CheckpointStore(api_client).restore(model_ref, fresh) == 1
+    assert (fresh / "state.json").read_bytes() == b'{"iteration": 4}'
+    assert not (fresh / "params").exists()
+
+
+async def test_a_checkpoint_of_another_model_or_damaged_is_not_restored(
+    kube: KubeApi, api_client: KubeClient, model_ref: ModelRef, tmp_path: Path
+) -> None:
+    store = CheckpointStore(api_client)
+    await store.save(model_ref, checkpoint_folder(tmp_path / "a", {"state.json": b"1"}))
+    impostor = ModelRef(namespace=model_ref.namespace, name=model_ref.name, uid="another-uid")
+    assert await CheckpointStore(api_client).restore(impostor, tmp_path / "b") == 0
+    await Client(kube).patch("ConfigMap", "team-quantum", model_ref.configmap, {"binaryData": {"state.json": "Mg=="}})
+    assert await CheckpointStore(api_client).restore(model_ref, tmp_path / "c") == 0
+
+
+async def test_an_empty_folder_discards_the_checkpoint_and_deleting_the_model_collects_it(
+    kube: KubeApi, api_client: KubeClient, model_ref: ModelRef, tmp_path: Path
+) -> None:
+    store = CheckpointStore(api_client)
+    folder = checkpoint_folder(tmp_path / "a", {"state.json": b"1"})
+    await store.save(model_ref, folder)
+    (folder / "state.json").unlink()
+    await store.save(model_ref, folder)
+    assert kube.read("ConfigMap", "team-quantum", model_ref.configmap) is None
+    await store.save(model_ref, checkpoint_folder(folder, {"state.json": b"2"}))
+    await Client(kube).delete("QuantumModel", "team-quantum", "iris-vqc")
+    assert kube.read("ConfigMap", "team-quantum", model_ref.configmap) is None
+
+
+def test_a_checkpoint_too_large_for_a_configmap_is_refused() -> None:
+    with pytest.raises(CheckpointTooLarge):
+        encode({"big": b"x" * (800 * 1024)})
+
+
+# --- the Git checkout ------------------------------------------------------------------------------
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    bare = tmp_path / "remote.git"
+    git("init", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    seed = tmp_path / "seed"
+    git("init", "-b", "main", str(seed), cwd=tmp_path)
+    (seed / "README.md").write_text("models\n")
+    git("add", ".", cwd=seed)
+    git("-c", "user.name=a", "-c", "user.email=a@example.com", "commit", "-m", "start", cwd=seed)
+    git("push", str(bare), "main", cwd=seed)
+    return bare
+
+
+def test_the_repository_is_cloned_then_fetched(remote: Path, tmp_path: Path) -> None:
+    source = GitSource(str(remote), tmp_path / "work" / "repo", branch="main")
+    checkout = source.prepare()
+    assert (checkout / "README.md").read_text() == "models\n"
+    assert source.prepare() == checkout
+
+
+def test_token_credentials_reach_git_through_files_only(remote: Path, tmp_path: Path) -> None:
+    token = "ghp_" + "x1" * 20
+    secret = {"metadata": {"name": "git"}, "data": {"token": base64.b64encode(token.encode()).decode()}}
+    source = GitSource(str(remote), tmp_path / "work" / "repo", credentials=GitCredentials.from_secret(secret))
+    checkout = source.prepare()
+    config = (checkout / ".git" / "config").read_text()
+    assert token not in config
+    asked = subprocess.run(
+        ["git", "credential", "fill"],
+        cwd=checkout,
+        input="protocol=https\nhost=example.com\n\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"password={token}" in asked and "username=x-access-token" in asked
+    token_file = tmp_path / "work" / ".git-credentials" / "token"
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+
+
+def test_ssh_keys_are_used_with_known_hosts(remote: Path, tmp_path: Path) -> None:
+    secret = {
+        "metadata": {"name": "git"},
+        "data": {
+            "ssh-privatekey": base64.b64encode(
+                b"-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----"
+            ).decode(),
+            "known_hosts": base64.b64encode(b"github.com ssh-ed25519 AAAA").decode(),
+        },
+    }
+    source = GitSource(str(remote), tmp_path / "work" / "repo", credentials=GitCredentials.from_secret(secret))
+    checkout = source.prepare()
+    command = git("config", "core.sshCommand", cwd=checkout)
+    assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=yes" in command
+    assert "BEGIN OPENSSH" not in command
+
+
+def test_failures_are_reported_without_credentials(tmp_path: Path) -> None:
+    creds = GitCredentials(token="s3cr3t-token-value")
+    source = GitSource("https://user:s3cr3t-token-value@127.0.0.1:9/nothing.git", tmp_path / "repo", credentials=creds)
+    with pytest.raises(GitSourceError) as err:
+        source.prepare()
+    assert "s3cr3t" not in str(err.value) and "git clone failed" in str(err.value)
+    assert redact("see https://bob:pw@host/x", None) == "see https://***@host/x"
+    with pytest.raises(GitSourceError, match="holds no Git credentials"):
+        GitCredentials.from_secret({"metadata": {"name": "empty"}, "data": {}})
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+
+async def test_metrics_are_served_for_prometheus(unused_tcp_port: int) -> None:
+    counters = metrics.Metrics()
+    counters.reconciles.labels(kind="QuantumModel", result="ok").inc()
+    counters.queue_depth.set(3)
+    runner = await metrics.serve(counters, unused_tcp_port, host="127.0.0.1")
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{unused_tcp_port}/metrics") as rsp,
+        ):
+            text = await rsp.text()
+    finally:
+        await runner.cleanup()
+    assert 'qmlops_reconciles_total{kind="QuantumModel",result="ok"} 1.0' in text
+    assert "qmlops_queue_depth 3.0" in text
