@@ -305,6 +305,11 @@ class ModelCard(SpecModel):
     caveats: str | None = Field(default=None, max_length=8192)
 
 
+# Governance rules are refused at admission only under `enforcement: enforce`; under `audit` they are
+# reported (qmlops validate, status.policy) but the object is admitted, as the validator does.
+AUDIT_ONLY = "(has(self.governance) && has(self.governance.enforcement) && self.governance.enforcement == 'audit') "
+
+
 class QuantumModelSpec(SpecModel):
     model_config = rules(
         rule(
@@ -325,13 +330,14 @@ class QuantumModelSpec(SpecModel):
             ".promotion.requiredApprovals",
         ),
         rule(
-            "!has(self.governance) || !has(self.governance.maxShots) || !has(self.training) "
+            AUDIT_ONLY + "|| !has(self.governance) || !has(self.governance.maxShots) || !has(self.training) "
             "|| !has(self.training.shots) || self.training.shots <= self.governance.maxShots",
             "training.shots exceeds governance.maxShots",
             ".training.shots",
         ),
         rule(
-            "!has(self.governance) || !has(self.governance.requireModelCard) || !self.governance.requireModelCard "
+            AUDIT_ONLY + "|| !has(self.governance) || !has(self.governance.requireModelCard) "
+            "|| !self.governance.requireModelCard "
             "|| (has(self.modelCard) && has(self.modelCard.intendedUse) && has(self.modelCard.limitations))",
             "governance.requireModelCard: modelCard needs intendedUse and limitations",
             ".modelCard",

@@ -52,6 +52,13 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
         False,
     ),
     (
+        "shots above maxShots are admitted under enforcement: audit",
+        changed(M, spec__training__shots=200_000),
+        "training.shots exceeds governance.maxShots",
+        changed(M, spec__training__shots=200_000, spec__governance__enforcement="audit"),
+        False,
+    ),
+    (
         "more features than qubits",
         changed(M, spec__dataset__features=["a", "b", "c", "d", "e"]),
         "more features than qubits: set dataset.reduce or list fewer features",
