@@ -95,9 +95,10 @@ _LOG_FORMAT = _FIELD.join(["%H", "%an", "%ae", "%ce", "%aI", "%s", "%G?", "%GS",
 class Git:
     """git, run in one work tree. Every call is a subprocess with a fixed environment."""
 
-    def __init__(self, root: Path, *, identity: GitIdentity = DEFAULT_IDENTITY) -> None:
+    def __init__(self, root: Path, *, identity: GitIdentity = DEFAULT_IDENTITY, remote: str | None = "origin") -> None:
         self.root = Path(root)
         self.identity = identity
+        self.remote = remote  # None: never fetch or push
 
     # --- running --------------------------------------------------------------------------------
 
@@ -155,18 +156,18 @@ class Git:
         return done.stdout.strip() or None
 
     def upstream(self) -> tuple[str, str] | None:
-        """(remote, branch) that the current branch pushes to; None without a remote."""
+        """(remote, branch) that the current branch pushes to: its configured upstream on ``self.remote``,
+        else the branch of the same name there; None without that remote (or with ``remote=None``)."""
         branch = self.branch()
-        if branch is None:
+        if branch is None or self.remote is None:
             return None
-        remote = self.run("config", f"branch.{branch}.remote", check=False).stdout.strip()
+        if self.remote not in self.out("remote").split():
+            return None
+        configured = self.run("config", f"branch.{branch}.remote", check=False).stdout.strip()
         merge = self.run("config", f"branch.{branch}.merge", check=False).stdout.strip()
-        if remote and remote != "." and merge:
-            return remote, merge.removeprefix("refs/heads/")
-        remotes = self.out("remote").split()
-        if "origin" in remotes:
-            return "origin", branch
-        return None
+        if configured == self.remote and merge:
+            return self.remote, merge.removeprefix("refs/heads/")
+        return self.remote, branch
 
     def revision(self, ref: str = "HEAD") -> str:
         """``main@sha1:<sha>`` as status.source.revision writes it."""

@@ -8,6 +8,7 @@ The team's spec files are never written at all: this module is for files under `
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import tempfile
@@ -39,7 +40,7 @@ def guess_style(text: str) -> Style:
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     mapping: int | None = None
     sequence: tuple[int, int] | None = None
-    for here, after in zip(lines, lines[1:], strict=False):
+    for here, after in itertools.pairwise(lines):
         match = _KEY_ONLY.match(here)
         if not match or here.lstrip().startswith(("---", "...")):
             continue

@@ -1,0 +1,270 @@
+"""The ledger: a model's decisions, append-only, each entry carrying the digest of the one before.
+
+One JSON object per line in ``registry/<namespace>/<model>/ledger.jsonl``, so that ``git blame`` names
+the commit that wrote (or rewrote) each entry. An entry's digest is taken over its canonical JSON
+without the digest itself; ``prev`` is the previous entry's digest (None for the first entry).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controller.engine.registry.canonical import canonical_bytes, digest_of
+
+LEDGER_FILE = "ledger.jsonl"
+
+REGISTERED = "registered"
+GATE_PASSED = "gate-passed"
+GATE_FAILED = "gate-failed"
+APPROVED = "approved"
+PROMOTED = "promoted"
+ROLLED_BACK = "rolled-back"
+BLOCKED = "blocked"
+FAILED = "failed"
+KINDS = (REGISTERED, GATE_PASSED, GATE_FAILED, APPROVED, PROMOTED, ROLLED_BACK, BLOCKED, FAILED)
+CHAMPION_KINDS = (PROMOTED, ROLLED_BACK)
+
+
+class LedgerError(ValueError):
+    """A ledger line that cannot be read or does not chain; ``line`` is 1-based."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decision about one model."""
+
+    seq: int
+    at: str
+    kind: str
+    model: str
+    version: int | None
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+    prev: str | None = None
+    digest: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """Everything the digest covers."""
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "kind": self.kind,
+            "model": self.model,
+            "version": self.version,
+            "message": self.message,
+            "data": self.data,
+            "prev": self.prev,
+        }
+
+    def computed_digest(self) -> str:
+        return digest_of(self.body())
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "digest": self.digest}
+
+    def to_line(self) -> str:
+        return canonical_bytes(self.to_json()).decode() + "\n"
+
+    @property
+    def time(self) -> datetime:
+        return parse_time(self.at)
+
+    def describe(self) -> str:
+        version = f" version {self.version}" if self.version is not None else ""
+        return f"entry {self.seq} ({self.kind}{version})"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, to the second, with a Z: how every time in the registry is written."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def entry_from_json(data: Any, line: int) -> Entry:
+    if not isinstance(data, dict):
+        raise LedgerError(f"line {line} is not a JSON object", line)
+    try:
+        version = data["version"]
+        entry = Entry(
+            seq=int(data["seq"]),
+            at=str(data["at"]),
+            kind=str(data["kind"]),
+            model=str(data["model"]),
+            version=None if version is None else int(version),
+            message=str(data["message"]),
+            data=dict(data.get("data") or {}),
+            prev=data.get("prev"),
+            digest=str(data["digest"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise LedgerError(f"line {line} is not a ledger entry ({type(err).__name__}: {err})", line) from None
+    if set(data) - {*entry.body(), "digest"}:
+        raise LedgerError(f"line {line} has fields a ledger entry does not have", line)
+    return entry
+
+
+def parse(text: str) -> list[Entry]:
+    """Entries of a ledger file, without checking the chain (see :func:`check_chain`)."""
+    entries: list[Entry] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise LedgerError(f"line {number} is not JSON ({err.msg})", number) from None
+        entries.append(entry_from_json(data, number))
+    return entries
+
+
+def check_chain(text: str) -> Iterator[tuple[int, Entry | None, str]]:
+    """Every break in a ledger: (line, entry or None, what is wrong), in file order."""
+    prev: Entry | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            yield number, None, "blank line in the ledger"
+            continue
+        try:
+            entry = entry_from_json(json.loads(raw), number)
+        except json.JSONDecodeError as err:
+            yield number, None, f"not JSON ({err.msg})"
+            continue
+        except LedgerError as err:
+            yield number, None, str(err)
+            continue
+        expected_seq = (prev.seq + 1) if prev else 1
+        if entry.seq != expected_seq:
+            yield number, entry, f"sequence number {entry.seq}, expected {expected_seq}"
+        if entry.prev != (prev.digest if prev else None):
+            yield number, entry, "does not carry the digest of the entry before it (the chain is broken)"
+        if entry.computed_digest() != entry.digest:
+            yield number, entry, f"its content does not match its digest {entry.digest[:19]}… (rewritten)"
+        if entry.kind not in KINDS:
+            yield number, entry, f"unknown decision kind {entry.kind!r}"
+        prev = entry
+
+
+def draft(
+    previous: Entry | None,
+    *,
+    at: str,
+    kind: str,
+    model: str,
+    version: int | None,
+    message: str,
+    data: dict[str, Any] | None = None,
+) -> Entry:
+    """The next entry after ``previous``, with its digest."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown decision kind {kind!r}")
+    entry = Entry(
+        seq=(previous.seq + 1) if previous else 1,
+        at=at,
+        kind=kind,
+        model=model,
+        version=version,
+        message=message,
+        data=json.loads(canonical_bytes(data or {})),
+        prev=previous.digest if previous else None,
+    )
+    return Entry(**{**entry.__dict__, "digest": entry.computed_digest()})
+
+
+# --- reading a model's history out of its entries ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A model's entries, with the questions the engine asks of them."""
+
+    entries: tuple[Entry, ...] = ()
+
+    @property
+    def last(self) -> Entry | None:
+        return self.entries[-1] if self.entries else None
+
+    def of_kind(self, *kinds: str) -> list[Entry]:
+        return [e for e in self.entries if e.kind in kinds]
+
+    def for_version(self, version: int, *kinds: str) -> list[Entry]:
+        return [e for e in self.entries if e.version == version and (not kinds or e.kind in kinds)]
+
+    def champion_entry(self) -> Entry | None:
+        found = self.of_kind(*CHAMPION_KINDS)
+        return found[-1] if found else None
+
+    def champion(self) -> int | None:
+        entry = self.champion_entry()
+        return entry.version if entry else None
+
+    def gate_entry(self, version: int) -> Entry | None:
+        found = self.for_version(version, GATE_PASSED, GATE_FAILED)
+        return found[-1] if found else None
+
+    def ever_champion(self, version: int) -> bool:
+        return bool(self.for_version(version, *CHAMPION_KINDS))
+
+    def approval_commits(self) -> set[str]:
+        return {str(e.data.get("commit")) for e in self.of_kind(APPROVED)}
+
+    def approvers(self, version: int, *, signed_only: bool = False) -> set[str]:
+        return {
+            str(e.data.get("approver", "")).lower()
+            for e in self.for_version(version, APPROVED)
+            if e.data.get("approver") and (e.data.get("signed") or not signed_only)
+        }
+
+    def registered_digests(self) -> dict[str, int]:
+        """Artifact digest -> version, for idempotent registration."""
+        out: dict[str, int] = {}
+        for entry in self.of_kind(REGISTERED):
+            digest = entry.data.get("artifactDigest")
+            if isinstance(digest, str) and entry.version is not None:
+                out[digest] = entry.version
+        return out
+
+    def versions(self) -> list[int]:
+        return [e.version for e in self.of_kind(REGISTERED) if e.version is not None]
+
+    def since(self, moment: datetime) -> list[Entry]:
+        return [e for e in self.entries if e.time >= moment]
+
+    def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
+        """QPU seconds that trainings recorded in the ledger spent in the rolling window before ``now``."""
+        total = 0.0
+        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+            if entry.time >= now - window:
+                usage = entry.data.get("usage") or {}
+                total += float(usage.get("qpuSeconds", 0.0) or 0.0)
+        return total
+
+    def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
+        totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
+        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+            if entry.time >= now - window:
+                usage = entry.data.get("usage") or {}
+                for key in totals:
+                    totals[key] += float(usage.get(key, 0) or 0)
+        return totals
+
+    def last_blocked_with(self, reason: str) -> bool:
+        """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
+        last = self.last
+        return last is not None and last.kind == BLOCKED and last.message == reason
+
+
+def ledger_of(entries: Sequence[Entry]) -> Ledger:
+    return Ledger(tuple(entries))

@@ -1,0 +1,206 @@
+"""The registry in a Git work tree: read a model's versions and ledger, record decisions as commits.
+
+Layout, per model, under ``registry/<namespace>/<model>/``:
+
+- ``versions/<N>.json``  immutable version manifests (see :mod:`.versions`)
+- ``ledger.jsonl``       the append-only chain of decisions (see :mod:`.ledger`)
+- ``model.yaml``         a readable summary, edited round-trip (see :mod:`.index`)
+
+Every decision is one commit by the controller's identity carrying the trailers ``Qmlops-Model``,
+``Qmlops-Version``, ``Qmlops-Decision`` and ``Qmlops-Entry`` (the entry's digest, which finds the
+commit again after a rebase changed its sha).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.engine.registry import index, versions
+from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
+from controller.engine.registry.ledger import LEDGER_FILE, Entry, Ledger, LedgerError, draft, parse
+from controller.engine.registry.versions import Version, VersionError
+from controller.engine.registry.yamlio import write_atomic
+
+REGISTRY_DIR = "registry"
+TRAILER_MODEL = "Qmlops-Model"
+TRAILER_VERSION = "Qmlops-Version"
+TRAILER_DECISION = "Qmlops-Decision"
+TRAILER_ENTRY = "Qmlops-Entry"
+
+
+class RegistryError(Exception):
+    """The registry cannot be read or written; the message names the file or the Git problem."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A decision written to the ledger and committed."""
+
+    entry: Entry
+    commit: str
+
+
+class Registry:
+    """Versions and decisions of every model, kept in the Git repository at ``repo_path``."""
+
+    def __init__(
+        self,
+        repo_path: Path,
+        *,
+        identity: GitIdentity = DEFAULT_IDENTITY,
+        remote: str | None = "origin",
+        root: str = REGISTRY_DIR,
+    ) -> None:
+        self.repo = Path(repo_path).resolve()
+        self.identity = identity
+        self.root = root.strip("/")
+        self.git = Git(self.repo, identity=identity, remote=remote)
+        if not self.git.is_repository():
+            raise RegistryError(f"{self.repo} is not a Git work tree: the registry lives in a Git repository")
+
+    # --- paths ----------------------------------------------------------------------------------
+
+    def model_path(self, namespace: str, name: str) -> str:
+        return f"{self.root}/{namespace}/{name}"
+
+    def ledger_path(self, namespace: str, name: str) -> str:
+        return f"{self.model_path(namespace, name)}/{LEDGER_FILE}"
+
+    def version_path(self, namespace: str, name: str, number: int) -> str:
+        return f"{self.model_path(namespace, name)}/{versions.file_name(number)}"
+
+    def private_dir(self) -> Path:
+        """Inside .git: never committed, shared by work trees. Checkpoints and finished artifacts live here."""
+        return self.git.common_dir() / "qmlops"
+
+    # --- syncing with the remote ----------------------------------------------------------------
+
+    def sync(self) -> list[Commit]:
+        """Bring the work tree up to date with the remote and publish what was left unpushed.
+
+        Returns the controller's commits that had to be dropped because the remote decided about
+        the same model in the meantime (their decisions are made again on the new history).
+        """
+        if not self.git.fetch():
+            return []
+        dropped = self.git.integrate(f"{self.root}/")
+        dropped += self.publish().dropped
+        return dropped
+
+    def publish(self) -> PublishResult:
+        return self.git.publish(f"{self.root}/")
+
+    def discard_uncommitted(self, namespace: str, name: str) -> list[str]:
+        """Undo half-written files of a decision interrupted before its commit (only the controller
+        writes under the model's registry folder). Returns the paths that were dirty."""
+        path = self.model_path(namespace, name)
+        dirty = self.git.dirty([path])
+        if dirty:
+            self.git.discard([path])
+        return dirty
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def models(self) -> list[tuple[str, str]]:
+        base = self.repo / self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            (ns.name, model.name) for ns in base.iterdir() if ns.is_dir() for model in ns.iterdir() if model.is_dir()
+        )
+
+    def ledger(self, namespace: str, name: str) -> Ledger:
+        path = self.repo / self.ledger_path(namespace, name)
+        if not path.exists():
+            return Ledger()
+        try:
+            return Ledger(tuple(parse(path.read_text(encoding="utf-8"))))
+        except LedgerError as err:
+            raise RegistryError(f"{self.ledger_path(namespace, name)}: {err}") from None
+
+    def versions(self, namespace: str, name: str) -> list[Version]:
+        folder = self.repo / self.model_path(namespace, name) / versions.VERSIONS_DIR
+        if not folder.is_dir():
+            return []
+        found: list[Version] = []
+        for file in folder.iterdir():
+            number = versions.number_of(file.name)
+            if number is None:
+                continue
+            where = self.version_path(namespace, name, number)
+            try:
+                version = versions.decode(file.read_bytes(), where)
+            except VersionError as err:
+                raise RegistryError(str(err)) from None
+            if version.number != number:
+                raise RegistryError(f"{where}: holds version {version.number}")
+            found.append(version)
+        return sorted(found, key=lambda v: v.number)
+
+    def version(self, namespace: str, name: str, number: int) -> Version | None:
+        return next((v for v in self.versions(namespace, name) if v.number == number), None)
+
+    def champion(self, namespace: str, name: str) -> Version | None:
+        number = self.ledger(namespace, name).champion()
+        return None if number is None else self.version(namespace, name, number)
+
+    def entry_commits(self, namespace: str, name: str) -> dict[str, Commit]:
+        """Ledger entry digest -> the commit that recorded it (found by its Qmlops-Entry trailer)."""
+        out: dict[str, Commit] = {}
+        for commit in self.git.log(paths=[self.ledger_path(namespace, name)]):
+            for digest in commit.trailer(TRAILER_ENTRY):
+                out.setdefault(digest, commit)
+        return out
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def record(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        at: str,
+        kind: str,
+        version: int | None,
+        message: str,
+        data: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> Recorded:
+        """Append one decision to the ledger, write ``files`` (paths relative to the model's folder,
+        never overwriting one that exists), refresh model.yaml, and commit it all as one commit."""
+        model = f"{namespace}/{name}"
+        folder = self.repo / self.model_path(namespace, name)
+        ledger = self.ledger(namespace, name)
+        entry = draft(ledger.last, at=at, kind=kind, model=model, version=version, message=message, data=data)
+        for relative, raw in (files or {}).items():
+            target = folder / relative
+            if target.exists():
+                raise RegistryError(f"{self.model_path(namespace, name)}/{relative} exists: versions are immutable")
+            write_atomic(target, raw)
+        ledger_file = folder / LEDGER_FILE
+        before = ledger_file.read_bytes() if ledger_file.exists() else b""
+        write_atomic(ledger_file, before + entry.to_line().encode())
+        after = Ledger((*ledger.entries, entry))
+        index.write(
+            folder / index.INDEX_FILE,
+            namespace,
+            name,
+            index.summary(namespace, name, after, self.versions(namespace, name)),
+        )
+        trailers = [(TRAILER_MODEL, model)]
+        if version is not None:
+            trailers.append((TRAILER_VERSION, str(version)))
+        trailers += [(TRAILER_DECISION, kind), (TRAILER_ENTRY, entry.digest)]
+        subject = f"qmlops: {model}: {message}"
+        try:
+            sha = self.git.commit([self.model_path(namespace, name)], _subject(subject), trailers)
+        except GitError as err:
+            raise RegistryError(f"committing {kind} for {model}: {err}") from None
+        return Recorded(entry, sha)
+
+
+def _subject(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

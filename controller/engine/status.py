@@ -1,0 +1,182 @@
+"""The one place that sets a QuantumModel's phase and conditions.
+
+Conditions follow kstatus: ``Ready`` (the model serves a champion and nothing is pending),
+``Reconciling`` (work under way: training, evaluating), ``Stalled`` (it cannot progress without a
+change: blocked, failed, gates failed), plus one condition per stage: ``Validated``, ``Compliant``,
+``Trained``, ``Promoted``. A condition's ``lastTransitionTime`` changes only when its status flips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from controller.api.meta import Condition, ConditionStatus, ConditionType
+from controller.api.quantummodel import (
+    Phase,
+    PolicyReport,
+    QuantumModelStatus,
+    RuleOutcome,
+    SourceRef,
+    TrainingStatus,
+    Usage,
+    VersionRef,
+)
+
+TrainingState = Literal["idle", "due", "running", "stopped", "failed", "done"]
+PromotionState = Literal["champion", "waiting", "gates-failed", "none", "blocked"]
+
+
+@dataclass
+class Facts:
+    """What a reconcile found out about one model, from which its status follows."""
+
+    generation: int | None = None
+    valid: bool = True
+    invalid_message: str = ""
+    policy: PolicyReport | None = None
+    blockers: list[str] = field(default_factory=list)  # rule ids (or "promotion.pin") that block
+    block_message: str = ""
+    suspended: bool = False
+    training_state: TrainingState = "idle"
+    training_message: str = ""
+    training: TrainingStatus | None = None
+    latest: VersionRef | None = None
+    champion: VersionRef | None = None
+    promotion_state: PromotionState = "none"
+    promotion_message: str = ""
+    usage: Usage | None = None
+    source: SourceRef | None = None
+    requested_at: str | None = None
+
+
+def set_condition(
+    conditions: list[Condition],
+    kind: ConditionType,
+    status: bool,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """``conditions`` with ``kind`` set; its transition time kept unless the status flips."""
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    previous = next((c for c in conditions if c.type == kind.value), None)
+    moment = previous.last_transition_time if previous is not None and previous.status is value else now
+    updated = Condition(
+        type=kind.value,
+        status=value,
+        reason=reason,
+        message=message[:32768],
+        observed_generation=generation,
+        last_transition_time=moment,
+    )
+    others = [c for c in conditions if c.type != kind.value]
+    return [*others, updated]
+
+
+def phase_of(facts: Facts) -> tuple[Phase, str]:
+    """The phase and the one-line message that explains it."""
+    if not facts.valid:
+        return Phase.FAILED, facts.invalid_message
+    if facts.suspended:
+        return Phase.SUSPENDED, "spec.suspend is true: nothing is trained or promoted"
+    if facts.blockers:
+        return Phase.BLOCKED, facts.block_message
+    if facts.training_state == "failed":
+        return Phase.FAILED, facts.training_message
+    if facts.training_state in ("due", "running", "stopped"):
+        return Phase.TRAINING, facts.training_message
+    if facts.promotion_state == "waiting":
+        return Phase.EVALUATING, facts.promotion_message
+    if facts.champion is not None:
+        return Phase.READY, facts.promotion_message or f"version {facts.champion.version} is the champion"
+    return Phase.PENDING, facts.promotion_message or "no champion yet"
+
+
+def build(previous: QuantumModelStatus | None, facts: Facts, now: datetime) -> QuantumModelStatus:
+    """The complete status for ``facts``, carrying over transition times from ``previous``."""
+    phase, message = phase_of(facts)
+    conditions = list(previous.conditions) if previous else []
+    gen = facts.generation
+
+    def put(kind: ConditionType, status: bool, reason: str, text: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, kind, status, reason, text, generation=gen, now=now)
+
+    put(
+        ConditionType.VALIDATED,
+        facts.valid,
+        "Valid" if facts.valid else "Invalid",
+        facts.invalid_message or "spec is valid",
+    )
+    compliant, reason, text = _compliance(facts)
+    put(ConditionType.COMPLIANT, compliant, reason, text)
+    trained, reason, text = _trained(facts)
+    put(ConditionType.TRAINED, trained, reason, text)
+    promoted, reason, text = _promoted(facts)
+    put(ConditionType.PROMOTED, promoted, reason, text)
+    put(ConditionType.READY, phase is Phase.READY, phase.value, message)
+    busy = phase in (Phase.TRAINING, Phase.EVALUATING) or (phase is Phase.PENDING and facts.latest is None)
+    put(ConditionType.RECONCILING, busy, phase.value if busy else "Idle", message if busy else "")
+    stalled = phase in (Phase.BLOCKED, Phase.FAILED) or (
+        phase is Phase.PENDING and facts.promotion_state in ("gates-failed", "blocked")
+    )
+    put(ConditionType.STALLED, stalled, phase.value if stalled else "Progressing", message if stalled else "")
+    order = [c.value for c in ConditionType]
+    conditions.sort(key=lambda c: order.index(c.type) if c.type in order else len(order))
+    return QuantumModelStatus(
+        observed_generation=gen,
+        phase=phase,
+        message=message,
+        conditions=conditions,
+        source=facts.source,
+        training=facts.training,
+        latest_version=facts.latest,
+        champion=facts.champion,
+        usage=facts.usage,
+        policy=facts.policy,
+        last_handled_reconcile_at=facts.requested_at,
+    )
+
+
+def _compliance(facts: Facts) -> tuple[bool, str, str]:
+    if facts.policy is None:
+        return True, "NotEvaluated", "governance not evaluated"
+    failed = [r for r in facts.policy.results if r.result is RuleOutcome.FAIL]
+    if facts.blockers and any(b != "promotion.pin" for b in facts.blockers):
+        return False, "PolicyViolation", facts.block_message
+    if failed:
+        rules = ", ".join(r.rule for r in failed)
+        return True, "AuditOnly", f"governance.enforcement is audit: rules {rules} fail and are reported only"
+    return True, "PoliciesPass", f"{facts.policy.summary.pass_} rules pass"
+
+
+def _trained(facts: Facts) -> tuple[bool, str, str]:
+    if facts.training_state == "failed":
+        return False, "TrainingFailed", facts.training_message
+    if facts.training_state in ("due", "running", "stopped"):
+        reason = {"due": "TrainingDue", "running": "Training", "stopped": "TrainingInterrupted"}[facts.training_state]
+        return facts.latest is not None, reason, facts.training_message
+    if facts.latest is not None:
+        return True, "VersionRegistered", f"version {facts.latest.version} is registered"
+    return False, "NotTrained", facts.training_message or "no version yet"
+
+
+def _promoted(facts: Facts) -> tuple[bool, str, str]:
+    reasons = {
+        "waiting": "AwaitingApprovals",
+        "gates-failed": "GatesFailed",
+        "blocked": "PinBlocked",
+        "none": "NoChampion",
+        "champion": "Champion",
+    }
+    reason = reasons[facts.promotion_state]
+    if facts.champion is not None:
+        text = f"version {facts.champion.version} is the champion"
+        if facts.promotion_state != "champion" and facts.promotion_message:
+            text += f"; {facts.promotion_message}"
+        return True, "Champion" if facts.promotion_state == "champion" else reason, text
+    return False, reason, facts.promotion_message or "no champion yet"

@@ -1,0 +1,108 @@
+"""Helpers to build spec repositories for the registry tests: a bare remote, clones, tiny specs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+TINY_SPEC = """\
+# A tiny model for the registry tests: 2 qubits, a few iterations, exact statevector simulation.
+apiVersion: qmlops.io/v1alpha1
+kind: QuantumModel
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  owner: alice@example.com
+  dataset:
+    source: builtin:iris
+    features: [petal_length, petal_width]
+    classes: [0, 1]
+    testFraction: 0.2
+    seed: 42
+  circuit:
+    qubits: 2
+    featureMap: {{kind: ZFeatureMap, reps: 1}}
+    ansatz: {{kind: RealAmplitudes, reps: 1}}
+  training:
+    backend: local:statevector
+    shots: 128
+    optimizer: {{kind: COBYLA, maxIterations: {iterations}}}
+    seed: 7
+  promotion:
+{promotion}
+  governance:
+{governance}
+"""
+
+DEFAULT_PROMOTION = """\
+    policy: auto
+    gates:
+      - {metric: accuracy, min: 0.5}"""
+DEFAULT_GOVERNANCE = """\
+    allowedBackends: ["local:*"]
+    approvers: [alice@example.com, bob@example.com]"""
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    import os
+
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done.stdout.strip()
+
+
+def tiny_spec(
+    name: str = "tiny",
+    namespace: str = "demo",
+    *,
+    iterations: int = 4,
+    promotion: str = DEFAULT_PROMOTION,
+    governance: str = DEFAULT_GOVERNANCE,
+) -> str:
+    return TINY_SPEC.format(
+        name=name, namespace=namespace, iterations=iterations, promotion=promotion, governance=governance
+    )
+
+
+class Repos:
+    """A bare remote under ``base/remote.git`` and work clones of it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.remote = base / "remote.git"
+        git(base, "init", "--quiet", "--bare", str(self.remote))
+        seed = base / "seed"
+        git(base, "clone", "--quiet", str(self.remote), str(seed))
+        (seed / "README.md").write_text("spec repository\n")
+        git(seed, "add", "README.md")
+        git(seed, "commit", "--quiet", "-m", "start")
+        git(seed, "push", "--quiet", "origin", "main")
+        self.seed = seed
+
+    def clone(self, name: str) -> Path:
+        path = self.base / name
+        git(self.base, "clone", "--quiet", str(self.remote), str(path))
+        return path
+
+    def commit_file(
+        self, repo: Path, relative: str, text: str, message: str, *, author: str = "Alice <alice@example.com>"
+    ) -> str:
+        path = repo / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        git(repo, "add", relative)
+        git(repo, "commit", "--quiet", f"--author={author}", "-m", message)
+        return git(repo, "rev-parse", "HEAD")
+
+    def push(self, repo: Path) -> None:
+        git(repo, "push", "--quiet", "origin", "HEAD:main")
+
+    def pull(self, repo: Path) -> None:
+        git(repo, "pull", "--quiet", "--rebase", "origin", "main")
+
+    def remote_log(self, *args: str) -> str:
+        return git(self.remote, "log", "main", *args)

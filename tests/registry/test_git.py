@@ -1,0 +1,77 @@
+"""The Git layer on real repositories: commits with trailers as the controller, pushes that rebase
+and retry on rejection, never force, and decisions about the same model that race."""
+
+from __future__ import annotations
+
+from controller.engine.registry import GitIdentity, Registry
+from tests.registry.repos import Repos, git
+
+AT = "2025-01-01T00:00:00Z"
+
+
+def test_a_decision_is_one_commit_with_trailers_by_the_controller(repos: Repos) -> None:
+    work = repos.clone("work")
+    identity = GitIdentity.parse("Model Controller <controller@example.org>")
+    registry = Registry(work, identity=identity)
+    recorded = registry.record("demo", "m", at=AT, kind="blocked", version=None, message="blocked by rule x")
+    registry.publish()
+    log = repos.remote_log("-1", "--format=%an <%ae>|%cn <%ce>|%s%n%(trailers:only)")
+    header, trailers = log.split("\n", 1)
+    assert (
+        header
+        == "Model Controller <controller@example.org>|Model Controller <controller@example.org>|qmlops: demo/m: blocked by rule x"
+    )
+    assert "Qmlops-Model: demo/m" in trailers
+    assert "Qmlops-Decision: blocked" in trailers
+    assert f"Qmlops-Entry: {recorded.entry.digest}" in trailers
+    assert git(repos.remote, "rev-parse", "main") == recorded.commit
+    assert registry.entry_commits("demo", "m")[recorded.entry.digest].sha == recorded.commit
+
+
+def test_a_rejected_push_is_rebased_and_retried_keeping_both_histories(repos: Repos) -> None:
+    a, b = Registry(repos.clone("a")), Registry(repos.clone("b"))
+    a.record("demo", "one", at=AT, kind="blocked", version=None, message="one")
+    a.publish()
+    human = repos.clone("human")
+    repos.commit_file(human, "specs/x.yaml", "x: 1\n", "a spec change")
+    repos.push(human)
+    b.record("demo", "two", at=AT, kind="blocked", version=None, message="two")
+    result = b.publish()
+    assert result.pushed and result.attempts == 2 and not result.dropped
+    subjects = repos.remote_log("--format=%s").splitlines()
+    assert subjects[:3] == ["qmlops: demo/two: two", "a spec change", "qmlops: demo/one: one"]
+
+
+def test_racing_decisions_on_one_model_drop_the_later_commit_never_force(repos: Repos) -> None:
+    a, b = Registry(repos.clone("a")), Registry(repos.clone("b"))
+    first = a.record("demo", "m", at=AT, kind="blocked", version=None, message="from a")
+    a.publish()
+    b.record("demo", "m", at=AT, kind="blocked", version=None, message="from b")
+    b.record("demo", "other", at=AT, kind="blocked", version=None, message="other from b")
+    result = b.publish()
+    assert [c.subject for c in result.dropped] == ["qmlops: demo/m: from b"]
+    assert result.pushed
+    assert [e.message for e in b.ledger("demo", "m").entries] == ["from a"]
+    assert b.ledger("demo", "m").entries[0].digest == first.entry.digest
+    assert [e.message for e in b.ledger("demo", "other").entries] == ["other from b"]
+    # the remote's history only grew: a's commit is still an ancestor of main
+    git(repos.remote, "merge-base", "--is-ancestor", first.commit, "main")
+
+
+def test_an_unchanged_registry_publishes_nothing(repos: Repos) -> None:
+    registry = Registry(repos.clone("work"))
+    before = git(repos.remote, "rev-parse", "main")
+    assert registry.sync() == []
+    assert not registry.publish().pushed
+    assert git(repos.remote, "rev-parse", "main") == before
+
+
+def test_without_a_remote_decisions_stay_local(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "local"
+    repo.mkdir()
+    git(repo, "init", "--quiet")
+    registry = Registry(repo)
+    registry.record("demo", "m", at=AT, kind="blocked", version=None, message="x")
+    assert registry.sync() == []
+    assert not registry.publish().pushed
+    assert len(registry.ledger("demo", "m").entries) == 1
