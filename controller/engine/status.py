@@ -8,9 +8,12 @@ change: blocked, failed, gates failed), plus one condition per stage: ``Validate
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from controller.api.meta import Condition, ConditionStatus, ConditionType
 from controller.api.quantummodel import (
@@ -49,6 +52,7 @@ class Facts:
     usage: Usage | None = None
     source: SourceRef | None = None
     requested_at: str | None = None
+    error: str = ""  # the reconcile itself failed (Git, the cluster): the next one retries
 
 
 def set_condition(
@@ -81,6 +85,8 @@ def phase_of(facts: Facts) -> tuple[Phase, str]:
     """The phase and the one-line message that explains it."""
     if not facts.valid:
         return Phase.FAILED, facts.invalid_message
+    if facts.error:
+        return Phase.FAILED, facts.error
     if facts.suspended:
         return Phase.SUSPENDED, "spec.suspend is true: nothing is trained or promoted"
     if facts.blockers:
@@ -180,3 +186,63 @@ def _promoted(facts: Facts) -> tuple[bool, str, str]:
             text += f"; {facts.promotion_message}"
         return True, "Champion" if facts.promotion_state == "champion" else reason, text
     return False, reason, facts.promotion_message or "no champion yet"
+
+
+# --- what the shells write without a full reconcile ----------------------------------------------------
+
+MAX_FAILURE_TEXT = 500
+
+
+def describe_failure(err: BaseException) -> str:
+    """A failure as one line for status and events: the error's kind and its own message, bounded.
+
+    Errors raised by the engine never carry credentials (they are read from a Secret and not quoted)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if len(text) > MAX_FAILURE_TEXT:
+        text = text[: MAX_FAILURE_TEXT - 1] + "…"
+    return text if text.startswith(type(err).__name__) else f"{type(err).__name__}: {text}"
+
+
+def _previous(previous: Mapping[str, Any] | QuantumModelStatus | None) -> QuantumModelStatus | None:
+    if previous is None or isinstance(previous, QuantumModelStatus):
+        return previous
+    try:
+        return QuantumModelStatus.model_validate(dict(previous))
+    except ValidationError:
+        return None
+
+
+def _carry(previous: QuantumModelStatus | None, facts: Facts) -> Facts:
+    if previous is not None:
+        facts.latest, facts.champion = previous.latest_version, previous.champion
+        facts.usage, facts.source, facts.policy = previous.usage, previous.source, previous.policy
+        if facts.champion is not None:
+            facts.promotion_state = "champion"
+    return facts
+
+
+def invalid(
+    previous: Mapping[str, Any] | QuantumModelStatus | None,
+    message: str,
+    generation: int | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The status (wire form) of a model whose spec the types refuse: Failed, Validated False."""
+    before = _previous(previous)
+    facts = _carry(before, Facts(generation=generation, valid=False, invalid_message=message or "spec is invalid"))
+    return build(before, facts, now or datetime.now(UTC)).to_wire()
+
+
+def failed(
+    previous: Mapping[str, Any] | QuantumModelStatus | None,
+    err: BaseException,
+    generation: int | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The status (wire form) after a reconcile that raised: Failed, with the error's message;
+    what the model had (versions, champion) is kept."""
+    before = _previous(previous)
+    facts = _carry(
+        before, Facts(generation=generation, training_state="failed", training_message=describe_failure(err))
+    )
+    return build(before, facts, now or datetime.now(UTC)).to_wire()

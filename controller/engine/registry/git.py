@@ -95,10 +95,19 @@ _LOG_FORMAT = _FIELD.join(["%H", "%an", "%ae", "%ce", "%aI", "%s", "%G?", "%GS",
 class Git:
     """git, run in one work tree. Every call is a subprocess with a fixed environment."""
 
-    def __init__(self, root: Path, *, identity: GitIdentity = DEFAULT_IDENTITY, remote: str | None = "origin") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        identity: GitIdentity = DEFAULT_IDENTITY,
+        remote: str | None = "origin",
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.root = Path(root)
         self.identity = identity
         self.remote = remote  # None: never fetch or push
+        # `git -c key=value` for every command (e.g. gpg.ssh.allowedSignersFile for signed approvals)
+        self.settings = dict(settings or {})
 
     # --- running --------------------------------------------------------------------------------
 
@@ -111,9 +120,10 @@ class Git:
     ) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_EDITOR": "true"}
         full.update(env or {})
+        overrides = [part for key, value in self.settings.items() for part in ("-c", f"{key}={value}")]
         try:
             done = subprocess.run(
-                ["git", *args],
+                ["git", *overrides, *args],
                 cwd=self.root,
                 env=full,
                 input=input,

@@ -52,11 +52,13 @@ class Registry:
         identity: GitIdentity = DEFAULT_IDENTITY,
         remote: str | None = "origin",
         root: str = REGISTRY_DIR,
+        allowed_signers: Path | None = None,
     ) -> None:
         self.repo = Path(repo_path).resolve()
         self.identity = identity
         self.root = root.strip("/")
-        self.git = Git(self.repo, identity=identity, remote=remote)
+        settings = {"gpg.ssh.allowedSignersFile": str(Path(allowed_signers).resolve())} if allowed_signers else {}
+        self.git = Git(self.repo, identity=identity, remote=remote, settings=settings)
         if not self.git.is_repository():
             raise RegistryError(f"{self.repo} is not a Git work tree: the registry lives in a Git repository")
 

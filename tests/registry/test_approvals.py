@@ -1,0 +1,127 @@
+"""Git-native approvals: commits by listed approvers with a Qmlops-Approve trailer, signed where asked."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from controller.engine.registry import Provenance, Registry
+from controller.engine.registry import versions as version_files
+from controller.engine.registry.approvals import Approval, approval_trailers, judge
+from tests.registry.repos import Repos, git
+
+APPROVERS = ["alice@example.com", "bob@example.com"]
+
+
+def _register(registry: Registry) -> None:
+    """A version manifest for the approvals to point at (its artifact does not matter here)."""
+    manifest = version_files.manifest(
+        namespace="demo",
+        name="m",
+        number=1,
+        registered_at="2025-01-01T00:00:00Z",
+        source=Provenance(None, None, None, None),
+        spec_digest="sha256:0",
+        dataset_digest="sha256:0",
+        artifact={"metrics": {"accuracy": 0.9}},
+        artifact_digest="sha256:0",
+    )
+    files = {version_files.file_name(1): version_files.encode(manifest)}
+    registry.record("demo", "m", at="2025-01-01T00:00:00Z", kind="registered", version=1, message="v1", files=files)
+
+
+def _registry_with_version(repos: Repos) -> tuple[Registry, Path]:
+    work = repos.clone("work")
+    registry = Registry(work)
+    _register(registry)
+    return registry, work
+
+
+def _approve(work: Path, author: str, value: str = "demo/m@1", *, sign: bool = False) -> str:
+    args = [
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        f"--author={author}",
+        "-m",
+        "approve",
+        f"--trailer=Qmlops-Approve: {value}",
+    ]
+    if sign:
+        args.insert(1, "-S")
+    git(work, *args)
+    return git(work, "rev-parse", "HEAD")
+
+
+def _judged(registry: Registry, *, require_signed: bool = False) -> list[Approval]:
+    return [
+        judge(
+            registry.git,
+            commit,
+            version=version,
+            version_path=registry.version_path(ns, name, version),
+            approvers=APPROVERS,
+            require_signed=require_signed,
+            controller_email=registry.identity.email,
+        )
+        for commit, ns, name, version in approval_trailers(registry.git)
+    ]
+
+
+def test_a_listed_approver_approves_a_version_that_exists(repos: Repos) -> None:
+    registry, work = _registry_with_version(repos)
+    sha = _approve(work, "Bob <Bob@Example.com>")
+    [approval] = _judged(registry)
+    assert approval.counts and approval.approver == "bob@example.com" and approval.commit == sha
+
+
+def test_approvals_that_do_not_count_say_why(repos: Repos) -> None:
+    work = repos.clone("work")
+    registry = Registry(work)
+    early = _approve(work, "Bob <bob@example.com>")  # before version 1 exists
+    _register(registry)
+    _approve(work, "Eve <eve@example.com>")
+    _approve(work, "qmlops <qmlops@example.invalid>")
+    _approve(work, "Bob <bob@example.com>", "demo/m@1 with extra words")  # not a trailer value we read
+    reasons = [(a.approver, a.counts, a.reason) for a in _judged(registry)]
+    assert reasons == [
+        ("bob@example.com", False, f"version 1 did not exist in commit {early[:12]}"),
+        ("eve@example.com", False, "eve@example.com is not listed in governance.approvers"),
+        ("qmlops@example.invalid", False, "the controller cannot approve"),
+    ]
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is needed to sign commits with SSH keys")
+def test_signed_approvals_with_ssh_keys(repos: Repos, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    lines = []
+    for person in ("alice", "bob"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", person, "-f", str(keys / person)], check=True
+        )
+        lines.append(f"{person}@example.com {(keys / f'{person}.pub').read_text().strip()}")
+    signers = keys / "allowed_signers"
+    signers.write_text("\n".join(lines) + "\n")
+    registry, work = _registry_with_version(repos)
+    registry = Registry(work, allowed_signers=signers)
+    git(work, "config", "gpg.format", "ssh")
+    git(work, "config", "user.signingkey", str(keys / "bob"))
+    _approve(work, "Bob <bob@example.com>", sign=True)  # signed by its author
+    _approve(work, "Alice <alice@example.com>", sign=True)  # signed with bob's key, authored as alice
+    _approve(work, "Alice <alice@example.com>")  # not signed
+    judged = _judged(registry, require_signed=True)
+    assert [(a.approver, a.counts) for a in judged] == [
+        ("bob@example.com", True),
+        ("alice@example.com", False),
+        ("alice@example.com", False),
+    ]
+    assert "signed by bob@example.com, not by the author" in judged[1].reason
+    assert "unsigned" in judged[2].reason
+    # without the requirement the unsigned approval counts, and the signed one is marked as signed
+    relaxed = _judged(registry)
+    assert [a.counts for a in relaxed] == [True, True, True]
+    assert [a.signed for a in relaxed] == [True, False, False]
