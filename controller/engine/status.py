@@ -149,11 +149,11 @@ def build(previous: QuantumModelStatus | None, facts: Facts, now: datetime) -> Q
 
 
 def _compliance(facts: Facts) -> tuple[bool, str, str]:
+    if facts.blockers and any(b != "promotion.pin" for b in facts.blockers):
+        return False, "PolicyViolation", facts.block_message
     if facts.policy is None:
         return True, "NotEvaluated", "governance not evaluated"
     failed = [r for r in facts.policy.results if r.result is RuleOutcome.FAIL]
-    if facts.blockers and any(b != "promotion.pin" for b in facts.blockers):
-        return False, "PolicyViolation", facts.block_message
     if failed:
         rules = ", ".join(r.rule for r in failed)
         return True, "AuditOnly", f"governance.enforcement is audit: rules {rules} fail and are reported only"
