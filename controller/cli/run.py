@@ -1,0 +1,73 @@
+"""``qmlops run``: reconcile the QuantumModels committed in a Git repository on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from controller.engine.registry import GitError, GitIdentity, RegistryError
+from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
+from controller.runner.loop import EXIT_UNUSABLE, Runner, RunnerConfig
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="reconcile a Git repository here: train, register, promote, write decisions back to Git",
+        description=(
+            "Reconcile the QuantumModels committed in a Git repository: validate, check governance, train when "
+            "due (no version yet, spec or dataset changed, schedule due), register the version, evaluate the "
+            "gates, promote, and commit every decision (pushed to the upstream when there is one). Without "
+            "--once it keeps polling the repository. Exit 0 when every model reconciled, 1 when a spec or a "
+            "reconcile failed, 2 for unusable input, 130 when interrupted (the checkpoint is kept)."
+        ),
+    )
+    parser.add_argument("--repo", default=".", help="the Git work tree to reconcile (default: .)")
+    parser.add_argument("--specs", default="specs", help="spec folder, relative to the repository (default: specs)")
+    parser.add_argument("--once", action="store_true", help="reconcile once and exit instead of polling")
+    parser.add_argument("--interval", type=float, default=30.0, metavar="S", help="seconds between polls")
+    parser.add_argument(
+        "--identity",
+        default=DEFAULT_IDENTITY_TEXT,
+        help=f"who the controller commits as, 'Name <email>' (default: {DEFAULT_IDENTITY_TEXT})",
+    )
+    parser.add_argument("--remote", default="origin", help="the remote to pull from and push to (default: origin)")
+    parser.add_argument("--no-push", action="store_true", help="commit locally only; never fetch or push")
+    parser.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        help="SSH allowed-signers file for verifying signed approvals (governance.requireSignedApprovals)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        identity = GitIdentity.parse(args.identity)
+    except ValueError as err:
+        print(f"qmlops run: --identity: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if args.interval <= 0:
+        print("qmlops run: --interval: must be a positive number of seconds", file=sys.stderr)
+        return EXIT_UNUSABLE
+    repo = Path(args.repo)
+    if not repo.is_dir():
+        print(f"qmlops run: --repo: {repo} is not a folder", file=sys.stderr)
+        return EXIT_UNUSABLE
+    specs = Path(args.specs)
+    config = RunnerConfig(
+        repo=repo,
+        specs=specs if specs.is_absolute() else repo / specs,
+        identity=identity,
+        interval=args.interval,
+        once=args.once,
+        remote=None if args.no_push else args.remote,
+        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+    )
+    try:
+        runner = Runner(config)
+    except (RegistryError, GitError) as err:
+        print(f"qmlops run: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return runner.run()

@@ -1,0 +1,455 @@
+"""The audit: a model's verified timeline, read from Git history.
+
+:func:`timeline` puts together who changed the spec, which commit trained which version on which
+backend with which data, the gate results, approvals, promotions, rollbacks and blocks.
+:func:`verify` checks that history could not have been rewritten unnoticed:
+
+- every ledger entry chains to the one before and matches its digest;
+- every version manifest matches its digest and the digest its ``registered`` entry recorded;
+- every commit that touched a ledger or a version is the controller's (its author), appended exactly
+  one entry to the ledger (never edited or removed one), names that entry in its trailers, and added
+  version files without ever changing or deleting one.
+
+Problems name the entry (or file) and the commit that broke it, earliest first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from controller.engine.registry import versions as version_files
+from controller.engine.registry.approvals import TRAILER as APPROVE_TRAILER
+from controller.engine.registry.approvals import approval_trailers
+from controller.engine.registry.git import Commit, GitIdentity
+from controller.engine.registry.ledger import LEDGER_FILE, REGISTERED, Entry, check_chain, entry_from_json
+from controller.engine.registry.store import TRAILER_DECISION, TRAILER_ENTRY, TRAILER_MODEL, Registry
+from controller.engine.registry.versions import Version, VersionError
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One way a model's history is broken."""
+
+    model: str
+    path: str
+    what: str  # "ledger entry 3 (promoted version 1)", "version 2", "commit history"
+    message: str
+    commit: Commit | None = None
+
+    def format(self) -> str:
+        who = (
+            f"; broken by commit {self.commit.short} ({self.commit.author_name} <{self.commit.author_email}>, {self.commit.date})"
+            if self.commit
+            else ""
+        )
+        return f"{self.path}: {self.what}: {self.message}{who}"
+
+    def to_json(self) -> dict[str, Any]:
+        commit = None
+        if self.commit:
+            commit = {
+                "sha": self.commit.sha,
+                "author": f"{self.commit.author_name} <{self.commit.author_email}>",
+                "date": self.commit.date,
+            }
+        return {"model": self.model, "path": self.path, "what": self.what, "message": self.message, "commit": commit}
+
+
+@dataclass
+class Verification:
+    problems: list[VerifyProblem] = field(default_factory=list)
+    entries: int = 0
+    versions: int = 0
+    commits: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "versions": self.versions,
+            "commits": self.commits,
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+
+# --- verification --------------------------------------------------------------------------------
+
+
+def verify(registry: Registry, namespace: str, name: str, identity: GitIdentity) -> Verification:
+    """Every check on one model's ledger, versions and the commits that wrote them."""
+    result = Verification()
+    model = f"{namespace}/{name}"
+    history = _history_problems(registry, namespace, name, identity, result)
+    content = _content_problems(registry, namespace, name, result)
+    result.problems = _earliest_first(registry, content + history)
+    del model
+    return result
+
+
+def _earliest_first(registry: Registry, problems: list[VerifyProblem]) -> list[VerifyProblem]:
+    """Problems ordered by when the commit that caused them was made (unknown commits last)."""
+    order = {c.sha: i for i, c in enumerate(registry.git.log(reverse=True))}
+    unique: dict[tuple[str, str, str], VerifyProblem] = {}
+    for p in problems:
+        unique.setdefault((p.path, p.what, p.message), p)
+    return sorted(unique.values(), key=lambda p: order.get(p.commit.sha, len(order)) if p.commit else len(order) + 1)
+
+
+def _blame(registry: Registry, path: str, line: int) -> Commit | None:
+    done = registry.git.run("blame", "--porcelain", "-L", f"{line},{line}", "HEAD", "--", path, check=False)
+    if done.returncode != 0 or not done.stdout:
+        return None
+    sha = done.stdout.split()[0]
+    found = registry.git.log(sha, extra=["-1"])
+    return found[0] if found else None
+
+
+def _last_commit(registry: Registry, path: str) -> Commit | None:
+    found = registry.git.log(paths=[path], extra=["-1"])
+    return found[0] if found else None
+
+
+def _content_problems(registry: Registry, namespace: str, name: str, result: Verification) -> list[VerifyProblem]:
+    model = f"{namespace}/{name}"
+    ledger_path = registry.ledger_path(namespace, name)
+    text = (registry.git.show("HEAD", ledger_path) or b"").decode("utf-8", errors="replace")
+    problems: list[VerifyProblem] = []
+    entries: list[Entry] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        try:
+            entries.append(entry_from_json(json.loads(raw), number))
+        except (ValueError, json.JSONDecodeError):
+            continue
+    result.entries = len(entries)
+    for line, entry, message in check_chain(text):
+        what = f"ledger entry {entry.seq} ({entry.kind})" if entry else f"ledger line {line}"
+        if entry is not None and entry.version is not None:
+            what = f"ledger entry {entry.seq} ({entry.kind} version {entry.version})"
+        problems.append(VerifyProblem(model, ledger_path, what, message, _blame(registry, ledger_path, line)))
+    registered: dict[int, Entry] = {e.version: e for e in entries if e.kind == REGISTERED and e.version is not None}
+    folder = f"{registry.model_path(namespace, name)}/{version_files.VERSIONS_DIR}/"
+    files = [p for p in registry.git.out("ls-tree", "-r", "--name-only", "HEAD", "--", folder).splitlines() if p]
+    seen: set[int] = set()
+    for path in files:
+        found = version_files.number_of(path)
+        if found is None:
+            continue
+        result.versions += 1
+        seen.add(found)
+        problems.extend(_version_problems(registry, model, path, found, registered.get(found)))
+    for number, entry in registered.items():
+        if number not in seen:
+            path = f"{registry.model_path(namespace, name)}/{version_files.file_name(number)}"
+            problems.append(
+                VerifyProblem(
+                    model,
+                    path,
+                    f"version {number}",
+                    f"registered in ledger entry {entry.seq} but the file is missing",
+                    _last_commit(registry, path),
+                )
+            )
+    return problems
+
+
+def _version_problems(
+    registry: Registry, model: str, path: str, number: int, entry: Entry | None
+) -> list[VerifyProblem]:
+    raw = registry.git.show("HEAD", path) or b""
+    culprit = _last_commit(registry, path)
+    what = f"version {number}"
+    try:
+        version = version_files.decode(raw, path)
+    except VersionError as err:
+        return [VerifyProblem(model, path, what, str(err).removeprefix(f"{path}: "), culprit)]
+    out: list[VerifyProblem] = []
+    if version.number != number:
+        out.append(VerifyProblem(model, path, what, f"the file holds version {version.number}", culprit))
+    if entry is None:
+        out.append(VerifyProblem(model, path, what, "no ledger entry registered it", culprit))
+    elif entry.data.get("versionDigest") != version.digest:
+        out.append(
+            VerifyProblem(
+                model,
+                path,
+                what,
+                f"digest {version.digest[:19]}… differs from the {entry.data.get('versionDigest', '?')[:19]}… that ledger entry {entry.seq} registered (rewritten)",
+                culprit,
+            )
+        )
+    problem = _artifact_problem(version)
+    if problem:
+        out.append(VerifyProblem(model, path, what, problem, culprit))
+    return out
+
+
+def _artifact_problem(version: Version) -> str | None:
+    """The training artifact inside the manifest must still match its own digest."""
+    recorded = version.artifact.get("digest")
+    if recorded is not None and recorded != version.artifact_digest:
+        return f"artifact digest {str(recorded)[:19]}… differs from the manifest's artifactDigest"
+    try:
+        from controller.engine import training
+    except ImportError:  # the training engine is not installed: the manifest digest still covers the artifact
+        return None
+    try:
+        loaded = training.ModelArtifact.from_json(json.dumps(version.artifact).encode())
+    except Exception as err:
+        return f"the training artifact does not load: {err}"
+    if loaded.digest != version.artifact_digest:
+        return f"the training artifact's digest {loaded.digest[:19]}… differs from artifactDigest"
+    return None
+
+
+def _history_problems(
+    registry: Registry, namespace: str, name: str, identity: GitIdentity, result: Verification
+) -> list[VerifyProblem]:
+    model = f"{namespace}/{name}"
+    folder = registry.model_path(namespace, name)
+    ledger_path = f"{folder}/{LEDGER_FILE}"
+    versions_prefix = f"{folder}/{version_files.VERSIONS_DIR}/"
+    problems: list[VerifyProblem] = []
+    commits = registry.git.log(paths=[folder], reverse=True, extra=["--first-parent"])
+    for commit in commits:
+        changes = _name_status(registry, commit.sha, folder)
+        guarded = [p for _, p in changes if p == ledger_path or p.startswith(versions_prefix)]
+        if not guarded:
+            continue
+        result.commits += 1
+        if commit.author_email.lower() != identity.email.lower():
+            problems.append(
+                VerifyProblem(
+                    model,
+                    guarded[0],
+                    "commit history",
+                    f"changed by someone other than the controller ({identity})",
+                    commit,
+                )
+            )
+        for status, path in changes:
+            if path.startswith(versions_prefix) and status != "A":
+                verb = {"M": "modified", "D": "deleted"}.get(status[:1], f"changed ({status})")
+                problems.append(
+                    VerifyProblem(model, path, "commit history", f"version file {verb}: versions are immutable", commit)
+                )
+        if any(p == ledger_path for _, p in changes):
+            problems.extend(_ledger_commit_problems(registry, model, ledger_path, commit))
+    return problems
+
+
+def _name_status(registry: Registry, sha: str, folder: str) -> list[tuple[str, str]]:
+    parent = registry.git.run("rev-parse", "--verify", "--quiet", f"{sha}^", check=False).stdout.strip()
+    base = parent or "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    text = registry.git.out("diff", "--name-status", "--no-renames", base, sha, "--", folder)
+    out: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        status, _, path = line.partition("\t")
+        out.append((status, path))
+    return out
+
+
+def _ledger_commit_problems(registry: Registry, model: str, path: str, commit: Commit) -> list[VerifyProblem]:
+    before = registry.git.show(f"{commit.sha}^", path) or b""
+    after = registry.git.show(commit.sha, path) or b""
+    if not after.startswith(before):
+        return [
+            VerifyProblem(
+                model,
+                path,
+                "commit history",
+                "the ledger was edited, not appended to (an earlier entry changed or disappeared)",
+                commit,
+            )
+        ]
+    added = after[len(before) :].decode("utf-8", errors="replace").splitlines()
+    if len(added) != 1:
+        return [
+            VerifyProblem(
+                model,
+                path,
+                "commit history",
+                f"appended {len(added)} ledger entries; each decision is one commit",
+                commit,
+            )
+        ]
+    try:
+        entry = entry_from_json(json.loads(added[0]), 0)
+    except (ValueError, json.JSONDecodeError):
+        return [VerifyProblem(model, path, "commit history", "appended a line that is not a ledger entry", commit)]
+    what = f"ledger entry {entry.seq} ({entry.kind})"
+    expected = {TRAILER_MODEL: model, TRAILER_DECISION: entry.kind, TRAILER_ENTRY: entry.digest}
+    for key, value in expected.items():
+        if value not in commit.trailer(key):
+            return [VerifyProblem(model, path, what, f"its commit's {key} trailer does not say {value}", commit)]
+    return []
+
+
+# --- the timeline --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a model's timeline."""
+
+    at: str
+    kind: str
+    message: str
+    version: int | None = None
+    commit: str | None = None
+    by: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "version": self.version,
+            "message": self.message,
+            "commit": self.commit,
+            "by": self.by,
+            "data": self.data,
+        }
+
+
+@dataclass
+class ModelAudit:
+    namespace: str
+    name: str
+    spec_paths: list[str]
+    events: list[Event]
+    versions: list[Version]
+    champion: int | None
+    model_card: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    verification: Verification | None = None
+
+    @property
+    def model(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "specPaths": self.spec_paths,
+            "champion": self.champion,
+            "modelCard": self.model_card,
+            "versions": [_version_summary(v) for v in self.versions],
+            "timeline": [e.to_json() for e in self.events],
+            "verification": self.verification.to_json() if self.verification else None,
+        }
+
+
+def _version_summary(version: Version) -> dict[str, Any]:
+    lineage = version.lineage
+    return {
+        "version": version.number,
+        "digest": version.digest,
+        "registeredAt": version.registered_at,
+        "metrics": version.scalar_metrics(),
+        "backend": version.backend,
+        "source": version.source,
+        "specDigest": version.spec_digest,
+        "datasetDigest": version.dataset_digest,
+        "usage": version.usage,
+        "lineage": lineage,
+    }
+
+
+def spec_events(registry: Registry, paths: Iterable[str]) -> list[Event]:
+    events: list[Event] = []
+    for path in paths:
+        for commit in registry.git.log(paths=[path], follow=True):
+            if commit.author_email.lower() == registry.identity.email.lower():
+                continue
+            events.append(
+                Event(
+                    commit.date,
+                    "spec-changed",
+                    f"{path}: {commit.subject}",
+                    commit=commit.sha,
+                    by=f"{commit.author_name} <{commit.author_email}>",
+                )
+            )
+    return events
+
+
+def ledger_events(registry: Registry, namespace: str, name: str) -> list[Event]:
+    commits = registry.entry_commits(namespace, name)
+    events: list[Event] = []
+    for entry in registry.ledger(namespace, name).entries:
+        commit = commits.get(entry.digest)
+        by = None
+        if entry.kind == "approved":
+            by = str(entry.data.get("approver"))
+        elif commit is not None:
+            by = f"{commit.author_name} <{commit.author_email}>"
+        events.append(
+            Event(entry.at, entry.kind, entry.message, entry.version, commit.sha if commit else None, by, entry.data)
+        )
+    return events
+
+
+def approval_events(registry: Registry, namespace: str, name: str, recorded: set[str]) -> list[Event]:
+    """Approval commits that the ledger did not count, so that an auditor sees them too."""
+    events: list[Event] = []
+    for commit, ns, model, version in approval_trailers(registry.git):
+        if (ns, model) != (namespace, name) or commit.sha in recorded:
+            continue
+        events.append(
+            Event(
+                commit.date,
+                "approval-not-counted",
+                f"{APPROVE_TRAILER}: {ns}/{model}@{version} by {commit.author_email} was not counted (see `qmlops plan`)",
+                version,
+                commit.sha,
+                commit.author_email,
+            )
+        )
+    return events
+
+
+def model_audit(
+    registry: Registry,
+    namespace: str,
+    name: str,
+    *,
+    spec_paths: list[str],
+    spec: dict[str, Any] | None = None,
+) -> ModelAudit:
+    ledger = registry.ledger(namespace, name)
+    events = spec_events(registry, spec_paths) + ledger_events(registry, namespace, name)
+    events += approval_events(registry, namespace, name, ledger.approval_commits())
+    events.sort(key=lambda e: _sort_time(e.at))
+    card = (spec or {}).get("spec", {}).get("modelCard") if spec else None
+    return ModelAudit(
+        namespace,
+        name,
+        spec_paths,
+        events,
+        registry.versions(namespace, name),
+        ledger.champion(),
+        model_card=card,
+        spec=spec,
+    )
+
+
+def _sort_time(text: str) -> str:
+    from controller.engine.registry.ledger import format_time, parse_time
+
+    try:
+        return format_time(parse_time(text))
+    except ValueError:
+        return text
+
+
+def spec_paths_from_versions(registry: Registry, namespace: str, name: str) -> list[str]:
+    paths = {str(v.source.get("path")) for v in registry.versions(namespace, name) if v.source.get("path")}
+    return sorted(p for p in paths if (Path(registry.repo) / p).exists() or registry.git.log(paths=[p], extra=["-1"]))

@@ -1,0 +1,183 @@
+"""The local runner: ``qmlops run``. Polls a spec repository (pulling from its remote when it has one),
+reconciles every committed QuantumModel with the engine, and shows a live table.
+
+Ctrl-C is safe: the first one stops the training after its current iteration (the checkpoint is kept,
+the next run resumes), a second one quits at once. Either way nothing half-written is committed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from controller.api.quantummodel import Phase, QuantumModelStatus
+from controller.engine import training
+from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, utcnow
+from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
+from controller.engine.status import describe_failure
+from controller.runner.display import Board
+from controller.runner.specs import observe
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    repo: Path
+    specs: Path
+    identity: GitIdentity
+    interval: float = 30.0
+    once: bool = False
+    remote: str | None = "origin"
+    allowed_signers: Path | None = None
+
+
+class Runner:
+    def __init__(
+        self,
+        config: RunnerConfig,
+        *,
+        console: Console | None = None,
+        trainer: TrainerFn | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.registry = Registry(
+            config.repo, identity=config.identity, remote=config.remote, allowed_signers=config.allowed_signers
+        )
+        self.reconciler = Reconciler(
+            self.registry,
+            trainer=trainer,
+            clock=clock,
+            checkpoint_root=self.registry.private_dir() / "checkpoints",
+            credentials=_local_credentials(config.repo),
+        )
+        self.stop = threading.Event()
+        self.previous: dict[str, QuantumModelStatus] = {}
+        self._said: set[str] = set()
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        code = EXIT_OK
+        with self._interrupts(), Board(self.console) as board:
+            while True:
+                code = self.reconcile_all(board)
+                if self.config.once or self.stop.is_set():
+                    break
+                if self.stop.wait(self.config.interval):
+                    break
+        if not board.interactive:
+            board.print_table()
+        if self.stop.is_set():
+            self.console.print("stopped: checkpoints are kept; run again to resume", highlight=False)
+            return EXIT_INTERRUPTED
+        return code
+
+    def reconcile_all(self, board: Board) -> int:
+        """One pass over the repository; the exit code it would end ``--once`` with."""
+        code = EXIT_OK
+        try:
+            self.registry.sync()
+        except (GitError, RegistryError) as err:
+            self._say_once(board, f"qmlops run: cannot sync with the remote: {err}")
+            code = EXIT_PROBLEMS
+        observation = observe(self.registry.git, self.config.specs)
+        for problem in observation.problems:
+            self._say_once(board, problem.format())
+            code = EXIT_PROBLEMS
+        for path in observation.uncommitted:
+            self._say_once(
+                board, f"{path}: has uncommitted changes; run reconciles what is committed, so it is skipped"
+            )
+        if not observation.models and not observation.problems:
+            self._say_once(board, f"qmlops run: no QuantumModel under {self.config.specs}")
+        for observed, _ in observation.models:
+            if self.stop.is_set():
+                break
+            key = f"{observed.model.metadata.namespace}/{observed.model.metadata.name}"
+            board.row(key)
+            outcome = self._reconcile_one(board, key, observed)
+            if outcome is None:
+                code = EXIT_PROBLEMS if not self.stop.is_set() else code
+                continue
+            if outcome.status.phase is Phase.FAILED:
+                code = EXIT_PROBLEMS
+        return code
+
+    def _reconcile_one(self, board: Board, key: str, observed: Any) -> Outcome | None:
+        previous = self.previous.get(key)
+        observed = replace(observed, model=observed.model.model_copy(update={"status": previous}))
+        backend = observed.model.spec.training.backend
+
+        def progress(update: Any) -> None:
+            iteration = getattr(update, "iteration", None)
+            total = getattr(update, "max_iterations", None) or observed.model.spec.training.optimizer.max_iterations
+            board.training(key, iteration, total, getattr(update, "loss", None), backend)
+
+        try:
+            outcome = self.reconciler.reconcile(observed, on_progress=progress, should_stop=self.stop.is_set)
+        except training.TrainingStopped:
+            board.failed(key, "stopped: the checkpoint is kept; run again to resume")
+            self.stop.set()
+            return None
+        except Exception as err:  # one model's failure never stops the others
+            message = describe_failure(err)
+            board.failed(key, message)
+            self._say_once(board, f"{key}: {message}")
+            return None
+        self.previous[key] = outcome.status
+        for decision in outcome.decisions:
+            where = f" (commit {decision.commit[:12]})" if decision.commit else ""
+            board.say(f"{key}: {decision.kind}: {decision.message}{where}")
+        board.status(key, outcome.status)
+        return outcome
+
+    def _say_once(self, board: Board, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            board.say(text)
+
+    # --- Ctrl-C ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _interrupts(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            self.stop.set()
+            self.console.print(
+                "stopping after the current iteration (Ctrl-C again to quit now)", style="yellow", highlight=False
+            )
+
+        before = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, before)
+
+
+def _local_credentials(repo: Path) -> Callable[[str, str], Any] | None:
+    """The training engine's local lookup of a ``credentialsSecret`` (a file or environment variables)."""
+    lookup = getattr(training, "local_credentials", None)
+    if lookup is None:
+        return None
+
+    def find(namespace: str, secret: str) -> Any:
+        return lookup(namespace, secret)
+
+    return find

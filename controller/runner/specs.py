@@ -1,0 +1,84 @@
+"""What the local shell observes in a spec repository: the committed QuantumModels and where each
+came from (the last commit that changed its file, as ``main@sha1:<sha>``, and that commit's author)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.api import QuantumModel
+from controller.api.quantummodel import SourceRef
+from controller.engine.documents import Problem
+from controller.engine.reconcile import Observed
+from controller.engine.registry.git import Git
+from controller.engine.validation import load_resources
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+
+
+@dataclass
+class Observation:
+    """The models found under the specs folder, the problems that kept others out, and the files
+    skipped because what is in the work tree is not what is committed."""
+
+    models: list[tuple[Observed, str]] = field(default_factory=list)  # (observed, spec path in the repo)
+    problems: list[Problem] = field(default_factory=list)
+    uncommitted: list[str] = field(default_factory=list)
+    pipelines: int = 0
+
+
+def repository_name(git: Git) -> str:
+    """The remote's URL without credentials, or the work tree's folder name."""
+    if git.remote is not None:
+        done = git.run("remote", "get-url", git.remote, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            return _USERINFO.sub(r"\1", done.stdout.strip())
+    return git.root.name
+
+
+def spec_source(git: Git, relative: str, repository: str) -> SourceRef:
+    commits = git.log(paths=[relative], extra=["-1"])
+    if not commits:
+        return SourceRef(repository=repository, path=relative)
+    commit = commits[0]
+    branch = git.branch() or "HEAD"
+    return SourceRef(
+        repository=repository,
+        revision=f"{branch}@sha1:{commit.sha}",
+        path=relative,
+        author=f"{commit.author_name} <{commit.author_email}>",
+    )
+
+
+def observe(git: Git, specs: Path, *, committed_only: bool = True) -> Observation:
+    """Every valid QuantumModel under ``specs``. With ``committed_only``, files with uncommitted
+    changes are left out (``run`` reconciles what is committed; ``plan`` previews the work tree)."""
+    root = git.root.resolve()
+    found = Observation()
+    if not specs.exists():
+        return found
+    resources, problems = load_resources([specs])
+    found.problems = [p for p in problems if p.severity == "error"]
+    dirty = set(git.dirty([_relative(specs.resolve(), root)])) if committed_only else set()
+    repository = repository_name(git)
+    for resource in resources:
+        relative = _relative(Path(resource.file).resolve(), root)
+        if relative in dirty:
+            if relative not in found.uncommitted:
+                found.uncommitted.append(relative)
+            continue
+        if isinstance(resource.resource, QuantumModel):
+            source = spec_source(git, relative, repository)
+            found.models.append((Observed(model=resource.resource, source=source), relative))
+        else:
+            found.pipelines += 1
+    found.models.sort(key=lambda pair: (pair[0].model.metadata.namespace, pair[0].model.metadata.name))
+    return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
