@@ -37,7 +37,7 @@ def review(obj: Mapping[str, Any]) -> Review:
     """The verdict on one object as the apiserver sends it, in ``qmlops validate``'s words."""
     meta = obj.get("metadata") or {}
     source = f"{obj.get('kind', 'object')} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
-    problems = validate_object(_authored(obj), source)
+    problems = validate_object(authored(obj), source)
     lines = [(p.severity, f"{p.path}: {p.message}" if p.path else p.message) for p in problems]
     return Review(
         errors=[text for severity, text in lines if severity == "error"],
@@ -45,7 +45,7 @@ def review(obj: Mapping[str, Any]) -> Review:
     )
 
 
-def _authored(obj: Mapping[str, Any]) -> dict[str, Any]:
+def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     plain = copy.deepcopy(dict(obj))
     for key in _SERVER_FIELDS:
         plain.pop(key, None)

@@ -284,3 +284,13 @@ async def test_kopf_sees_objects_runs_handlers_and_releases_its_finalizer(kube: 
         await widgets.delete("Widget", "ns1", "w1")
         await kube.wait_for(lambda: kube.read("Widget", "ns1", "w1") is None, timeout=20)
     assert seen == ["w1", "deleted w1"]
+
+
+async def test_status_is_validated_even_once_the_spec_is_known(widgets: Client) -> None:
+    await widgets.create(widget())
+    await widgets.patch("Widget", "ns1", "w1", {"status": {"phase": "Ready"}}, status=True)
+    with pytest.raises(ApiError) as err:
+        await widgets.patch("Widget", "ns1", "w1", {"status": {"phase": 3}}, status=True)
+    assert err.value.status == 422 and "status.phase" in err.value.body["message"]
+    created = await widgets.get("Widget", "ns1", "w1")
+    assert created["status"] == {"phase": "Ready"}
