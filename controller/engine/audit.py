@@ -23,7 +23,6 @@ from typing import Any
 
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.approvals import TRAILER as APPROVE_TRAILER
-from controller.engine.registry.approvals import approval_trailers
 from controller.engine.registry.git import Commit, GitIdentity
 from controller.engine.registry.ledger import LEDGER_FILE, REGISTERED, Entry, check_chain, entry_from_json
 from controller.engine.registry.store import TRAILER_DECISION, TRAILER_ENTRY, TRAILER_MODEL, Registry
@@ -400,7 +399,7 @@ def ledger_events(registry: Registry, namespace: str, name: str) -> list[Event]:
 def approval_events(registry: Registry, namespace: str, name: str, recorded: set[str]) -> list[Event]:
     """Approval commits that the ledger did not count, so that an auditor sees them too."""
     events: list[Event] = []
-    for commit, ns, model, version in approval_trailers(registry.git):
+    for commit, ns, model, version in registry.approval_trailers():
         if (ns, model) != (namespace, name) or commit.sha in recorded:
             continue
         events.append(

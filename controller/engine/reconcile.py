@@ -574,7 +574,7 @@ class Reconciler:
         """Approvals in history that count and are not in the ledger yet."""
         recorded = state.ledger.approval_commits()
         found: list[git_approvals.Approval] = []
-        for commit, ns, name, version in git_approvals.approval_trailers(self.registry.git):
+        for commit, ns, name, version in self.registry.approval_trailers():
             if (ns, name) != (state.namespace, state.name) or commit.sha in recorded:
                 continue
             approval = git_approvals.judge(

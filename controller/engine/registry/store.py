@@ -13,11 +13,12 @@ commit again after a rebase changed its sha).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from controller.engine.registry import index, versions
+from controller.engine.registry import approvals, index, versions
 from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
 from controller.engine.registry.ledger import LEDGER_FILE, Entry, Ledger, LedgerError, draft, parse
 from controller.engine.registry.versions import Version, VersionError
@@ -28,6 +29,9 @@ TRAILER_MODEL = "Qmlops-Model"
 TRAILER_VERSION = "Qmlops-Version"
 TRAILER_DECISION = "Qmlops-Decision"
 TRAILER_ENTRY = "Qmlops-Entry"
+
+
+T = TypeVar("T")
 
 
 class RegistryError(Exception):
@@ -59,6 +63,8 @@ class Registry:
         self.root = root.strip("/")
         settings = {"gpg.ssh.allowedSignersFile": str(Path(allowed_signers).resolve())} if allowed_signers else {}
         self.git = Git(self.repo, identity=identity, remote=remote, settings=settings)
+        self._cache: dict[tuple[str, ...], object] = {}
+        self._cache_head: str | None = None
         if not self.git.is_repository():
             raise RegistryError(f"{self.repo} is not a Git work tree: the registry lives in a Git repository")
 
@@ -150,11 +156,29 @@ class Registry:
 
     def entry_commits(self, namespace: str, name: str) -> dict[str, Commit]:
         """Ledger entry digest -> the commit that recorded it (found by its Qmlops-Entry trailer)."""
-        out: dict[str, Commit] = {}
-        for commit in self.git.log(paths=[self.ledger_path(namespace, name)]):
-            for digest in commit.trailer(TRAILER_ENTRY):
-                out.setdefault(digest, commit)
-        return out
+
+        def read() -> dict[str, Commit]:
+            out: dict[str, Commit] = {}
+            for commit in self.git.log(paths=[self.ledger_path(namespace, name)]):
+                for digest in commit.trailer(TRAILER_ENTRY):
+                    out.setdefault(digest, commit)
+            return out
+
+        return dict(self._at_head(("entries", namespace, name), read))
+
+    def approval_trailers(self) -> list[tuple[Commit, str, str, int]]:
+        """Every approval trailer reachable from HEAD (see :mod:`.approvals`), read once per HEAD."""
+        return list(self._at_head(("approvals",), lambda: approvals.approval_trailers(self.git)))
+
+    def _at_head(self, key: tuple[str, ...], read: Callable[[], T]) -> T:
+        """``read()`` remembered until HEAD moves: history reachable from a commit never changes."""
+        head = self.git.head()
+        if self._cache_head != head:
+            self._cache.clear()
+            self._cache_head = head
+        if key not in self._cache:
+            self._cache[key] = read()
+        return cast(T, self._cache[key])
 
     # --- writing --------------------------------------------------------------------------------
 
