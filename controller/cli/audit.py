@@ -90,7 +90,7 @@ def _audits(registry: Registry, args: argparse.Namespace) -> list[audit.ModelAud
     specs = Path(args.specs)
     specs = specs if specs.is_absolute() else registry.repo / specs
     observation = observe(registry.git, specs, committed_only=False)
-    spec_files: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    spec_files: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {}
     for observed, path in observation.models:
         meta = observed.model.metadata
         spec_files[(meta.namespace, meta.name)] = (path, observed.model.to_wire())
@@ -100,7 +100,7 @@ def _audits(registry: Registry, args: argparse.Namespace) -> list[audit.ModelAud
     out: list[audit.ModelAudit] = []
     for ns, name in models:
         paths = set(audit.spec_paths_from_versions(registry, ns, name))
-        path, spec = spec_files.get((ns, name), (None, None))
+        path, spec = spec_files.get((ns, name), ("", None))
         if path:
             paths.add(path)
         out.append(audit.model_audit(registry, ns, name, spec_paths=sorted(paths), spec=spec))

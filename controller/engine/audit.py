@@ -15,6 +15,7 @@ Problems name the entry (or file) and the commit that broke it, earliest first.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -195,10 +196,7 @@ def _artifact_problem(version: Version) -> str | None:
     recorded = version.artifact.get("digest")
     if recorded is not None and recorded != version.artifact_digest:
         return f"artifact digest {str(recorded)[:19]}… differs from the manifest's artifactDigest"
-    try:
-        from controller.engine import training
-    except ImportError:  # the training engine is not installed: the manifest digest still covers the artifact
-        return None
+    training = importlib.import_module("controller.engine.training")  # loads Qiskit: only when verifying
     try:
         loaded = training.ModelArtifact.from_json(json.dumps(version.artifact).encode())
     except Exception as err:

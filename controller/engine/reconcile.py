@@ -18,6 +18,7 @@ dropped and it decides again on the history that won. An unchanged repository ma
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from controller.api.quantummodel import (
     Usage,
     VersionRef,
 )
-from controller.engine import governance, promotion, training
+from controller.engine import governance, promotion
 from controller.engine import status as model_status
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
@@ -106,6 +107,11 @@ class Due:
     dataset_digest: str
 
 
+def training() -> Any:
+    """The training engine, imported on first use: planning, auditing and ``--help`` do not load Qiskit."""
+    return importlib.import_module("controller.engine.training")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -158,7 +164,7 @@ def last_cron_tick(schedule: str, after: datetime, now: datetime) -> datetime | 
 def next_cron_tick(schedule: str, now: datetime) -> datetime:
     from croniter import croniter
 
-    return croniter(schedule, now).get_next(datetime)  # type: ignore[no-any-return]
+    return croniter(schedule, now).get_next(datetime)
 
 
 def revision_sha(source: SourceRef) -> str:
@@ -268,7 +274,7 @@ class Reconciler:
         credentials: CredentialsLookup | None = None,
     ) -> None:
         self.registry = registry
-        self.trainer = trainer or training.train
+        self.trainer = trainer or training().train
         self.clock = clock
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials
@@ -286,7 +292,7 @@ class Reconciler:
         return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     def _digests(self, spec: QuantumModelSpec) -> tuple[str, str]:
-        return training.spec_digest(spec), training.dataset_digest(spec, repo_root=self.registry.repo)
+        return training().spec_digest(spec), training().dataset_digest(spec, repo_root=self.registry.repo)
 
     # --- plan ---------------------------------------------------------------------------------
 
@@ -325,7 +331,7 @@ class Reconciler:
         changes = bool(pending) or gates_pending or step.action in ("promote", "rollback")
         if step.action == "block":
             changes = not state.ledger.last_blocked_with(step.reason)
-        action: Action = "wait" if step.action == "evaluate" else step.action  # type: ignore[assignment]
+        action: Action = "wait" if step.action == "evaluate" else step.action
         reason = step.reason
         if pending:
             reason += f" ({len(pending)} new approval{'s' if len(pending) != 1 else ''} to record)"
@@ -333,7 +339,7 @@ class Reconciler:
 
     def _registered(self, state: State, workspace: Workspace) -> bool:
         try:
-            digest = training.ModelArtifact.from_json(workspace.artifact_file.read_bytes()).digest
+            digest = training().ModelArtifact.from_json(workspace.artifact_file.read_bytes()).digest
         except Exception:
             return True  # nothing usable to register
         return digest in state.ledger.registered_digests()
@@ -467,9 +473,9 @@ class Reconciler:
             facts.training_state, facts.training_message = "running", f"training because {due.reason}"
             try:
                 artifact = self._train(state, workspace, on_progress, should_stop)
-            except training.TrainingStopped:
-                raise
             except Exception as err:
+                if isinstance(err, training().TrainingStopped):
+                    raise
                 self._record_failure(
                     state, facts, record, model_status.describe_failure(err), spec_digest, dataset_digest, due
                 )
@@ -527,7 +533,7 @@ class Reconciler:
         record(FAILED, None, message, data)
 
     def _register(self, state: State, source: SourceRef, due: Due, raw: bytes, record: Callable[..., None]) -> None:
-        artifact = training.ModelArtifact.from_json(raw)
+        artifact = training().ModelArtifact.from_json(raw)
         digest = str(artifact.digest)
         existing = state.ledger.registered_digests().get(digest)
         if existing is not None:
@@ -598,7 +604,7 @@ class Reconciler:
         if champion.dataset_digest == candidate.dataset_digest:
             return promotion.ChampionScore(champion.number, champion.scalar_metrics().get(metric), "same test split")
         try:
-            value = training.score(champion.artifact, state.spec, repo_root=self.registry.repo).get(metric)
+            value = training().score(champion.artifact, state.spec, repo_root=self.registry.repo).get(metric)
         except Exception as err:
             why = f"champion not re-scored on the new test split: {model_status.describe_failure(err)}"
             return promotion.ChampionScore(champion.number, None, why)
@@ -682,7 +688,7 @@ class Reconciler:
         if not workspace.artifact_file.exists() or self.registry.git.unpushed():
             return
         try:
-            digest = training.ModelArtifact.from_json(workspace.artifact_file.read_bytes()).digest
+            digest = training().ModelArtifact.from_json(workspace.artifact_file.read_bytes()).digest
         except Exception:
             return
         ledger = self.registry.ledger(model.metadata.namespace, model.metadata.name)

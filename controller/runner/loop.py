@@ -20,8 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from controller.api.quantummodel import Phase, QuantumModelStatus
-from controller.engine import training
-from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, utcnow
+from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training, utcnow
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.status import describe_failure
 from controller.runner.display import Board
@@ -127,11 +126,11 @@ class Runner:
 
         try:
             outcome = self.reconciler.reconcile(observed, on_progress=progress, should_stop=self.stop.is_set)
-        except training.TrainingStopped:
-            board.failed(key, "stopped: the checkpoint is kept; run again to resume")
-            self.stop.set()
-            return None
         except Exception as err:  # one model's failure never stops the others
+            if isinstance(err, training().TrainingStopped):
+                board.failed(key, "stopped: the checkpoint is kept; run again to resume")
+                self.stop.set()
+                return None
             message = describe_failure(err)
             board.failed(key, message)
             self._say_once(board, f"{key}: {message}")
@@ -173,7 +172,7 @@ class Runner:
 
 def _local_credentials(repo: Path) -> Callable[[str, str], Any] | None:
     """The training engine's local lookup of a ``credentialsSecret`` (a file or environment variables)."""
-    lookup = getattr(training, "local_credentials", None)
+    lookup = getattr(training(), "local_credentials", None)
     if lookup is None:
         return None
 
