@@ -75,7 +75,8 @@ def _report_verification(audits: list[audit.ModelAudit]) -> int:
         entries = sum(a.verification.entries for a in audits if a.verification)
         versions = sum(a.verification.versions for a in audits if a.verification)
         print(
-            f"qmlops audit --verify: ok: {len(audits)} model(s), {entries} ledger entries, {versions} versions",
+            f"qmlops audit --verify: ok: {_count(len(audits), 'model')}, "
+            f"{_count(entries, 'ledger entry', 'ledger entries')}, {_count(versions, 'version')}",
             file=sys.stderr,
         )
         return EXIT_OK
@@ -160,12 +161,17 @@ def _table(item: audit.ModelAudit) -> str:
         result = item.verification
         if result.ok:
             lines.append(
-                f"  verify: ok ({result.entries} entries, {result.versions} versions, {result.commits} commits)"
+                f"  verify: ok ({_count(result.entries, 'ledger entry', 'ledger entries')}, "
+                f"{_count(result.versions, 'version')}, {_count(result.commits, 'commit')})"
             )
         else:
             lines.append("  verify: FAILED")
             lines.extend(f"    {p.format()}" for p in result.problems)
     return "\n".join(lines) + "\n"
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _write(text: str, output: str | None) -> None:

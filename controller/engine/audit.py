@@ -24,8 +24,18 @@ from typing import Any
 
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.approvals import TRAILER as APPROVE_TRAILER
+from controller.engine.registry.approvals import judge
 from controller.engine.registry.git import Commit, GitIdentity
-from controller.engine.registry.ledger import LEDGER_FILE, REGISTERED, Entry, check_chain, entry_from_json
+from controller.engine.registry.ledger import (
+    LEDGER_FILE,
+    REGISTERED,
+    Entry,
+    Ledger,
+    check_chain,
+    entry_from_json,
+    format_time,
+    parse_time,
+)
 from controller.engine.registry.store import TRAILER_DECISION, TRAILER_ENTRY, TRAILER_MODEL, Registry
 from controller.engine.registry.versions import Version, VersionError
 
@@ -368,7 +378,7 @@ def spec_events(registry: Registry, paths: Iterable[str]) -> list[Event]:
                 continue
             events.append(
                 Event(
-                    commit.date,
+                    _utc(commit.date),
                     "spec-changed",
                     f"{path}: {commit.subject}",
                     commit=commit.sha,
@@ -381,7 +391,7 @@ def spec_events(registry: Registry, paths: Iterable[str]) -> list[Event]:
 def ledger_events(registry: Registry, namespace: str, name: str) -> list[Event]:
     commits = registry.entry_commits(namespace, name)
     events: list[Event] = []
-    for entry in registry.ledger(namespace, name).entries:
+    for entry in registry.ledger(namespace, name, strict=False).entries:
         commit = commits.get(entry.digest)
         by = None
         if entry.kind == "approved":
@@ -394,22 +404,33 @@ def ledger_events(registry: Registry, namespace: str, name: str) -> list[Event]:
     return events
 
 
-def approval_events(registry: Registry, namespace: str, name: str, recorded: set[str]) -> list[Event]:
-    """Approval commits that the ledger did not count, so that an auditor sees them too."""
+def approval_events(
+    registry: Registry, namespace: str, name: str, ledger: Ledger, spec: dict[str, Any] | None
+) -> list[Event]:
+    """Approval commits that the ledger did not record, with the reason, so that an auditor sees them too."""
+    governance = ((spec or {}).get("spec") or {}).get("governance") or {}
+    recorded = ledger.approval_commits()
     events: list[Event] = []
     for commit, ns, model, version in registry.approval_trailers():
         if (ns, model) != (namespace, name) or commit.sha in recorded:
             continue
-        events.append(
-            Event(
-                commit.date,
-                "approval-not-counted",
-                f"{APPROVE_TRAILER}: {ns}/{model}@{version} by {commit.author_email} was not counted (see `qmlops plan`)",
-                version,
-                commit.sha,
-                commit.author_email,
-            )
+        judged = judge(
+            registry.git,
+            commit,
+            version=version,
+            version_path=registry.version_path(ns, model, version),
+            approvers=list(governance.get("approvers") or []),
+            require_signed=bool(governance.get("requireSignedApprovals")),
+            controller_email=registry.identity.email,
         )
+        value = f"{APPROVE_TRAILER}: {ns}/{model}@{version}"
+        if judged.approver in ledger.approvers(version):
+            kind, message = "approval-repeated", f"{value}: {judged.approver} had approved version {version} already"
+        elif judged.counts:
+            kind, message = "approval-pending", f"{value}: counts; the next run records it"
+        else:
+            kind, message = "approval-not-counted", f"{value}: not counted: {judged.reason}"
+        events.append(Event(_utc(commit.date), kind, message, version, commit.sha, commit.author_email))
     return events
 
 
@@ -421,26 +442,25 @@ def model_audit(
     spec_paths: list[str],
     spec: dict[str, Any] | None = None,
 ) -> ModelAudit:
-    ledger = registry.ledger(namespace, name)
+    ledger = registry.ledger(namespace, name, strict=False)
     events = spec_events(registry, spec_paths) + ledger_events(registry, namespace, name)
-    events += approval_events(registry, namespace, name, ledger.approval_commits())
-    events.sort(key=lambda e: _sort_time(e.at))
+    events += approval_events(registry, namespace, name, ledger, spec)
+    events.sort(key=lambda e: _utc(e.at))
     card = (spec or {}).get("spec", {}).get("modelCard") if spec else None
     return ModelAudit(
         namespace,
         name,
         spec_paths,
         events,
-        registry.versions(namespace, name),
+        registry.versions(namespace, name, strict=False),
         ledger.champion(),
         model_card=card,
         spec=spec,
     )
 
 
-def _sort_time(text: str) -> str:
-    from controller.engine.registry.ledger import format_time, parse_time
-
+def _utc(text: str) -> str:
+    """A Git date (``2025-06-01T12:00:00+02:00``) as the registry writes times (UTC, with a Z)."""
     try:
         return format_time(parse_time(text))
     except ValueError:
@@ -448,5 +468,6 @@ def _sort_time(text: str) -> str:
 
 
 def spec_paths_from_versions(registry: Registry, namespace: str, name: str) -> list[str]:
-    paths = {str(v.source.get("path")) for v in registry.versions(namespace, name) if v.source.get("path")}
+    found = registry.versions(namespace, name, strict=False)
+    paths = {str(v.source.get("path")) for v in found if v.source.get("path")}
     return sorted(p for p in paths if (Path(registry.repo) / p).exists() or registry.git.log(paths=[p], extra=["-1"]))

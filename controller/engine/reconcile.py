@@ -592,9 +592,19 @@ class Reconciler:
                 require_signed=state.spec.governance.require_signed_approvals,
                 controller_email=self.registry.identity.email,
             )
-            if approval.counts and not any(a.commit == approval.commit and a.version == version for a in found):
+            if approval.counts and not self._approved_before(state.ledger, found, approval):
                 found.append(approval)
         return found
+
+    @staticmethod
+    def _approved_before(ledger: Ledger, found: list[git_approvals.Approval], approval: git_approvals.Approval) -> bool:
+        """Each approver's approval of a version is recorded once (a signed one still counts after an
+        unsigned one, for when governance starts to require signatures)."""
+        for entry in ledger.for_version(approval.version, APPROVED):
+            same = str(entry.data.get("approver", "")).lower() == approval.approver
+            if same and (entry.data.get("signed") or not approval.signed):
+                return True
+        return any(a.approver == approval.approver and a.version == approval.version for a in found)
 
     def _champion_score(self, state: State, candidate: Version) -> promotion.ChampionScore | None:
         champion = state.version(state.ledger.champion())

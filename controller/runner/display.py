@@ -70,7 +70,7 @@ class Board:
 
     def say(self, text: str) -> None:
         """A line above the table (decisions, problems)."""
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def training(self, model: str, iteration: int | None, total: int | None, loss: float | None, backend: str) -> None:
         row = self.row(model)

@@ -50,7 +50,7 @@ class Runner:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
-        self.console = console or Console()
+        self.console = console or _console()
         self.registry = Registry(
             config.repo, identity=config.identity, remote=config.remote, allowed_signers=config.allowed_signers
         )
@@ -168,6 +168,12 @@ class Runner:
             yield
         finally:
             signal.signal(signal.SIGINT, before)
+
+
+def _console() -> Console:
+    """A terminal's own width; elsewhere (CI logs, pipes) wide enough that the table is not folded."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
 
 
 def _local_credentials(repo: Path) -> Callable[[str, str], Any] | None:

@@ -116,17 +116,22 @@ def entry_from_json(data: Any, line: int) -> Entry:
     return entry
 
 
-def parse(text: str) -> list[Entry]:
-    """Entries of a ledger file, without checking the chain (see :func:`check_chain`)."""
+def parse(text: str, *, strict: bool = True) -> list[Entry]:
+    """Entries of a ledger file, without checking the chain (see :func:`check_chain`); lines that
+    are not entries are an error, or skipped when not ``strict``."""
     entries: list[Entry] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise LedgerError(f"line {number} is not JSON ({err.msg})", number) from None
-        entries.append(entry_from_json(data, number))
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise LedgerError(f"line {number} is not JSON ({err.msg})", number) from None
+            entries.append(entry_from_json(data, number))
+        except LedgerError:
+            if strict:
+                raise
     return entries
 
 

@@ -119,16 +119,20 @@ class Registry:
             (ns.name, model.name) for ns in base.iterdir() if ns.is_dir() for model in ns.iterdir() if model.is_dir()
         )
 
-    def ledger(self, namespace: str, name: str) -> Ledger:
+    def ledger(self, namespace: str, name: str, *, strict: bool = True) -> Ledger:
+        """The model's decisions; with ``strict`` a line that is not an entry is an error, otherwise
+        it is skipped (the audit shows what it can, and ``--verify`` reports the line)."""
         path = self.repo / self.ledger_path(namespace, name)
         if not path.exists():
             return Ledger()
         try:
-            return Ledger(tuple(parse(path.read_text(encoding="utf-8"))))
+            return Ledger(tuple(parse(path.read_text(encoding="utf-8", errors="replace"), strict=strict)))
         except LedgerError as err:
             raise RegistryError(f"{self.ledger_path(namespace, name)}: {err}") from None
 
-    def versions(self, namespace: str, name: str) -> list[Version]:
+    def versions(self, namespace: str, name: str, *, strict: bool = True) -> list[Version]:
+        """The model's versions, oldest first. ``strict``: a file that does not match its digest is an
+        error (the engine never builds on a rewritten registry); otherwise it is read as it is."""
         folder = self.repo / self.model_path(namespace, name) / versions.VERSIONS_DIR
         if not folder.is_dir():
             return []
@@ -139,10 +143,12 @@ class Registry:
                 continue
             where = self.version_path(namespace, name, number)
             try:
-                version = versions.decode(file.read_bytes(), where)
+                version = versions.decode(file.read_bytes(), where, strict=strict)
             except VersionError as err:
+                if not strict:
+                    continue
                 raise RegistryError(str(err)) from None
-            if version.number != number:
+            if version.number != number and strict:
                 raise RegistryError(f"{where}: holds version {version.number}")
             found.append(version)
         return sorted(found, key=lambda v: v.number)
