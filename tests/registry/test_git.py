@@ -75,3 +75,19 @@ def test_without_a_remote_decisions_stay_local(tmp_path) -> None:  # type: ignor
     assert registry.sync() == []
     assert not registry.publish().pushed
     assert len(registry.ledger("demo", "m").entries) == 1
+
+
+def test_a_clone_of_an_empty_remote_receives_its_first_commits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    remote = tmp_path / "empty.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(remote))
+    git(tmp_path, "clone", "--quiet", str(remote), str(tmp_path / "runner"))
+    git(tmp_path, "clone", "--quiet", str(remote), str(tmp_path / "human"))
+    registry = Registry(tmp_path / "runner")
+    assert registry.sync() == []  # nothing there yet
+    human = tmp_path / "human"
+    (human / "spec.yaml").write_text("a: 1\n")
+    git(human, "add", "spec.yaml")
+    git(human, "commit", "--quiet", "-m", "first")
+    git(human, "push", "--quiet", "origin", "HEAD:main")
+    assert registry.sync() == []
+    assert (tmp_path / "runner" / "spec.yaml").read_text() == "a: 1\n"

@@ -295,8 +295,8 @@ class Git:
         remote_ref = f"refs/remotes/{target[0]}/{target[1]}"
         if self.run("rev-parse", "--verify", "--quiet", remote_ref, check=False).returncode != 0:
             return []
-        if self.head() is None:
-            self.run("reset", "--quiet", "--keep", remote_ref)
+        if self.head() is None:  # a clone of an empty remote: its first commits arrive
+            self.run("merge", "--ff-only", "--quiet", remote_ref, env=self.identity.env())
             return []
         if self.run("merge-base", "--is-ancestor", remote_ref, "HEAD", check=False).returncode == 0:
             return []
