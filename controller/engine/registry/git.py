@@ -108,6 +108,8 @@ class Git:
         self.remote = remote  # None: never fetch or push
         # `git -c key=value` for every command (e.g. gpg.ssh.allowedSignersFile for signed approvals)
         self.settings = dict(settings or {})
+        # (remote, branch) once looked up: read on every publish, changed only by _track
+        self._upstream: tuple[tuple[str, str] | None] | None = None
 
     # --- running --------------------------------------------------------------------------------
 
@@ -166,6 +168,11 @@ class Git:
         return done.stdout.strip() or None
 
     def upstream(self) -> tuple[str, str] | None:
+        if self._upstream is None:
+            self._upstream = (self._find_upstream(),)
+        return self._upstream[0]
+
+    def _find_upstream(self) -> tuple[str, str] | None:
         """(remote, branch) that the current branch pushes to: its configured upstream on ``self.remote``,
         else the branch of the same name there; None without that remote (or with ``remote=None``)."""
         branch = self.branch()
@@ -365,6 +372,7 @@ class Git:
         if local and not self.run("config", f"branch.{local}.remote", check=False).stdout.strip():
             self.run("config", f"branch.{local}.remote", remote)
             self.run("config", f"branch.{local}.merge", f"refs/heads/{branch}")
+            self._upstream = None
 
     def verify_commit(self, sha: str) -> bool:
         return self.run("verify-commit", sha, check=False).returncode == 0
