@@ -494,8 +494,10 @@ class Reconciler:
     ) -> Any:
         spec = state.spec
         credentials = None
-        if spec.training.credentials_secret and self.credentials is not None:
-            credentials = self.credentials(state.namespace, spec.training.credentials_secret)
+        lookup, secret = self.credentials, spec.training.credentials_secret
+        if secret and lookup is not None:
+            # read when a backend asks (ibm: only), and again after a 401: a rotated Secret is picked up
+            credentials = lambda: lookup(state.namespace, secret)  # noqa: E731
         return self.trainer(
             spec,
             repo_root=self.registry.repo,

@@ -1,0 +1,142 @@
+"""The trained model as a portable, self-checking JSON document.
+
+The circuit travels twice: as QPY (base64; what qmlops loads) and as OpenQASM 3 text (what other tools
+read). Weights are keyed by parameter name because OpenQASM 3 loading reorders parameters. Loading
+checks the size and the digest before anything else and never unpickles: QPY and JSON are data.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from controller.engine.registry.canonical import digest_of, pretty_bytes
+from controller.engine.training import readout
+from controller.engine.training.circuits import FEATURE_PREFIX
+from controller.engine.training.data import Preprocessing
+from controller.engine.training.errors import ArtifactError
+
+API_VERSION = "artifact.qmlops.io/v1alpha1"
+KIND = "TrainedModel"
+MAX_ARTIFACT_BYTES = 16 * 1024 * 1024
+
+
+def encode_circuit(circuit: Any) -> dict[str, Any]:
+    from qiskit import qasm3, qpy
+
+    buffer = io.BytesIO()
+    qpy.dump(circuit, buffer)
+    return {"qpy": base64.b64encode(buffer.getvalue()).decode("ascii"), "qasm3": qasm3.dumps(circuit)}
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    manifest: dict[str, Any]
+
+    @classmethod
+    def create(cls, body: dict[str, Any]) -> ModelArtifact:
+        content = {"apiVersion": API_VERSION, "kind": KIND, **{k: v for k, v in body.items() if k != "digest"}}
+        return cls({**content, "digest": digest_of(content)})
+
+    @property
+    def digest(self) -> str:
+        return str(self.manifest["digest"])
+
+    def to_json(self) -> bytes:
+        return pretty_bytes(self.manifest)
+
+    @classmethod
+    def from_json(cls, raw: bytes, max_bytes: int = MAX_ARTIFACT_BYTES) -> ModelArtifact:
+        if len(raw) > max_bytes:
+            raise ArtifactError(f"the artifact is {len(raw)} bytes; the limit is {max_bytes}")
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ArtifactError(f"the artifact is not JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("kind") != KIND or data.get("apiVersion") != API_VERSION:
+            raise ArtifactError(f"not a {KIND} artifact of {API_VERSION}")
+        expected = digest_of({k: v for k, v in data.items() if k != "digest"})
+        if data.get("digest") != expected:
+            raise ArtifactError(f"the artifact's content does not match its digest {str(data.get('digest'))[:19]}…")
+        return cls(data)
+
+    # --- what it holds --------------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.manifest["classes"])
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest.get("metrics") or {})
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self.manifest["weights"].items()}
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_json(self.manifest["preprocessing"])
+
+    def circuit(self) -> Any:
+        from qiskit import qpy
+
+        try:
+            [circuit] = qpy.load(io.BytesIO(base64.b64decode(self.manifest["circuit"]["qpy"], validate=True)))
+        except Exception as err:
+            raise ArtifactError(f"the artifact's QPY circuit does not load: {type(err).__name__}") from None
+        return circuit
+
+    def observables(self) -> list[str]:
+        return [str(o) for o in self.manifest["circuit"]["observables"]]
+
+    # --- predicting -------------------------------------------------------------------------------
+
+    def expectation_values(self, x_raw: np.ndarray) -> np.ndarray:
+        """Exact expectation values (statevector) for raw rows of the artifact's input features."""
+        from qiskit.primitives import StatevectorEstimator
+        from qiskit.quantum_info import SparsePauliOp
+
+        circuit = self.circuit()
+        features = self.preprocessing.apply(np.asarray(x_raw, dtype=float))
+        weights = self.weights
+        values = np.empty((features.shape[0], circuit.num_parameters))
+        for col, p in enumerate(circuit.parameters):
+            if p.name.startswith(FEATURE_PREFIX) and p.name not in weights:
+                values[:, col] = features[:, int(p.name.removeprefix(FEATURE_PREFIX))]
+            else:
+                values[:, col] = weights[p.name]
+        ops = [SparsePauliOp(o) for o in self.observables()]
+        observable: Any = ops[0] if len(ops) == 1 else np.asarray(ops, dtype=object).reshape(len(ops), 1)
+        return np.asarray(StatevectorEstimator().run([(circuit, observable, values)]).result()[0].data.evs)
+
+    def predict_indices(self, x_raw: np.ndarray) -> np.ndarray:
+        return readout.predict(self.expectation_values(x_raw), len(self.classes))
+
+    def predict(self, x_raw: np.ndarray) -> list[Any]:
+        return [self.classes[i] for i in self.predict_indices(x_raw)]
+
+
+def metrics(evs: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Test-split metrics: accuracy, precision, recall, F1 (binary: of class 1; else macro), loss,
+    and the confusion matrix (rows: true class, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    predicted = readout.predict(evs, n_classes)
+    average = "binary" if n_classes == 2 else "macro"
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, predicted, average=average, labels=list(range(n_classes)) if n_classes > 2 else None, zero_division=0
+    )
+    return {
+        "accuracy": float(np.mean(predicted == y)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "loss": float(readout.loss(evs, y, n_classes)),
+        "confusionMatrix": confusion_matrix(y, predicted, labels=list(range(n_classes))).tolist(),
+    }

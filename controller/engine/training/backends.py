@@ -1,0 +1,323 @@
+"""Where the circuits run: one :class:`Target` per training, built from the spec's backend.
+
+* ``local:statevector``: Qiskit's exact StatevectorEstimator (deterministic, no shots);
+* ``local:aer``: Aer's EstimatorV2, shot noise at precision 1/sqrt(shots);
+* ``fake:<device>`` and ``ibm:<backend>``: qiskit-ibm-runtime's client-side (executor-based)
+  Estimator, the primitive 0.51 recommends, in the spec's execution mode (Session, Batch or job).
+  A fake backend runs in local testing mode; an ``ibm:`` one through QiskitRuntimeService.
+
+Everything that would reach IBM's network is built by a :class:`RuntimeFactory`; tests install one
+that answers with fake backends in local testing mode, so the ``ibm:`` path itself runs offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from controller.api.quantummodel import ExecutionMode, QuantumModelSpec
+from controller.engine.training import failures
+from controller.engine.training.credentials import Credentials, CredentialsSource, resolve
+from controller.engine.training.errors import RuntimeFailure, TrainingError
+
+MAX_TRANSIENT_RETRIES = 5
+MAX_SESSION_REOPENS = 3
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One primitive job: its expectation values and what it cost."""
+
+    evs: np.ndarray
+    job_id: str | None
+    qpu_seconds: float
+    shots: int
+
+
+# --- the factory of everything that touches IBM ------------------------------------------------------
+
+
+class RuntimeFactory:
+    """Builds Qiskit Runtime objects. The only place that constructs a QiskitRuntimeService, a Session
+    or a Batch, which reach the network the moment they are built."""
+
+    def service(self, credentials: Credentials) -> Any:
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        options: dict[str, Any] = {"channel": credentials.channel, "token": credentials.token}
+        if credentials.instance:
+            options["instance"] = credentials.instance
+        if credentials.url:
+            options["url"] = credentials.url
+        return QiskitRuntimeService(**options)
+
+    def backend(self, service: Any, name: str, min_qubits: int) -> Any:
+        if name == "least-busy":
+            return service.least_busy(operational=True, simulator=False, min_num_qubits=min_qubits)
+        return service.backend(name)
+
+    def fake_backend(self, device: str) -> Any:
+        from qiskit_ibm_runtime import fake_provider
+
+        for attr in (f"Fake{device.capitalize()}V2", f"Fake{device.capitalize()}"):
+            cls = getattr(fake_provider, attr, None)
+            if cls is not None:
+                return cls()
+        wanted = device.replace("_", "").lower()
+        for attr in dir(fake_provider):
+            if attr.lower().removeprefix("fake").removesuffix("v2") == wanted:
+                return getattr(fake_provider, attr)()
+        raise TrainingError(f"training.backend: qiskit_ibm_runtime.fake_provider has no device {device!r}")
+
+    def session(self, backend: Any, service: Any | None, resume: str | None) -> Any:
+        from qiskit_ibm_runtime import Session
+
+        if resume and service is not None:
+            with contextlib.suppress(Exception):  # closed or expired: a new session below
+                session = Session.from_id(resume, service=service)
+                if session.status() not in ("Closed", None):
+                    return session
+        return Session(backend=backend)
+
+    def batch(self, backend: Any) -> Any:
+        from qiskit_ibm_runtime import Batch
+
+        return Batch(backend=backend)
+
+    def estimator(self, mode: Any) -> Any:
+        from qiskit_ibm_runtime.executor_estimator import Estimator
+
+        return Estimator(mode=mode)
+
+
+_factory: RuntimeFactory = RuntimeFactory()
+
+
+def runtime_factory() -> RuntimeFactory:
+    return _factory
+
+
+@contextlib.contextmanager
+def using_factory(factory: RuntimeFactory) -> Iterator[RuntimeFactory]:
+    """Install ``factory`` for every training started meanwhile (tests: local testing mode)."""
+    global _factory
+    before, _factory = _factory, factory
+    try:
+        yield factory
+    finally:
+        _factory = before
+
+
+# --- targets -------------------------------------------------------------------------------------------
+
+
+class Target:
+    """One backend for one training: transpiles once, runs one PUB per job."""
+
+    ref: str
+    device: str
+    local: bool = True
+
+    @property
+    def session_id(self) -> str | None:
+        return None
+
+    def transpile(self, circuit: Any, seed: int) -> Any:
+        return circuit
+
+    def layout_observables(self, isa: Any, labels: list[str]) -> Any:
+        from qiskit.quantum_info import SparsePauliOp
+
+        ops = [SparsePauliOp(label) for label in labels]
+        layout = getattr(isa, "layout", None)
+        if layout is not None:
+            ops = [op.apply_layout(layout) for op in ops]
+        return ops
+
+    def run(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the work on this backend (closes a Runtime session)."""
+
+    def detach(self) -> None:
+        """Leave the session open for the run that resumes this training."""
+
+
+def _observable_array(observables: Any, values: np.ndarray) -> Any:
+    """One observable broadcasts over every binding; several get a leading axis of their own."""
+    if len(observables) == 1:
+        return observables[0]
+    return np.asarray(observables, dtype=object).reshape((len(observables),) + (1,) * (values.ndim - 1))
+
+
+class StatevectorTarget(Target):
+    def __init__(self, ref: str) -> None:
+        from qiskit.primitives import StatevectorEstimator
+
+        self.ref, self.device = ref, "statevector"
+        self._estimator = StatevectorEstimator()
+
+    def run(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
+        job = self._estimator.run([(isa, _observable_array(observables, values), values)])
+        return JobRun(np.asarray(job.result()[0].data.evs), None, 0.0, 0)
+
+
+class AerTarget(Target):
+    def __init__(self, ref: str) -> None:
+        from qiskit_aer import AerSimulator
+        from qiskit_aer.primitives import EstimatorV2
+
+        self.ref, self.device = ref, "aer_simulator"
+        self._simulator = AerSimulator()
+        self._estimator = EstimatorV2()
+
+    def transpile(self, circuit: Any, seed: int) -> Any:
+        from qiskit.transpiler import generate_preset_pass_manager
+
+        return generate_preset_pass_manager(1, backend=self._simulator, seed_transpiler=seed).run(circuit)
+
+    def run(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
+        self._estimator.options.run_options["seed_simulator"] = seed
+        pub = (isa, _observable_array(observables, values), values)
+        job = self._estimator.run([pub], precision=1 / math.sqrt(shots))
+        evs = np.asarray(job.result()[0].data.evs)
+        return JobRun(evs, None, 0.0, shots * int(evs.size))
+
+
+class RuntimeTarget(Target):
+    """A fake backend in local testing mode, or an IBM backend through QiskitRuntimeService, in the
+    spec's execution mode. Runtime errors are retried, reconnected or reported as IBM classifies them."""
+
+    def __init__(
+        self,
+        spec: QuantumModelSpec,
+        factory: RuntimeFactory,
+        credentials: CredentialsSource,
+        resume_session: str | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ref = spec.training.backend
+        kind, _, name = self.ref.partition(":")
+        self.local = kind == "fake"
+        self._spec, self._factory, self._credentials_source = spec, factory, credentials
+        self._name, self._sleep = name, sleep
+        self._credentials: Credentials | None = None
+        self._service: Any = None
+        self._reloaded = False
+        self._connect()
+        self.device = str(getattr(self._backend, "name", name))
+        self._mode: Any = None
+        self._open(resume_session)
+
+    def _connect(self, reload: bool = False) -> None:
+        if self.local:
+            self._backend = self._factory.fake_backend(self._name)
+            return
+        if self._credentials is None or reload:
+            self._credentials = resolve(self._credentials_source)
+        if self._credentials is None:
+            raise TrainingError(f"training.credentialsSecret: {self.ref} needs IBM Quantum credentials")
+        try:
+            self._service = self._factory.service(self._credentials)
+            self._backend = self._factory.backend(self._service, self._name, self._spec.circuit.qubits)
+        except Exception as err:
+            raise RuntimeFailure(self._redact(failures.classify(err).reason)) from None
+
+    def _open(self, resume: str | None) -> None:
+        mode = self._spec.training.execution_mode
+        if mode is ExecutionMode.SESSION:
+            self._mode = self._factory.session(self._backend, self._service, resume)
+        elif mode is ExecutionMode.BATCH:
+            self._mode = self._factory.batch(self._backend)
+        else:
+            self._mode = self._backend
+        self._estimator = self._factory.estimator(self._mode)
+        options = self._estimator.options
+        if self.local:
+            options.resilience_level = 0  # simulating mitigation locally triples the time and shows no device
+            options.twirling.enable_gates = False
+            options.twirling.enable_measure = False
+
+    @property
+    def session_id(self) -> str | None:
+        value = getattr(self._mode, "session_id", None)
+        return str(value) if value else None
+
+    def transpile(self, circuit: Any, seed: int) -> Any:
+        from qiskit.transpiler import generate_preset_pass_manager
+
+        return generate_preset_pass_manager(1, backend=self._backend, seed_transpiler=seed).run(circuit)
+
+    def run(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
+        transient = reopened = 0
+        while True:
+            try:
+                return self._run_once(isa, observables, values, shots, seed)
+            except Exception as err:
+                verdict = failures.classify(err)
+            if verdict.kind == "transient" and transient < MAX_TRANSIENT_RETRIES:
+                self._sleep(failures.backoff(transient))
+                transient += 1
+            elif verdict.kind == "auth" and not self._reloaded and not self.local:
+                self._reloaded = True  # the Secret may have been rotated: read it once more
+                self._connect(reload=True)
+                self._open(None)
+            elif verdict.kind == "session-closed" and reopened < MAX_SESSION_REOPENS:
+                reopened += 1
+                self._open(None)
+            else:
+                raise RuntimeFailure(self._redact(verdict.reason))
+
+    def _run_once(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
+        options = self._estimator.options
+        options.default_shots = shots
+        if self.local:
+            options.simulator.seed_simulator = seed
+        job = self._estimator.run([(isa, _observable_array(observables, values), values)])
+        evs = np.asarray(job.result()[0].data.evs)
+        return JobRun(evs, _job_id(job), 0.0 if self.local else _quantum_seconds(job), shots * int(evs.size))
+
+    def _redact(self, text: str) -> str:
+        return self._credentials.redact(text) if self._credentials else text
+
+    def close(self) -> None:
+        closer = getattr(self._mode, "close", None)
+        if callable(closer) and self._mode is not self._backend:
+            with contextlib.suppress(Exception):
+                closer()
+
+    def detach(self) -> None:
+        pass  # a session left open times out on IBM's side; the checkpoint keeps its id to reattach
+
+
+def _job_id(job: Any) -> str | None:
+    with contextlib.suppress(Exception):
+        return str(job.job_id())
+    return None
+
+
+def _quantum_seconds(job: Any) -> float:
+    with contextlib.suppress(Exception):
+        return float(job.usage())
+    return 0.0
+
+
+def open_target(
+    spec: QuantumModelSpec,
+    credentials: CredentialsSource = None,
+    resume_session: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Target:
+    ref = spec.training.backend
+    if ref == "local:statevector":
+        return StatevectorTarget(ref)
+    if ref == "local:aer":
+        return AerTarget(ref)
+    return RuntimeTarget(spec, runtime_factory(), credentials, resume_session, sleep)

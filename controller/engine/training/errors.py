@@ -1,0 +1,35 @@
+"""What a training can end with besides an artifact. Messages name the spec field to change and never
+quote a credential."""
+
+from __future__ import annotations
+
+
+class TrainingError(Exception):
+    """A training that cannot go on: bad data, a circuit that does not fit, a Runtime error that is
+    the user's to fix. The message is the whole explanation; no traceback is needed."""
+
+
+class DatasetError(TrainingError):
+    """The dataset cannot be prepared (missing column, non-numeric feature, one class only...)."""
+
+
+class CircuitError(TrainingError):
+    """The circuit cannot be built from the spec."""
+
+
+class BudgetExceeded(TrainingError):
+    """The next job would break governance.qpuBudgetSeconds or governance.maxShots: it is not started."""
+
+
+class RuntimeFailure(TrainingError):
+    """Qiskit Runtime refused or failed the work for a reason retrying does not fix."""
+
+
+class ArtifactError(ValueError):
+    """A model artifact that cannot be loaded: too large, not JSON, not an artifact, digest mismatch."""
+
+
+class TrainingStopped(Exception):
+    """The caller asked the training to stop (``should_stop``): the checkpoint after the last finished
+    iteration is kept, and the next training of the same spec resumes from it. Shells tell it apart
+    from failures: it is never recorded as a failed training."""
