@@ -18,7 +18,9 @@ from controller.api.quantummodel import AnsatzKind, Circuit, FeatureMapKind, Qua
 from controller.engine.training.errors import CircuitError
 
 FEATURE_PREFIX, WEIGHT_PREFIX = "x_", "theta_"
-SHIFT_GATES = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx", "crx", "cry", "crz", "cp"})
+# Gates exp(-i w/2 G) with G of eigenvalues +-1 (up to a global phase): the two-term +-pi/2 shift is exact.
+# Not the controlled rotations crx/cry/crz: their generator also has eigenvalue 0 (a four-term rule).
+SHIFT_GATES = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx", "cp"})
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
