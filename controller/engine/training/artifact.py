@@ -112,7 +112,11 @@ class ModelArtifact:
             else:
                 values[:, col] = weights[p.name]
         ops = [SparsePauliOp(o) for o in self.observables()]
-        observable: Any = ops[0] if len(ops) == 1 else np.asarray(ops, dtype=object).reshape(len(ops), 1)
+        observable: Any = ops[0]
+        if len(ops) > 1:  # np.asarray(ops) would expand each SparsePauliOp into its matrix
+            observable = np.empty((len(ops), 1), dtype=object)
+            for k, op in enumerate(ops):
+                observable[k, 0] = op
         return np.asarray(StatevectorEstimator().run([(circuit, observable, values)]).result()[0].data.evs)
 
     def predict_indices(self, x_raw: np.ndarray) -> np.ndarray:

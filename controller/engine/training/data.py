@@ -20,7 +20,10 @@ from controller.engine.registry.canonical import digest_of
 from controller.engine.training.errors import DatasetError
 
 MAX_CSV_BYTES = 64 * 1024 * 1024
-FEATURE_RANGE = (0.0, math.pi)  # rotation angles: the feature maps' natural range
+# The range features are scaled to, per feature map. ZFeatureMap rotates each qubit by 2x: [0, pi] covers
+# it once. ZZ and Pauli maps also entangle with phases 2(pi - x_i)(pi - x_j), which [0, 1] keeps apart
+# (qiskit-machine-learning's tutorials scale to [0, 1] for the same reason); [0, pi] makes them wrap.
+FEATURE_RANGES = {"ZFeatureMap": (0.0, math.pi), "ZZFeatureMap": (0.0, 1.0), "PauliFeatureMap": (0.0, 1.0)}
 AD_HOC_SAMPLES = 60  # per class, generated once with the dataset's seed
 
 
@@ -51,19 +54,20 @@ class Preprocessing:
     pca_components: list[list[float]] | None
     scale_min: list[float]
     scale_span: list[float]
+    feature_range: tuple[float, float]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         out = np.asarray(x, dtype=float)
         if self.pca_mean is not None and self.pca_components is not None:
             out = (out - np.asarray(self.pca_mean)) @ np.asarray(self.pca_components).T
-        low, high = FEATURE_RANGE
+        low, high = self.feature_range
         return low + (out - np.asarray(self.scale_min)) / np.asarray(self.scale_span) * (high - low)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "features": self.features,
             "pca": None if self.pca_mean is None else {"mean": self.pca_mean, "components": self.pca_components},
-            "scale": {"min": self.scale_min, "span": self.scale_span, "range": list(FEATURE_RANGE)},
+            "scale": {"min": self.scale_min, "span": self.scale_span, "range": list(self.feature_range)},
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Preprocessing:
             pca_components=[[float(v) for v in row] for row in pca["components"]] if pca else None,
             scale_min=[float(v) for v in scale["min"]],
             scale_span=[float(v) for v in scale["span"]],
+            feature_range=(float(scale["range"][0]), float(scale["range"][1])),
         )
 
 
@@ -277,7 +282,7 @@ def _check_split(dataset: Dataset, where: str, y: np.ndarray, n_classes: int) ->
         )
 
 
-def fit(dataset: Dataset, data: Split, qubits: int) -> Preprocessing:
+def fit(dataset: Dataset, data: Split, qubits: int, feature_range: tuple[float, float]) -> Preprocessing:
     x = data.x_train
     mean = components = None
     if dataset.reduce is not None:
@@ -303,6 +308,7 @@ def fit(dataset: Dataset, data: Split, qubits: int) -> Preprocessing:
         pca_components=None if components is None else components.tolist(),
         scale_min=low.tolist(),
         scale_span=span.tolist(),
+        feature_range=feature_range,
     )
 
 
@@ -313,8 +319,8 @@ def _fix_signs(vt: np.ndarray) -> np.ndarray:
     return vt * np.where(signs == 0, 1.0, signs)[:, None]
 
 
-def prepare(dataset: Dataset, repo_root: Path | None, qubits: int) -> Prepared:
+def prepare(dataset: Dataset, repo_root: Path | None, qubits: int, feature_map: str = "ZZFeatureMap") -> Prepared:
     table = load(dataset, repo_root, qubits)
     data = split(dataset, table)
-    pre = fit(dataset, data, qubits)
+    pre = fit(dataset, data, qubits, FEATURE_RANGES[feature_map])
     return Prepared(data, pre, pre.apply(data.x_train), pre.apply(data.x_test), data.digest(dataset.source))

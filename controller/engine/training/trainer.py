@@ -57,7 +57,7 @@ def train(
     Raises :class:`TrainingStopped` when ``should_stop`` says so (the checkpoint is kept), and a
     :class:`TrainingError` with a message naming the spec field for anything the user must fix."""
     started = time.perf_counter()
-    prepared = data.prepare(spec.dataset, repo_root, spec.circuit.qubits)
+    prepared = data.prepare(spec.dataset, repo_root, spec.circuit.qubits, spec.circuit.feature_map.kind.value)
     model = circuits.build(spec, prepared.x_train.shape[1], len(prepared.classes))
     if spec.training.optimizer.kind in GRADIENT_OPTIMIZERS:
         circuits.check_shift_rule(model)
@@ -114,6 +114,7 @@ def _artifact(
         **checkpoint.usage(),
         "iterations": checkpoint.iteration,
         "wallSeconds": round(wall_seconds, 3),
+        "iterationSeconds": round(sum(e.wall_seconds for e in checkpoint.entries), 3),
         "runSeconds": round(sum(e.run_seconds for e in checkpoint.entries), 3),
         "resumes": checkpoint.resumes,
     }
