@@ -9,7 +9,7 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class Table:
     y: list[Any]
     feature_names: list[str]
     where: str
+    problems: dict[str, str] = field(default_factory=dict)  # column -> its first non-numeric cell, if selected
 
     def columns(self, names: list[str]) -> np.ndarray:
         missing = [n for n in names if n not in self.feature_names]
@@ -42,6 +43,9 @@ class Table:
             raise DatasetError(
                 f"dataset.features: {self.where} has no feature {missing[0]!r}; it has {', '.join(self.feature_names)}"
             )
+        unusable = [n for n in names if n in self.problems]
+        if unusable:
+            raise DatasetError(self.problems[unusable[0]])
         return self.x[:, [self.feature_names.index(n) for n in names]]
 
 
@@ -196,21 +200,34 @@ def _csv(repo_root: Path, relative: str, target: str) -> Table:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DatasetError(f"dataset.source: {where} is not UTF-8 text") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
+    reader, rows, line = csv.reader(io.StringIO(text)), [], 1
+    for row in reader:  # with the line each row starts on: blank lines and quoted newlines count
+        if any(cell.strip() for cell in row):
+            rows.append((line, row))
+        line = reader.line_num + 1
     if len(rows) < 2:
         raise DatasetError(f"dataset.source: {where} has no data rows under its header")
-    header = [h.strip() for h in rows[0]]
+    header = [h.strip() for h in rows[0][1]]
     if target not in header:
         raise DatasetError(f"dataset.target: {where} has no column {target!r}; its columns are {', '.join(header)}")
     label_at = header.index(target)
     names = [h for i, h in enumerate(header) if i != label_at]
-    values, labels = [], []
-    for number, row in enumerate(rows[1:], start=2):
+    values, labels, problems = [], [], {}
+    for number, row in rows[1:]:
         if len(row) != len(header):
             raise DatasetError(f"dataset.source: {where}:{number}: {len(row)} cells, the header has {len(header)}")
         labels.append(_label(row[label_at].strip()))
-        values.append([_number(row[i], where, number, header[i]) for i in range(len(row)) if i != label_at])
-    return Table(np.asarray(values, dtype=float), labels, names, where)
+        values.append([_cell(row[i], where, number, header[i], problems) for i in range(len(row)) if i != label_at])
+    return Table(np.asarray(values, dtype=float), labels, names, where, problems)
+
+
+def _cell(cell: str, where: str, line: int, column: str, problems: dict[str, str]) -> float:
+    """A number; a column that is not numeric is an error only if the spec selects it as a feature."""
+    try:
+        return _number(cell, where, line, column)
+    except DatasetError as err:
+        problems.setdefault(column, str(err))
+        return math.nan
 
 
 def _number(cell: str, where: str, line: int, column: str) -> float:
