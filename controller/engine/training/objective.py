@@ -155,7 +155,9 @@ class Objective:
             return
         spent = self.checkpoint.usage()["qpuSeconds"]
         next_job = max((e.qpu_seconds for e in self.checkpoint.entries), default=0.0)
-        if self.budget_used + spent + next_job > gov.qpu_budget_seconds:
+        used = self.budget_used + spent
+        # nothing left, or not enough for a job like the dearest so far (the first job's cost is unknown)
+        if used >= gov.qpu_budget_seconds or used + next_job > gov.qpu_budget_seconds:
             raise BudgetExceeded(
                 f"governance.qpuBudgetSeconds: {gov.qpu_budget_seconds:g} s per 30 days; {self.budget_used:.1f} s "
                 f"used before and {spent:.1f} s by this training, the next job needs about {next_job:.1f} s; "
