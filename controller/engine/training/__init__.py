@@ -19,7 +19,7 @@ from controller.engine.training.errors import (
     TrainingStopped,
 )
 from controller.engine.training.objective import Progress
-from controller.engine.training.trainer import dataset_digest, score, spec_digest, train
+from controller.engine.training.trainer import dataset_digest, release, score, spec_digest, train
 
 __all__ = [
     "ArtifactError",
@@ -36,6 +36,7 @@ __all__ = [
     "TrainingStopped",
     "dataset_digest",
     "local_credentials",
+    "release",
     "runtime_factory",
     "score",
     "spec_digest",

@@ -86,6 +86,11 @@ class RuntimeFactory:
                     return session
         return Session(backend=backend)
 
+    def close_session(self, service: Any, session_id: str) -> None:
+        from qiskit_ibm_runtime import Session
+
+        Session.from_id(session_id, service=service).close()
+
     def batch(self, backend: Any) -> Any:
         from qiskit_ibm_runtime import Batch
 
@@ -324,3 +329,19 @@ def open_target(
     if ref == "local:aer":
         return AerTarget(ref)
     return RuntimeTarget(spec, runtime_factory(), credentials, resume_session, sleep)
+
+
+def release_session(spec: QuantumModelSpec, session_id: str | None, credentials: CredentialsSource = None) -> bool:
+    """Close the Runtime session a stopped training left open for its resume (the model was deleted).
+    Local backends have none. Best effort: a session IBM already closed is no error."""
+    if not session_id or not spec.training.backend.startswith("ibm:"):
+        return False
+    resolved = resolve(credentials)
+    if resolved is None:
+        return False
+    factory = runtime_factory()
+    try:
+        factory.close_session(factory.service(resolved), session_id)
+    except Exception:
+        return False
+    return True

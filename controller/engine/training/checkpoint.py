@@ -125,3 +125,12 @@ class Checkpoint:
                 pass  # no checkpoint, or a torn one from another version: start afresh
             folder.mkdir(parents=True, exist_ok=True)
         return cls(fingerprint=fingerprint, folder=folder)
+
+
+def session_of(folder: Path) -> str | None:
+    """The Runtime session id a checkpoint in ``folder`` kept, whatever training it belongs to."""
+    try:
+        value = json.loads((folder / FILE).read_bytes()).get("sessionId")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(value) if value else None

@@ -184,3 +184,11 @@ def score(
     x_test = table.columns(model.preprocessing.features)[split.test_rows]
     evs = model.expectation_values(x_test)
     return artifacts.metrics(evs, split.y_test, len(model.classes))
+
+
+def release(spec: QuantumModelSpec, checkpoint_dir: Path, credentials: CredentialsSource = None) -> bool:
+    """Close the Runtime session of the training checkpointed in ``checkpoint_dir`` (on deletion: a
+    stopped training leaves its session open so that a restart can reattach to it)."""
+    from controller.engine.training.checkpoint import session_of
+
+    return backends.release_session(spec, session_of(checkpoint_dir), credentials)
