@@ -29,7 +29,7 @@ class StandInService:
             backend = getattr(fake_provider, attr)()
             if backend.name == name:
                 return backend
-        from qiskit_ibm_runtime.exceptions import QiskitBackendNotFoundError
+        from qiskit.providers.exceptions import QiskitBackendNotFoundError
 
         raise QiskitBackendNotFoundError(f"No backend matches the criteria: {name}")
 
@@ -56,8 +56,8 @@ class StandInJob:
 class FaultyEstimator:
     """The real Estimator; call ``n`` (1-based, counted over the whole factory) raises ``faults[n]``."""
 
-    def __init__(self, estimator: Any, factory: StandInFactory) -> None:
-        self._estimator, self._factory = estimator, factory
+    def __init__(self, estimator: Any, mode: Any, factory: StandInFactory) -> None:
+        self._estimator, self._mode, self._factory = estimator, mode, factory
 
     @property
     def options(self) -> Any:
@@ -66,7 +66,7 @@ class FaultyEstimator:
     def run(self, pubs: Any, **kwargs: Any) -> Any:
         factory = self._factory
         factory.calls += 1
-        factory.modes_used.append(self._estimator.mode)
+        factory.modes_used.append(self._mode)
         fault = factory.faults.get(factory.calls)
         if fault is not None:
             raise fault
@@ -85,7 +85,7 @@ class StandInFactory(RuntimeFactory):
     sessions: list[Any] = field(default_factory=list)
     batches: list[Any] = field(default_factory=list)
     resumed: list[str | None] = field(default_factory=list)  # the resume argument of each session()
-    modes_used: list[Any] = field(default_factory=list)
+    modes_used: list[Any] = field(default_factory=list)  # the Session, Batch or backend of each call
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def service(self, credentials: Credentials) -> Any:
@@ -107,7 +107,7 @@ class StandInFactory(RuntimeFactory):
         return self.batches[-1]
 
     def estimator(self, mode: Any) -> Any:
-        return FaultyEstimator(super().estimator(mode), self)
+        return FaultyEstimator(super().estimator(mode), mode, self)
 
 
 def credentials_source(token: str = "tok-SECRET-0123456789") -> tuple[Callable[[], Credentials], list[int]]:
