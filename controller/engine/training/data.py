@@ -212,7 +212,8 @@ def _csv(repo_root: Path, relative: str, target: str) -> Table:
         raise DatasetError(f"dataset.target: {where} has no column {target!r}; its columns are {', '.join(header)}")
     label_at = header.index(target)
     names = [h for i, h in enumerate(header) if i != label_at]
-    values, labels, problems = [], [], {}
+    values, labels = [], []
+    problems: dict[str, str] = {}
     for number, row in rows[1:]:
         if len(row) != len(header):
             raise DatasetError(f"dataset.source: {where}:{number}: {len(row)} cells, the header has {len(header)}")
