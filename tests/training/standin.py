@@ -5,12 +5,13 @@ count calls, inject faults on chosen calls and report the QPU usage IBM would.""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.engine.training import Credentials, RuntimeFactory
+from controller.engine.training import Credentials, RuntimeFactory, using_factory
 
 DEVICES = ("FakeLimaV2", "FakeManilaV2")  # 5 qubits: small noise models, quick to simulate
 LEAST_BUSY = "fake_lima"
@@ -119,3 +120,22 @@ def credentials_source(token: str = "tok-SECRET-0123456789") -> tuple[Callable[[
         return Credentials(token=token, instance="crn:standin")
 
     return read, calls
+
+
+@contextlib.contextmanager
+def installed(factory: StandInFactory | None = None, **settings: Any) -> Iterator[StandInFactory]:
+    """``using_factory`` with the stand-in, typed as such: ``with installed(faults={2: err}) as factory``."""
+    with using_factory(factory or StandInFactory(**settings)):
+        yield factory if factory is not None else _current()
+
+
+def _current() -> StandInFactory:
+    from controller.engine.training.backends import runtime_factory
+
+    current = runtime_factory()
+    assert isinstance(current, StandInFactory)
+    return current
+
+
+def no_sleep(seconds: float) -> None:
+    raise AssertionError(f"slept {seconds} s: nothing should have been retried")

@@ -14,7 +14,7 @@ from controller.engine import training
 from controller.engine.training import backends
 from tests.training.conftest import Calls
 from tests.training.specs import optimizer, spec, tiny
-from tests.training.standin import StandInFactory, credentials_source
+from tests.training.standin import credentials_source, installed
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def ibm(tiny_repo: Path, budget: float | None, iterations: int = 4) -> dict[str,
 
 def test_qpu_seconds_as_runtime_reports_them(tiny_repo: Path) -> None:
     seen: list[training.Progress] = []
-    with backends.using_factory(StandInFactory(seconds_per_job=1.5)):
+    with installed(seconds_per_job=1.5):
         artifact = training.train(**ibm(tiny_repo, None, iterations=2), on_progress=seen.append)
     assert [p.qpu_seconds for p in seen] == [1.5, 3.0]
     assert artifact.manifest["usage"]["qpuSeconds"] == 4.5  # with the test split's job
@@ -68,7 +68,7 @@ def test_qpu_seconds_as_runtime_reports_them(tiny_repo: Path) -> None:
 
 def test_qpu_budget_stops_before_the_job_that_would_break_it(tiny_repo: Path, tmp_path: Path) -> None:
     with (
-        backends.using_factory(StandInFactory(seconds_per_job=1.5)) as factory,
+        installed(seconds_per_job=1.5) as factory,
         pytest.raises(training.BudgetExceeded) as raised,
     ):
         training.train(**ibm(tiny_repo, 4.0), checkpoint_dir=tmp_path / "ckpt")
@@ -79,7 +79,7 @@ def test_qpu_budget_stops_before_the_job_that_would_break_it(tiny_repo: Path, tm
     )
 
     # what earlier trainings used in the last 30 days counts too
-    with backends.using_factory(StandInFactory(seconds_per_job=1.5)) as factory, pytest.raises(training.BudgetExceeded):
+    with installed(seconds_per_job=1.5) as factory, pytest.raises(training.BudgetExceeded):
         training.train(**ibm(tiny_repo, 5.0), budget_used_seconds=2.0)
     assert factory.calls == 2  # 2 + 1.5 + 1.5 = 5 is within the budget; then nothing is left
 
@@ -87,7 +87,7 @@ def test_qpu_budget_stops_before_the_job_that_would_break_it(tiny_repo: Path, tm
 @pytest.mark.parametrize(("budget", "used"), [(0.0, 0.0), (10.0, 10.0), (10.0, 12.0)])
 def test_no_job_when_the_qpu_budget_is_spent(budget: float, used: float, tiny_repo: Path) -> None:
     with (
-        backends.using_factory(StandInFactory(seconds_per_job=1.5)) as factory,
+        installed(seconds_per_job=1.5) as factory,
         pytest.raises(training.BudgetExceeded) as raised,
     ):
         training.train(**ibm(tiny_repo, budget), budget_used_seconds=used)
@@ -102,7 +102,7 @@ def test_the_qpu_budget_does_not_apply_to_simulators(tiny_repo: Path) -> None:
         training={"backend": "fake:lima", "executionMode": "job", **optimizer("COBYLA", 1)},
         governance={"qpuBudgetSeconds": 0},
     )
-    with backends.using_factory(StandInFactory(seconds_per_job=1.5)) as factory:
+    with installed(seconds_per_job=1.5) as factory:
         training.train(s, repo_root=tiny_repo)
     assert factory.calls == 2
 

@@ -15,7 +15,7 @@ from controller.engine import training
 from controller.engine.training import backends
 from tests.training.conftest import Calls
 from tests.training.specs import optimizer, spec, tiny
-from tests.training.standin import StandInFactory, credentials_source
+from tests.training.standin import credentials_source, installed
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_fake_device_in_each_execution_mode(mode: str, tiny_repo: Path, spy: Spy
     runs = spy(backends.RuntimeTarget, "run")
     read, calls = credentials_source(TOKEN)
     s = tiny(training={"backend": "fake:manila", "executionMode": mode, **optimizer("COBYLA", 1)})
-    with backends.using_factory(StandInFactory()) as factory:
+    with installed() as factory:
         artifact = training.train(s, repo_root=tiny_repo, credentials=read)
 
     expected = {"session": Session, "batch": Batch, "job": FakeManilaV2}[mode]
@@ -70,7 +70,7 @@ def test_fake_device_in_each_execution_mode(mode: str, tiny_repo: Path, spy: Spy
 def test_ibm_backend_through_the_factory(backend: str, mode: str, device: str, tiny_repo: Path) -> None:
     read, calls = credentials_source(TOKEN)
     s = tiny(training={"backend": backend, "executionMode": mode, "credentialsSecret": "ibm", **optimizer("COBYLA", 1)})
-    with backends.using_factory(StandInFactory()) as factory:
+    with installed() as factory:
         artifact = training.train(s, repo_root=tiny_repo, credentials=read)
     assert len(calls) == 1  # read once, when the backend is opened
     assert [service.credentials.token for service in factory.services] == [TOKEN]
@@ -83,7 +83,7 @@ def test_ibm_backend_through_the_factory(backend: str, mode: str, device: str, t
 def test_credentials_are_read_lazily_and_required(tiny_repo: Path) -> None:
     calls: list[int] = []
     s = tiny(training={"backend": "ibm:fake_lima", "executionMode": "job", "credentialsSecret": "ibm"})
-    with backends.using_factory(StandInFactory()), pytest.raises(training.TrainingError) as raised:
+    with installed(), pytest.raises(training.TrainingError) as raised:
         training.train(s, repo_root=tiny_repo)
     assert str(raised.value) == "training.credentialsSecret: ibm:fake_lima needs IBM Quantum credentials"
 
@@ -93,7 +93,7 @@ def test_credentials_are_read_lazily_and_required(tiny_repo: Path) -> None:
             "credentials demo/ibm: no token (expected key 'token' or 'apiKey'; found instance)"
         )
 
-    with backends.using_factory(StandInFactory()), pytest.raises(training.CredentialsError, match="demo/ibm: no token"):
+    with installed(), pytest.raises(training.CredentialsError, match="demo/ibm: no token"):
         training.train(s, repo_root=tiny_repo, credentials=missing)
     assert calls == [1]
 
@@ -102,7 +102,7 @@ def test_unknown_ibm_backend(tiny_repo: Path) -> None:
     read, _ = credentials_source(TOKEN)
     s = tiny(training={"backend": "ibm:ibm_nowhere", "credentialsSecret": "ibm"})
     with (
-        backends.using_factory(StandInFactory()),
+        installed(),
         pytest.raises(training.RuntimeFailure, match="ibm_nowhere") as raised,
     ):
         training.train(s, repo_root=tiny_repo, credentials=read)
@@ -121,7 +121,7 @@ def test_session_id_recorded_and_handed_back_on_restart(tiny_repo: Path, tmp_pat
     )
     seen: list[training.Progress] = []
     folder = tmp_path / "checkpoint"
-    with backends.using_factory(StandInFactory()) as first, pytest.raises(training.TrainingStopped):
+    with installed() as first, pytest.raises(training.TrainingStopped):
         training.train(
             s,
             repo_root=tiny_repo,
@@ -136,7 +136,7 @@ def test_session_id_recorded_and_handed_back_on_restart(tiny_repo: Path, tmp_pat
     assert journal["sessionId"] == "standin-session-1" and journal["iteration"] == 1
     assert first.sessions[0]._active  # left open for the run that resumes
 
-    with backends.using_factory(StandInFactory()) as second:
+    with installed() as second:
         artifact = training.train(s, repo_root=tiny_repo, checkpoint_dir=folder, credentials=read)
     assert second.resumed == ["standin-session-1"]  # the restart asks Runtime for the same session
     assert second.calls == 2  # the second iteration and the test split; the first is replayed

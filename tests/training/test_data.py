@@ -52,7 +52,7 @@ def test_builtin_datasets_prepare_to_the_qubit_count(name: str, classes: int, re
 
 
 def test_class_subset_and_stratified_split_by_seed() -> None:
-    dataset = Dataset(source="builtin:iris", classes=[2, 1], testFraction=0.3, seed=3)
+    dataset = Dataset(source="builtin:iris", classes=[2, 1], test_fraction=0.3, seed=3)
     p = prepared(dataset, qubits=4)
     assert p.classes == [2, 1]  # the spec's order: index 0 is class 2
     assert len(p.split.y_train) + len(p.split.y_test) == 100  # 50 of each, class 0 left out
@@ -95,7 +95,7 @@ def test_features_scaled_to_the_feature_map_range() -> None:
 
 def test_csv_file_dataset(tmp_path: Path) -> None:
     write_iris_csv(tmp_path / "data" / "iris01.csv", per_class=10)
-    dataset = Dataset(source=TINY_CSV, target="species", features=["petal_width", "petal_length"], testFraction=0.4)
+    dataset = Dataset(source=TINY_CSV, target="species", features=["petal_width", "petal_length"], test_fraction=0.4)
     p = prepared(dataset, tmp_path)
     assert p.classes == ["setosa", "versicolor"]  # string labels, sorted
     assert p.split.features == ["petal_width", "petal_length"]  # the id column is not selected

@@ -12,9 +12,9 @@ from qiskit_ibm_runtime.exceptions import IBMInputValueError, IBMRuntimeError, R
 
 from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import training
-from controller.engine.training import backends, failures
+from controller.engine.training import failures
 from tests.training.specs import optimizer, tiny
-from tests.training.standin import StandInFactory, credentials_source
+from tests.training.standin import credentials_source, installed, no_sleep
 
 TOKEN = "tok-SECRET-0123456789"
 
@@ -94,7 +94,7 @@ def test_transient_failures_are_retried_with_backoff(tiny_repo: Path) -> None:
     }
     slept: list[float] = []
     read, calls = credentials_source(TOKEN)
-    with backends.using_factory(StandInFactory(faults=faults)) as factory:
+    with installed(faults=faults) as factory:
         artifact = training.train(ibm(iterations=2), repo_root=tiny_repo, credentials=read, sleep=slept.append)
     assert slept == [1.0, 2.0, 4.0, 1.0, 2.0, 1.0]  # backoff restarts for each job
     assert factory.calls == 9
@@ -108,7 +108,7 @@ def test_transient_failures_give_up_after_five_retries(tiny_repo: Path) -> None:
     slept: list[float] = []
     read, _ = credentials_source(TOKEN)
     with (
-        backends.using_factory(StandInFactory(faults=faults)) as factory,
+        installed(faults=faults) as factory,
         pytest.raises(training.RuntimeFailure) as raised,
     ):
         training.train(ibm(), repo_root=tiny_repo, credentials=read, sleep=slept.append)
@@ -122,16 +122,16 @@ def test_transient_failures_give_up_after_five_retries(tiny_repo: Path) -> None:
 def test_401_reads_the_credentials_once_more(tiny_repo: Path) -> None:
     read, calls = credentials_source(TOKEN)
     unauthorized = RequestsApiError(f"'Unauthorized: token {TOKEN} expired'", status_code=401)
-    with backends.using_factory(StandInFactory(faults={2: unauthorized})) as factory:
-        artifact = training.train(ibm(iterations=1), repo_root=tiny_repo, credentials=read, sleep=pytest.fail)
+    with installed(faults={2: unauthorized}) as factory:
+        artifact = training.train(ibm(iterations=1), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
     assert len(calls) == 2  # the Secret may have been rotated: read again, once
     assert len(factory.services) == 2  # and a new service built from it
     assert factory.calls == 3 and artifact.manifest["usage"]["primitiveJobs"] == 2
 
     read, calls = credentials_source(TOKEN)
     faults = {2: unauthorized, 3: unauthorized}
-    with backends.using_factory(StandInFactory(faults=faults)), pytest.raises(training.RuntimeFailure) as raised:
-        training.train(ibm(iterations=1), repo_root=tiny_repo, credentials=read, sleep=pytest.fail)
+    with installed(faults=faults), pytest.raises(training.RuntimeFailure) as raised:
+        training.train(ibm(iterations=1), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
     assert len(calls) == 2  # not a third time
     assert str(raised.value) == "Qiskit Runtime refused the credentials (HTTP 401)"
 
@@ -157,12 +157,10 @@ def test_user_errors_fail_with_their_reason(
     read, _ = credentials_source(TOKEN)
     folder = tmp_path / "checkpoint"
     with (
-        backends.using_factory(StandInFactory(faults={2: fault})) as factory,
+        installed(faults={2: fault}) as factory,
         pytest.raises(training.RuntimeFailure) as raised,
     ):
-        training.train(
-            ibm(iterations=1), repo_root=tiny_repo, checkpoint_dir=folder, credentials=read, sleep=pytest.fail
-        )
+        training.train(ibm(iterations=1), repo_root=tiny_repo, checkpoint_dir=folder, credentials=read, sleep=no_sleep)
     message = str(raised.value)
     assert message.startswith(reason[0]) and reason[1] in message
     assert TOKEN not in message
@@ -177,10 +175,8 @@ def test_a_closed_session_is_replaced_and_training_goes_on(tiny_repo: Path) -> N
 
     closed = RuntimeJobFailureError("Error code 1217; Session has been closed.")
     read, calls = credentials_source(TOKEN)
-    with backends.using_factory(StandInFactory(faults={2: closed})) as factory:
-        artifact = training.train(
-            ibm("session", iterations=2), repo_root=tiny_repo, credentials=read, sleep=pytest.fail
-        )
+    with installed(faults={2: closed}) as factory:
+        artifact = training.train(ibm("session", iterations=2), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
     assert len(factory.sessions) == 2 and factory.resumed == [None, None]
     assert [type(m) for m in factory.modes_used] == [Session] * 4
     first, second = factory.sessions
