@@ -72,16 +72,25 @@ def test_qpu_budget_stops_before_the_job_that_would_break_it(tiny_repo: Path, tm
         pytest.raises(training.BudgetExceeded) as raised,
     ):
         training.train(**ibm(tiny_repo, 4.0), checkpoint_dir=tmp_path / "ckpt")
-    assert factory.calls == 2  # 3.0 s spent; a third job of about 1.5 s would make 4.5 > 4
+    # 1.5 s spent; a second job of about 1.5 s and the test split's after it would make 4.5 > 4
+    assert factory.calls == 1
     assert str(raised.value) == (
-        "governance.qpuBudgetSeconds: 4 s per 30 days; 0.0 s used before and 3.0 s by this training, "
-        "the next job needs about 1.5 s; stopped before iteration 3"
+        "governance.qpuBudgetSeconds: 4 s per 30 days; 0.0 s used before and 1.5 s by this training, "
+        "the next job needs about 1.5 s and as much again for the test split after it; stopped before iteration 2"
     )
 
     # what earlier trainings used in the last 30 days counts too
     with installed(seconds_per_job=1.5) as factory, pytest.raises(training.BudgetExceeded):
-        training.train(**ibm(tiny_repo, 5.0), budget_used_seconds=2.0)
-    assert factory.calls == 2  # 2 + 1.5 + 1.5 = 5 is within the budget; then nothing is left
+        training.train(**ibm(tiny_repo, 6.5), budget_used_seconds=2.0)
+    assert factory.calls == 2  # 2 + 1.5 + (1.5 + 1.5) = 6.5 is within the budget; then nothing is left
+
+
+def test_the_test_split_job_always_has_room(tiny_repo: Path) -> None:
+    """A budget that admits the training jobs admits the test split's job after them: no training
+    fails at its very end for want of budget."""
+    with installed(seconds_per_job=1.5) as factory:
+        artifact = training.train(**ibm(tiny_repo, 4.5, iterations=2))
+    assert factory.calls == 3 and artifact.manifest["usage"]["qpuSeconds"] == 4.5
 
 
 @pytest.mark.parametrize(("budget", "used"), [(0.0, 0.0), (10.0, 10.0), (10.0, 12.0)])

@@ -5,6 +5,7 @@ the token in none of it. Faults are raised by a wrapper around the real Estimato
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
@@ -14,7 +15,7 @@ from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import training
 from controller.engine.training import failures
 from tests.training.specs import optimizer, tiny
-from tests.training.standin import credentials_source, installed, no_sleep
+from tests.training.standin import StandInFactory, credentials_source, installed, no_sleep
 
 TOKEN = "tok-SECRET-0123456789"
 
@@ -185,3 +186,87 @@ def test_a_closed_session_is_replaced_and_training_goes_on(tiny_repo: Path) -> N
     assert artifact.manifest["usage"]["primitiveJobs"] == 3
     assert artifact.manifest["lineage"]["sessionId"] == "standin-session-2"
     assert len(calls) == 1
+
+
+# --- connecting and opening meet the same rules ------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_rate_limits_and_http_errors_on_their_response_are_transient(status: int) -> None:
+    import requests
+
+    response = requests.Response()
+    response.status_code = status
+    assert failures.classify(requests.HTTPError("slow down", response=response)).kind == "transient"
+    assert failures.classify(RequestsApiError("'Too many requests'", status_code=status)).kind == "transient"
+
+
+class OpeningFails(StandInFactory):
+    """The stand-in whose ``session()`` raises ``faults`` in turn before it builds a real session."""
+
+    def __init__(self, *faults: BaseException) -> None:
+        super().__init__()
+        self.opening = list(faults)
+        self.closed: list[Any] = []
+
+    def session(self, backend: Any, service: Any | None, resume: str | None) -> Any:
+        if self.opening:
+            raise self.opening.pop(0)
+        session = super().session(backend, service, resume)
+        real_close = session.close
+
+        def close() -> None:
+            self.closed.append(session)
+            real_close()
+
+        session.close = close
+        return session
+
+
+@pytest.mark.slow
+def test_opening_a_session_is_retried_and_its_errors_hide_the_token(tiny_repo: Path) -> None:
+    read, _ = credentials_source(TOKEN)
+    busy = RequestsApiError(f"'Service Unavailable for {TOKEN}'", status_code=503)
+    slept: list[float] = []
+    with installed(OpeningFails(busy, busy)) as factory:
+        training.train(ibm("session"), repo_root=tiny_repo, credentials=read, sleep=slept.append)
+    assert slept == [1.0, 2.0] and len(factory.sessions) == 1
+
+    refused = RequestsApiError(f"'Unauthorized: {TOKEN}'", status_code=401)
+    with installed(OpeningFails(refused)), pytest.raises(training.RuntimeFailure) as raised:
+        training.train(ibm("session"), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
+    assert str(raised.value) == "Qiskit Runtime refused the credentials (HTTP 401)"
+    assert raised.value.__context__ is None
+
+
+@pytest.mark.slow
+def test_a_training_that_fails_for_good_closes_its_session(tiny_repo: Path) -> None:
+    read, _ = credentials_source(TOKEN)
+    fatal = RuntimeJobFailureError("Error code 1305; Job cancelled")
+    factory = OpeningFails()
+    factory.faults = {2: fatal}
+    with installed(factory), pytest.raises(training.RuntimeFailure):
+        training.train(ibm("session", iterations=2), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
+    assert factory.closed == factory.sessions and len(factory.sessions) == 1
+
+
+@pytest.mark.slow
+def test_a_rotated_token_and_the_old_one_stay_hidden(tiny_repo: Path) -> None:
+    tokens = iter([TOKEN, "tok-ROTATED-9876543210"])
+
+    def read() -> training.Credentials:
+        return training.Credentials(token=next(tokens), instance="crn:standin")
+
+    unauthorized = RequestsApiError("'Unauthorized'", status_code=401)
+    quoting = IBMInputValueError(f"bad request from {TOKEN} and tok-ROTATED-9876543210")
+    with installed(faults={2: unauthorized, 3: quoting}), pytest.raises(training.RuntimeFailure) as raised:
+        training.train(ibm(iterations=2), repo_root=tiny_repo, credentials=read, sleep=no_sleep)
+    assert str(raised.value) == "Qiskit Runtime failed the job: 'bad request from <hidden> and <hidden>'"
+
+
+def test_an_unknown_ibm_backend_names_the_field(tiny_repo: Path) -> None:
+    read, _ = credentials_source(TOKEN)
+    s = tiny(training={"backend": "ibm:ibm_nowhere", "credentialsSecret": "ibm"})
+    with installed(), pytest.raises(training.RuntimeFailure) as raised:
+        training.train(s, repo_root=tiny_repo, credentials=read, sleep=no_sleep)
+    assert str(raised.value).startswith("training.backend: ibm:ibm_nowhere is not available to this instance: ")

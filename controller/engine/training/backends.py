@@ -217,12 +217,33 @@ class RuntimeTarget(Target):
         self._spec, self._factory, self._credentials_source = spec, factory, credentials
         self._name, self._sleep = name, sleep
         self._credentials: Credentials | None = None
+        self._tokens: set[str] = set()  # every token read, old ones included: none may reach an error text
         self._service: Any = None
         self._reloaded = False
-        self._connect()
-        self.device = str(getattr(self._backend, "name", name))
         self._mode: Any = None
-        self._open(resume_session)
+        self._guarded(self._connect)
+        self.device = str(getattr(self._backend, "name", name))
+        self._guarded(lambda: self._open(resume_session))
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Connecting and opening a session meet the same errors as jobs: transient ones are retried,
+        the rest reported by IBM's classification, with every token taken out."""
+        for attempt in range(MAX_TRANSIENT_RETRIES + 1):
+            try:
+                step()
+                return
+            except TrainingError:
+                raise
+            except Exception as err:
+                verdict = failures.classify(err)
+            if verdict.kind != "transient" or attempt == MAX_TRANSIENT_RETRIES:
+                raise RuntimeFailure(self._redact(self._blame(verdict.reason)))
+            self._sleep(failures.backoff(attempt))
+
+    def _blame(self, reason: str) -> str:
+        if self._service is not None and not hasattr(self, "_backend"):
+            return f"training.backend: {self.ref} is not available to this instance: {reason}"
+        return reason
 
     def _connect(self, reload: bool = False) -> None:
         if self.local:
@@ -232,13 +253,12 @@ class RuntimeTarget(Target):
             self._credentials = resolve(self._credentials_source)
         if self._credentials is None:
             raise TrainingError(f"training.credentialsSecret: {self.ref} needs IBM Quantum credentials")
-        try:
-            self._service = self._factory.service(self._credentials)
-            self._backend = self._factory.backend(self._service, self._name, self._spec.circuit.qubits)
-        except Exception as err:
-            raise RuntimeFailure(self._redact(failures.classify(err).reason)) from None
+        self._tokens.add(self._credentials.token)
+        self._service = self._factory.service(self._credentials)
+        self._backend = self._factory.backend(self._service, self._name, self._spec.circuit.qubits)
 
     def _open(self, resume: str | None) -> None:
+        self.close()  # a session replaced (closed, or opened with credentials that were rotated) ends here
         mode = self._spec.training.execution_mode
         if mode is ExecutionMode.SESSION:
             self._mode = self._factory.session(self._backend, self._service, resume)
@@ -275,11 +295,11 @@ class RuntimeTarget(Target):
                 transient += 1
             elif verdict.kind == "auth" and not self._reloaded and not self.local:
                 self._reloaded = True  # the Secret may have been rotated: read it once more
-                self._connect(reload=True)
-                self._open(None)
+                self._guarded(lambda: self._connect(reload=True))
+                self._guarded(lambda: self._open(None))
             elif verdict.kind == "session-closed" and reopened < MAX_SESSION_REOPENS:
                 reopened += 1
-                self._open(None)
+                self._guarded(lambda: self._open(None))
             else:
                 raise RuntimeFailure(self._redact(verdict.reason))
 
@@ -293,11 +313,13 @@ class RuntimeTarget(Target):
         return JobRun(evs, _job_id(job), 0.0 if self.local else _quantum_seconds(job), shots * int(evs.size))
 
     def _redact(self, text: str) -> str:
-        return self._credentials.redact(text) if self._credentials else text
+        for token in self._tokens:
+            text = text.replace(token, "<hidden>")
+        return text
 
     def close(self) -> None:
         closer = getattr(self._mode, "close", None)
-        if callable(closer) and self._mode is not self._backend:
+        if callable(closer) and self._mode is not getattr(self, "_backend", None):
             with contextlib.suppress(Exception):
                 closer()
 

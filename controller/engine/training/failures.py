@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 TRANSIENT_CODES = frozenset({1006, 1008, 1010, 1011, 1202})  # backend busy/unavailable, internal timeouts
+# HTTP 429 (rate limited) and 5xx are transient too.
 FATAL_CODES = frozenset({1305})  # the job was cancelled or exceeds what the instance may run
 SESSION_CLOSED_CODES = frozenset({1217, 1219})  # the session is closed or has expired
 _CODE = re.compile(r"(?:error\s*code|code)\W{0,3}(\d{4})\b", re.IGNORECASE)
@@ -34,7 +35,7 @@ def classify(err: BaseException) -> Verdict:
         return Verdict("auth", None, "Qiskit Runtime refused the credentials (HTTP 401)")
     if code in SESSION_CLOSED_CODES or _SESSION_CLOSED.search(text):
         return Verdict("session-closed", code, f"the Runtime session is closed: {text}")
-    if code in TRANSIENT_CODES or (status is not None and status >= 500):
+    if code in TRANSIENT_CODES or status == 429 or (status is not None and status >= 500):
         return Verdict("transient", code, f"Qiskit Runtime is temporarily unavailable: {text}")
     if isinstance(err, ConnectionError | TimeoutError):
         return Verdict("transient", None, f"Qiskit Runtime could not be reached: {text}")
@@ -47,8 +48,9 @@ def _code(text: str) -> int | None:
 
 
 def _status(err: BaseException, text: str) -> int | None:
-    for attr in ("status_code", "status"):
-        value = getattr(err, attr, None)
+    response = getattr(err, "response", None)  # requests.HTTPError carries the status on its response
+    for holder, attr in ((err, "status_code"), (err, "status"), (response, "status_code")):
+        value = getattr(holder, attr, None)
         if isinstance(value, int):
             return value
     match = _HTTP.search(text)

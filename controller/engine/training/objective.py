@@ -120,7 +120,7 @@ class Objective:
             raise IterationLimit
         if self.should_stop is not None and self.should_stop():
             raise TrainingStopped(f"stopped before iteration {self.checkpoint.iteration + 1}; the checkpoint is kept")
-        self._check_budget()
+        self._check_budget(reserve_test=kind != "test")
         started = time.perf_counter()
         entry = evaluate()
         entry.kind, entry.points = kind, points.tolist()
@@ -144,7 +144,9 @@ class Objective:
         del entries[self.cursor :]  # the journal no longer matches this optimizer: go on live from here
         return None
 
-    def _check_budget(self) -> None:
+    def _check_budget(self, reserve_test: bool) -> None:
+        """No job starts that would break maxShots or the QPU budget. A training job also leaves room
+        for the test-split job after it, so that a training never fails at its very end."""
         gov = self.spec.governance
         shots = self.spec.training.shots
         if gov.max_shots is not None and shots > gov.max_shots:
@@ -155,12 +157,14 @@ class Objective:
             return
         spent = self.checkpoint.usage()["qpuSeconds"]
         next_job = max((e.qpu_seconds for e in self.checkpoint.entries), default=0.0)
+        needed = next_job * (2 if reserve_test else 1)
         used = self.budget_used + spent
         # nothing left, or not enough for a job like the dearest so far (the first job's cost is unknown)
-        if used >= gov.qpu_budget_seconds or used + next_job > gov.qpu_budget_seconds:
+        if used >= gov.qpu_budget_seconds or used + needed > gov.qpu_budget_seconds:
             raise BudgetExceeded(
                 f"governance.qpuBudgetSeconds: {gov.qpu_budget_seconds:g} s per 30 days; {self.budget_used:.1f} s "
-                f"used before and {spent:.1f} s by this training, the next job needs about {next_job:.1f} s; "
+                f"used before and {spent:.1f} s by this training, the next job needs about {next_job:.1f} s"
+                f"{' and as much again for the test split after it' if reserve_test else ''}; "
                 f"stopped before iteration {self.checkpoint.iteration + 1}"
             )
 

@@ -17,7 +17,7 @@ from controller.engine.training import backends, circuits, data, optimizers
 from controller.engine.training.artifact import ModelArtifact
 from controller.engine.training.checkpoint import Checkpoint
 from controller.engine.training.credentials import CredentialsSource
-from controller.engine.training.errors import BudgetExceeded, DatasetError
+from controller.engine.training.errors import BudgetExceeded, DatasetError, TrainingError
 from controller.engine.training.objective import Objective, Progress
 
 PACKAGES = ("qmlops", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "numpy", "scipy", "scikit-learn")
@@ -85,8 +85,11 @@ def train(
         optimizers.minimize(objective, x0, spec.training.optimizer, spec.training.seed)
         weights = objective.weights
         evs = objective.test_evs(weights, prepared.x_test)
+    except TrainingError:
+        target.close()  # a training that failed for good pays no more for its session
+        raise
     except BaseException:
-        target.detach()
+        target.detach()  # stopped or crashed: the resume reattaches to the session while it is open
         raise
     target.close()
     metrics = artifacts.metrics(evs, prepared.split.y_test, len(prepared.classes))
