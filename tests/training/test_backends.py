@@ -144,3 +144,36 @@ def test_session_id_recorded_and_handed_back_on_restart(tiny_repo: Path, tmp_pat
     assert artifact.manifest["usage"]["resumes"] == 1
     assert len(calls) == 2  # once per run
     assert TOKEN not in (folder / "training.json").read_text()
+
+
+def test_release_closes_the_session_a_stopped_training_left_open(tiny_repo: Path, tmp_path: Path) -> None:
+    """A deleted model's stopped training: its session, kept open for a resume, is closed by id."""
+    from tests.training.standin import StandInFactory
+
+    class Closing(StandInFactory):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed: list[tuple[Any, str]] = []
+
+        def close_session(self, service: Any, session_id: str) -> None:
+            self.closed.append((service, session_id))
+
+    read, _ = credentials_source(TOKEN)
+    s = tiny(training={"backend": "ibm:fake_manila", "executionMode": "session", "credentialsSecret": "ibm"})
+    folder = tmp_path / "checkpoint"
+    seen: list[training.Progress] = []
+    with installed(Closing()) as factory:
+        with pytest.raises(training.TrainingStopped):
+            training.train(
+                s,
+                repo_root=tiny_repo,
+                checkpoint_dir=folder,
+                credentials=read,
+                on_progress=seen.append,
+                should_stop=lambda: bool(seen),
+            )
+        assert training.release(s, folder, read)
+    assert [session_id for _, session_id in factory.closed] == ["standin-session-1"]
+    assert factory.closed[0][0].credentials.token == TOKEN  # a service built from the Secret's token
+    assert not training.release(tiny(), folder, read), "a local backend has no session to close"
+    assert not training.release(s, tmp_path / "nothing", read), "no checkpoint, no session"
