@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import kopf
+from typing import TYPE_CHECKING
 
 from controller.api import GROUP
+
+if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
+    import kopf
 
 FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
@@ -41,6 +43,8 @@ class OperatorConfig:
     training_workers: int = 2
     peering: bool = False  # kopf peering: several operator replicas, one active
     retry_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+    # how often a model waiting for approvals looks at Git again (approvals are commits, not events)
+    approval_poll: float = 60.0
     commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
     extra: dict[str, str] = field(default_factory=dict)
@@ -55,6 +59,8 @@ class OperatorConfig:
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    import kopf
+
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = FINALIZER
     # Progress and the last handled spec go into annotations, never into status: the CRD's schema
@@ -80,6 +86,8 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 
 
 def webhook_server(config: WebhookConfig) -> kopf.WebhookServer:
+    import kopf
+
     return kopf.WebhookServer(
         addr=config.addr,
         port=config.port,

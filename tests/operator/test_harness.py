@@ -234,7 +234,7 @@ async def test_injected_faults_answer_without_writing(kube: KubeApi, widgets: Cl
         with pytest.raises(ApiError) as err:
             await widgets.patch("Widget", "ns1", "w1", {"spec": {"size": 2}})
         assert err.value.status == 503
-    assert kube.read("Widget", "ns1", "w1")["spec"]["size"] == 1
+    assert (kube.read("Widget", "ns1", "w1") or {})["spec"]["size"] == 1
     assert (await widgets.patch("Widget", "ns1", "w1", {"spec": {"size": 2}}))["spec"]["size"] == 2
     kube.fail(kmock.action.UPDATE, "widgets", status=409, subresource="status")
     with pytest.raises(ApiError) as err:
@@ -280,7 +280,7 @@ async def test_kopf_sees_objects_runs_handlers_and_releases_its_finalizer(kube: 
         await widgets.create(widget())
         done = await kube.wait_for(lambda: (kube.read("Widget", "ns1", "w1") or {}).get("status"), timeout=20)
         assert done == {"phase": "Seen"}
-        assert kube.read("Widget", "ns1", "w1")["metadata"]["finalizers"]
+        assert (kube.read("Widget", "ns1", "w1") or {})["metadata"]["finalizers"]
         await widgets.delete("Widget", "ns1", "w1")
         await kube.wait_for(lambda: kube.read("Widget", "ns1", "w1") is None, timeout=20)
     assert seen == ["w1", "deleted w1"]

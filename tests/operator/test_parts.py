@@ -80,7 +80,7 @@ async def test_checkpoint_survives_in_a_configmap_owned_by_the_model(
     store = CheckpointStore(api_client)
     assert await store.save(model_ref, folder) is True
     assert await store.save(model_ref, folder) is False, "unchanged files are not written again"
-    configmap = kube.read("ConfigMap", "team-quantum", model_ref.configmap)
+    configmap = kube.read("ConfigMap", "team-quantum", model_ref.configmap) or {}
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == model_ref.uid
     assert base64.b64decode(configmap["binaryData"]["state.json"]) == files["state.json"]
 
@@ -217,3 +217,74 @@ async def test_metrics_are_served_for_prometheus(unused_tcp_port: int) -> None:
         await runner.cleanup()
     assert 'qmlops_reconciles_total{kind="QuantumModel",result="ok"} 1.0' in text
     assert "qmlops_queue_depth 3.0" in text
+
+
+# --- connecting: KUBECONFIG and the in-cluster service account ------------------------------------------
+
+
+async def test_kubeconfig_is_honoured(kube: KubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.operator.kube import load_access
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
+        f"clusters: [{{name: harness, cluster: {{server: '{str(kube.url).rstrip('/')}'}}}}]\n"
+        "users: [{name: robot, user: {token: kubeconfig-token}}]\n"
+        "contexts: [{name: harness, context: {cluster: harness, user: robot}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    access = load_access()
+    assert access.server == str(kube.url).rstrip("/") and access.token() == "kubeconfig-token"
+    client = KubeClient(access)
+    try:
+        await Client(kube).namespace("ns1")
+        await client.get("/api/v1/namespaces/ns1")
+    finally:
+        await client.close()
+    assert kube._requests[-1].headers["Authorization"] == "Bearer kubeconfig-token"
+    info = access.connection_info()
+    assert info.server == access.server and info.token == "kubeconfig-token"
+
+
+def test_the_in_cluster_service_account_is_used_without_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.config import incluster_config
+
+    from controller.operator.kube import load_access
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("service-account-token")
+    ca.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    access = load_access()
+    assert access.server == "https://10.0.0.1:443" and access.ca_path == str(ca)
+    assert access.token() == "service-account-token"
+
+
+def test_the_command_line_refuses_what_cannot_work() -> None:
+    import argparse
+
+    from controller.cli import operator as operator_cli
+
+    parser = argparse.ArgumentParser()
+    operator_cli.register(parser.add_subparsers())
+    for argv, message in [
+        (["operator"], "--repo"),
+        (["operator", "--repo", "x", "--webhook-cert", "c"], "go together"),
+        (["operator", "--repo", "x", "--git-secret", "nons"], "NAMESPACE/NAME"),
+        (["operator", "--repo", "x", "--training-workers", "0"], "at least 1"),
+    ]:
+        args = parser.parse_args(argv)
+        if argv == ["operator"]:
+            args.repo = None
+        with pytest.raises(operator_cli.UsageError, match=message):
+            operator_cli.build_config(args)
+    config = operator_cli.build_config(
+        parser.parse_args(["operator", "--repo", "x", "-n", "a", "-n", "b", "--metrics-port", "0"])
+    )
+    assert config.namespaces == ("a", "b") and config.metrics_port is None and config.webhook is not None

@@ -409,7 +409,8 @@ class KubeApi(kmock.KubernetesEmulator):
             res = request.resource
             if not agent.startswith(user_agents) or res is None or not res.plural:
                 continue
-            verb = "update" if request.method == kmock.method.PUT else verbs.get(request.action)  # type: ignore[call-overload]
+            action = request.action
+            verb = "update" if request.method == kmock.method.PUT else verbs.get(action) if action else None
             if verb is None:
                 continue
             plural = f"{res.plural}/{request.subresource}" if request.subresource else res.plural
@@ -1122,7 +1123,7 @@ async def kopf_running(
     task = asyncio.create_task(kopf.run_tasks(tasks, ignored=_NotKopfs()))
     try:
         if ready is not None:
-            waiter = asyncio.create_task(ready())
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(ready())
             await asyncio.wait({task, waiter}, timeout=startup_timeout, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
                 task.result()  # raises what stopped it

@@ -1,0 +1,123 @@
+"""``qmlops operator``: the kopf operator that reconciles QuantumModels and QuantumPipelines in a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from controller.operator.settings import OperatorConfig, WebhookConfig
+
+EXIT_OK, EXIT_UNUSABLE = 0, 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    env = os.environ.get
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the kopf operator in a cluster",
+        description=(
+            "Reconcile QuantumModels and QuantumPipelines with the same engine as `qmlops run`, writing the registry "
+            "and ledger to a GitOps repository. Connects with KUBECONFIG (or --kubeconfig), else the in-cluster "
+            "service account."
+        ),
+    )
+    parser.add_argument(
+        "--repo",
+        default=env("QMLOPS_REPO"),
+        metavar="URL|PATH",
+        help="the GitOps repository the registry and ledger are written to (env QMLOPS_REPO)",
+    )
+    parser.add_argument("--branch", default=env("QMLOPS_BRANCH") or None, help="branch to clone (env QMLOPS_BRANCH)")
+    parser.add_argument(
+        "--git-secret",
+        default=env("QMLOPS_GIT_SECRET") or None,
+        metavar="NAMESPACE/NAME",
+        help="Secret with the repository's SSH key or token (env QMLOPS_GIT_SECRET)",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", dest="namespaces", metavar="NAMESPACE", help="watch this namespace"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(env("QMLOPS_WORKDIR") or Path(tempfile.gettempdir()) / "qmlops"),
+        help="where the Git checkout and local checkpoints go (env QMLOPS_WORKDIR)",
+    )
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
+    parser.add_argument("--context", default=None, help="kubeconfig context")
+    parser.add_argument("--webhook-port", type=int, default=9443, help="validating webhook port; 0 turns it off")
+    parser.add_argument("--webhook-host", default=None, help="host name the apiserver reaches the webhook at")
+    parser.add_argument("--webhook-cert", type=Path, default=None, help="TLS certificate of the webhook")
+    parser.add_argument("--webhook-key", type=Path, default=None, help="TLS private key of the webhook")
+    parser.add_argument(
+        "--webhook-insecure", action="store_true", help="serve the webhook over plain HTTP (local runs)"
+    )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 turns it off")
+    parser.add_argument("--liveness-port", type=int, default=8081, help="kopf's /healthz port; 0 turns it off")
+    parser.add_argument("--training-workers", type=int, default=2, help="reconciles (and trainings) run at once")
+    parser.add_argument("--peering", action="store_true", help="several replicas, one active (kopf peering)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(handler=run)
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_config(args: argparse.Namespace) -> OperatorConfig:
+    if not args.repo:
+        raise UsageError("--repo (or QMLOPS_REPO) is required: the repository the registry and ledger are written to")
+    if args.training_workers < 1:
+        raise UsageError("--training-workers must be at least 1")
+    if bool(args.webhook_cert) != bool(args.webhook_key):
+        raise UsageError("--webhook-cert and --webhook-key go together")
+    if args.git_secret and args.git_secret.count("/") != 1:
+        raise UsageError(f"--git-secret {args.git_secret!r}: expected NAMESPACE/NAME")
+    webhook = None
+    if args.webhook_port:
+        webhook = WebhookConfig(
+            port=args.webhook_port,
+            host=args.webhook_host,
+            certfile=args.webhook_cert,
+            keyfile=args.webhook_key,
+            insecure=args.webhook_insecure,
+        )
+    return OperatorConfig(
+        repo=args.repo,
+        workdir=args.workdir,
+        namespaces=tuple(args.namespaces or ()),
+        branch=args.branch,
+        git_secret=args.git_secret,
+        webhook=webhook,
+        metrics_port=args.metrics_port or None,
+        liveness=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
+        training_workers=args.training_workers,
+        peering=args.peering,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = build_config(args)
+    except UsageError as err:
+        print(f"qmlops operator: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    from controller.operator import runtime
+    from controller.operator.kube import load_access
+
+    try:
+        access = load_access(args.kubeconfig, args.context)
+    except Exception as err:  # kubernetes' config loader raises several types; all mean "no cluster"
+        print(f"qmlops operator: cannot reach a cluster: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return runtime.main(config, access)

@@ -1,0 +1,238 @@
+"""What one operator process holds: the API client, the worker pool with a Git checkout per worker,
+the checkpoint store, the metrics; and ``main``, which runs kopf with it.
+
+Reconciles (and the trainings inside them) run on a bounded thread pool, off the event loop. Each pool
+thread owns a clone of the GitOps repository and its own engine ``Reconciler``, so that two models
+reconciled at once never share a Git work tree; they meet at the remote, where the engine's registry
+rebases and retries a rejected push.
+
+The pool's threads live as long as the process: Qiskit's native allocator (mimalloc 3.x, built into
+``qiskit._accelerate``) has crashed the process on the first allocation of a thread started after
+other threads that used it had ended, so training threads are made once and never replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kopf
+
+from controller.engine import training
+from controller.engine.reconcile import Reconciler, TrainerFn
+from controller.engine.registry import GitIdentity, Registry
+from controller.operator import checkpoints, metrics
+from controller.operator.gitsource import GitCredentials, GitSource
+from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
+from controller.operator.secrets import read_credentials
+from controller.operator.settings import OperatorConfig, kopf_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CLEANUP_GRACE_SECONDS = 120.0
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def reconcile_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool of ``workers`` reconcile threads, made on first use and never shut down
+    (see the module's docstring); an operator started again in the same process reuses it."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="qmlops-reconcile"
+            )
+        return pool
+
+
+class OperatorRegistry(Registry):
+    """The engine's registry, with fetches coalesced: a reconcile right after another one on the same
+    checkout (under ``min_sync_interval`` seconds, and with everything pushed) skips the fetch.
+
+    Safe because the remote is the arbiter: a decision made on a history a second old is pushed like
+    any other, a push the remote rejects is rebased, and a decision that lost a race is made again on
+    the history that won (the engine's rules). What it saves is a ``git fetch`` per model when the
+    operator starts and looks at every model at once.
+    """
+
+    def __init__(self, *args: Any, min_sync_interval: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.min_sync_interval = min_sync_interval
+        # off for a reconcile someone asked for (a spec change, requestedAt, a retry): it must see the
+        # remote as it is now, and find out when it cannot be reached
+        self.coalesce = True
+        self._synced_at: float | None = None
+        self._pushed = False
+
+    def sync(self) -> list[Any]:
+        now = time.monotonic()
+        recent = self._synced_at is not None and now - self._synced_at < self.min_sync_interval
+        if self.coalesce and self._pushed and recent:
+            return []
+        dropped = super().sync()
+        self._synced_at = now
+        return dropped
+
+    def publish(self) -> Any:
+        self._pushed = False
+        result = super().publish()
+        self._pushed = True  # not reached when the push failed: the next reconcile fetches again
+        return result
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        access: ApiAccess,
+        *,
+        trainer: TrainerFn | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.config = config
+        self.access = access
+        self.client = KubeClient(access)
+        self.metrics = metrics.Metrics()
+        self.checkpoints = checkpoints.CheckpointStore(self.client)
+        self.trainer = trainer
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.closing = threading.Event()
+        self.pool = reconcile_pool(config.training_workers)
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._local = threading.local()
+        self._slots = itertools.count()
+        self._metrics_server: Any = None
+        self._git_credentials: GitCredentials | None = None
+
+    # --- lifecycle (kopf startup and cleanup activities) -------------------------------------------
+
+    async def startup(self, **_: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        if self.config.metrics_port:
+            self._metrics_server = await metrics.serve(self.metrics, self.config.metrics_port)
+
+    async def cleanup(self, **_: Any) -> None:
+        self.closing.set()  # trainings stop at their next iteration; queued reconciles do not start
+        if self._in_flight:  # a reconcile past its training (a push, a status) is let finish
+            await asyncio.wait(set(self._in_flight), timeout=CLEANUP_GRACE_SECONDS)
+        if self._metrics_server is not None:
+            await self._metrics_server.cleanup()
+        await self.client.close()
+
+    def login(self, **_: Any) -> kopf.ConnectionInfo:
+        return self.access.connection_info()
+
+    # --- running work off the loop -----------------------------------------------------------------
+
+    async def off_loop(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the worker pool; the queue depth counts what waits for a free worker."""
+        self.metrics.queue_depth.inc()
+
+        def started() -> T:
+            self.metrics.queue_depth.dec()
+            if self.closing.is_set():
+                raise training.TrainingStopped("the operator is stopping")
+            self.metrics.running.inc()
+            try:
+                return fn()
+            finally:
+                self.metrics.running.dec()
+
+        future = asyncio.get_running_loop().run_in_executor(self.pool, started)
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
+        return await future
+
+    def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        """From a pool thread: run ``coro`` on the event loop and wait for its result."""
+        assert self.loop is not None, "the runtime has not started"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # --- the engine, one per pool thread -----------------------------------------------------------
+
+    def reconciler(self, *, coalesce: bool = False) -> Reconciler:
+        """This thread's Reconciler over its own checkout, cloned on first use (and retried after a
+        failure on the next reconcile); ``coalesce`` lets it skip a fetch made a moment ago."""
+        found: Reconciler | None = getattr(self._local, "reconciler", None)
+        if found is None:
+            found = self._local.reconciler = self._new_reconciler()
+        if isinstance(found.registry, OperatorRegistry):
+            found.registry.coalesce = coalesce
+        return found
+
+    def _new_reconciler(self) -> Reconciler:
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = next(self._slots)
+        source = GitSource(
+            self.config.repo,
+            self.config.workdir / f"repo-{slot}",
+            branch=self.config.branch,
+            credentials=self.git_credentials(),
+        )
+        checkout = source.prepare()
+        name, email = self.config.commit_identity
+        registry = OperatorRegistry(checkout, identity=GitIdentity(name, email), remote="origin")
+        reconciler = Reconciler(
+            registry,
+            trainer=self.trainer,
+            clock=self.clock,
+            checkpoint_root=self.checkpoint_root,
+            credentials=self.credentials,
+        )
+        return reconciler
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.config.checkpoints
+
+    def checkpoint_dir(self, namespace: str, name: str) -> Path:
+        return self.checkpoint_root / namespace / name
+
+    def git_credentials(self) -> GitCredentials | None:
+        if not self.config.git_secret:
+            return None
+        if self._git_credentials is None:
+            namespace, name = self.config.git_secret.split("/", 1)
+            secret = self.on_loop(self.client.get(resource_path("v1", "secrets", namespace, name)))
+            self._git_credentials = GitCredentials.from_secret(secret)
+        return self._git_credentials
+
+    def credentials(self, namespace: str, secret: str) -> training.Credentials:
+        """The engine's lookup of ``training.credentialsSecret``, from a pool thread."""
+        return self.on_loop(read_credentials(self.client, namespace, secret))
+
+    async def read(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(resource_path(api_version, plural, namespace, name))
+        except NotFound:
+            return None
+
+
+def main(config: OperatorConfig, access: ApiAccess) -> int:
+    """Run the operator until SIGINT/SIGTERM."""
+    from controller.operator.handlers import build_registry
+
+    runtime = Runtime(config, access)
+    registry = build_registry(runtime)
+    settings = kopf_settings(config)
+    kopf.run(
+        registry=registry,
+        settings=settings,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=not config.peering,
+        liveness_endpoint=config.liveness,
+    )
+    return 0

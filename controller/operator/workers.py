@@ -1,0 +1,380 @@
+"""One worker per QuantumModel: the loop a kopf daemon runs for as long as the model exists.
+
+It reconciles when something asks for it (a new generation, the ``requestedAt`` annotation, a schedule
+that came due, a retry after a failure, or the operator starting), one reconcile at a time for this
+model, on the runtime's pool. What the engine returns becomes the status, a Kubernetes Event per
+decision, and metrics; the training checkpoint is copied to its ConfigMap after every iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from controller.api import API_VERSION, QuantumModel
+from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
+from controller.engine import status as engine_status
+from controller.engine import training
+from controller.engine.reconcile import Decision, Observed, Outcome
+from controller.operator import checkpoints
+from controller.operator.gitsource import redact
+from controller.operator.kube import merge_diff, resource_path
+from controller.operator.runtime import Runtime
+from controller.operator.settings import REQUESTED_AT
+
+log = logging.getLogger(__name__)
+
+SOURCE_ANNOTATIONS = {
+    "repository": "qmlops.io/source-repository",
+    "revision": "qmlops.io/source-revision",
+    "path": "qmlops.io/source-path",
+    "author": "qmlops.io/source-author",
+}
+WARNING_DECISIONS = ("gate-failed", "blocked", "failed")
+PROGRESS_INTERVAL = 1.0  # seconds between two status updates while training
+_METADATA = (
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+
+
+@dataclass
+class Reading:
+    """What the worker read from the live object for one reconcile."""
+
+    observed: Observed | None
+    generation: int | None
+    requested_at: str | None
+    problem: str | None = None
+
+
+def read(body: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> Reading:
+    """The QuantumModel as the engine takes it, with ``status`` (default: the body's) as its previous
+    status; a spec the types refuse is a problem, not a crash."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    requested = annotations.get(REQUESTED_AT)
+    plain = {
+        "apiVersion": body.get("apiVersion", API_VERSION),
+        "kind": "QuantumModel",
+        "metadata": {k: meta[k] for k in _METADATA if k in meta},
+        "spec": body.get("spec") or {},
+    }
+    previous = body.get("status") if status is None else status
+    if previous:
+        plain["status"] = dict(previous)
+    try:
+        model = QuantumModel.model_validate(plain)
+    except ValidationError:
+        plain.pop("status", None)  # a status the types no longer read: the engine rebuilds it
+        try:
+            model = QuantumModel.model_validate(plain)
+        except ValidationError as err:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in err.errors()})
+            return Reading(None, meta.get("generation"), requested, "invalid spec at " + ", ".join(fields))
+    return Reading(
+        Observed(model=model, source=source(annotations), requested_at=requested), meta.get("generation"), requested
+    )
+
+
+def source(annotations: Mapping[str, str]) -> SourceRef:
+    """Where the spec came from, as far as the object says (annotations set by CI or a GitOps tool)."""
+    import re
+
+    values = {key: annotations.get(name) for key, name in SOURCE_ANNOTATIONS.items()}
+    if values["revision"] and not re.fullmatch(REVISION_PATTERN, values["revision"]):
+        values["revision"] = None
+    return SourceRef(**values)
+
+
+class ModelWorker:
+    def __init__(self, runtime: Runtime, namespace: str, name: str, uid: str) -> None:
+        self.runtime = runtime
+        self.ref = checkpoints.ModelRef(namespace=namespace, name=name, uid=uid)
+        self.wake = asyncio.Event()
+        self.first = True
+        self.generation: int | None = None
+        self.requested_at: str | None = None
+        self.next_at: float | None = None  # when the engine asked to look again (a schedule)
+        self.retry_at: float | None = None
+        self.failures = 0
+        self._last_progress = 0.0
+        self.body: kopf.Body | None = None
+        self.written: dict[str, Any] | None = None
+
+    @property
+    def status_path(self) -> str:
+        return resource_path(API_VERSION, "quantummodels", self.ref.namespace, self.ref.name, "status")
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def schedule_due(self) -> bool:
+        return self.next_at is not None and time.monotonic() >= self.next_at
+
+    def due(self, body: Mapping[str, Any]) -> str | None:
+        meta = body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return None
+        if self.first:
+            return "start"
+        # what was last attempted, even if it failed: a change does not wait for the retry backoff
+        if meta.get("generation") != self.generation:
+            return "spec changed"
+        if (meta.get("annotations") or {}).get(REQUESTED_AT) != self.requested_at:
+            return "requested"
+        if self.retry_at is not None and time.monotonic() >= self.retry_at:
+            return "retry"
+        if self.schedule_due():
+            return "schedule"
+        return None
+
+    def _wait_timeout(self) -> float | None:
+        moments = [t for t in (self.retry_at, self.next_at) if t is not None]
+        return max(0.0, min(moments) - time.monotonic()) if moments else None
+
+    async def run(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
+        self.body = body
+        while not stopped:
+            reason = self.due(body)
+            if reason is not None:
+                await self.reconcile(body, reason, stopped)
+                continue
+            self.wake.clear()
+            if self.due(body) is None:
+                await self._sleep(stopped)
+
+    async def _sleep(self, stopped: kopf.DaemonStopped) -> None:
+        waits = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopped.wait())}
+        try:
+            await asyncio.wait(waits, timeout=self._wait_timeout(), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    # --- one reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self, body: kopf.Body, reason: str, stopped: kopf.DaemonStopped) -> None:
+        reading = read(body, self._current(body))
+        metrics = self.runtime.metrics
+        if reading.observed is None:
+            invalid = engine_status.invalid(
+                self._current(body), reading.problem or "", reading.generation, self.runtime.clock()
+            )
+            await self._write_status(body, invalid)
+            self._handled(reading)
+            metrics.reconciles.labels(kind="QuantumModel", result="invalid").inc()
+            return
+        observed = reading.observed
+        if self.first:
+            await self._restore()
+        stop = lambda: bool(stopped) or self.runtime.closing.is_set()  # noqa: E731
+        log.debug("reconciling %s/%s: %s", self.ref.namespace, self.ref.name, reason)
+        try:
+            outcome = await self.runtime.off_loop(lambda: self._reconcile(observed, stop, coalesce=reason == "start"))
+        except training.TrainingStopped as err:
+            if stop():
+                return  # stopped for deletion or shutdown; the checkpoint is kept for whoever resumes
+            await self._failed(body, reading, err)
+            return
+        except Exception as err:  # the operator never dies on input: any failure is status and a retry
+            await self._failed(body, reading, err)
+            return
+        self.failures = 0
+        self.retry_at = None
+        self._handled(reading)
+        self.next_at = self._next_look(outcome)
+        await self._apply(body, outcome)
+        metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
+
+    def _next_look(self, outcome: Outcome) -> float | None:
+        """When to reconcile again unasked: the engine's schedule, or soon when the model waits for
+        approvals, which arrive as Git commits rather than Kubernetes events."""
+        delays = [outcome.requeue_after] if outcome.requeue_after is not None else []
+        if outcome.status.phase is Phase.EVALUATING:
+            delays.append(self.runtime.config.approval_poll)
+        return time.monotonic() + min(delays) if delays else None
+
+    def _handled(self, reading: Reading) -> None:
+        self.first = False
+        self.generation = reading.generation
+        self.requested_at = reading.requested_at
+
+    async def _restore(self) -> None:
+        """Once per worker, before its first reconcile: the training workspace a previous pod kept in
+        the model's ConfigMap (checkpoint, or a finished artifact not yet registered) comes back to
+        this pod's disk, unless this pod has one already."""
+        folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
+        if folder.is_dir() and any(folder.iterdir()):
+            return
+        try:
+            restored = await self.runtime.checkpoints.restore(self.ref, folder)
+        except Exception as err:  # no checkpoint is no reason not to reconcile: it trains from scratch
+            log.warning("%s/%s: checkpoint not restored: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+            return
+        if restored:
+            log.info("%s/%s: training workspace restored from its ConfigMap", self.ref.namespace, self.ref.name)
+
+    def _reconcile(self, observed: Observed, stop: Callable[[], bool], *, coalesce: bool) -> Outcome:
+        """In a pool thread: the engine's reconcile. Only the first look at a model (every model at
+        once, when the operator starts) may share a fetch made a moment ago."""
+        reconciler = self.runtime.reconciler(coalesce=coalesce)
+        return reconciler.reconcile(observed, on_progress=self._progress, should_stop=stop)
+
+    def _progress(self, progress: training.Progress) -> None:
+        """In a pool thread, after each iteration: count it, keep the checkpoint, show it in status."""
+        self.runtime.metrics.iterations.inc()
+        folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
+        try:
+            self.runtime.on_loop(self.runtime.checkpoints.save(self.ref, folder))
+        except checkpoints.CheckpointTooLarge as err:
+            log.warning("%s/%s: %s; kept on this pod only", self.ref.namespace, self.ref.name, err)
+        except Exception as err:  # training goes on; the next iteration tries again
+            log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
+            self.runtime.on_loop(self._show_progress(progress))
+
+    async def _show_progress(self, progress: training.Progress) -> None:
+        body = self.body
+        if body is None:
+            return
+        meta = body.get("metadata") or {}
+        new = progress_status(self._current(body), progress, meta.get("generation"), self.runtime.clock())
+        try:
+            await self._write_status(body, new)
+        except Exception as err:  # progress is a courtesy: the outcome's status follows anyway
+            log.debug("%s/%s: progress not shown: %s", self.ref.namespace, self.ref.name, err)
+
+    # --- carrying out what the engine decided ------------------------------------------------------
+
+    async def _apply(self, body: kopf.Body, outcome: Outcome) -> None:
+        before = self._current(body)
+        new = outcome.status.to_wire()
+        await self._write_status(body, new)
+        for decision in outcome.decisions:
+            self._event(body, decision)
+        self._count(before, new, outcome.decisions)
+        folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
+        try:
+            await self.runtime.checkpoints.save(self.ref, folder)
+        except Exception as err:
+            log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _write_status(self, body: kopf.Body, new: dict[str, Any]) -> None:
+        """Write ``new`` as the whole status: a merge patch from what the status is now (what this
+        worker wrote last, when the watch has not brought it back yet)."""
+        patch = merge_diff(self._current(body), new)
+        if patch:
+            await self._patch_status({"status": patch})
+        self.written = new
+
+    def _current(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The status as it is: what this worker wrote last, when the watch has not brought it back."""
+        return dict(self.written) if self.written is not None else _status_of(body)
+
+    async def _patch_status(self, patch: dict[str, Any]) -> None:
+        await self.runtime.client.merge_patch(self.status_path, patch)
+
+    def _event(self, body: kopf.Body, decision: Decision) -> None:
+        kind = "Warning" if decision.kind in WARNING_DECISIONS else "Normal"
+        reason = "".join(part.capitalize() for part in decision.kind.split("-"))
+        where = f" (commit {decision.commit[:12]})" if decision.commit else ""
+        version = f"version {decision.version}: " if decision.version is not None else ""
+        kopf.event(body, type=kind, reason=reason, message=f"{version}{decision.message}{where}")
+
+    def _count(self, before: Mapping[str, Any], after: Mapping[str, Any], decisions: list[Decision]) -> None:
+        metrics = self.runtime.metrics
+        for decision in decisions:
+            metrics.decisions.labels(kind=decision.kind).inc()
+            if decision.kind in ("promoted", "rolled-back"):
+                metrics.promotions.inc()
+        used = (after.get("usage") or {}).get("qpuSeconds", 0.0) - (before.get("usage") or {}).get("qpuSeconds", 0.0)
+        if used > 0:
+            metrics.qpu_seconds.inc(used)
+
+    async def _failed(self, body: kopf.Body, reading: Reading, err: Exception) -> None:
+        backoff = self.runtime.config.retry_backoff
+        delay = backoff[min(self.failures, len(backoff) - 1)]
+        self.failures += 1
+        self.retry_at = time.monotonic() + delay
+        reason = type(err).__name__
+        message = engine_status.describe_failure(redacted(err))
+        log.warning(
+            "%s/%s: reconcile failed (%s), retrying in %.0fs: %s",
+            self.ref.namespace,
+            self.ref.name,
+            reason,
+            delay,
+            message,
+        )
+        self._handled(reading)
+        self.runtime.metrics.failures.labels(reason=reason).inc()
+        self.runtime.metrics.reconciles.labels(kind="QuantumModel", result="failed").inc()
+        try:
+            failed = engine_status.failed(self._current(body), redacted(err), reading.generation, self.runtime.clock())
+            await self._write_status(body, failed)
+        except Exception as write_err:
+            log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, write_err)
+
+
+def progress_status(
+    previous: Mapping[str, Any], progress: training.Progress, generation: int | None, now: datetime
+) -> dict[str, Any]:
+    """The status while a training runs: Training, Reconciling, with the iteration and loss so far;
+    what the model had (versions, champion, policy) is kept."""
+    try:
+        before = QuantumModelStatus.model_validate(dict(previous))
+    except ValidationError:
+        before = None
+    running = TrainingStatus(
+        run=getattr(progress, "run", None),
+        iteration=getattr(progress, "iteration", None),
+        max_iterations=getattr(progress, "max_iterations", None),
+        loss=getattr(progress, "loss", None),
+        backend=getattr(progress, "backend", None),
+        session_id=getattr(progress, "session_id", None),
+        started=getattr(progress, "started", None),
+    )
+    facts = engine_status.Facts(
+        generation=generation,
+        training_state="running",
+        training_message=f"training: iteration {running.iteration} of {running.max_iterations}",
+        training=running,
+    )
+    if before is not None:
+        facts.latest, facts.champion, facts.usage = before.latest_version, before.champion, before.usage
+        facts.source, facts.policy = before.source, before.policy
+        facts.requested_at = before.last_handled_reconcile_at
+        facts.promotion_state = "champion" if before.champion is not None else "none"
+    return engine_status.build(before, facts, now).to_wire()
+
+
+def redacted(err: Exception) -> Exception:
+    """``err`` with URL credentials and known secrets taken out of its message (a Git remote URL
+    can carry a token); the same type name, so the status still says what failed."""
+    text = str(err)
+    clean = redact(text)
+    if clean == text:
+        return err
+    return type(type(err).__name__, (Exception,), {})(clean)
+
+
+def _status_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(body.get("status") or {})

@@ -1,0 +1,284 @@
+"""The operator end to end against the harness: a model applied through the API trains, is promoted,
+shows Ready with its champion, survives a restart mid-training and is released on delete."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+from ruamel.yaml import YAML
+
+from controller.engine import training
+from tests.operator.operator_env import (
+    GIT_TOKEN,
+    IBM_TOKEN,
+    NAMESPACE,
+    OperatorEnv,
+    make_remote,
+    secret,
+    tiny_model,
+)
+from tests.support.kube import Client, KubeApi
+
+pytestmark = pytest.mark.slow
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+# The calls only a pipeline makes: its model read by name, its status written.
+USED_BY_PIPELINES = {("qmlops.io", "quantummodels", "get"), ("qmlops.io", "quantumpipelines/status", "patch")}
+
+
+@pytest.fixture
+async def env(kube: KubeApi, client: Client, tmp_path: Path) -> AsyncIterator[OperatorEnv]:
+    kube.register_crds()
+    await client.namespace(NAMESPACE)
+    yield OperatorEnv(kube, client, make_remote(tmp_path), tmp_path)
+    # whatever a test did, faults included, every call the operator made is allowed by deploy/rbac.yaml
+    used = kube.calls("kopf/", "qmlops-operator/")
+    assert used <= allowed_by_cluster_role(), used - allowed_by_cluster_role()
+
+
+def allowed_by_cluster_role() -> set[tuple[str, str, str]]:
+    docs = YAML(typ="safe").load_all((DEPLOY / "rbac.yaml").read_text())
+    role = next(d for d in docs if d and d["kind"] == "ClusterRole")
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+
+
+async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await env.client.create(secret("git-credentials", token=GIT_TOKEN))
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    model = tiny_model(training={**tiny_model()["spec"]["training"], "credentialsSecret": "ibm-quantum"})
+    async with env.operator(git_secret=f"{NAMESPACE}/git-credentials") as runtime:
+        await env.client.create(model)
+        status = await env.until_phase("Ready")
+        live = env.model()
+        assert live is not None and "qmlops.io/finalizer" in live["metadata"]["finalizers"]
+        assert status["observedGeneration"] == live["metadata"]["generation"] == 1
+        assert status["champion"]["version"] == 1 and "accuracy" in status["champion"]["metrics"]
+        assert status["latestVersion"]["version"] == 1 and status["champion"]["commit"]
+        conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        assert conditions == {
+            "Ready": "True",
+            "Reconciling": "False",
+            "Stalled": "False",
+            "Validated": "True",
+            "Compliant": "True",
+            "Trained": "True",
+            "Promoted": "True",
+        }
+        assert env.decisions() == ["registered", "gate-passed", "promoted"]
+        await env.until(lambda: {"Registered", "GatePassed", "Promoted"} <= set(env.reasons()), 30)
+        assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is None, (
+            "a finished training keeps no checkpoint"
+        )
+        iterations = runtime.metrics.iterations._value.get()
+        assert iterations >= 1
+
+        # the requestedAt annotation is answered, and asks for nothing new
+        await env.client.patch(
+            "QuantumModel",
+            NAMESPACE,
+            "iris-tiny",
+            {"metadata": {"annotations": {"reconcile.qmlops.io/requestedAt": "2026-01-01T00:00:00Z"}}},
+        )
+        await env.until(lambda: env.status().get("lastHandledReconcileAt") == "2026-01-01T00:00:00Z", 60)
+        assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+        # a spec change trains version 2
+        await env.client.patch(
+            "QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"training": {"optimizer": {"maxIterations": 3}}}}
+        )
+        await env.until(lambda: (env.status().get("champion") or {}).get("version") == 2, 120)
+        assert env.status()["observedGeneration"] == 2
+        assert env.decisions() == ["registered", "gate-passed", "promoted"] * 2
+
+        # suspended: nothing trained or promoted, and the phase says so
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"suspend": True}})
+        await env.until_phase("Suspended", timeout=60)
+
+        await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+        await env.until(lambda: env.model() is None, 60)
+    assert env.decisions() == ["registered", "gate-passed", "promoted"] * 2, "history stays in Git"
+
+    # every rule of deploy/rbac.yaml is used: here, or by pipelines (the env checks every call is allowed)
+    assert allowed_by_cluster_role() - env.kube.calls("kopf/", "qmlops-operator/") == USED_BY_PIPELINES
+
+    # the secrets never left their Secrets
+    everything = str(env.kube.list("QuantumModel")) + str(env.kube.list("Event")) + env.remote_files() + caplog.text
+    assert GIT_TOKEN not in everything and IBM_TOKEN not in everything
+
+
+class Hold:
+    """A trainer that is the real one, held at an iteration until released or told to stop: the test
+    stops the operator there, mid-training."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.reached = threading.Event()
+        self.seen: list[int | None] = []
+
+    def __call__(self, spec: Any, **options: Any) -> Any:
+        report = options.get("on_progress")
+        should_stop = options.get("should_stop") or (lambda: False)
+
+        def progress(update: Any) -> None:
+            if report is not None:
+                report(update)
+            iteration = getattr(update, "iteration", None)
+            self.seen.append(iteration)
+            if iteration is not None and iteration >= self.at:
+                self.reached.set()
+                while not should_stop():
+                    threading.Event().wait(0.05)
+
+        return training.train(spec, **{**options, "on_progress": progress})
+
+
+class Count:
+    def __init__(self) -> None:
+        self.seen: list[int | None] = []
+
+    def __call__(self, spec: Any, **options: Any) -> Any:
+        report = options.get("on_progress")
+
+        def progress(update: Any) -> None:
+            self.seen.append(getattr(update, "iteration", None))
+            if report is not None:
+                report(update)
+
+        return training.train(spec, **{**options, "on_progress": progress})
+
+
+async def test_a_restarted_operator_resumes_training_from_the_checkpoint_configmap(env: OperatorEnv) -> None:
+    hold = Hold(at=3)
+    async with env.operator("pod-a", trainer=hold):
+        await env.client.create(tiny_model(iterations=8))
+        await env.until(hold.reached.is_set, 120)
+        await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
+        assert env.status().get("phase") == "Training"
+        assert env.condition("iris-tiny", "Reconciling").get("status") == "True"
+    assert env.decisions() == [], "nothing registered before the restart"
+
+    count = Count()
+    async with env.operator("pod-b", trainer=count):  # a new pod: its disk is empty
+        status = await env.until_phase("Ready")
+    first_after_restart = min(i for i in count.seen if i is not None)
+    assert first_after_restart > max(i for i in hold.seen if i is not None), (hold.seen, count.seen)
+    assert status["champion"]["version"] == 1
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+
+async def test_git_unreachable_keeps_the_last_good_state_and_retries(env: OperatorEnv) -> None:
+    async with env.operator():
+        await env.client.create(tiny_model())
+        good = await env.until_phase("Ready")
+        hidden = env.remote.with_name("gitops-away.git")
+        env.remote.rename(hidden)  # the remote is gone
+        try:
+            await env.client.patch(
+                "QuantumModel",
+                NAMESPACE,
+                "iris-tiny",
+                {"metadata": {"annotations": {"reconcile.qmlops.io/requestedAt": "now"}}},
+            )
+            await env.until(lambda: env.condition("iris-tiny", "Stalled").get("status") == "True", 60)
+            stalled = env.status()
+            assert stalled["champion"] == good["champion"], "the champion is kept"
+            assert "git" in env.condition("iris-tiny", "Stalled")["message"].lower()
+        finally:
+            hidden.rename(env.remote)
+        await env.until(
+            lambda: env.status().get("phase") == "Ready" and env.status().get("lastHandledReconcileAt") == "now", 60
+        )
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+
+async def test_a_rejected_push_is_retried_without_duplicates(env: OperatorEnv) -> None:
+    hook = env.remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'protected branch' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    async with env.operator():
+        await env.client.create(tiny_model())
+        await env.until(lambda: env.condition("iris-tiny", "Stalled").get("status") == "True", 120)
+        assert env.decisions() == []
+        hook.unlink()
+        status = await env.until_phase("Ready")
+    assert status["champion"]["version"] == 1
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+
+async def test_api_faults_converge_without_duplicate_trainings_versions_or_events(env: OperatorEnv) -> None:
+    count = Count()
+    kube = env.kube
+    kube.fail(kmock.action.UPDATE, "quantummodels", status=503, times=3, subresource="status")
+    kube.fail(kmock.action.UPDATE, "quantummodels", status=409, times=2, subresource="status")
+    kube.fail(kmock.action.CREATE, "configmaps", status=500, times=1)
+    kube.fail(kmock.action.CREATE, "events", status=503, times=2)
+    async with env.operator(trainer=count):
+        await env.client.create(tiny_model())
+        await env.until(lambda: count.seen, 120)
+        kube.drop_watches()
+        kube.stall(kmock.action.FETCH, "configmaps", seconds=0.5)
+        status = await env.until_phase("Ready")
+        kube.drop_watches()
+        await env.until(lambda: {"Registered", "GatePassed", "Promoted"} <= set(env.reasons()), 30)
+    assert status["champion"]["version"] == 1
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    assert sorted(env.reasons()).count("Registered") == 1 and sorted(env.reasons()).count("Promoted") == 1
+    iterations = [i for i in count.seen if i is not None]
+    assert len(iterations) == len(set(iterations)), f"an iteration ran twice: {iterations}"
+
+
+async def test_a_spec_the_types_refuse_is_reported_not_a_crash(env: OperatorEnv) -> None:
+    broken = tiny_model("broken", training={"backend": "fake:nowhere"})  # the CRD's pattern allows it
+    async with env.operator():
+        await env.client.create(broken)
+        await env.client.create(tiny_model())
+        await env.until(lambda: env.condition("broken", "Validated").get("status") == "False", 60)
+        assert env.status("broken")["phase"] == "Failed"
+        assert env.condition("broken", "Stalled")["status"] == "True"
+        assert "training.backend" in env.condition("broken", "Validated")["message"]
+        await env.until_phase("Ready")  # the other model is not held up
+
+
+async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
+    pipeline: dict[str, Any] = {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPipeline",
+        "metadata": {"name": "nightly", "namespace": NAMESPACE},
+        "spec": {
+            "model": "iris-tiny",
+            "triggers": [{"schedule": "0 2 * * *"}],
+            "steps": [
+                {"name": "sweep", "train": {"matrix": {"circuit.ansatz.reps": [1, 2]}}},
+                {"name": "promote", "dependsOn": ["sweep"], "promote": {}},
+            ],
+        },
+    }
+    forbidden: dict[str, Any] = {**pipeline, "metadata": {"name": "on-ibm", "namespace": NAMESPACE}}
+    forbidden["spec"] = {**pipeline["spec"], "steps": [{"name": "check", "evaluate": {"backends": ["ibm:ibm_kyiv"]}}]}
+
+    def pipeline_status(name: str) -> dict[str, Any]:
+        return dict((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {})
+
+    async with env.operator():
+        await env.client.create(pipeline)
+        await env.until(lambda: pipeline_status("nightly").get("phase") == "Pending", 30)
+        conditions = {c["type"]: c for c in pipeline_status("nightly")["conditions"]}
+        assert conditions["Ready"]["reason"] == "ModelNotFound" and conditions["Validated"]["status"] == "True"
+        await env.client.create(tiny_model())
+        await env.until(lambda: pipeline_status("nightly").get("phase") == "Ready", 60)
+        assert pipeline_status("nightly")["observedGeneration"] == 1
+        await env.client.create(forbidden)
+        await env.until(lambda: pipeline_status("on-ibm").get("phase") == "Failed", 30)
+        stalled = {c["type"]: c for c in pipeline_status("on-ibm")["conditions"]}["Stalled"]
+        assert stalled["status"] == "True" and "spec.steps[0].evaluate.backends[0]" in stalled["message"]
+    assert env.kube.calls("kopf/", "qmlops-operator/") >= USED_BY_PIPELINES
