@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from controller.cli import train as train_command
 from controller.engine.training import ModelArtifact
+from controller.engine.training.checkpoint import summary
 from tests.validation.cli import qmlops, write
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ def test_trains_a_spec_and_writes_its_artifact(repo: Path, capsys: pytest.Captur
     # not a terminal: plain progress lines, the first and the last iteration at least
     assert f"team/tiny: iteration 1/{ITERATIONS}" in result.err
     assert f"team/tiny: iteration {ITERATIONS}/{ITERATIONS}" in result.err
-    assert (repo / "out/team/tiny/checkpoint/training.json").is_file()
+    assert (repo / "out/team/tiny/checkpoint/journal.jsonl").is_file()
     assert "Traceback" not in result.err
 
 
@@ -199,7 +199,7 @@ def test_stop_after_an_iteration_then_resume(
     assert "team/tiny: stopped before iteration 3; the checkpoint is kept" in stopped.err
     assert "checkpoint kept in ck/team/tiny; run the same command again to resume" in stopped.err
     assert not (repo / "out/team/tiny/artifact.json").exists()
-    journal = json.loads((repo / "ck/team/tiny/training.json").read_text())
+    journal = summary(repo / "ck/team/tiny") or {}
     assert journal["iteration"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 

@@ -4,7 +4,6 @@ lazily, the session id recorded and handed back on restart)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from controller.engine import training
 from controller.engine.training import backends
+from controller.engine.training.checkpoint import summary
 from tests.training.conftest import Calls
 from tests.training.specs import optimizer, spec, tiny
 from tests.training.standin import credentials_source, installed
@@ -132,7 +132,7 @@ def test_session_id_recorded_and_handed_back_on_restart(tiny_repo: Path, tmp_pat
         )
     assert first.resumed == [None]
     assert [p.session_id for p in seen] == ["standin-session-1"]
-    journal = json.loads((folder / "training.json").read_text())
+    journal = summary(folder) or {}
     assert journal["sessionId"] == "standin-session-1" and journal["iteration"] == 1
     assert first.sessions[0]._active  # left open for the run that resumes
 
@@ -143,7 +143,7 @@ def test_session_id_recorded_and_handed_back_on_restart(tiny_repo: Path, tmp_pat
     assert artifact.manifest["lineage"]["sessionId"] == "standin-session-1"
     assert artifact.manifest["usage"]["resumes"] == 1
     assert len(calls) == 2  # once per run
-    assert TOKEN not in (folder / "training.json").read_text()
+    assert TOKEN not in (folder / "journal.jsonl").read_text()
 
 
 def test_release_closes_the_session_a_stopped_training_left_open(tiny_repo: Path, tmp_path: Path) -> None:

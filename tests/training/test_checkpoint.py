@@ -19,6 +19,7 @@ import pytest
 
 from controller.engine import training
 from controller.engine.training import backends
+from controller.engine.training.checkpoint import summary
 from tests.training.conftest import Calls
 from tests.training.specs import optimizer, spec
 
@@ -60,10 +61,8 @@ def child(tmp_path: Path, jobs: Path, checkpoint: Path, out: Path) -> subprocess
 
 
 def iteration(checkpoint: Path) -> int:
-    try:
-        return int(json.loads((checkpoint / "training.json").read_bytes())["iteration"])
-    except (OSError, ValueError, KeyError):
-        return 0  # not written yet (each write is atomic: never torn)
+    found = summary(checkpoint)  # a line the kill tore is dropped, as a resume drops it
+    return int(found["iteration"]) if found else 0
 
 
 def test_a_killed_training_process_resumes_without_paying_twice(tmp_path: Path, spy: Spy) -> None:
@@ -113,7 +112,7 @@ def test_should_stop_keeps_the_checkpoint_and_train_resumes(kind: str, tmp_path:
         training.TrainingStopped, match=rf"^stopped before iteration {stop_after + 1}; the checkpoint is kept"
     ):
         training.train(s, checkpoint_dir=folder, on_progress=seen.append, should_stop=lambda: len(seen) >= stop_after)
-    assert len(runs) == stop_after and json.loads((folder / "training.json").read_text())["iteration"] == stop_after
+    assert len(runs) == stop_after and (summary(folder) or {}).get("iteration") == stop_after
     assert not isinstance(training.TrainingStopped(), training.TrainingError)  # shells do not record it as failed
 
     resumed = training.train(s, checkpoint_dir=folder, on_progress=seen.append)
@@ -121,7 +120,7 @@ def test_should_stop_keeps_the_checkpoint_and_train_resumes(kind: str, tmp_path:
     assert [p.iteration for p in seen] == list(range(1, 7))  # replayed iterations are not reported again
     assert resumed.weights == uninterrupted.weights
     assert resumed.manifest["lossCurve"] == uninterrupted.manifest["lossCurve"]
-    assert resumed.manifest["lineage"]["run"] == json.loads((folder / "training.json").read_text())["run"]
+    assert resumed.manifest["lineage"]["run"] == (summary(folder) or {}).get("run")
     assert resumed.manifest["usage"]["resumes"] == 1
 
 
@@ -135,6 +134,24 @@ def test_a_checkpoint_of_another_training_is_not_resumed(tmp_path: Path) -> None
     other = training.train(spec(training={**optimizer("COBYLA", 2), "seed": 9}), checkpoint_dir=folder)
     assert other.manifest["lineage"]["run"] != first.manifest["lineage"]["run"]
     assert other.manifest["usage"]["resumes"] == 0
-    (folder / "training.json").write_text('{"format": "qmlops.io/checkpoint/v1", "entr')  # torn by another version
+    (folder / "journal.jsonl").write_text('{"format": "qmlops.io/checkpoint/v1", "entr')  # torn, of another version
     fresh = training.train(spec(training=optimizer("COBYLA", 2)), checkpoint_dir=folder)
     assert fresh.manifest["usage"]["resumes"] == 0 and fresh.weights == first.weights
+
+
+def test_a_torn_last_line_costs_only_its_job(tmp_path: Path) -> None:
+    """A crash in the middle of a journal write leaves a torn last line: the resume drops it (and
+    pays once more for that one job), keeps everything before it, and appends after a clean file."""
+    folder = tmp_path / "checkpoint"
+    s = spec(training=optimizer("COBYLA", 6))
+    uninterrupted = training.train(s)
+    seen: list[training.Progress] = []
+    with pytest.raises(training.TrainingStopped):
+        training.train(s, checkpoint_dir=folder, on_progress=seen.append, should_stop=lambda: len(seen) >= 3)
+    journal = folder / "journal.jsonl"
+    journal.write_text(journal.read_text()[:-25])  # the third job's line, half written
+    assert (summary(folder) or {}).get("iteration") == 2
+    runs: list[int] = []
+    resumed = training.train(s, checkpoint_dir=folder, on_progress=lambda p: runs.append(p.iteration))
+    assert runs == [3, 4, 5, 6] and resumed.weights == uninterrupted.weights
+    assert (summary(folder) or {}).get("iteration") == 6  # appended to a whole file: every line reads

@@ -167,7 +167,7 @@ def test_user_errors_fail_with_their_reason(
     assert TOKEN not in message
     assert factory.calls == 2  # not retried: the calls stop at the fault
     assert raised.value.__cause__ is None and raised.value.__context__ is None  # no traceback quoting the token
-    assert TOKEN not in (folder / "training.json").read_text()
+    assert TOKEN not in (folder / "journal.jsonl").read_text()
 
 
 @pytest.mark.slow

@@ -1,15 +1,19 @@
-"""The training checkpoint: one JSON file written atomically after every primitive job.
+"""The training checkpoint: an append-only journal, one line per primitive job, written and fsynced
+after every job.
 
-It holds the journal of every job the training paid for (the weights it evaluated and what came
-back), the iteration, the loss curve, the best weights so far, the Runtime session id and the usage.
-The optimizers are deterministic given their seed and the values they are fed, so a resumed training
+It holds every job the training paid for (the weights it evaluated and what came back), and with them
+the iteration, the loss curve, the best weights so far, the Runtime session id and the usage. The
+optimizers are deterministic given their seed and the values they are fed, so a resumed training
 replays the journal (no job, no cost) and goes on exactly where it stopped: the journal is the
-optimizer's state, whatever the optimizer.
+optimizer's state, whatever the optimizer. Appending keeps each iteration's write small and constant
+(rewriting the whole checkpoint grew with the training); a line torn by a crash is dropped on resume,
+which costs at most the one job it recorded.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,8 +22,8 @@ from typing import Any
 
 from controller.engine.registry.yamlio import write_atomic
 
-FORMAT = "qmlops.io/checkpoint/v1"
-FILE = "training.json"
+FORMAT = "qmlops.io/checkpoint/v2"
+FILE = "journal.jsonl"
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Entry:
     qpu_seconds: float = 0.0
     shots: int = 0
     run_seconds: float = 0.0  # inside the primitive
-    wall_seconds: float = 0.0  # the whole iteration, the trainer's own work included
+    wall_seconds: float = 0.0  # since the previous job ended: the optimizer's step and bookkeeping included
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,49 +92,100 @@ class Checkpoint:
             "qpuSeconds": round(sum(e.qpu_seconds for e in self.entries), 6),
         }
 
-    def save(self) -> None:
+    def record(self, entry: Entry, session_id: str | None) -> None:
+        """Journal one finished job (and the session it ran in, when that changed)."""
+        lines: list[dict[str, Any]] = []
+        if session_id and session_id != self.session_id:
+            self.session_id = session_id
+            lines.append({"sessionId": session_id})
+        self.entries.append(entry)
+        lines.append({"entry": entry.to_json()})
+        self._append(lines)
+
+    def truncate(self, keep: int) -> None:
+        """Forget the entries from ``keep`` on (the optimizer took another path than the journal's)."""
+        del self.entries[keep:]
+        self._rewrite()
+
+    def _header(self) -> dict[str, Any]:
+        return {"format": FORMAT, "fingerprint": self.fingerprint, "run": self.run, "started": self.started}
+
+    def _lines(self) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = [self._header(), {"resumes": self.resumes}]
+        if self.session_id:
+            lines.append({"sessionId": self.session_id})
+        return lines + [{"entry": e.to_json()} for e in self.entries]
+
+    def _append(self, lines: list[dict[str, Any]]) -> None:
         if self.folder is None:
             return
-        body = {
-            "format": FORMAT,
-            "fingerprint": self.fingerprint,
-            "run": self.run,
-            "started": self.started,
-            "sessionId": self.session_id,
-            "iteration": self.iteration,
-            "resumes": self.resumes,
-            "usage": self.usage(),
-            "entries": [e.to_json() for e in self.entries],
-        }
-        write_atomic(self.folder / FILE, json.dumps(body, allow_nan=False).encode())
+        with open(self.folder / FILE, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(line, allow_nan=False) + "\n" for line in lines))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _rewrite(self) -> None:
+        if self.folder is not None:
+            text = "".join(json.dumps(line, allow_nan=False) + "\n" for line in self._lines())
+            write_atomic(self.folder / FILE, text.encode())
 
     @classmethod
     def open(cls, folder: Path | None, fingerprint: str) -> Checkpoint:
         """The checkpoint of this very training in ``folder``, or a new one. One of another training
-        (other spec or data) is never resumed."""
-        if folder is not None:
-            try:
-                data = json.loads((folder / FILE).read_bytes())
-                if data.get("format") == FORMAT and data.get("fingerprint") == fingerprint:
-                    return cls(
-                        fingerprint=fingerprint,
-                        run=str(data["run"]),
-                        started=str(data["started"]),
-                        session_id=data.get("sessionId"),
-                        entries=[Entry.from_json(e) for e in data["entries"]],
-                        resumes=int(data.get("resumes", 0)) + 1,
-                        folder=folder,
-                    )
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # no checkpoint, or a torn one from another version: start afresh
-            folder.mkdir(parents=True, exist_ok=True)
-        return cls(fingerprint=fingerprint, folder=folder)
+        (other spec or data), or of another format, is never resumed."""
+        if folder is None:
+            return cls(fingerprint=fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        found = _read(folder)
+        if found is not None and found.fingerprint == fingerprint:
+            found.resumes += 1
+            checkpoint = found
+        else:
+            checkpoint = cls(fingerprint=fingerprint, folder=folder)
+        checkpoint._rewrite()  # compact, without a torn last line, before anything is appended
+        return checkpoint
+
+
+def _read(folder: Path) -> Checkpoint | None:
+    try:
+        text = (folder / FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    checkpoint: Checkpoint | None = None
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+            if checkpoint is None:
+                if line.get("format") != FORMAT:
+                    return None
+                checkpoint = Checkpoint(str(line["fingerprint"]), str(line["run"]), str(line["started"]), folder=folder)
+            elif "entry" in line:
+                checkpoint.entries.append(Entry.from_json(line["entry"]))
+            elif "sessionId" in line:
+                checkpoint.session_id = str(line["sessionId"]) or None
+            elif "resumes" in line:
+                checkpoint.resumes = int(line["resumes"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            break  # a line torn by a crash: what came before it stands
+    return checkpoint
+
+
+def summary(folder: Path) -> dict[str, Any] | None:
+    """What a checkpoint in ``folder`` says, for shells and tests: run, iteration, session, usage."""
+    checkpoint = _read(folder)
+    if checkpoint is None:
+        return None
+    return {
+        "run": checkpoint.run,
+        "started": checkpoint.started,
+        "iteration": checkpoint.iteration,
+        "sessionId": checkpoint.session_id,
+        "resumes": checkpoint.resumes,
+        "usage": checkpoint.usage(),
+    }
 
 
 def session_of(folder: Path) -> str | None:
     """The Runtime session id a checkpoint in ``folder`` kept, whatever training it belongs to."""
-    try:
-        value = json.loads((folder / FILE).read_bytes()).get("sessionId")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(value) if value else None
+    checkpoint = _read(folder)
+    return checkpoint.session_id if checkpoint is not None else None

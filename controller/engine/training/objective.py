@@ -72,6 +72,7 @@ class Objective:
         self.on_progress, self.should_stop = on_progress, should_stop
         self.max_iterations = spec.training.optimizer.max_iterations
         self.cursor = 0  # the next journal entry to replay
+        self._since = time.perf_counter()  # when the last job ended: each entry's wall time runs from there
         self.best: tuple[float, np.ndarray] | None = None
         self.curve: list[float] = []
         self._base = parameter_table(isa, x, dict.fromkeys(model.weights, 0.0), model)  # (N, P)
@@ -115,22 +116,21 @@ class Objective:
     def _job(self, kind: str, points: np.ndarray, evaluate: Callable[[], Entry], limit: bool = True) -> Entry:
         replayed = self._replay(kind, points)
         if replayed is not None:
+            self._since = time.perf_counter()
             return replayed
         if limit and self.checkpoint.iteration >= self.max_iterations:
             raise IterationLimit
         if self.should_stop is not None and self.should_stop():
             raise TrainingStopped(f"stopped before iteration {self.checkpoint.iteration + 1}; the checkpoint is kept")
         self._check_budget(reserve_test=kind != "test")
-        started = time.perf_counter()
         entry = evaluate()
         entry.kind, entry.points = kind, points.tolist()
-        entry.wall_seconds = time.perf_counter() - started
-        self.checkpoint.session_id = self.target.session_id or self.checkpoint.session_id
-        self.checkpoint.entries.append(entry)
+        entry.wall_seconds = time.perf_counter() - self._since
+        self.checkpoint.record(entry, self.target.session_id)
         self.cursor = len(self.checkpoint.entries)
-        self.checkpoint.save()
         if kind != "test":
             self._report(entry)
+        self._since = time.perf_counter()
         return entry
 
     def _replay(self, kind: str, points: np.ndarray) -> Entry | None:
@@ -141,7 +141,7 @@ class Objective:
         if entry.kind == kind and np.array_equal(np.asarray(entry.points), points):
             self.cursor += 1
             return entry
-        del entries[self.cursor :]  # the journal no longer matches this optimizer: go on live from here
+        self.checkpoint.truncate(self.cursor)  # the journal no longer matches this optimizer: go on live from here
         return None
 
     def _check_budget(self, reserve_test: bool) -> None:
