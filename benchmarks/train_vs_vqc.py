@@ -23,10 +23,13 @@ The initial point is qmlops's (``optimizers.initial_weights`` with the training 
   (data, circuit, transpilation, every job, the test job and the artifact).
 
 Printed per problem: wall time, test accuracy and primitive jobs per evaluation of both, the speed-up
-(VQC time / qmlops time) and the accuracy difference, and qmlops's overhead per iteration,
-(wallSeconds - runSeconds) / runSeconds from the artifact's usage. Targets: speed-up >= 10x at equal or
-better test accuracy, exactly 1 job per evaluation, overhead <= 20%. The figures are printed whatever
-they are; nothing here asserts a time.
+(VQC time / qmlops time) and the accuracy difference, and qmlops's own overhead per iteration:
+(iterationSeconds - runSeconds) / runSeconds from the artifact's usage, where iterationSeconds runs from
+one job's end to the next's (the optimizer's step, the parameter table, the loss, the journal write)
+and runSeconds is the time inside Aer's primitive. The one-time setup (data, circuit, transpilation,
+the test job, the artifact; a process's first imports) is printed beside it. Targets: speed-up >= 10x
+at equal or better test accuracy, exactly 1 job per evaluation, overhead per iteration <= 20%. The
+figures are printed whatever they are; nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -128,20 +131,17 @@ class Result:
 class QmlopsResult(Result):
     wall_seconds: float = 0.0
     run_seconds: float = 0.0
-    iteration_seconds: float | None = None  # the jobs' iterations only (usage.iterationSeconds, when recorded)
+    iteration_seconds: float = 0.0  # from each job's end to the next's (usage.iterationSeconds)
 
     @property
     def overhead(self) -> float:
-        """The trainer's own time per unit of primitive time: (wallSeconds - runSeconds) / runSeconds."""
-        return (self.wall_seconds - self.run_seconds) / self.run_seconds if self.run_seconds else float("nan")
+        """The trainer's own time per iteration, per unit of primitive time."""
+        return (self.iteration_seconds - self.run_seconds) / self.run_seconds if self.run_seconds else float("nan")
 
     @property
-    def iteration_overhead(self) -> float | None:
-        """The same within the jobs' evaluations only (parameter table and loss around each primitive call;
-        checkpoint writes and the optimizer's own steps are outside ``iterationSeconds``)."""
-        if self.iteration_seconds is None or not self.run_seconds:
-            return None
-        return (self.iteration_seconds - self.run_seconds) / self.run_seconds
+    def setup_seconds(self) -> float:
+        """Once per training: data, circuit, transpilation, the test job, the artifact."""
+        return self.wall_seconds - self.iteration_seconds
 
 
 # --- qmlops ------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ def run_qmlops(problem: Problem, checkpoint: bool = True) -> QmlopsResult:
         training_jobs=int(usage["primitiveJobs"]) - 1,  # the last job scores the test split
         wall_seconds=float(usage["wallSeconds"]),
         run_seconds=float(usage["runSeconds"]),
-        iteration_seconds=float(usage["iterationSeconds"]) if "iterationSeconds" in usage else None,
+        iteration_seconds=float(usage["iterationSeconds"]),
     )
 
 
@@ -257,7 +257,7 @@ class Comparison:
             f"speed-up >= {TARGET_SPEEDUP:g}x": self.speedup >= TARGET_SPEEDUP,
             "accuracy >= VQC's": self.accuracy_gain >= 0,
             "1 job per evaluation": self.qmlops.jobs_per_evaluation == 1.0,
-            f"overhead <= {TARGET_OVERHEAD:.0%}": self.qmlops.overhead <= TARGET_OVERHEAD,
+            f"overhead per iteration <= {TARGET_OVERHEAD:.0%}": self.qmlops.overhead <= TARGET_OVERHEAD,
         }
 
 
@@ -282,16 +282,14 @@ def format_comparison(c: Comparison) -> str:
     q = c.qmlops
     lines.append(
         f"  speed-up {c.speedup:.1f}x (VQC time / qmlops time); accuracy {c.accuracy_gain:+.3f}; "
-        f"qmlops overhead {q.overhead:.1%} of primitive time (wallSeconds {q.wall_seconds:.3f}, "
-        f"runSeconds {q.run_seconds:.3f}, {(q.wall_seconds - q.run_seconds) / max(q.evaluations, 1) * 1000:.2f} ms "
-        "per iteration outside the primitive)"
+        f"qmlops overhead per iteration {q.overhead:.1%} of primitive time (iterationSeconds "
+        f"{q.iteration_seconds:.3f}, runSeconds {q.run_seconds:.3f}: "
+        f"{(q.iteration_seconds - q.run_seconds) / max(q.evaluations, 1) * 1000:.2f} ms per iteration outside Aer)"
     )
-    if q.iteration_overhead is not None:
-        lines.append(
-            f"  within the evaluations (usage.iterationSeconds {q.iteration_seconds:.3f}): {q.iteration_overhead:.1%} "
-            "of primitive time; the rest of wallSeconds is checkpoint writes, COBYLA's own steps, data, circuit, "
-            "transpilation and the artifact"
-        )
+    lines.append(
+        f"  qmlops one-time setup {q.setup_seconds:.2f} s (data, circuit, transpilation, test job, artifact, "
+        "first imports); included in its wall time above"
+    )
     met = c.targets()
     lines.append("  targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in met.items()))
     return "\n".join(lines)

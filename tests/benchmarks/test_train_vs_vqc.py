@@ -37,7 +37,7 @@ def test_the_benchmark_runs_both_trainers_on_the_same_problem() -> None:
         "speed-up >= 10x",
         "accuracy >= VQC's",
         "1 job per evaluation",
-        "overhead <= 20%",
+        "overhead per iteration <= 20%",
     }
 
 
