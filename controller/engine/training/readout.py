@@ -1,6 +1,7 @@
 """From expectation values to class probabilities, the loss and its gradient.
 
-Binary: ``p(class 1) = (1 - <O>) / 2`` (odd parity is class 1, as qiskit-machine-learning's parity).
+Binary: ``p(class 1) = (1 - <O>) / 2`` (odd parity is class 1: the parity of all qubits, as VQC reads it when
+given a full-parity ``interpret``; its default reads qubit 0 only).
 ``k`` classes: ``s_c = (1 - <Z_c>) / 2`` and a softmax over ``SCALE * s``. The loss is the mean
 cross-entropy over the samples.
 """
