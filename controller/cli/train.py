@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -34,6 +32,7 @@ from controller.api import QuantumModel
 from controller.engine.registry.yamlio import write_atomic
 from controller.engine.validation import EXIT_OK, EXIT_UNUSABLE, EXIT_VIOLATIONS, validate_paths
 from controller.engine.validation import repo_root_of as _repo_root_of
+from controller.runner.interrupts import stop_after_iteration
 
 if TYPE_CHECKING:
     from controller.engine.training import ModelArtifact
@@ -204,26 +203,8 @@ class Trainer:
         report(artifact, where, key, time.perf_counter() - started, replayed_all=bar.first_live is None)
         return EXIT_OK
 
-    @contextmanager
-    def interrupts(self) -> Iterator[None]:
-        """The first Ctrl-C asks the training to stop after its current iteration; a second quits now."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            self.stop.set()
-            self.console.print(
-                "stopping after the current iteration (Ctrl-C again to quit now)", style="yellow", highlight=False
-            )
-
-        before = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, before)
+    def interrupts(self) -> AbstractContextManager[None]:
+        return stop_after_iteration(self.stop, self.console)
 
 
 def _one_line(text: str) -> str:

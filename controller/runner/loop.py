@@ -7,14 +7,12 @@ the next run resumes), a second one quits at once. Either way nothing half-writt
 
 from __future__ import annotations
 
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +22,7 @@ from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.status import describe_failure
 from controller.runner.display import Board
+from controller.runner.interrupts import stop_after_iteration
 from controller.runner.specs import observe
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -149,25 +148,8 @@ class Runner:
 
     # --- Ctrl-C ---------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _interrupts(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            if self.stop.is_set():
-                raise KeyboardInterrupt
-            self.stop.set()
-            self.console.print(
-                "stopping after the current iteration (Ctrl-C again to quit now)", style="yellow", highlight=False
-            )
-
-        before = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, before)
+    def _interrupts(self) -> AbstractContextManager[None]:
+        return stop_after_iteration(self.stop, self.console)
 
 
 def _console() -> Console:
