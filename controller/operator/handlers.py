@@ -21,9 +21,10 @@ from controller.operator.runtime import Runtime
 from controller.operator.workers import ModelWorker
 
 SCHEDULE_CHECK_SECONDS = 30.0
-# How long a stopping daemon may take to end its reconcile (the training stops at the next iteration)
-# before kopf cancels it and releases the finalizer anyway.
-STOP_GRACE_SECONDS = 120.0
+# A deleted model's daemon is never cancelled: its training stops before its next primitive job, and
+# only then is its Runtime session closed and the finalizer released (a cancelled daemon would close
+# the session under a job still running). kopf looks whether it has ended this often.
+STOP_POLL_SECONDS = 1.0
 
 
 class Models:
@@ -48,8 +49,9 @@ class Models:
         finally:
             if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
                 self.workers.pop(uid, None)
-                self.runtime.checkpoints.forget(worker.ref)
-                kopf.info(body, reason="Released", message="training stopped; its history stays in Git")
+                closed = await worker.release(body)
+                session = "; its Runtime session closed" if closed else ""
+                kopf.info(body, reason="Released", message=f"training stopped{session}; its history stays in Git")
 
     async def timer(self, *, uid: str, **_: Any) -> None:
         worker = self.workers.get(uid)
@@ -77,8 +79,7 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         VERSION,
         "quantummodels",
         id="reconcile",
-        cancellation_backoff=STOP_GRACE_SECONDS,
-        cancellation_timeout=10.0,
+        cancellation_polling=STOP_POLL_SECONDS,
         registry=registry,
     )(models.daemon)
     kopf.timer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from controller.api import API_VERSION, QuantumModel
 from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
 from controller.engine import status as engine_status
 from controller.engine import training
-from controller.engine.reconcile import Decision, Observed, Outcome
+from controller.engine.reconcile import Decision, Observed, Outcome, Workspace
 from controller.operator import checkpoints
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
@@ -261,6 +262,29 @@ class ModelWorker:
             await self._write_status(body, new)
         except Exception as err:  # progress is a courtesy: the outcome's status follows anyway
             log.debug("%s/%s: progress not shown: %s", self.ref.namespace, self.ref.name, err)
+
+    # --- deletion ----------------------------------------------------------------------------------
+
+    async def release(self, body: Mapping[str, Any]) -> bool:
+        """The model was deleted and its training stopped: close the Runtime session the training kept
+        open for a resume, and drop its workspace from this pod's disk (the ConfigMap goes with the
+        model, as its owner). True when a session was closed. History stays in Git."""
+        reading = read(body)
+        closed = False
+        if reading.observed is not None:
+            await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
+            spec = reading.observed.model.spec
+            folder = Workspace(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).checkpoint_dir
+            secret = spec.training.credentials_secret
+            credentials = (lambda: self.runtime.credentials(self.ref.namespace, secret)) if secret else None
+            try:
+                # not on the reconcile pool: a deletion does not wait for other models' trainings
+                closed = await asyncio.to_thread(training.release, spec, folder, credentials)
+            except Exception as err:  # best effort: an unreachable IBM must not hold the finalizer
+                log.warning("%s/%s: session not closed: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+        shutil.rmtree(self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name), ignore_errors=True)
+        self.runtime.checkpoints.forget(self.ref)
+        return closed
 
     # --- carrying out what the engine decided ------------------------------------------------------
 

@@ -24,6 +24,7 @@ from tests.operator.operator_env import (
     tiny_model,
 )
 from tests.support.kube import Client, KubeApi
+from tests.training.standin import StandInFactory, installed
 
 pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -157,23 +158,75 @@ class Count:
         return training.train(spec, **{**options, "on_progress": progress})
 
 
-async def test_a_restarted_operator_resumes_training_from_the_checkpoint_configmap(env: OperatorEnv) -> None:
-    hold = Hold(at=3)
-    async with env.operator("pod-a", trainer=hold):
-        await env.client.create(tiny_model(iterations=8))
-        await env.until(hold.reached.is_set, 120)
-        await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
-        assert env.status().get("phase") == "Training"
-        assert env.condition("iris-tiny", "Reconciling").get("status") == "True"
-    assert env.decisions() == [], "nothing registered before the restart"
+class Closing(StandInFactory):
+    """IBM, offline (tests.training.standin), remembering which sessions were closed by id."""
 
-    count = Count()
-    async with env.operator("pod-b", trainer=count):  # a new pod: its disk is empty
-        status = await env.until_phase("Ready")
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[str] = []
+
+    def close_session(self, service: Any, session_id: str) -> None:
+        self.closed.append(session_id)
+
+
+def on_ibm(iterations: int) -> dict[str, Any]:
+    """The tiny model on an IBM device in session mode (a fake device through the stand-in)."""
+    spec = tiny_model(iterations=iterations)["spec"]
+    training_spec = {
+        **spec["training"],
+        "backend": "ibm:fake_manila",
+        "executionMode": "session",
+        "shots": 64,
+        "credentialsSecret": "ibm-quantum",
+    }
+    return tiny_model(
+        iterations=iterations,
+        training=training_spec,
+        governance={"allowedBackends": ["local:*", "ibm:*"], "qpuBudgetSeconds": 600},
+    )
+
+
+async def test_a_restarted_operator_resumes_training_and_reattaches_to_its_session(env: OperatorEnv) -> None:
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    hold = Hold(at=3)
+    with installed(Closing()) as ibm:
+        async with env.operator("pod-a", trainer=hold):
+            await env.client.create(on_ibm(iterations=8))
+            await env.until(hold.reached.is_set, 120)
+            await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
+            assert env.status().get("phase") == "Training"
+            assert env.condition("iris-tiny", "Reconciling").get("status") == "True"
+            assert env.status()["training"]["sessionId"] == "standin-session-1"
+        assert env.decisions() == [], "nothing registered before the restart"
+        assert ibm.closed == [], "a stopped operator leaves the session open for the next pod"
+
+        count = Count()
+        async with env.operator("pod-b", trainer=count):  # a new pod: its disk is empty
+            status = await env.until_phase("Ready")
     first_after_restart = min(i for i in count.seen if i is not None)
     assert first_after_restart > max(i for i in hold.seen if i is not None), (hold.seen, count.seen)
+    assert ibm.resumed == [None, "standin-session-1"], "the new pod reattached to the open session"
     assert status["champion"]["version"] == 1
     assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+
+async def test_deleting_a_model_stops_its_training_closes_its_session_and_releases_it(env: OperatorEnv) -> None:
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    hold = Hold(at=2)
+    with installed(Closing()) as ibm:
+        async with env.operator(trainer=hold) as runtime:
+            await env.client.create(on_ibm(iterations=8))
+            await env.until(hold.reached.is_set, 120)
+            await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
+            await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+            await env.until(lambda: env.model() is None, 60)  # the finalizer was released
+            await env.until(lambda: "Released" in env.reasons(), 30)
+            assert not runtime.checkpoint_dir(NAMESPACE, "iris-tiny").exists(), "the pod's copy is gone"
+    assert ibm.closed == ["standin-session-1"]
+    assert max(i for i in hold.seen if i is not None) == 2, "the training stopped where it was held"
+    assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is None, "collected with its owner"
+    assert env.decisions() == [], "nothing was registered, and nothing was lost from Git"
+    assert "Released" in env.reasons()
 
 
 async def test_git_unreachable_keeps_the_last_good_state_and_retries(env: OperatorEnv) -> None:
