@@ -189,7 +189,8 @@ def on_ibm(iterations: int) -> dict[str, Any]:
 async def test_a_restarted_operator_resumes_training_and_reattaches_to_its_session(env: OperatorEnv) -> None:
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     hold = Hold(at=3)
-    with installed(Closing()) as ibm:
+    ibm = Closing()
+    with installed(ibm):
         async with env.operator("pod-a", trainer=hold):
             await env.client.create(on_ibm(iterations=8))
             await env.until(hold.reached.is_set, 120)
@@ -213,7 +214,8 @@ async def test_a_restarted_operator_resumes_training_and_reattaches_to_its_sessi
 async def test_deleting_a_model_stops_its_training_closes_its_session_and_releases_it(env: OperatorEnv) -> None:
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     hold = Hold(at=2)
-    with installed(Closing()) as ibm:
+    ibm = Closing()
+    with installed(ibm):
         async with env.operator(trainer=hold) as runtime:
             await env.client.create(on_ibm(iterations=8))
             await env.until(hold.reached.is_set, 120)
