@@ -8,6 +8,7 @@ import copy
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,20 +97,27 @@ class OperatorEnv:
 
     @contextlib.asynccontextmanager
     async def operator(
-        self, pod: str = "pod-a", *, trainer: Callable[..., Any] | None = None, **changes: Any
+        self,
+        pod: str = "pod-a",
+        *,
+        trainer: Callable[..., Any] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        **changes: Any,
     ) -> AsyncIterator[Any]:
         """An operator pod (a Runtime): its own work folder (an emptyDir: gone with the pod)."""
         from controller.operator.handlers import build_registry
         from controller.operator.runtime import Runtime
 
         config = replace(self.base, workdir=self.tmp / pod, **changes)
-        runtime = Runtime(config, ApiAccess(server=str(self.kube.url).rstrip("/")), trainer=trainer)
+        access = ApiAccess(server=str(self.kube.url).rstrip("/"))
+        runtime = Runtime(config, access, trainer=trainer, clock=clock)
         registry = build_registry(runtime, login=login_to(self.kube))
 
         async def ready() -> None:
             await self.kube.wait_for(lambda: self.kube.watching("quantummodels"), timeout=30)
 
-        async with kopf_running(registry, settings=kopf_settings(config), ready=ready):
+        settings = kopf_settings(config)
+        async with kopf_running(registry, settings=settings, ready=ready, liveness_endpoint=config.liveness):
             yield runtime
 
     # --- reading what happened ---------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import kmock
 import pytest
 from ruamel.yaml import YAML
@@ -23,11 +25,31 @@ from tests.operator.operator_env import (
     secret,
     tiny_model,
 )
-from tests.support.kube import Client, KubeApi
+from tests.support.kube import Client, KubeApi, free_port, load_crds
 from tests.training.standin import StandInFactory, installed
 
 pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+SOURCE = {
+    "qmlops.io/source-repository": "https://github.com/example/quantum-models",
+    "qmlops.io/source-revision": "main@sha1:" + "a1" * 20,
+    "qmlops.io/source-path": "specs/iris/model.yaml",
+    "qmlops.io/source-author": "alice@example.com",
+}
+
+
+def printer_columns(live: dict[str, Any]) -> dict[str, Any]:
+    """What ``kubectl get qm`` shows for the object: each printer column's value."""
+    crd = next(c for c in load_crds() if c["spec"]["names"]["kind"] == "QuantumModel")
+    values: dict[str, Any] = {}
+    for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+        value: Any = live
+        for key in column["jsonPath"].lstrip(".").split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        values[column["name"]] = value
+    return values
 
 
 # The calls only a pipeline makes: its model read by name, its status written.
@@ -57,6 +79,7 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
     await env.client.create(secret("git-credentials", token=GIT_TOKEN))
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     model = tiny_model(training={**tiny_model()["spec"]["training"], "credentialsSecret": "ibm-quantum"})
+    model["metadata"]["annotations"] = SOURCE  # as CI or a kustomization's commonAnnotations set them
     async with env.operator(git_secret=f"{NAMESPACE}/git-credentials") as runtime:
         await env.client.create(model)
         status = await env.until_phase("Ready")
@@ -65,6 +88,15 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
         assert status["observedGeneration"] == live["metadata"]["generation"] == 1
         assert status["champion"]["version"] == 1 and "accuracy" in status["champion"]["metrics"]
         assert status["latestVersion"]["version"] == 1 and status["champion"]["commit"]
+        assert status["source"] == {
+            "repository": SOURCE["qmlops.io/source-repository"],
+            "revision": SOURCE["qmlops.io/source-revision"],
+            "path": SOURCE["qmlops.io/source-path"],
+            "author": SOURCE["qmlops.io/source-author"],
+        }
+        assert status["usage"]["primitiveJobs"] > 0 and status["usage"]["shots"] >= 0
+        assert status["policy"]["results"] and "summary" in status["policy"]
+        assert all(printer_columns(live).values()), printer_columns(live)
         conditions = {c["type"]: c["status"] for c in status["conditions"]}
         assert conditions == {
             "Ready": "True",
@@ -337,3 +369,44 @@ async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
         stalled = {c["type"]: c for c in pipeline_status("on-ibm")["conditions"]}["Stalled"]
         assert stalled["status"] == "True" and "spec.steps[0].evaluate.backends[0]" in stalled["message"]
     assert env.kube.calls("kopf/", "qmlops-operator/") >= USED_BY_PIPELINES
+
+
+async def test_a_scheduled_model_retrains_when_its_schedule_comes_due(env: OperatorEnv) -> None:
+    # the operator's clock stands two seconds before the daily 03:00 retraining until the test moves it
+    now = [datetime(2026, 1, 1, 2, 59, 58, tzinfo=UTC)]
+    scheduled = tiny_model(iterations=2, training={**tiny_model()["spec"]["training"], "schedule": "0 3 * * *"})
+    scheduled["spec"]["training"]["optimizer"]["maxIterations"] = 2
+    async with env.operator(clock=lambda: now[0]):
+        await env.client.create(scheduled)
+        await env.until_phase("Ready")
+        assert env.status()["champion"]["version"] == 1
+        now[0] += timedelta(seconds=5)  # 03:00:03: the worker, asleep until the tick, looks again
+        await env.until(lambda: (env.status().get("champion") or {}).get("version") == 2, 120)
+    assert env.decisions() == ["registered", "gate-passed", "promoted"] * 2
+    assert env.status()["observedGeneration"] == 1, "nobody changed the spec: the schedule retrained it"
+
+
+async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: OperatorEnv) -> None:
+    metrics_port, liveness_port = free_port(), free_port()
+    liveness = f"http://127.0.0.1:{liveness_port}/healthz"
+    async with env.operator(metrics_port=metrics_port, liveness=liveness):
+        await env.client.create(tiny_model(iterations=2))
+        await env.until_phase("Ready")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as rsp:
+                assert rsp.status == 200
+                exposition = await rsp.text()
+            async with http.get(liveness) as rsp:
+                assert rsp.status == 200
+                probes = await rsp.json()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert samples['qmlops_reconciles_total{kind="QuantumModel",result="ok"}'] >= 1
+    assert samples["qmlops_training_iterations_total"] >= 2
+    assert samples["qmlops_promotions_total"] == 1
+    assert samples['qmlops_decisions_total{kind="registered"}'] == 1
+    assert {"qmlops_qpu_seconds_total", "qmlops_queue_depth", "qmlops_reconciles_running"} <= set(samples)
+    assert probes["workers"] == {"models": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,13 +17,7 @@ from ruamel.yaml import YAML
 from controller.operator import webhook
 from controller.operator.settings import OperatorConfig, WebhookConfig, kopf_settings
 from tests.crds.objects import changed, model, pipeline
-from tests.support.kube import ApiError, Client, KubeApi, kopf_running, login_to, port_open
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.kube import ApiError, Client, KubeApi, free_port, kopf_running, login_to, port_open
 
 
 @pytest.fixture

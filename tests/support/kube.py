@@ -1101,6 +1101,7 @@ async def kopf_running(
     memo: Any = None,
     ready: Callable[[], Awaitable[Any]] | None = None,
     startup_timeout: float = 30.0,
+    liveness_endpoint: str | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run a kopf operator in this event loop until the block ends, then stop it gracefully.
 
@@ -1119,6 +1120,7 @@ async def kopf_running(
         standalone=True,
         stop_flag=stop,
         memo=memo,
+        liveness_endpoint=liveness_endpoint,
     )
     task = asyncio.create_task(kopf.run_tasks(tasks, ignored=_NotKopfs()))
     try:
@@ -1135,6 +1137,15 @@ async def kopf_running(
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=60)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def port_open(host: str, port: int, timeout: float = 30.0) -> None:
