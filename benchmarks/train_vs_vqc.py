@@ -16,7 +16,8 @@ the parity of all qubits (VQC's ``interpret`` is set to the full parity: its def
 qubit 0 only).
 The initial point is qmlops's (``optimizers.initial_weights`` with the training seed) for both.
 
-* VQC: ``qiskit_aer.primitives.SamplerV2(default_shots=1024)`` under ``VQC(..., optimizer=COBYLA(maxiter=150))``;
+* VQC: ``qiskit_aer.primitives.SamplerV2(default_shots=1024)``, with the Aer options qmlops's ``local:aer``
+  uses (``backends.AER_OPTIONS``: the samples spread over the cores), under ``VQC(..., optimizer=COBYLA(maxiter=150))``;
   its primitive jobs are counted by wrapping the sampler's ``run``; its time is ``fit`` plus ``score``.
 * qmlops: ``train()`` on ``local:aer`` with the same shots (Aer's EstimatorV2 at precision 1/sqrt(shots)),
   checkpointing to a temporary folder as ``qmlops train`` does; its time is the whole ``train()`` call
@@ -197,6 +198,8 @@ def run_vqc(problem: Problem) -> Result:
     from qiskit_machine_learning.optimizers import COBYLA
     from qiskit_machine_learning.utils import algorithm_globals
 
+    from controller.engine.training.backends import AER_OPTIONS
+
     class CountingSampler(SamplerV2):  # type: ignore[misc]
         jobs = 0
 
@@ -209,7 +212,9 @@ def run_vqc(problem: Problem) -> Result:
     features = prepared.x_train.shape[1]
     feature_map = zz_feature_map(features, reps=1, entanglement="linear")
     ansatz = real_amplitudes(problem.qubits, reps=REPS, entanglement="linear")
-    sampler = CountingSampler(default_shots=problem.shots, seed=SEED)
+    # the same Aer settings as qmlops's local:aer (samples spread over the cores): the comparison is of
+    # the trainers, not of Aer's configuration
+    sampler = CountingSampler(default_shots=problem.shots, seed=SEED, options={"backend_options": dict(AER_OPTIONS)})
     vqc = VQC(
         feature_map=feature_map,
         ansatz=ansatz,
