@@ -278,6 +278,7 @@ class Reconciler:
         self.clock = clock
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials
+        self._builtin_digests: dict[tuple[str, int], str] = {}
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -292,7 +293,18 @@ class Reconciler:
         return now if now.tzinfo else now.replace(tzinfo=UTC)
 
     def _digests(self, spec: QuantumModelSpec) -> tuple[str, str]:
-        return training().spec_digest(spec), training().dataset_digest(spec, repo_root=self.registry.repo)
+        return training().spec_digest(spec), self._dataset_digest(spec)
+
+    def _dataset_digest(self, spec: QuantumModelSpec) -> str:
+        """Loading and splitting the data is most of a reconcile with nothing to do: a builtin
+        dataset's digest is remembered by its settings; a file's is read again (the file moves with
+        the repository)."""
+        if not spec.dataset.source.startswith("builtin:"):
+            return training().dataset_digest(spec, repo_root=self.registry.repo)
+        key = (spec.dataset.model_dump_json(), spec.circuit.qubits)
+        if key not in self._builtin_digests:
+            self._builtin_digests[key] = training().dataset_digest(spec, repo_root=self.registry.repo)
+        return self._builtin_digests[key]
 
     # --- plan ---------------------------------------------------------------------------------
 
