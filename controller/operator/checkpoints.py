@@ -105,13 +105,33 @@ def decode(configmap: dict[str, Any]) -> dict[str, bytes] | None:
     return files
 
 
+MODEL_LABEL = f"{GROUP}/model"
+
+
 class CheckpointStore:
     def __init__(self, client: KubeClient) -> None:
         self.client = client
         self._saved: dict[str, dict[str, str]] = {}  # model uid -> binaryData last written
+        # (namespace, ConfigMap name) of the checkpoints there were when the operator started; None
+        # when unknown. A model without one there has nothing to restore: no GET, no DELETE per model.
+        self._found: set[tuple[str, str]] | None = None
 
     def _path(self, model: ModelRef, name: str | None = None) -> str:
         return resource_path("v1", "configmaps", model.namespace, name)
+
+    async def index(self, namespaces: tuple[str, ...] = ()) -> int:
+        """List the checkpoint ConfigMaps once, at startup (every namespace, or those watched); a
+        failed list leaves the index unknown, and each model looks its own up."""
+        found: set[tuple[str, str]] = set()
+        for namespace in namespaces or (None,):
+            path = resource_path("v1", "configmaps", namespace) + f"?labelSelector={MODEL_LABEL}"
+            listed = await self.client.get(path)
+            found |= {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in listed.get("items") or ()}
+        self._found = found
+        return len(found)
+
+    def _none_kept(self, model: ModelRef) -> bool:
+        return self._found is not None and (model.namespace, model.configmap) not in self._found
 
     async def save(self, model: ModelRef, folder: Path) -> bool:
         """Copy the folder into the model's ConfigMap (removing it when the folder is empty); False when
@@ -142,7 +162,7 @@ class CheckpointStore:
             "metadata": {
                 "name": model.configmap,
                 "namespace": model.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "qmlops", f"{GROUP}/model": model.name},
+                "labels": {"app.kubernetes.io/managed-by": "qmlops", MODEL_LABEL: model.name},
                 "ownerReferences": [model.owner_reference()],
                 **meta,
             },
@@ -155,6 +175,8 @@ class CheckpointStore:
 
     async def restore(self, model: ModelRef, folder: Path) -> int:
         """Replace the local folder with the kept checkpoint; the number of files restored."""
+        if self._none_kept(model) and model.uid not in self._saved:
+            return 0
         try:
             configmap = await self.client.get(self._path(model, model.configmap))
         except NotFound:
@@ -176,7 +198,8 @@ class CheckpointStore:
         return len(files)
 
     async def discard(self, model: ModelRef) -> bool:
-        if self._saved.get(model.uid) == {}:
+        if self._saved.get(model.uid) == {} or (self._none_kept(model) and model.uid not in self._saved):
+            self._saved[model.uid] = {}
             return False
         with contextlib.suppress(NotFound):
             await self.client.delete(self._path(model, model.configmap))

@@ -2,7 +2,7 @@
 the checkpoint store, the metrics; and ``main``, which runs kopf with it.
 
 Reconciles (and the trainings inside them) run on a bounded thread pool, off the event loop. Each pool
-thread owns a clone of the GitOps repository and its own engine ``Reconciler``, so that two models
+thread owns a clone of the GitOps repository (a :class:`WorkTree`) and its own engine ``Reconciler``, so that two models
 reconciled at once never share a Git work tree; they meet at the remote, where the engine's registry
 rebases and retries a rejected push.
 
@@ -17,8 +17,8 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import sys
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +28,19 @@ import kopf
 
 from controller.engine import training
 from controller.engine.reconcile import Reconciler, TrainerFn
-from controller.engine.registry import GitIdentity, Registry
+from controller.engine.registry import GitIdentity
 from controller.operator import checkpoints, metrics
 from controller.operator.gitsource import GitCredentials, GitSource
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
 from controller.operator.settings import OperatorConfig, kopf_settings
+from controller.operator.worktree import WorkTree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLEANUP_GRACE_SECONDS = 120.0
+SWITCH_INTERVAL_SECONDS = 0.0005
 _POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -53,41 +55,6 @@ def reconcile_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
                 max_workers=workers, thread_name_prefix="qmlops-reconcile"
             )
         return pool
-
-
-class OperatorRegistry(Registry):
-    """The engine's registry, with fetches coalesced: a reconcile right after another one on the same
-    checkout (under ``min_sync_interval`` seconds, and with everything pushed) skips the fetch.
-
-    Safe because the remote is the arbiter: a decision made on a history a second old is pushed like
-    any other, a push the remote rejects is rebased, and a decision that lost a race is made again on
-    the history that won (the engine's rules). What it saves is a ``git fetch`` per model when the
-    operator starts and looks at every model at once.
-    """
-
-    def __init__(self, *args: Any, min_sync_interval: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.min_sync_interval = min_sync_interval
-        # off for a reconcile someone asked for (a spec change, requestedAt, a retry): it must see the
-        # remote as it is now, and find out when it cannot be reached
-        self.coalesce = True
-        self._synced_at: float | None = None
-        self._pushed = False
-
-    def sync(self) -> list[Any]:
-        now = time.monotonic()
-        recent = self._synced_at is not None and now - self._synced_at < self.min_sync_interval
-        if self.coalesce and self._pushed and recent:
-            return []
-        dropped = super().sync()
-        self._synced_at = now
-        return dropped
-
-    def publish(self) -> Any:
-        self._pushed = False
-        result = super().publish()
-        self._pushed = True  # not reached when the push failed: the next reconcile fetches again
-        return result
 
 
 class Runtime:
@@ -119,6 +86,15 @@ class Runtime:
 
     async def startup(self, **_: Any) -> None:
         self.loop = asyncio.get_running_loop()
+        # A reconcile thread gives the GIL up at every file it reads and then waits for the event loop
+        # to hand it back: by default up to 5 ms each time, most of a reconcile with nothing to do.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
+        if not self.config.peering:  # a standby replica takes over later than it starts: no index
+            try:
+                kept = await self.checkpoints.index(self.config.namespaces)
+                log.info("%d training checkpoint(s) kept by earlier pods", kept)
+            except Exception as err:  # each model then looks its checkpoint up itself
+                log.warning("checkpoint ConfigMaps not listed: %s", type(err).__name__)
         if self.config.metrics_port:
             self._metrics_server = await metrics.serve(self.metrics, self.config.metrics_port)
 
@@ -167,7 +143,7 @@ class Runtime:
         found: Reconciler | None = getattr(self._local, "reconciler", None)
         if found is None:
             found = self._local.reconciler = self._new_reconciler()
-        if isinstance(found.registry, OperatorRegistry):
+        if isinstance(found.registry, WorkTree):
             found.registry.coalesce = coalesce
         return found
 
@@ -183,7 +159,7 @@ class Runtime:
         )
         checkout = source.prepare()
         name, email = self.config.commit_identity
-        registry = OperatorRegistry(checkout, identity=GitIdentity(name, email), remote="origin")
+        registry = WorkTree(checkout, identity=GitIdentity(name, email), remote="origin")
         reconciler = Reconciler(
             registry,
             trainer=self.trainer,

@@ -119,6 +119,19 @@ async def test_an_empty_folder_discards_the_checkpoint_and_deleting_the_model_co
     assert kube.read("ConfigMap", "team-quantum", model_ref.configmap) is None
 
 
+async def test_checkpoints_listed_at_startup_spare_a_lookup_per_model(
+    kube: KubeApi, api_client: KubeClient, model_ref: ModelRef, tmp_path: Path
+) -> None:
+    await CheckpointStore(api_client).save(model_ref, checkpoint_folder(tmp_path / "a", {"state.json": b"1"}))
+    other = ModelRef(namespace=model_ref.namespace, name="wine-vqc", uid="u-2")
+    store = CheckpointStore(api_client)
+    assert await store.index(("team-quantum",)) == 1
+    calls = api_client.calls
+    assert await store.restore(other, tmp_path / "b") == 0 and not await store.discard(other)
+    assert api_client.calls == calls, "a model with no checkpoint listed costs no request"
+    assert await store.restore(model_ref, tmp_path / "c") == 1
+
+
 def test_a_checkpoint_too_large_for_a_configmap_is_refused() -> None:
     with pytest.raises(CheckpointTooLarge):
         encode({"big": b"x" * (800 * 1024)})
@@ -186,6 +199,28 @@ def test_ssh_keys_are_used_with_known_hosts(remote: Path, tmp_path: Path) -> Non
     command = git("config", "core.sshCommand", cwd=checkout)
     assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=yes" in command
     assert "BEGIN OPENSSH" not in command
+
+
+def test_the_work_tree_answers_as_the_engines_registry_with_fewer_git_processes(remote: Path, tmp_path: Path) -> None:
+    from controller.engine.registry import GitIdentity, Registry
+    from controller.operator.worktree import WorkTree
+
+    checkout = GitSource(str(remote), tmp_path / "work" / "repo", branch="main").prepare()
+    identity = GitIdentity("qmlops-operator", "qmlops-operator@qmlops.io")
+    tree = WorkTree(checkout, identity=identity, remote="origin")
+    for model, kind in [("a", "registered"), ("b", "registered"), ("a", "promoted")]:
+        tree.record("ns", model, at="2026-01-01T00:00:00Z", kind=kind, version=1, message=kind)
+        assert tree.git.head() == git("rev-parse", "HEAD", cwd=checkout).strip(), "HEAD read again after a commit"
+    assert tree.publish().pushed and not tree.publish().pushed, "nothing new: nothing to publish"
+    assert git("rev-parse", "main", cwd=remote).strip() == tree.git.head()
+    plain = Registry(checkout, identity=identity, remote="origin")
+    for model in ("a", "b", "c"):
+        assert tree.entry_commits("ns", model) == plain.entry_commits("ns", model)
+    (checkout / "registry" / "ns" / "a" / "half-written.json").write_text("{")
+    fresh = WorkTree(checkout, identity=identity, remote="origin")
+    assert fresh.discard_uncommitted("ns", "b") == ["registry/ns/a/half-written.json"], "checked once, for all"
+    assert not (checkout / "registry" / "ns" / "a" / "half-written.json").exists()
+    assert fresh.discard_uncommitted("ns", "a") == []
 
 
 def test_failures_are_reported_without_credentials(tmp_path: Path) -> None:
