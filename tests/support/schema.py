@@ -178,9 +178,22 @@ def _as_draft4(schema: Any) -> Any:
     return out
 
 
+_VALIDATORS: dict[int, tuple[Schema, Any]] = {}
+
+
 def _openapi_problems(obj: Any, schema: Schema) -> list[str]:
-    validator = jsonschema.Draft4Validator(_as_draft4(schema), format_checker=_FORMATS)
-    return sorted(f"{_path(e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj))
+    return sorted(f"{_path(e.absolute_path)}: {e.message}" for e in _validator(schema).iter_errors(obj))
+
+
+def _validator(schema: Schema) -> Any:
+    """One compiled validator per schema object: an apiserver compiles a CRD's schema once, not per
+    write (rebuilding it was most of the harness's time per status write at a thousand objects). The
+    schema is kept beside its validator so that its id is not reused while cached."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft4Validator(_as_draft4(schema), format_checker=_FORMATS))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
 
 
 def _walk(value: Any, schema: Schema, path: str) -> Iterator[tuple[Any, Schema, str]]:
