@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from controller.api import GROUP
 
@@ -66,7 +66,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     # Progress and the last handled spec go into annotations, never into status: the CRD's schema
     # does not declare kopf's status fields, so the apiserver would prune them.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = essence_storage(GROUP)
     settings.peering.standalone = not config.peering
     settings.peering.name = "qmlops"
     settings.peering.clusterwide = not config.namespaces
@@ -83,6 +83,22 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     if config.webhook is not None:
         settings.admission.server = webhook_server(config.webhook)
     return settings
+
+
+def essence_storage(prefix: str) -> kopf.AnnotationsDiffBaseStorage:
+    """kopf's annotations diff-base, without the deep copy of ``status`` it makes on every watch event
+    only to delete it: the essence it builds leaves status out unless a handler names a field of it
+    (then kopf's own path is taken). A QuantumModel's status is most of its body."""
+    import kopf
+
+    class EssenceStorage(kopf.AnnotationsDiffBaseStorage):
+        def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+            fields = list(extra_fields or ())
+            if not fields and "status" in body:
+                body = kopf.Body(cast(kopf.RawBody, {key: value for key, value in body.items() if key != "status"}))
+            return super().build(body=body, extra_fields=fields)
+
+    return EssenceStorage(prefix=prefix)
 
 
 def webhook_server(config: WebhookConfig) -> kopf.WebhookServer:

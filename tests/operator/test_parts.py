@@ -18,6 +18,7 @@ from controller.operator import metrics
 from controller.operator.checkpoints import CheckpointStore, CheckpointTooLarge, ModelRef, encode
 from controller.operator.gitsource import GitCredentials, GitSource, GitSourceError, redact
 from controller.operator.kube import ApiAccess, ApiError, KubeClient, NotFound, merge_diff
+from controller.operator.settings import essence_storage
 from tests.support.kube import Client, KubeApi
 
 
@@ -60,6 +61,29 @@ def test_merge_diff_turns_old_into_new() -> None:
     new = {"phase": "Ready", "training": {"iteration": 3}, "champion": {"version": 1}}
     patch = merge_diff(old, new)
     assert patch == {"message": None, "phase": "Ready", "training": {"loss": None}, "champion": {"version": 1}}
+
+
+def test_the_diff_base_is_kopfs_without_copying_the_status() -> None:
+    import kopf
+
+    body = kopf.Body(
+        {
+            "apiVersion": "qmlops.io/v1alpha1",
+            "kind": "QuantumModel",
+            "metadata": {
+                "name": "m",
+                "uid": "u",
+                "labels": {"team": "a"},
+                "annotations": {"qmlops.io/last-handled-configuration": "{}", "other": "kept"},
+            },
+            "spec": {"owner": "alice@example.com", "promotion": {"gates": [{"metric": "accuracy"}]}},
+            "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    ours, kopfs = essence_storage("qmlops.io"), kopf.AnnotationsDiffBaseStorage(prefix="qmlops.io")
+    for fields in ((), ("status.phase",)):
+        assert ours.build(body=body, extra_fields=fields) == kopfs.build(body=body, extra_fields=fields)
+    assert "status" not in ours.build(body=body)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
