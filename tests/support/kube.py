@@ -284,6 +284,9 @@ class KubeApi(kmock.KubernetesEmulator):
     call_webhooks: bool = True
     _kinds: dict[tuple[str, str], Kind] = attrs.field(factory=dict, init=False)
     _store: dict[Key, JSON] = attrs.field(factory=dict, init=False)
+    # the same objects by (group, plural), in the store's order: a list of one kind (the webhook
+    # configurations looked up on every write) does not walk every object of every kind
+    _by_kind: dict[tuple[str, str], dict[Key, JSON]] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _history: deque[tuple[int, Kind, JSON]] = attrs.field(factory=deque, init=False)
@@ -360,8 +363,8 @@ class KubeApi(kmock.KubernetesEmulator):
         kind = self.kind_named(kind) if isinstance(kind, str) else kind
         return [
             copy.deepcopy(obj)
-            for (group, plural, ns, _), obj in self._store.items()
-            if (group, plural) == (kind.group, kind.plural) and (namespace is None or ns == namespace)
+            for (_, _, ns, _), obj in self._by_kind.get((kind.group, kind.plural), {}).items()
+            if namespace is None or ns == namespace
         ]
 
     def count(self, kind: Kind | str, predicate: Callable[[JSON], bool], namespace: str | None = None) -> int:
@@ -369,10 +372,8 @@ class KubeApi(kmock.KubernetesEmulator):
         kind = self.kind_named(kind) if isinstance(kind, str) else kind
         return sum(
             1
-            for (group, plural, ns, _), obj in self._store.items()
-            if (group, plural) == (kind.group, kind.plural)
-            and (namespace is None or ns == namespace)
-            and predicate(obj)
+            for (_, _, ns, _), obj in self._by_kind.get((kind.group, kind.plural), {}).items()
+            if (namespace is None or ns == namespace) and predicate(obj)
         )
 
     @property
@@ -733,8 +734,8 @@ class KubeApi(kmock.KubernetesEmulator):
     @staticmethod
     def _carry_over(kind: Kind, old: JSON, new: JSON, to_status: bool) -> JSON:
         """What a write may not change: identity, server-set metadata, and the other half of the object."""
-        if to_status:
-            result = copy.deepcopy(old)
+        if to_status:  # old's status is replaced: not copied first
+            result = {key: value if key == "status" else copy.deepcopy(value) for key, value in old.items()}
             if "status" in new:
                 result["status"] = new["status"]
             else:
@@ -772,7 +773,7 @@ class KubeApi(kmock.KubernetesEmulator):
         if not kind.custom or kind.crd is None:
             return
         version = schema.version_schema(kind.crd, kind.version)
-        stored = schema.apply_defaults(schema.prune(obj, version), version)
+        stored = schema.prune_and_default(obj, version)
         spec = json.dumps(_without(stored, "metadata", "status", "apiVersion", "kind"), sort_keys=True)
         known = self._valid_specs.setdefault(kind.plural, set())
         if spec in known:
@@ -830,7 +831,9 @@ class KubeApi(kmock.KubernetesEmulator):
 
     def _remove(self, kind: Kind, obj: JSON) -> JSON:
         meta = obj["metadata"]
-        del self._store[self._key(kind, meta.get("namespace"), meta["name"])]
+        key = self._key(kind, meta.get("namespace"), meta["name"])
+        del self._store[key]
+        del self._by_kind[(kind.group, kind.plural)][key]
         gone = self._store_write(kind, obj, "DELETED", keep=False)
         self._collect_garbage(meta["uid"])
         return gone
@@ -850,7 +853,8 @@ class KubeApi(kmock.KubernetesEmulator):
         self.writes += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         if keep:
-            self._store[self._key(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])] = obj
+            key = self._key(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            self._store[key] = self._by_kind.setdefault((kind.group, kind.plural), {})[key] = obj
         snapshot = {"type": event, "object": copy.deepcopy(obj)}
         if len(self._history) >= self.history_limit:
             self._compacted = self._history.popleft()[0]

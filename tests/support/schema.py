@@ -93,12 +93,19 @@ def _prune(value: Any, schema: Schema) -> Any:
         return out
     if isinstance(value, list) and "items" in schema:
         return [_prune(item, schema["items"]) for item in value]
+    if value is None or isinstance(value, str | int | float):  # immutable: nothing to copy
+        return value
     return copy.deepcopy(value)
 
 
 def apply_defaults(obj: Any, schema: Schema) -> Any:
     """A copy of ``obj`` with the schema's defaults applied (see the module docstring)."""
     return _default(copy.deepcopy(obj), schema)
+
+
+def prune_and_default(obj: Any, schema: Schema) -> Any:
+    """``apply_defaults(prune(obj, schema), schema)``, without copying the pruned copy once more."""
+    return _default(prune(obj, schema), schema)
 
 
 def _default(value: Any, schema: Schema) -> Any:
@@ -127,7 +134,7 @@ def _default(value: Any, schema: Schema) -> Any:
 def admit(obj: dict[str, Any], crd: dict[str, Any], version: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """What the apiserver does with an object on create or update: prune, default, validate."""
     schema = version_schema(crd, version)
-    stored = apply_defaults(prune(obj, schema), schema)
+    stored = prune_and_default(obj, schema)
     return stored, validate_against_crd(stored, crd, version)
 
 
