@@ -55,6 +55,12 @@ class Facts:
     error: str = ""  # the reconcile itself failed (Git, the cluster): the next one retries
 
 
+def in_order(conditions: list[Condition]) -> list[Condition]:
+    """Conditions in ConditionType's order (Ready first), others after: stable for readers and diffs."""
+    order = [c.value for c in ConditionType]
+    return sorted(conditions, key=lambda c: order.index(c.type) if c.type in order else len(order))
+
+
 def set_condition(
     conditions: list[Condition],
     kind: ConditionType,
@@ -131,13 +137,11 @@ def build(previous: QuantumModelStatus | None, facts: Facts, now: datetime) -> Q
         phase is Phase.PENDING and facts.promotion_state in ("gates-failed", "blocked")
     )
     put(ConditionType.STALLED, stalled, phase.value if stalled else "Progressing", message if stalled else "")
-    order = [c.value for c in ConditionType]
-    conditions.sort(key=lambda c: order.index(c.type) if c.type in order else len(order))
     return QuantumModelStatus(
         observed_generation=gen,
         phase=phase,
         message=message,
-        conditions=conditions,
+        conditions=in_order(conditions),
         source=facts.source,
         training=facts.training,
         latest_version=facts.latest,

@@ -72,13 +72,11 @@ def build_status(
         put(ConditionType.READY, True, "Ready", message)
         put(ConditionType.STALLED, False, "Progressing", "")
     put(ConditionType.RECONCILING, False, "Idle", "")
-    order = [c.value for c in ConditionType]
-    conditions.sort(key=lambda c: order.index(c.type) if c.type in order else len(order))
     return QuantumPipelineStatus(
         observed_generation=generation,
         phase=phase,
         message=message,
-        conditions=conditions,
+        conditions=engine_status.in_order(conditions),
         runs=before.runs,
         last_handled_reconcile_at=requested_at,
     )
