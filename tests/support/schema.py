@@ -43,6 +43,7 @@ from typing import Any
 
 import celpy
 import jsonschema  # type: ignore[import-untyped]
+import jsonschema_rs
 from celpy import celtypes
 
 Schema = dict[str, Any]
@@ -182,14 +183,43 @@ def _as_draft4(schema: Any) -> Any:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if schema.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
+    if out.get("required") == []:  # draft 4 wants at least one name; an empty list requires nothing
+        del out["required"]
     return out
 
 
 _VALIDATORS: dict[int, tuple[Schema, Any]] = {}
+_FAST: dict[int, tuple[Schema, Any]] = {}
 
 
 def _openapi_problems(obj: Any, schema: Schema) -> list[str]:
+    fast = _fast_validator(schema)
+    if fast is not None and fast.is_valid(obj):
+        return []
     return sorted(f"{_path(e.absolute_path)}: {e.message}" for e in _validator(schema).iter_errors(obj))
+
+
+def _fast_validator(schema: Schema) -> Any:
+    """The same Draft 4 schema compiled by jsonschema-rs, which tells a valid object from an invalid
+    one a hundred times faster (the harness validates every status write, as an apiserver does, but
+    in Python); the problems of an invalid one are still python-jsonschema's words. None when the
+    schema names a format other than date-time (the only one the harness checks)."""
+    cached = _FAST.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        draft4 = _as_draft4(schema)
+        usable = _formats(draft4) <= {"date-time"}
+        fast = jsonschema_rs.Draft4Validator(draft4, formats={"date-time": _date_time}, validate_formats=True)
+        cached = _FAST[id(schema)] = (schema, fast if usable else None)
+    return cached[1]
+
+
+def _formats(schema: Any) -> set[str]:
+    if isinstance(schema, list):
+        return set().union(*(_formats(s) for s in schema))
+    if not isinstance(schema, dict):
+        return set()
+    found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+    return found.union(*(_formats(v) for k, v in schema.items() if k not in ("enum", "default", "example")))
 
 
 def _validator(schema: Schema) -> Any:
