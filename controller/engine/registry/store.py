@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -32,6 +33,25 @@ TRAILER_ENTRY = "Qmlops-Entry"
 
 
 T = TypeVar("T")
+
+
+class ParsedFiles:
+    """Registry files parsed before, by their content: a reconcile reads every file of its model,
+    and mostly finds them as they were (their digests were checked when first parsed). Parsed
+    values are immutable; a file that fails to parse is parsed (and fails) again."""
+
+    LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, key: tuple[Any, ...], parse: Callable[[], T]) -> T:
+        found = self._values.get(key)
+        if found is None:
+            if len(self._values) >= self.LIMIT:
+                self._values.clear()
+            found = self._values[key] = parse()
+        return cast(T, found)
 
 
 class RegistryError(Exception):
@@ -63,6 +83,7 @@ class Registry:
         self.root = root.strip("/")
         settings = {"gpg.ssh.allowedSignersFile": str(Path(allowed_signers).resolve())} if allowed_signers else {}
         self.git = Git(self.repo, identity=identity, remote=remote, settings=settings)
+        self._parsed = ParsedFiles()
         self._cache: dict[tuple[str, ...], object] = {}
         self._cache_head: str | None = None
         if not self.git.is_repository():
@@ -126,7 +147,8 @@ class Registry:
         if not path.exists():
             return Ledger()
         try:
-            return Ledger(tuple(parse(path.read_text(encoding="utf-8", errors="replace"), strict=strict)))
+            text = path.read_text(encoding="utf-8", errors="replace")
+            return self._parsed.get(("ledger", strict, text), lambda: Ledger(tuple(parse(text, strict=strict))))
         except LedgerError as err:
             raise RegistryError(f"{self.ledger_path(namespace, name)}: {err}") from None
 
@@ -143,7 +165,10 @@ class Registry:
                 continue
             where = self.version_path(namespace, name, number)
             try:
-                version = versions.decode(file.read_bytes(), where, strict=strict)
+                raw = file.read_bytes()
+                version = self._parsed.get(
+                    ("version", strict, where, raw), partial(versions.decode, raw, where, strict=strict)
+                )
             except VersionError as err:
                 if not strict:
                     continue
