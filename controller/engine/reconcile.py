@@ -107,6 +107,15 @@ class Due:
     dataset_digest: str
 
 
+class TrainingDue(Exception):
+    """A reconcile told not to train reached a training that is due. Nothing was written: whoever
+    may train (the operator's training daemon) reconciles the model again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"training because {reason}")
+        self.reason = reason
+
+
 def training() -> Any:
     """The training engine, imported on first use: planning, auditing and ``--help`` do not load Qiskit."""
     return importlib.import_module("controller.engine.training")
@@ -376,13 +385,15 @@ class Reconciler:
         *,
         on_progress: Callable[[Any], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        may_train: bool = True,
     ) -> Outcome:
-        """Carry out the plan: train, register, record, promote; commit each decision and push."""
+        """Carry out the plan: train, register, record, promote; commit each decision and push.
+        With ``may_train`` false, a due training raises :class:`TrainingDue` instead of starting."""
         key = f"{observed.model.metadata.namespace}/{observed.model.metadata.name}"
         self.registry.sync()
         for _ in range(ATTEMPTS):
             decisions: list[Decision] = []
-            outcome = self._once(observed, decisions, on_progress, should_stop)
+            outcome = self._once(observed, decisions, on_progress, should_stop, may_train)
             published = self.registry.publish()
             if not any(key in c.trailer(TRAILER_MODEL) for c in published.dropped):
                 break
@@ -400,6 +411,7 @@ class Reconciler:
         decisions: list[Decision],
         on_progress: Callable[[Any], None] | None,
         should_stop: Callable[[], bool] | None,
+        may_train: bool,
     ) -> Outcome:
         model = observed.model
         ns, name = model.metadata.namespace, model.metadata.name
@@ -439,7 +451,7 @@ class Reconciler:
             if not state.ledger.last_blocked_with(reason):
                 record(BLOCKED, None, reason, {"rules": blockers})
         else:
-            self._train_step(observed, state, facts, record, on_progress, should_stop)
+            self._train_step(observed, state, facts, record, on_progress, should_stop, may_train)
             if facts.training_state not in ("failed",):
                 self._approval_step(state, record)
                 self._gate_step(state, record)
@@ -456,6 +468,7 @@ class Reconciler:
         record: Callable[..., None],
         on_progress: Callable[[Any], None] | None,
         should_stop: Callable[[], bool] | None,
+        may_train: bool,
     ) -> None:
         spec = state.spec
         try:
@@ -479,6 +492,8 @@ class Reconciler:
                 f"training failed: {failed}; change the spec to retry",
             )
             return
+        if not may_train and workspace.finished(due) is None:
+            raise TrainingDue(due.reason)
         workspace.begin(due)
         raw = workspace.finished(due)
         if raw is None:

@@ -250,3 +250,18 @@ def failed(
         before, Facts(generation=generation, training_state="failed", training_message=describe_failure(err))
     )
     return build(before, facts, now or datetime.now(UTC)).to_wire()
+
+
+def training_due(
+    previous: Mapping[str, Any] | QuantumModelStatus | None,
+    message: str,
+    generation: int | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The status (wire form) of a model whose training is due but not started yet: Training,
+    Reconciling, Trained False (TrainingDue); what the model had is kept."""
+    before = _previous(previous)
+    facts = _carry(before, Facts(generation=generation, training_state="due", training_message=message))
+    if before is not None:
+        facts.requested_at = before.last_handled_reconcile_at
+    return build(before, facts, now or datetime.now(UTC)).to_wire()

@@ -1,8 +1,11 @@
 """The kopf handlers: thin. They hand each event to the model's worker, which asks the engine.
 
-- a daemon per QuantumModel runs its worker (workers.py) for as long as the model exists: kopf holds
-  the finalizer until the daemon has stopped, so deleting a model stops its training first;
-- every watch event pokes the model's worker (a new generation, the requestedAt annotation);
+- every watch event of a QuantumModel goes to its worker (workers.py), whose reconcile loop is an
+  asyncio task started at the first event: a model with nothing to do costs one reconcile, one
+  status write and no finalizer;
+- a training daemon runs while a model's status says Training: it licenses its worker to train,
+  and kopf holds the finalizer for as long as it runs, so deleting a model mid-training stops the
+  training, closes its Runtime session and only then lets the model go;
 - a timer per scheduled model pokes the worker when the engine's requeue time has come;
 - QuantumPipelines are validated and get a status (pipelines.py);
 - the admission webhook (webhook.py).
@@ -10,20 +13,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
 from controller.api import GROUP, VERSION
+from controller.api.quantummodel import Phase
 from controller.operator import pipelines, webhook
 from controller.operator.runtime import Runtime
+from controller.operator.settings import FINALIZER
 from controller.operator.workers import ModelWorker
 
 SCHEDULE_CHECK_SECONDS = 30.0
-# A deleted model's daemon is never cancelled: its training stops before its next primitive job, and
-# only then is its Runtime session closed and the finalizer released (a cancelled daemon would close
-# the session under a job still running). kopf looks whether it has ended this often.
+# A deleted model's training daemon is never cancelled: its training stops before its next primitive
+# job, and only then is its Runtime session closed and the finalizer released (a cancelled daemon
+# would close the session under a job still running). kopf looks whether it has ended this often.
 STOP_POLL_SECONDS = 1.0
 
 
@@ -33,30 +39,68 @@ class Models:
         self.pipelines = pipelines
         self.workers: dict[str, ModelWorker] = {}
 
-    async def event(self, *, uid: str, name: str, namespace: str | None, **_: Any) -> None:
-        worker = self.workers.get(uid)
-        if worker is not None:
-            worker.poke()
+    def worker(self, uid: str, name: str, namespace: str | None) -> ModelWorker:
+        found = self.workers.get(uid)
+        if found is None:
+            found = self.workers[uid] = ModelWorker(self.runtime, namespace or "", name, uid)
+        return found
+
+    async def event(
+        self, *, event: Mapping[str, Any], body: kopf.Body, uid: str, name: str, namespace: str | None, **_: Any
+    ) -> None:
+        if event.get("type") == "DELETED":
+            await self.gone(uid)
+        else:
+            worker = self.worker(uid, name, namespace)
+            worker.seen(body)
+            if _held_without_daemon(body, worker):
+                await self.release(worker, body)  # before kopf lets the model go, in this same cycle
         if (namespace or "", name) in self.pipelines.waiting:
             await self.pipelines.model_seen(namespace or "", name)
 
-    async def daemon(
+    async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
     ) -> None:
-        worker = self.workers.setdefault(uid, ModelWorker(self.runtime, namespace or "", name, uid))
-        try:
-            await worker.run(body, stopped)
-        finally:
-            if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
-                self.workers.pop(uid, None)
-                closed = await worker.release(body)
-                session = "; its Runtime session closed" if closed else ""
-                kopf.info(body, reason="Released", message=f"training stopped{session}; its history stays in Git")
+        worker = self.worker(uid, name, namespace)
+        await worker.licensed(stopped)
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            await self.release(worker, body)
+
+    async def release(self, worker: ModelWorker, body: kopf.Body) -> None:
+        await worker.close()
+        closed = await worker.release(body)
+        session = "; its Runtime session closed" if closed else ""
+        kopf.info(body, reason="Released", message=f"training stopped{session}; its history stays in Git")
+
+    async def gone(self, uid: str) -> None:
+        worker = self.workers.pop(uid, None)
+        if worker is not None:
+            await worker.close()
+            if not worker.released:
+                worker.forget()
 
     async def timer(self, *, uid: str, **_: Any) -> None:
         worker = self.workers.get(uid)
         if worker is not None and worker.schedule_due():
             worker.poke()
+
+    async def cleanup(self, **kwargs: Any) -> None:
+        """The operator stops: trainings stop at their next iteration, checkpoints kept."""
+        self.runtime.closing.set()
+        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())))
+        await self.runtime.cleanup(**kwargs)
+
+
+def _held_without_daemon(body: kopf.Body, worker: ModelWorker) -> bool:
+    """A deleted model that the finalizer holds while no training daemon runs (its daemon was not
+    spawned: the operator started after the deletion, or a schedule's timer held it)."""
+    meta = body.get("metadata") or {}
+    held = FINALIZER in (meta.get("finalizers") or ())
+    return bool(meta.get("deletionTimestamp")) and held and worker.licence is None and not worker.released
+
+
+def _training(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") == Phase.TRAINING.value
 
 
 def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
@@ -65,23 +109,24 @@ def _scheduled(spec: kopf.Spec, **_: Any) -> bool:
 
 def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
+    reviewer = pipelines.Pipelines(runtime)
+    models = Models(runtime, reviewer)
     kopf.on.login(registry=registry)(login or runtime.login)
     kopf.on.startup(registry=registry)(runtime.startup)
-    kopf.on.cleanup(registry=registry)(runtime.cleanup)
+    kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
         webhook.register(registry)
 
-    reviewer = pipelines.Pipelines(runtime)
-    models = Models(runtime, reviewer)
-    kopf.on.event(GROUP, VERSION, "quantummodels", id="poke", registry=registry)(models.event)
+    kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(
         GROUP,
         VERSION,
         "quantummodels",
-        id="reconcile",
+        id="training",
+        when=_training,
         cancellation_polling=STOP_POLL_SECONDS,
         registry=registry,
-    )(models.daemon)
+    )(models.training)
     kopf.timer(
         GROUP,
         VERSION,

@@ -198,8 +198,10 @@ class Runtime:
 
 def main(config: OperatorConfig, access: ApiAccess) -> int:
     """Run the operator until SIGINT/SIGTERM."""
+    from controller.engine.training import data
     from controller.operator.handlers import build_registry
 
+    data.preload()  # before the first event, not during it
     runtime = Runtime(config, access)
     registry = build_registry(runtime)
     settings = kopf_settings(config)

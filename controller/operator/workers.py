@@ -1,4 +1,4 @@
-"""One worker per QuantumModel: the loop a kopf daemon runs for as long as the model exists.
+"""One worker per QuantumModel: its reconcile loop, an asyncio task for as long as the model is seen.
 
 It reconciles when something asks for it (a new generation, the ``requestedAt`` annotation, a schedule
 that came due, a retry after a failure, or the operator starting), one reconcile at a time for this
@@ -9,13 +9,14 @@ decision, and metrics; the training checkpoint is copied to its ConfigMap after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
@@ -24,7 +25,7 @@ from controller.api import API_VERSION, QuantumModel
 from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
 from controller.engine import status as engine_status
 from controller.engine import training
-from controller.engine.reconcile import Decision, Observed, Outcome, Workspace
+from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspace
 from controller.operator import checkpoints
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
@@ -104,6 +105,14 @@ def source(annotations: Mapping[str, str]) -> SourceRef:
 
 
 class ModelWorker:
+    """The model's reconcile loop, an asyncio task of its own started at its first watch event.
+
+    It may start a training only while the model's training daemon holds a licence (the daemon's
+    stop flag): kopf keeps the finalizer for exactly as long as that daemon runs, so a model with
+    a training to stop blocks its deletion until the training has stopped and its session is
+    closed, and a model with nothing running does not. Without the licence a reconcile stops where
+    a training is due (``TrainingDue``) and says so in status; that status spawns the daemon."""
+
     def __init__(self, runtime: Runtime, namespace: str, name: str, uid: str) -> None:
         self.runtime = runtime
         self.ref = checkpoints.ModelRef(namespace=namespace, name=name, uid=uid)
@@ -115,12 +124,26 @@ class ModelWorker:
         self.retry_at: float | None = None
         self.failures = 0
         self._last_progress = 0.0
-        self.body: kopf.Body | None = None
+        self.body = kopf.Body(cast(kopf.RawBody, {}))  # until the first event
         self.written: dict[str, Any] | None = None
+        self.training_due = False  # the last reconcile stopped at a training it was not licensed to start
+        self.licence: kopf.DaemonStopped | None = None  # the training daemon's stop flag, while it runs
+        self.released = False
+        self.closed = False
+        self._settled = asyncio.Event()  # no reconcile in flight
+        self._settled.set()
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def status_path(self) -> str:
         return resource_path(API_VERSION, "quantummodels", self.ref.namespace, self.ref.name, "status")
+
+    def seen(self, body: kopf.Body) -> None:
+        """A watch event brought the object as it is now."""
+        self.body = body
+        if self._task is None and not self.closed:
+            self._task = asyncio.create_task(self.run(), name=f"qmlops-model:{self.ref.namespace}/{self.ref.name}")
+        self.wake.set()
 
     def poke(self) -> None:
         self.wake.set()
@@ -145,49 +168,89 @@ class ModelWorker:
             return "schedule"
         return None
 
+    def _waiting_for_licence(self) -> bool:
+        return self.training_due and self.licence is None
+
     def _wait_timeout(self) -> float | None:
+        if self._waiting_for_licence():
+            return None  # the daemon's start wakes the loop
         moments = [t for t in (self.retry_at, self.next_at) if t is not None]
         return max(0.0, min(moments) - time.monotonic()) if moments else None
 
-    async def run(self, body: kopf.Body, stopped: kopf.DaemonStopped) -> None:
-        self.body = body
-        while not stopped:
-            reason = self.due(body)
-            if reason is not None:
-                await self.reconcile(body, reason, stopped)
+    async def run(self) -> None:
+        while not self.closed:
+            reason = self.due(self.body)
+            if reason is not None and not self._waiting_for_licence():
+                await self.reconcile(self.body, reason)
                 continue
             self.wake.clear()
-            if self.due(body) is None:
-                await self._sleep(stopped)
+            if self.closed or self.due(self.body) is None or self._waiting_for_licence():
+                await self._sleep()
 
-    async def _sleep(self, stopped: kopf.DaemonStopped) -> None:
-        waits = {asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopped.wait())}
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self._wait_timeout())
+
+    async def close(self) -> None:
+        """Stop the loop: a training in flight stops before its next job (its checkpoint is kept)."""
+        self.closed = True
+        self.wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # --- the training daemon's licence -------------------------------------------------------------
+
+    async def licensed(self, stopped: kopf.DaemonStopped) -> None:
+        """The training daemon's life: trainings may start until kopf stops it (the status no
+        longer says Training, the model is deleted, or the operator exits); it returns once the
+        reconcile in flight has returned."""
+        self.licence = stopped
+        self.wake.set()
         try:
-            await asyncio.wait(waits, timeout=self._wait_timeout(), return_when=asyncio.FIRST_COMPLETED)
+            await stopped.wait()
         finally:
-            for task in waits:
-                task.cancel()
+            if self.licence is stopped:
+                self.licence = None
+            await self._settled.wait()
 
     # --- one reconcile -----------------------------------------------------------------------------
 
-    async def reconcile(self, body: kopf.Body, reason: str, stopped: kopf.DaemonStopped) -> None:
+    async def reconcile(self, body: kopf.Body, reason: str) -> None:
+        self._settled.clear()
+        try:
+            await self._reconcile_once(body, reason)
+        finally:
+            self._settled.set()
+
+    def _stop_for(self, licence: kopf.DaemonStopped | None) -> Callable[[], bool]:
+        return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
+
+    async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
         reading = read(body, self._current(body))
         metrics = self.runtime.metrics
         if reading.observed is None:
             invalid = engine_status.invalid(
                 self._current(body), reading.problem or "", reading.generation, self.runtime.clock()
             )
-            await self._write_status(body, invalid)
+            await self._write_status(invalid)
             self._handled(reading)
             metrics.reconciles.labels(kind="QuantumModel", result="invalid").inc()
             return
         observed = reading.observed
         if self.first:
             await self._restore()
-        stop = lambda: bool(stopped) or self.runtime.closing.is_set()  # noqa: E731
+        licence = self.licence
+        if licence is not None:
+            self.training_due = False  # licensed now; stopped or failed, the next look starts unlicensed
+        stop = self._stop_for(licence)
         log.debug("reconciling %s/%s: %s", self.ref.namespace, self.ref.name, reason)
         try:
-            outcome = await self.runtime.off_loop(lambda: self._reconcile(observed, stop, coalesce=reason == "start"))
+            outcome = await self.runtime.off_loop(
+                lambda: self._reconcile(observed, stop, coalesce=reason == "start", may_train=licence is not None)
+            )
+        except TrainingDue as due:
+            await self._training_due(body, reading, due)
+            return
         except training.TrainingStopped as err:
             if stop():
                 return  # stopped for deletion or shutdown; the checkpoint is kept for whoever resumes
@@ -202,6 +265,16 @@ class ModelWorker:
         self.next_at = self._next_look(outcome)
         await self._apply(body, outcome)
         metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
+
+    async def _training_due(self, body: Mapping[str, Any], reading: Reading, due: TrainingDue) -> None:
+        """Say that a training is due: the Training phase is what spawns the training daemon."""
+        status = engine_status.training_due(self._current(body), str(due), reading.generation, self.runtime.clock())
+        try:
+            await self._write_status(status)
+        except Exception as err:
+            await self._failed(body, reading, err)
+            return
+        self.training_due = True
 
     def _next_look(self, outcome: Outcome) -> float | None:
         """When to reconcile again unasked: the engine's schedule, or soon when the model waits for
@@ -231,11 +304,11 @@ class ModelWorker:
         if restored:
             log.info("%s/%s: training workspace restored from its ConfigMap", self.ref.namespace, self.ref.name)
 
-    def _reconcile(self, observed: Observed, stop: Callable[[], bool], *, coalesce: bool) -> Outcome:
+    def _reconcile(self, observed: Observed, stop: Callable[[], bool], *, coalesce: bool, may_train: bool) -> Outcome:
         """In a pool thread: the engine's reconcile. Only the first look at a model (every model at
         once, when the operator starts) may share a fetch made a moment ago."""
         reconciler = self.runtime.reconciler(coalesce=coalesce)
-        return reconciler.reconcile(observed, on_progress=self._progress, should_stop=stop)
+        return reconciler.reconcile(observed, on_progress=self._progress, should_stop=stop, may_train=may_train)
 
     def _progress(self, progress: training.Progress) -> None:
         """In a pool thread, after each iteration: count it, keep the checkpoint, show it in status."""
@@ -254,12 +327,10 @@ class ModelWorker:
 
     async def _show_progress(self, progress: training.Progress) -> None:
         body = self.body
-        if body is None:
-            return
         meta = body.get("metadata") or {}
         new = progress_status(self._current(body), progress, meta.get("generation"), self.runtime.clock())
         try:
-            await self._write_status(body, new)
+            await self._write_status(new)
         except Exception as err:  # progress is a courtesy: the outcome's status follows anyway
             log.debug("%s/%s: progress not shown: %s", self.ref.namespace, self.ref.name, err)
 
@@ -269,6 +340,7 @@ class ModelWorker:
         """The model was deleted and its training stopped: close the Runtime session the training kept
         open for a resume, and drop its workspace from this pod's disk (the ConfigMap goes with the
         model, as its owner). True when a session was closed. History stays in Git."""
+        self.released = True
         reading = read(body)
         closed = False
         if reading.observed is not None:
@@ -282,16 +354,20 @@ class ModelWorker:
                 closed = await asyncio.to_thread(training.release, spec, folder, credentials)
             except Exception as err:  # best effort: an unreachable IBM must not hold the finalizer
                 log.warning("%s/%s: session not closed: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+        self.forget()
+        return closed
+
+    def forget(self) -> None:
+        """Drop what this pod keeps of the model (its training workspace)."""
         shutil.rmtree(self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name), ignore_errors=True)
         self.runtime.checkpoints.forget(self.ref)
-        return closed
 
     # --- carrying out what the engine decided ------------------------------------------------------
 
     async def _apply(self, body: kopf.Body, outcome: Outcome) -> None:
         before = self._current(body)
         new = outcome.status.to_wire()
-        await self._write_status(body, new)
+        await self._write_status(new)
         for decision in outcome.decisions:
             self._event(body, decision)
         self._count(before, new, outcome.decisions)
@@ -301,10 +377,10 @@ class ModelWorker:
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
-    async def _write_status(self, body: kopf.Body, new: dict[str, Any]) -> None:
+    async def _write_status(self, new: dict[str, Any]) -> None:
         """Write ``new`` as the whole status: a merge patch from what the status is now (what this
         worker wrote last, when the watch has not brought it back yet)."""
-        patch = merge_diff(self._current(body), new)
+        patch = merge_diff(self._current(self.body), new)
         if patch:
             await self._patch_status({"status": patch})
         self.written = new
@@ -333,7 +409,7 @@ class ModelWorker:
         if used > 0:
             metrics.qpu_seconds.inc(used)
 
-    async def _failed(self, body: kopf.Body, reading: Reading, err: Exception) -> None:
+    async def _failed(self, body: Mapping[str, Any], reading: Reading, err: Exception) -> None:
         backoff = self.runtime.config.retry_backoff
         delay = backoff[min(self.failures, len(backoff) - 1)]
         self.failures += 1
@@ -353,7 +429,7 @@ class ModelWorker:
         self.runtime.metrics.reconciles.labels(kind="QuantumModel", result="failed").inc()
         try:
             failed = engine_status.failed(self._current(body), redacted(err), reading.generation, self.runtime.clock())
-            await self._write_status(body, failed)
+            await self._write_status(failed)
         except Exception as write_err:
             log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, write_err)
 

@@ -16,6 +16,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from controller.engine import training
+from controller.operator.settings import FINALIZER
 from tests.operator.operator_env import (
     GIT_TOKEN,
     IBM_TOKEN,
@@ -54,6 +55,7 @@ def printer_columns(live: dict[str, Any]) -> dict[str, Any]:
 
 # The calls only a pipeline makes: its model read by name, its status written.
 USED_BY_PIPELINES = {("qmlops.io", "quantummodels", "get"), ("qmlops.io", "quantumpipelines/status", "patch")}
+USED_BY_A_NEW_POD = {("", "configmaps", "get")}  # a checkpoint restored: the restart test
 
 
 @pytest.fixture
@@ -64,6 +66,10 @@ async def env(kube: KubeApi, client: Client, tmp_path: Path) -> AsyncIterator[Op
     # whatever a test did, faults included, every call the operator made is allowed by deploy/rbac.yaml
     used = kube.calls("kopf/", "qmlops-operator/")
     assert used <= allowed_by_cluster_role(), used - allowed_by_cluster_role()
+
+
+def finalizers(body: dict[str, Any] | None) -> list[str]:
+    return list(((body or {}).get("metadata") or {}).get("finalizers") or ())
 
 
 def allowed_by_cluster_role() -> set[tuple[str, str, str]]:
@@ -82,9 +88,12 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
     model["metadata"]["annotations"] = SOURCE  # as CI or a kustomization's commonAnnotations set them
     async with env.operator(git_secret=f"{NAMESPACE}/git-credentials") as runtime:
         await env.client.create(model)
+        # kopf holds the finalizer while a training runs, and only then
+        await env.until(lambda: env.status().get("phase") == "Training" and FINALIZER in finalizers(env.model()))
         status = await env.until_phase("Ready")
+        await env.until(lambda: FINALIZER not in finalizers(env.model()), 30)  # nothing to stop now
         live = env.model()
-        assert live is not None and "qmlops.io/finalizer" in live["metadata"]["finalizers"]
+        assert live is not None
         assert status["observedGeneration"] == live["metadata"]["generation"] == 1
         assert status["champion"]["version"] == 1 and "accuracy" in status["champion"]["metrics"]
         assert status["latestVersion"]["version"] == 1 and status["champion"]["commit"]
@@ -141,8 +150,10 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
         await env.until(lambda: env.model() is None, 60)
     assert env.decisions() == ["registered", "gate-passed", "promoted"] * 2, "history stays in Git"
 
-    # every rule of deploy/rbac.yaml is used: here, or by pipelines (the env checks every call is allowed)
-    assert allowed_by_cluster_role() - env.kube.calls("kopf/", "qmlops-operator/") == USED_BY_PIPELINES
+    # every rule of deploy/rbac.yaml is used: here, by pipelines or by a new pod (the env checks every
+    # call is allowed)
+    unused = allowed_by_cluster_role() - env.kube.calls("kopf/", "qmlops-operator/")
+    assert unused == USED_BY_PIPELINES | USED_BY_A_NEW_POD
 
     # the secrets never left their Secrets
     everything = str(env.kube.list("QuantumModel")) + str(env.kube.list("Event")) + env.remote_files() + caplog.text
@@ -261,6 +272,24 @@ async def test_deleting_a_model_stops_its_training_closes_its_session_and_releas
     assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is None, "collected with its owner"
     assert env.decisions() == [], "nothing was registered, and nothing was lost from Git"
     assert "Released" in env.reasons()
+
+
+async def test_a_model_deleted_while_the_operator_was_down_is_released_by_the_next_pod(env: OperatorEnv) -> None:
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    hold = Hold(at=2)
+    ibm = Closing()
+    with installed(ibm):
+        async with env.operator("pod-a", trainer=hold):
+            await env.client.create(on_ibm(iterations=8))
+            await env.until(hold.reached.is_set, 120)
+            assert FINALIZER in finalizers(env.model())
+        await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+        assert env.model() is not None, "the finalizer holds the model while no operator runs"
+        async with env.operator("pod-b"):
+            await env.until(lambda: env.model() is None, 60)
+            await env.until(lambda: "Released" in env.reasons(), 30)
+    assert ibm.closed == ["standin-session-1"], "the session the training kept open was closed"
+    assert env.decisions() == []
 
 
 async def test_git_unreachable_keeps_the_last_good_state_and_retries(env: OperatorEnv) -> None:

@@ -145,6 +145,13 @@ def load(dataset: Dataset, repo_root: Path | None, qubits: int) -> Table:
     return _csv(repo_root, rest, dataset.target or "")
 
 
+def preload() -> None:
+    """Import the data libraries now: a long-running process (the operator) pays scikit-learn's
+    import (a second or two) at startup rather than in its first reconcile."""
+    import sklearn.datasets
+    import sklearn.model_selection  # noqa: F401
+
+
 def _builtin(name: str, seed: int, qubits: int) -> Table:
     from sklearn import datasets
 
