@@ -58,6 +58,7 @@ TrainerFn = Callable[..., Any]
 CredentialsLookup = Callable[[str, str], Any]
 Action = Literal["train", "register", "promote", "rollback", "block", "wait", "suspend", "nothing"]
 ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
+POLICY_CACHE_LIMIT = 10_000  # specs whose governance report a reconciler keeps
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ class Reconciler:
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials
         self._builtin_digests: dict[tuple[str, int], str] = {}
+        self._policies: dict[str, tuple[list[str], str, Any]] = {}
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -314,6 +316,17 @@ class Reconciler:
         if key not in self._builtin_digests:
             self._builtin_digests[key] = training().dataset_digest(spec, repo_root=self.registry.repo)
         return self._builtin_digests[key]
+
+    def _blocking_reason(self, spec: QuantumModelSpec) -> tuple[list[str], str, Any]:
+        """Governance is a function of the spec alone: judged once per spec a reconciler sees (the
+        report is read, never changed, by the status built from it)."""
+        key = spec.model_dump_json()
+        found = self._policies.get(key)
+        if found is None:
+            if len(self._policies) >= POLICY_CACHE_LIMIT:
+                self._policies.clear()
+            found = self._policies[key] = blocking_reason(spec)
+        return found
 
     # --- plan ---------------------------------------------------------------------------------
 
@@ -420,7 +433,7 @@ class Reconciler:
         facts = model_status.Facts(
             generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
         )
-        blockers, reason, facts.policy = blocking_reason(model.spec)
+        blockers, reason, facts.policy = self._blocking_reason(model.spec)
 
         def record(
             kind: str,

@@ -55,10 +55,12 @@ class Facts:
     error: str = ""  # the reconcile itself failed (Git, the cluster): the next one retries
 
 
+_ORDER = {c.value: i for i, c in enumerate(ConditionType)}
+
+
 def in_order(conditions: list[Condition]) -> list[Condition]:
     """Conditions in ConditionType's order (Ready first), others after: stable for readers and diffs."""
-    order = [c.value for c in ConditionType]
-    return sorted(conditions, key=lambda c: order.index(c.type) if c.type in order else len(order))
+    return sorted(conditions, key=lambda c: _ORDER.get(c.type, len(_ORDER)))
 
 
 def set_condition(
@@ -73,17 +75,18 @@ def set_condition(
 ) -> list[Condition]:
     """``conditions`` with ``kind`` set; its transition time kept unless the status flips."""
     value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
-    previous = next((c for c in conditions if c.type == kind.value), None)
+    name = kind.value  # an enum's .value is a descriptor call: once, not per condition
+    previous = next((c for c in conditions if c.type == name), None)
     moment = previous.last_transition_time if previous is not None and previous.status is value else now
     updated = Condition(
-        type=kind.value,
+        type=name,
         status=value,
         reason=reason,
         message=message[:32768],
         observed_generation=generation,
         last_transition_time=moment,
     )
-    others = [c for c in conditions if c.type != kind.value]
+    others = [c for c in conditions if c.type != name]
     return [*others, updated]
 
 

@@ -97,6 +97,24 @@ class Runtime:
                 log.warning("checkpoint ConfigMaps not listed: %s", type(err).__name__)
         if self.config.metrics_port:
             self._metrics_server = await metrics.serve(self.metrics, self.config.metrics_port)
+        self._prepare_checkouts()
+
+    def _prepare_checkouts(self) -> None:
+        """Start cloning each pool thread's checkout now, while kopf lists the models, rather than at
+        each thread's first reconcile: writing a large registry's files is most of a start. Best
+        effort: a clone that fails here is tried again, and reported, by the first reconcile."""
+        loop = asyncio.get_running_loop()
+        for _ in range(self.config.training_workers):
+            warming = loop.run_in_executor(self.pool, self._prepare_checkout)
+            warming.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: never "never retrieved"
+
+    def _prepare_checkout(self) -> None:
+        if self.closing.is_set():
+            return
+        try:
+            self.reconciler()
+        except Exception as err:
+            log.debug("checkout not prepared at startup: %s", type(err).__name__)
 
     async def cleanup(self, **_: Any) -> None:
         self.closing.set()  # trainings stop at their next iteration; queued reconciles do not start
