@@ -126,3 +126,71 @@ def test_aer_transpiles_once_and_every_job_runs_the_same_isa_circuit(spy: Spy) -
     assert all(call[1] is isa for call in runs)  # (self, isa, observables, values, shots, seed)
     assert len(runs) == artifact.manifest["usage"]["primitiveJobs"] == 5
     assert set(isa.count_ops()) <= set(backends.AER_BASIS)
+
+
+def _zz_model(qubits: int = 3) -> circuits.ModelCircuit:
+    s = spec(
+        circuit={
+            "qubits": qubits,
+            "featureMap": {"kind": "ZZFeatureMap", "reps": 2, "entanglement": "linear"},
+            "ansatz": {"kind": "RealAmplitudes", "reps": 1},
+        }
+    )
+    return circuits.build(s, n_features=qubits, n_classes=2)
+
+
+def test_feature_angles_are_lifted_into_parameters_and_compute_the_same_states() -> None:
+    from qiskit.circuit import Parameter, ParameterExpression
+    from qiskit.primitives import StatevectorEstimator
+    from qiskit.quantum_info import SparsePauliOp
+
+    model = _zz_model()
+    lifted, angles = circuits.lift_feature_angles(model.circuit, model.features)
+
+    # every gate angle of the features alone is a parameter of its own; the weights are untouched
+    names = {p.name for p in lifted.parameters}
+    assert names == set(model.weights) | set(angles)
+    assert all(name.startswith(circuits.ANGLE_PREFIX) for name in angles)
+    for instruction in lifted.data:
+        for param in instruction.operation.params:
+            if isinstance(param, ParameterExpression):
+                assert isinstance(param, Parameter), f"{instruction.operation.name}({param}) was left an expression"
+    # the same expression twice (reps 2 repeats the map) is one parameter
+    assert len(angles) == len({str(e) for e in angles.values()})
+    assert len(angles) < sum(1 for i in model.circuit.data if i.operation.is_parameterized()) - len(model.weights)
+
+    rng = np.random.default_rng(3)
+    x, w = rng.uniform(0, 1, (6, len(model.features))), rng.uniform(-1, 1, len(model.weights))
+    observable = SparsePauliOp("ZZZ")
+    estimator = StatevectorEstimator()
+    plain = estimator.run([(model.circuit, observable, circuits.parameter_table(model.circuit, x, w, model))])
+    table = circuits.parameter_table(lifted, x, w, model, angles)
+    evs = estimator.run([(lifted, observable, table)]).result()[0].data.evs
+    np.testing.assert_allclose(evs, plain.result()[0].data.evs, atol=1e-12)
+
+
+def test_an_angle_that_mixes_features_and_weights_is_left_alone() -> None:
+    from qiskit.circuit import Parameter, QuantumCircuit
+
+    x, theta = Parameter("x_0"), Parameter("theta_0")
+    circuit = QuantumCircuit(1)
+    circuit.rz(2.0 * x, 0)
+    circuit.ry(x + theta, 0)
+    circuit.rx(theta, 0)
+    lifted, angles = circuits.lift_feature_angles(circuit, ["x_0"])
+    assert list(angles) == ["x_angle_0"] and str(angles["x_angle_0"]) == str(2.0 * x)
+    assert [str(i.operation.params[0]) for i in lifted.data] == ["x_angle_0", str(x + theta), "theta_0"]
+
+
+def test_aer_runs_lifted_angles_and_runtime_backends_the_transpiled_circuit() -> None:
+    model = _zz_model(qubits=2)
+    aer, angles = backends.AerTarget("local:aer").executable(model.circuit, model.features, seed=7)
+    assert angles and not {p.name for p in aer.parameters} & set(model.features)
+    # Runtime's Estimator counts the parameters of gates only: a device's ISA keeps its expressions
+    s = spec(training={"backend": "fake:manila", "executionMode": "job"})
+    fake = backends.open_target(s, None, None)
+    try:
+        isa, none = fake.executable(model.circuit, model.features, seed=7)
+    finally:
+        fake.close()
+    assert none == {} and {p.name for p in isa.parameters} >= set(model.features)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from controller.api.quantummodel import ExecutionMode, QuantumModelSpec
-from controller.engine.training import failures
+from controller.engine.training import circuits, failures
 from controller.engine.training.credentials import Credentials, CredentialsSource, resolve
 from controller.engine.training.errors import RuntimeFailure, TrainingError
 
@@ -141,6 +141,11 @@ class Target:
     def transpile(self, circuit: Any, seed: int) -> Any:
         return circuit
 
+    def executable(self, circuit: Any, features: list[str], seed: int) -> tuple[Any, dict[str, Any]]:
+        """The circuit this backend runs, and the feature angles lifted out of it (by name; see
+        :func:`circuits.lift_feature_angles`), whose values go into every parameter table."""
+        return self.transpile(circuit, seed), {}
+
     def layout_observables(self, isa: Any, labels: list[str]) -> Any:
         from qiskit.quantum_info import SparsePauliOp
 
@@ -195,6 +200,10 @@ class AerTarget(Target):
         if set(circuit.count_ops()) <= set(AER_BASIS):
             return circuit  # already Aer's instructions: a pass manager (~1 s to set up once) would change nothing
         return generate_preset_pass_manager(1, basis_gates=list(AER_BASIS), seed_transpiler=seed).run(circuit)
+
+    def executable(self, circuit: Any, features: list[str], seed: int) -> tuple[Any, dict[str, Any]]:
+        # Aer evaluates every angle expression in Python, once per sample and job: computed once instead
+        return circuits.lift_feature_angles(self.transpile(circuit, seed), features)
 
     def run(self, isa: Any, observables: Any, values: np.ndarray, shots: int, seed: int) -> JobRun:
         self._estimator.options.run_options["seed_simulator"] = seed

@@ -18,6 +18,7 @@ from controller.api.quantummodel import AnsatzKind, Circuit, FeatureMapKind, Qua
 from controller.engine.training.errors import CircuitError
 
 FEATURE_PREFIX, WEIGHT_PREFIX = "x_", "theta_"
+ANGLE_PREFIX = "x_angle_"  # a gate angle computed from features alone (never a weight: QASM refuses x_ names)
 # Gates exp(-i w/2 G) with G of eigenvalues +-1 (up to a global phase): the two-term +-pi/2 shift is exact.
 # Not the controlled rotations crx/cry/crz: their generator also has eigenvalue 0 (a four-term rule).
 SHIFT_GATES = frozenset({"rx", "ry", "rz", "p", "u1", "rxx", "ryy", "rzz", "rzx", "cp"})
@@ -139,20 +140,70 @@ def _unit_linear(expression: Any, parameter: Any) -> bool:
     return abs(abs(slope) - 1.0) < 1e-12
 
 
+def lift_feature_angles(circuit: Any, features: list[str]) -> tuple[Any, dict[str, Any]]:
+    """``circuit`` with every gate angle that is an expression of the features alone (a ZZFeatureMap's
+    ``2(pi - x_0)(pi - x_1)``) replaced by a parameter of its own, and those expressions by name.
+
+    The values of these parameters are computed once per sample (:func:`parameter_table`); a primitive
+    handed the expressions evaluates each of them per sample on every job (Aer does it in Python: half
+    of a job's time at 8 qubits). Plain features, weights and expressions of weights are left as they
+    are, so the circuit computes the very same states."""
+    from qiskit.circuit import CircuitInstruction, Parameter, ParameterExpression
+
+    names = set(features)
+    lifted: dict[str, Any] = {}  # expression text -> its parameter
+    expressions: dict[str, Any] = {}
+
+    def lift(value: Any) -> Any:
+        if not isinstance(value, ParameterExpression) or isinstance(value, Parameter) or not value.parameters:
+            return value
+        if not {p.name for p in value.parameters} <= names:
+            return value
+        key = str(value)
+        if key not in lifted:
+            name = f"{ANGLE_PREFIX}{len(lifted)}"
+            lifted[key], expressions[name] = Parameter(name), value
+        return lifted[key]
+
+    out = circuit.copy_empty_like()  # the global phase stays: Runtime's Estimator binds no parameter there
+    for instruction in circuit.data:
+        operation = instruction.operation
+        params = [lift(p) for p in operation.params]
+        if any(new is not old for new, old in zip(params, operation.params, strict=True)):
+            operation = operation.to_mutable()
+            operation.params = params
+        out._append(CircuitInstruction(operation, instruction.qubits, instruction.clbits))
+    return out, expressions
+
+
+def angle_values(expression: Any, features: np.ndarray, model: ModelCircuit) -> np.ndarray:
+    """A lifted angle's value for each row of ``features``."""
+    parameters = list(expression.parameters)
+    columns = features[:, [model.features.index(p.name) for p in parameters]]
+    return np.array([float(expression.bind(dict(zip(parameters, map(float, row), strict=True)))) for row in columns])
+
+
 def column_order(circuit: Any) -> list[str]:
     """The names of ``circuit.parameters`` in the order a primitive binds parameter values."""
     return [p.name for p in circuit.parameters]
 
 
 def parameter_table(
-    circuit: Any, features: np.ndarray, weights: dict[str, float] | np.ndarray, model: ModelCircuit
+    circuit: Any,
+    features: np.ndarray,
+    weights: dict[str, float] | np.ndarray,
+    model: ModelCircuit,
+    angles: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """Parameter values for ``circuit`` by name: one row per sample (features), weights broadcast."""
+    """Parameter values for ``circuit`` by name: one row per sample (features and the ``angles``
+    lifted from them), weights broadcast."""
     order = column_order(circuit)
     values = np.empty((features.shape[0], len(order)))
     w = dict(zip(model.weights, weights, strict=True)) if isinstance(weights, np.ndarray) else weights
     for col, name in enumerate(order):
-        if name.startswith(FEATURE_PREFIX) and name in model.features:
+        if angles and name in angles:
+            values[:, col] = angle_values(angles[name], features, model)
+        elif name.startswith(FEATURE_PREFIX) and name in model.features:
             values[:, col] = features[:, model.features.index(name)]
         else:
             values[:, col] = w[name]

@@ -62,9 +62,10 @@ class Objective:
         budget_used_seconds: float = 0.0,
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        angles: dict[str, Any] | None = None,
     ) -> None:
         self.spec, self.model, self.target = spec, model, target
-        self.isa, self.observables = isa, observables
+        self.isa, self.observables, self.angles = isa, observables, angles
         self.x, self.y = x, y
         self.n_classes = 2 if len(model.observables) == 1 else len(model.observables)
         self.checkpoint = checkpoint
@@ -75,7 +76,7 @@ class Objective:
         self._since = time.perf_counter()  # when the last job ended: each entry's wall time runs from there
         self.best: tuple[float, np.ndarray] | None = None
         self.curve: list[float] = []
-        self._base = parameter_table(isa, x, dict.fromkeys(model.weights, 0.0), model)  # (N, P)
+        self._base = parameter_table(isa, x, dict.fromkeys(model.weights, 0.0), model, angles)  # (N, P)
         order = [p.name for p in isa.parameters]
         self._weight_cols = [order.index(w) for w in model.weights]
 
@@ -102,7 +103,7 @@ class Objective:
 
     def test_evs(self, weights: np.ndarray, x_test: np.ndarray) -> np.ndarray:
         """Expectation values on the test split (one job, journaled like the others)."""
-        table = parameter_table(self.isa, x_test, np.asarray(weights), self.model)
+        table = parameter_table(self.isa, x_test, np.asarray(weights), self.model, self.angles)
         entry = self._job("test", np.asarray(weights)[None, :], lambda: self._evaluate_test(table), limit=False)
         return np.asarray(entry.evs, dtype=float)
 

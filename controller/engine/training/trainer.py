@@ -66,7 +66,7 @@ def train(
     checkpoint = Checkpoint.open(checkpoint_dir, fingerprint)
     target = backends.open_target(spec, credentials, checkpoint.session_id, sleep)
     try:
-        isa = target.transpile(model.circuit, spec.training.seed)
+        isa, angles = target.executable(model.circuit, model.features, spec.training.seed)
         observables = target.layout_observables(isa, model.observables)
         objective = Objective(
             spec,
@@ -80,6 +80,7 @@ def train(
             budget_used_seconds=budget_used_seconds,
             on_progress=on_progress,
             should_stop=should_stop,
+            angles=angles,
         )
         x0 = optimizers.initial_weights(len(model.weights), spec.training.seed)
         optimizers.minimize(objective, x0, spec.training.optimizer, spec.training.seed)
