@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller.engine import training
-from controller.engine.reconcile import Outcome, Reconciler
+from controller.engine.reconcile import Outcome, Reconciler, TrainingDue
 from controller.engine.registry import Registry
 from controller.engine.registry.git import Git
 from controller.engine.registry.store import TRAILER_DECISION
@@ -170,6 +170,33 @@ def test_a_crash_between_training_and_commit_registers_once_without_retraining(
     assert decisions(repos) == ["registered", "gate-passed", "promoted"]
     assert sorted(p.name for p in (work / "registry/demo/tiny/versions").iterdir()) == ["1.json"]
     assert not (tmp_path / "ckpt-work" / "demo" / "tiny").exists(), "the kept artifact outlived its push"
+
+
+def test_a_reconcile_not_licensed_to_train_stops_at_the_training_without_writing(
+    repos: Repos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator reconciles without a training licence until a model's training daemon runs."""
+    work = seeded(repos)
+    trainer = CountingTrainer()
+    rec = reconciler(work, tmp_path, trainer)
+    rec.registry.sync()
+    found = observe(rec.registry.git, rec.registry.repo / "specs")
+    ((observed, _),) = found.models
+    head = git(work, "rev-parse", "HEAD")
+    with pytest.raises(TrainingDue, match="training because no version yet"):
+        rec.reconcile(observed, may_train=False)
+    assert trainer.calls == 0 and git(work, "rev-parse", "HEAD") == head and decisions(repos) == []
+
+    # licensed, it trains; a training that finished before a crash is registered without a licence
+    real_commit = Git.commit
+    monkeypatch.setattr(Git, "commit", lambda *_, **__: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        rec.reconcile(observed)
+    assert trainer.calls == 1
+    monkeypatch.setattr(Git, "commit", real_commit)
+    outcome = reconciler(work, tmp_path, trainer).reconcile(observed, may_train=False)
+    assert trainer.calls == 1 and outcome.status.champion is not None
+    assert decisions(repos) == ["registered", "gate-passed", "promoted"]
 
 
 def test_a_crash_after_the_commit_before_the_push_pushes_once(

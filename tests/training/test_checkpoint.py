@@ -155,3 +155,23 @@ def test_a_torn_last_line_costs_only_its_job(tmp_path: Path) -> None:
     resumed = training.train(s, checkpoint_dir=folder, on_progress=lambda p: runs.append(p.iteration))
     assert runs == [3, 4, 5, 6] and resumed.weights == uninterrupted.weights
     assert (summary(folder) or {}).get("iteration") == 6  # appended to a whole file: every line reads
+
+
+def test_the_running_totals_follow_the_journal_through_truncation_and_a_resume(tmp_path: Path) -> None:
+    from controller.engine.training.checkpoint import Checkpoint, Entry
+
+    def entry(kind: str, qpu: float, shots: int) -> Entry:
+        return Entry(kind, [[0.0]], [1.0], qpu_seconds=qpu, shots=shots, run_seconds=qpu / 2, wall_seconds=qpu)
+
+    checkpoint = Checkpoint.open(tmp_path, "f")
+    for k in range(5):
+        checkpoint.record(entry("loss", 1.0 + k, 100), None)
+    assert checkpoint.usage() == {"primitiveJobs": 5, "shots": 500, "qpuSeconds": 15.0}
+    checkpoint.truncate(2)  # the optimizer went another way: the journal from the third job is gone
+    checkpoint.record(entry("test", 9.0, 10), None)
+    totals = checkpoint.totals
+    assert (checkpoint.iteration, totals.shots, totals.qpu_seconds) == (2, 210, 12.0)
+    assert (totals.dearest_qpu_seconds, totals.run_seconds, totals.wall_seconds) == (9.0, 6.0, 12.0)
+
+    resumed = Checkpoint.open(tmp_path, "f")  # read back from the journal file
+    assert resumed.usage() == checkpoint.usage() and resumed.iteration == 2

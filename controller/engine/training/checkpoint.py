@@ -72,6 +72,31 @@ class Entry:
 
 
 @dataclass
+class Tally:
+    """Running sums over a journal that only grows (or is truncated, and then counted again): a
+    training asks for them after every job, and summing the whole journal each time grew with it."""
+
+    counted: int = 0
+    iterations: int = 0
+    shots: int = 0
+    qpu_seconds: float = 0.0
+    dearest_qpu_seconds: float = 0.0  # the most one job cost
+    run_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def over(self, entries: list[Entry]) -> Tally:
+        for e in entries[self.counted :]:
+            self.iterations += e.kind != "test"
+            self.shots += e.shots
+            self.qpu_seconds += e.qpu_seconds
+            self.dearest_qpu_seconds = max(self.dearest_qpu_seconds, e.qpu_seconds)
+            self.run_seconds += e.run_seconds
+            self.wall_seconds += e.wall_seconds
+        self.counted = len(entries)
+        return self
+
+
+@dataclass
 class Checkpoint:
     fingerprint: str
     run: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -80,16 +105,22 @@ class Checkpoint:
     entries: list[Entry] = field(default_factory=list)
     resumes: int = 0
     folder: Path | None = None
+    _tally: Tally = field(default_factory=Tally, repr=False, compare=False)
+
+    @property
+    def totals(self) -> Tally:
+        return self._tally.over(self.entries)
 
     @property
     def iteration(self) -> int:
-        return sum(1 for e in self.entries if e.kind != "test")
+        return self.totals.iterations
 
     def usage(self) -> dict[str, Any]:
+        totals = self.totals
         return {
             "primitiveJobs": len(self.entries),
-            "shots": sum(e.shots for e in self.entries),
-            "qpuSeconds": round(sum(e.qpu_seconds for e in self.entries), 6),
+            "shots": totals.shots,
+            "qpuSeconds": round(totals.qpu_seconds, 6),
         }
 
     def record(self, entry: Entry, session_id: str | None) -> None:
@@ -105,6 +136,7 @@ class Checkpoint:
     def truncate(self, keep: int) -> None:
         """Forget the entries from ``keep`` on (the optimizer took another path than the journal's)."""
         del self.entries[keep:]
+        self._tally = Tally()
         self._rewrite()
 
     def _header(self) -> dict[str, Any]:

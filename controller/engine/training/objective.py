@@ -157,7 +157,7 @@ class Objective:
         if gov.qpu_budget_seconds is None or self.target.local:
             return
         spent = self.checkpoint.usage()["qpuSeconds"]
-        next_job = max((e.qpu_seconds for e in self.checkpoint.entries), default=0.0)
+        next_job = self.checkpoint.totals.dearest_qpu_seconds
         needed = next_job * (2 if reserve_test else 1)
         used = self.budget_used + spent
         # nothing left, or not enough for a job like the dearest so far (the first job's cost is unknown)
@@ -228,6 +228,6 @@ class Objective:
                 jobs=usage["primitiveJobs"],
                 shots=usage["shots"],
                 qpu_seconds=usage["qpuSeconds"],
-                wall_seconds=sum(e.wall_seconds for e in self.checkpoint.entries),
+                wall_seconds=self.checkpoint.totals.wall_seconds,
             )
         )

@@ -118,8 +118,8 @@ def _artifact(
         **checkpoint.usage(),
         "iterations": checkpoint.iteration,
         "wallSeconds": round(wall_seconds, 3),
-        "iterationSeconds": round(sum(e.wall_seconds for e in checkpoint.entries), 3),
-        "runSeconds": round(sum(e.run_seconds for e in checkpoint.entries), 3),
+        "iterationSeconds": round(checkpoint.totals.wall_seconds, 3),
+        "runSeconds": round(checkpoint.totals.run_seconds, 3),
         "resumes": checkpoint.resumes,
     }
     body = {
