@@ -223,9 +223,19 @@ def _carry(previous: QuantumModelStatus | None, facts: Facts) -> Facts:
     if previous is not None:
         facts.latest, facts.champion = previous.latest_version, previous.champion
         facts.usage, facts.source, facts.policy = previous.usage, previous.source, previous.policy
+        facts.requested_at = previous.last_handled_reconcile_at
         if facts.champion is not None:
             facts.promotion_state = "champion"
     return facts
+
+
+def _kept(
+    previous: Mapping[str, Any] | QuantumModelStatus | None, facts: Facts, now: datetime | None
+) -> dict[str, Any]:
+    """The status (wire form) of ``facts`` over what the model had: versions, champion, usage, source,
+    policy and the last reconcile request handled are kept."""
+    before = _previous(previous)
+    return build(before, _carry(before, facts), now or datetime.now(UTC)).to_wire()
 
 
 def invalid(
@@ -234,10 +244,8 @@ def invalid(
     generation: int | None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status (wire form) of a model whose spec the types refuse: Failed, Validated False."""
-    before = _previous(previous)
-    facts = _carry(before, Facts(generation=generation, valid=False, invalid_message=message or "spec is invalid"))
-    return build(before, facts, now or datetime.now(UTC)).to_wire()
+    """A model whose spec the types refuse: Failed, Validated False."""
+    return _kept(previous, Facts(generation=generation, valid=False, invalid_message=message or "spec is invalid"), now)
 
 
 def failed(
@@ -246,13 +254,9 @@ def failed(
     generation: int | None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status (wire form) after a reconcile that raised: Failed, with the error's message;
-    what the model had (versions, champion) is kept."""
-    before = _previous(previous)
-    facts = _carry(
-        before, Facts(generation=generation, training_state="failed", training_message=describe_failure(err))
-    )
-    return build(before, facts, now or datetime.now(UTC)).to_wire()
+    """After a reconcile that raised: Failed, with the error's message."""
+    facts = Facts(generation=generation, training_state="failed", training_message=describe_failure(err))
+    return _kept(previous, facts, now)
 
 
 def training_due(
@@ -261,10 +265,6 @@ def training_due(
     generation: int | None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The status (wire form) of a model whose training is due but not started yet: Training,
-    Reconciling, Trained False (TrainingDue); what the model had is kept."""
-    before = _previous(previous)
-    facts = _carry(before, Facts(generation=generation, training_state="due", training_message=message))
-    if before is not None:
-        facts.requested_at = before.last_handled_reconcile_at
-    return build(before, facts, now or datetime.now(UTC)).to_wire()
+    """A model whose training is due but not started yet: Training, Reconciling, Trained False
+    (TrainingDue)."""
+    return _kept(previous, Facts(generation=generation, training_state="due", training_message=message), now)

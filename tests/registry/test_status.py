@@ -57,9 +57,15 @@ def test_transition_time_changes_only_when_a_condition_flips() -> None:
 
 
 def test_the_shells_helpers_keep_what_the_model_had() -> None:
-    before = status.build(None, status.Facts(latest=CHAMPION, champion=CHAMPION, promotion_state="champion"), T0)
+    facts = status.Facts(latest=CHAMPION, champion=CHAMPION, promotion_state="champion", requested_at="2026-01-01")
+    before = status.build(None, facts, T0)
     wire = status.failed(before.to_wire(), RuntimeError("git push: remote hung up"), 4, T0)
     assert wire["phase"] == "Failed" and wire["champion"]["version"] == 1
+    assert wire["lastHandledReconcileAt"] == "2026-01-01", "a request once answered stays answered"
+    due = status.training_due(before.to_wire(), "training because the spec changed", 5, T0)
+    assert due["phase"] == "Training" and due["champion"]["version"] == 1 and due["observedGeneration"] == 5
+    found = {c["type"]: (c["status"], c["reason"]) for c in due["conditions"]}
+    assert found["Reconciling"] == ("True", "Training") and found["Trained"] == ("True", "TrainingDue")
     assert wire["message"] == "RuntimeError: git push: remote hung up"
     invalid = status.invalid({}, "spec.circuit.qubits: required", 5, T0)
     assert invalid["phase"] == "Failed"
