@@ -100,9 +100,10 @@ class Runtime:
         self._prepare_checkouts()
 
     def _prepare_checkouts(self) -> None:
-        """Start cloning each pool thread's checkout now, while kopf lists the models, rather than at
-        each thread's first reconcile: writing a large registry's files is most of a start. Best
-        effort: a clone that fails here is tried again, and reported, by the first reconcile."""
+        """Start each pool thread's checkout now (clone, fetch, first checks: ``WorkTree.warm``), while
+        kopf lists the models, rather than at each thread's first reconcile: writing a large
+        registry's files is most of a start. Best effort: what fails here is tried again, and
+        reported, by the first reconcile."""
         loop = asyncio.get_running_loop()
         for _ in range(self.config.training_workers):
             warming = loop.run_in_executor(self.pool, self._prepare_checkout)
@@ -112,7 +113,9 @@ class Runtime:
         if self.closing.is_set():
             return
         try:
-            self.reconciler()
+            registry = self.reconciler().registry
+            if isinstance(registry, WorkTree):
+                registry.warm()
         except Exception as err:
             log.debug("checkout not prepared at startup: %s", type(err).__name__)
 

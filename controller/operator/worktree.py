@@ -71,6 +71,15 @@ class WorkTree(Registry):
         self._unpublished = True  # a work tree left by an earlier process may hold unpushed commits
         self._clean = False  # ... and half-written files
 
+    def warm(self) -> None:
+        """Do now what the first reconcile on this work tree would do before anything else: fetch,
+        push what an earlier process left unpushed, check the tree clean, map ledger entries to
+        commits (the operator calls this at its start, while kopf lists the models)."""
+        self.sync()
+        self.publish()
+        self.discard_uncommitted("", "")
+        self.entry_commits("", "")
+
     def sync(self) -> list[Commit]:
         now = time.monotonic()
         recent = self._synced_at is not None and now - self._synced_at < self.min_sync_interval

@@ -247,6 +247,29 @@ def test_the_work_tree_answers_as_the_engines_registry_with_fewer_git_processes(
     assert fresh.discard_uncommitted("ns", "a") == []
 
 
+def test_a_warmed_work_tree_leaves_its_first_reconcile_no_git_process(remote: Path, tmp_path: Path) -> None:
+    from controller.engine.registry import GitIdentity
+    from controller.operator.worktree import WorkTree
+
+    checkout = GitSource(str(remote), tmp_path / "work" / "repo", branch="main").prepare()
+    identity = GitIdentity("qmlops-operator", "qmlops-operator@qmlops.io")
+    left = WorkTree(checkout, identity=identity, remote="origin")
+    left.record("ns", "a", at="2026-01-01T00:00:00Z", kind="registered", version=1, message="registered")
+    (checkout / "registry" / "ns" / "a" / "half-written.json").write_text("{")  # an earlier pod died here
+
+    tree = WorkTree(checkout, identity=identity, remote="origin")  # this pod's start
+    tree.warm()
+    assert git("rev-parse", "main", cwd=remote).strip() == tree.git.head(), "what was left unpushed is pushed"
+    assert not (checkout / "registry" / "ns" / "a" / "half-written.json").exists()
+    runs = []
+    real_run = tree.git.run
+    tree.git.run = lambda *args, **kwargs: runs.append(args) or real_run(*args, **kwargs)  # type: ignore[method-assign]
+    tree.sync()
+    assert not tree.publish().pushed and tree.discard_uncommitted("ns", "a") == []
+    assert set(tree.entry_commits("ns", "a")) == {e.digest for e in tree.ledger("ns", "a").entries}
+    assert runs == [], "fetched a moment ago, nothing to push, checked clean, entries mapped: no git process"
+
+
 def test_failures_are_reported_without_credentials(tmp_path: Path) -> None:
     creds = GitCredentials(token="s3cr3t-token-value")
     source = GitSource("https://user:s3cr3t-token-value@127.0.0.1:9/nothing.git", tmp_path / "repo", credentials=creds)
