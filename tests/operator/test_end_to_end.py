@@ -3,7 +3,10 @@ shows Ready with its champion, survives a restart mid-training and is released o
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -439,3 +442,35 @@ async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: Operato
     assert samples['qmlops_decisions_total{kind="registered"}'] == 1
     assert {"qmlops_qpu_seconds_total", "qmlops_queue_depth", "qmlops_reconciles_running"} <= set(samples)
     assert probes["workers"] == {"models": 1}
+
+
+async def test_the_qmlops_operator_command_reconciles_and_stops_on_sigterm(env: OperatorEnv, tmp_path: Path) -> None:
+    """The command a Deployment runs, as its own process (runtime.main and kopf.run with their signal
+    handling): a model trains to Ready; SIGTERM, as Kubernetes sends it, ends the process cleanly."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
+        f"clusters: [{{name: harness, cluster: {{server: '{str(env.kube.url).rstrip('/')}'}}}}]\n"
+        "users: [{name: robot, user: {token: pod-token}}]\n"
+        "contexts: [{name: harness, context: {cluster: harness, user: robot}}]\n"
+    )
+    command = [sys.executable, "-m", "controller", "operator", "--repo", str(env.remote)]
+    command += ["--workdir", str(tmp_path / "pod"), "--kubeconfig", str(kubeconfig), "-A"]
+    command += ["--webhook-port", "0", "--metrics-port", "0", "--liveness-port", "0"]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        await env.client.create(tiny_model())
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-2000:]
+    assert "Traceback" not in text and "pod-token" not in text
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
