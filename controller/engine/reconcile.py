@@ -38,6 +38,7 @@ from controller.api.quantummodel import (
 )
 from controller.engine import governance, promotion
 from controller.engine import status as model_status
+from controller.engine.memo import Memo
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.canonical import digest_of
@@ -58,7 +59,7 @@ TrainerFn = Callable[..., Any]
 CredentialsLookup = Callable[[str, str], Any]
 Action = Literal["train", "register", "promote", "rollback", "block", "wait", "suspend", "nothing"]
 ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
-POLICY_CACHE_LIMIT = 10_000  # specs whose governance report a reconciler keeps
+MEMO_LIMIT = 10_000  # specs (and datasets) whose governance report (and digest) a reconciler keeps
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ class Reconciler:
         self.clock = clock
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials
-        self._builtin_digests: dict[tuple[str, int], str] = {}
-        self._policies: dict[str, tuple[list[str], str, Any]] = {}
+        self._builtin_digests: Memo[str] = Memo(MEMO_LIMIT)
+        self._policies: Memo[tuple[list[str], str, Any]] = Memo(MEMO_LIMIT)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -313,20 +314,12 @@ class Reconciler:
         if not spec.dataset.source.startswith("builtin:"):
             return training().dataset_digest(spec, repo_root=self.registry.repo)
         key = (spec.dataset.model_dump_json(), spec.circuit.qubits)
-        if key not in self._builtin_digests:
-            self._builtin_digests[key] = training().dataset_digest(spec, repo_root=self.registry.repo)
-        return self._builtin_digests[key]
+        return self._builtin_digests.get(key, lambda: training().dataset_digest(spec, repo_root=self.registry.repo))
 
     def _blocking_reason(self, spec: QuantumModelSpec) -> tuple[list[str], str, Any]:
         """Governance is a function of the spec alone: judged once per spec a reconciler sees (the
         report is read, never changed, by the status built from it)."""
-        key = spec.model_dump_json()
-        found = self._policies.get(key)
-        if found is None:
-            if len(self._policies) >= POLICY_CACHE_LIMIT:
-                self._policies.clear()
-            found = self._policies[key] = blocking_reason(spec)
-        return found
+        return self._policies.get(spec.model_dump_json(), lambda: blocking_reason(spec))
 
     # --- plan ---------------------------------------------------------------------------------
 

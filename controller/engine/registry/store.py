@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from controller.engine.memo import Memo
 from controller.engine.registry import approvals, index, versions
 from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
 from controller.engine.registry.ledger import LEDGER_FILE, Entry, Ledger, LedgerError, draft, parse
@@ -33,25 +34,7 @@ TRAILER_ENTRY = "Qmlops-Entry"
 
 
 T = TypeVar("T")
-
-
-class ParsedFiles:
-    """Registry files parsed before, by their content: a reconcile reads every file of its model,
-    and mostly finds them as they were (their digests were checked when first parsed). Parsed
-    values are immutable; a file that fails to parse is parsed (and fails) again."""
-
-    LIMIT = 20_000
-
-    def __init__(self) -> None:
-        self._values: dict[tuple[Any, ...], Any] = {}
-
-    def get(self, key: tuple[Any, ...], parse: Callable[[], T]) -> T:
-        found = self._values.get(key)
-        if found is None:
-            if len(self._values) >= self.LIMIT:
-                self._values.clear()
-            found = self._values[key] = parse()
-        return cast(T, found)
+PARSED_FILES_LIMIT = 20_000
 
 
 class RegistryError(Exception):
@@ -83,7 +66,9 @@ class Registry:
         self.root = root.strip("/")
         settings = {"gpg.ssh.allowedSignersFile": str(Path(allowed_signers).resolve())} if allowed_signers else {}
         self.git = Git(self.repo, identity=identity, remote=remote, settings=settings)
-        self._parsed = ParsedFiles()
+        # files parsed before, by their content: a reconcile reads every file of its model and mostly
+        # finds them as they were (their digests were checked when first parsed)
+        self._parsed: Memo[Any] = Memo(PARSED_FILES_LIMIT)
         self._cache: dict[tuple[str, ...], object] = {}
         self._cache_head: str | None = None
         if not self.git.is_repository():
