@@ -145,8 +145,8 @@ def lift_feature_angles(circuit: Any, features: list[str]) -> tuple[Any, dict[st
     ``2(pi - x_0)(pi - x_1)``) replaced by a parameter of its own, and those expressions by name.
 
     The values of these parameters are computed once per sample (:func:`parameter_table`); a primitive
-    handed the expressions evaluates each of them per sample on every job (Aer does it in Python: half
-    of a job's time at 8 qubits). Plain features, weights and expressions of weights are left as they
+    handed the expressions evaluates each of them per sample on every job (Aer does it in Python: a
+    third of a job's time at 8 qubits and 455 samples). Plain features, weights and expressions of weights are left as they
     are, so the circuit computes the very same states."""
     from qiskit.circuit import CircuitInstruction, Parameter, ParameterExpression
 
