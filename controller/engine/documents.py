@@ -24,6 +24,8 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from controller.engine.containment import OutsideWorkTree, check_found_file
+
 if TYPE_CHECKING:
     from controller.api import QuantumModel, QuantumPipeline
 
@@ -189,6 +191,11 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[str], list[P
             problems.append(_unusable(path, "no such file or directory"))
     unique: dict[str, str] = {}
     for file in files:
+        try:
+            check_found_file(file)  # a symlink out of the repository, or into .git, is never read
+        except OutsideWorkTree as err:
+            problems.append(_unusable(file, f"refused: {err}"))
+            continue
         unique.setdefault(os.path.normpath(file), file)
     return list(unique.values()), problems
 

@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.engine import governance
+from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.documents import (
     FieldPath,
     LoadedDocument,
@@ -552,10 +553,10 @@ def _dataset_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> N
     if not dataset.source.startswith("file:"):
         return
     relative = dataset.source.removeprefix("file:")
-    root = os.path.realpath(repo_root)
-    path = os.path.realpath(os.path.join(root, relative))
-    if os.path.commonpath([root, path]) != root:
-        reporter.at(["spec", "dataset", "source"], f"{relative} leads outside the repository (through a symlink)")
+    try:
+        path = str(inside_work_tree(repo_root, relative))
+    except OutsideWorkTree as err:
+        reporter.at(["spec", "dataset", "source"], f"file:{relative} {err.reason}")
         return
     if not os.path.isfile(path):
         reporter.at(["spec", "dataset", "source"], f"no file {relative} in the repository ({repo_root})")

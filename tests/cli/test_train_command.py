@@ -157,7 +157,7 @@ def test_a_training_error_is_one_line(repo: Path, capsys: pytest.CaptureFixture[
     assert result.code == 1
     failure = [line for line in result.err.splitlines() if line.startswith("qmlops train:")]
     assert failure == [
-        "qmlops train: team/tiny: dataset.features: file:data/readings.csv:22: column 'b' is not numeric ('n/a')"
+        "qmlops train: team/tiny: dataset.features: file:data/readings.csv:22: column 'b' is not numeric"
     ]
     assert "Traceback" not in result.err
     assert not (repo / "out/team/tiny/artifact.json").exists()

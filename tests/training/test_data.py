@@ -148,7 +148,7 @@ ROWS = "".join(f"{i},{i % 3},{'a' if i % 2 else 'b'}\n" for i in range(12))
             "f1,f2,label\n1,2,a\n\n3,x2,b\n" + ROWS,
             {"target": "label"},
             "dataset.features",
-            "data/bad.csv:4: column 'f2' is not numeric ('x2')",
+            "data/bad.csv:4: column 'f2' is not numeric",
         ),
         (
             "f1,f2,label\n1,inf,a\n" + ROWS,
@@ -156,7 +156,7 @@ ROWS = "".join(f"{i},{i % 3},{'a' if i % 2 else 'b'}\n" for i in range(12))
             "dataset.features",
             "data/bad.csv:2: column 'f2' is not a finite number",
         ),
-        ("f1,f2,label\n" + "1,2,a\n" * 10, {"target": "label"}, "dataset.classes", "one class only ('a')"),
+        ("f1,f2,label\n" + "1,2,a\n" * 10, {"target": "label"}, "dataset.classes", "one class only;"),
         (
             "f1,f2,label\n1,2,a\n3,4,b\n5,6,a\n7,8,b\n",
             {"target": "label"},
@@ -228,3 +228,45 @@ def test_more_features_than_qubits_and_too_many_components_are_refused() -> None
         prepared(Dataset(source="builtin:iris"))
     with pytest.raises(training.DatasetError, match=r"^dataset.reduce.components: 3 components from 2 features"):
         prepared(Dataset(source="builtin:moons", reduce={"components": 3}), qubits=3)
+
+
+def test_a_dataset_in_git_or_linked_into_it_is_refused_without_reading_it(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[http]\n\textraheader = AUTHORIZATION: basic c2VjcmV0\n")
+    (tmp_path / ".git" / "data.csv").write_text("[http]\nAUTHORIZATION: basic c2VjcmV0\n")
+    (tmp_path / "data").mkdir()
+    os.symlink("../.git/config", tmp_path / "data" / "leak.csv")
+    os.symlink(".git", tmp_path / "meta")
+    for source, reason in (
+        ("file:data/leak.csv", "leads into .git (through a symlink)"),
+        ("file:meta/data.csv", "leads into .git (through a symlink)"),
+        ("file:.git/data.csv", "is inside .git"),
+        ("file:.GIT/data.csv", "is inside .git"),
+    ):
+        s = spec(dataset={"source": source, "target": "[http]", "features": None, "classes": [0, 1]})
+        with pytest.raises(training.DatasetError) as raised:
+            training.dataset_digest(s, tmp_path)
+        assert str(raised.value).startswith(f"dataset.source: {source} {reason}"), raised.value
+        assert "AUTHORIZATION" not in str(raised.value) and "c2VjcmV0" not in str(raised.value)
+
+
+def test_data_errors_name_the_file_line_and_column_never_the_values(tmp_path: Path) -> None:
+    """A file's cells and labels are its content: messages give column names and counts only."""
+    secret = "AKIA0123456789ABCDEF"
+    labels = write(tmp_path, "f1,f2,label\n" + "".join(f"{i},{i % 3},{secret if i % 2 else 'b'}\n" for i in range(12)))
+    s = spec(dataset={"source": labels, "target": "label", "features": None, "classes": ["x", "y"]})
+    with pytest.raises(training.DatasetError) as raised:
+        training.dataset_digest(s, tmp_path)
+    assert str(raised.value) == (
+        "dataset.classes: file:data/bad.csv has no class 'x'; its target column has 2 distinct values"
+    )
+    cells = write(tmp_path, "f1,f2,label\n1,2,a\n3," + secret + ",b\n" + ROWS)
+    s = spec(dataset={"source": cells, "target": "label", "features": None, "classes": None})
+    with pytest.raises(training.DatasetError) as raised:
+        training.dataset_digest(s, tmp_path)
+    assert str(raised.value) == "dataset.features: file:data/bad.csv:3: column 'f2' is not numeric"
+    one = write(tmp_path, "f1,f2,label\n" + f"1,2,{secret}\n" * 10)
+    s = spec(dataset={"source": one, "target": "label", "features": None, "classes": None})
+    with pytest.raises(training.DatasetError, match="one class only; a classifier needs two") as raised:
+        training.train(s, repo_root=tmp_path)
+    assert secret not in str(raised.value)

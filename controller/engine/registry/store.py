@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.memo import Memo
 from controller.engine.registry import approvals, index, versions
 from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
@@ -85,6 +86,14 @@ class Registry:
     def version_path(self, namespace: str, name: str, number: int) -> str:
         return f"{self.model_path(namespace, name)}/{versions.file_name(number)}"
 
+    def real_path(self, relative: str) -> Path:
+        """``relative`` (a registry path) in the work tree, refused when any part of it is a symlink or
+        named .git: the registry is read and written only in real folders of the repository."""
+        try:
+            return inside_work_tree(self.repo, relative, symlinks=False)
+        except OutsideWorkTree as err:
+            raise RegistryError(f"{relative}: {err}") from None
+
     def private_dir(self) -> Path:
         """Inside .git: never committed, shared by work trees. Checkpoints and finished artifacts live here."""
         return self.git.common_dir() / "qmlops"
@@ -128,7 +137,7 @@ class Registry:
     def ledger(self, namespace: str, name: str, *, strict: bool = True) -> Ledger:
         """The model's decisions; with ``strict`` a line that is not an entry is an error, otherwise
         it is skipped (the audit shows what it can, and ``--verify`` reports the line)."""
-        path = self.repo / self.ledger_path(namespace, name)
+        path = self.real_path(self.ledger_path(namespace, name))
         if not path.exists():
             return Ledger()
         try:
@@ -140,7 +149,7 @@ class Registry:
     def versions(self, namespace: str, name: str, *, strict: bool = True) -> list[Version]:
         """The model's versions, oldest first. ``strict``: a file that does not match its digest is an
         error (the engine never builds on a rewritten registry); otherwise it is read as it is."""
-        folder = self.repo / self.model_path(namespace, name) / versions.VERSIONS_DIR
+        folder = self.real_path(f"{self.model_path(namespace, name)}/{versions.VERSIONS_DIR}")
         if not folder.is_dir():
             return []
         found: list[Version] = []
@@ -149,6 +158,8 @@ class Registry:
             if number is None:
                 continue
             where = self.version_path(namespace, name, number)
+            if file.is_symlink():
+                raise RegistryError(f"{where}: is a symlink: the registry holds only real files")
             try:
                 raw = file.read_bytes()
                 version = self._parsed.get(
@@ -213,20 +224,24 @@ class Registry:
         """Append one decision to the ledger, write ``files`` (paths relative to the model's folder,
         never overwriting one that exists), refresh model.yaml, and commit it all as one commit."""
         model = f"{namespace}/{name}"
-        folder = self.repo / self.model_path(namespace, name)
+        base = self.model_path(namespace, name)
+        # every path is checked before anything is written: a symlinked registry/<namespace> (or any
+        # other part) would otherwise send versions and ledgers outside the repository
+        targets = {relative: self.real_path(f"{base}/{relative}") for relative in (files or {})}
+        ledger_file = self.real_path(f"{base}/{LEDGER_FILE}")
+        index_file = self.real_path(f"{base}/{index.INDEX_FILE}")
         ledger = self.ledger(namespace, name)
         entry = draft(ledger.last, at=at, kind=kind, model=model, version=version, message=message, data=data)
         for relative, raw in (files or {}).items():
-            target = folder / relative
+            target = targets[relative]
             if target.exists():
                 raise RegistryError(f"{self.model_path(namespace, name)}/{relative} exists: versions are immutable")
             write_atomic(target, raw)
-        ledger_file = folder / LEDGER_FILE
         before = ledger_file.read_bytes() if ledger_file.exists() else b""
         write_atomic(ledger_file, before + entry.to_line().encode())
         after = Ledger((*ledger.entries, entry))
         index.write(
-            folder / index.INDEX_FILE,
+            index_file,
             namespace,
             name,
             index.summary(namespace, name, after, self.versions(namespace, name)),
@@ -235,7 +250,7 @@ class Registry:
         if version is not None:
             trailers.append((TRAILER_VERSION, str(version)))
         trailers += [(TRAILER_DECISION, kind), (TRAILER_ENTRY, entry.digest)]
-        subject = f"qmlops: {model}: {message}"
+        subject = f"qmlops: {model}: {entry.message}"  # as scrubbed for the ledger
         try:
             sha = self.git.commit([self.model_path(namespace, name)], _subject(subject), trailers)
         except GitError as err:

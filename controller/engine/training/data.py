@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from controller.api.quantummodel import Dataset
+from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.registry.canonical import digest_of
 from controller.engine.training.errors import DatasetError
 
@@ -192,11 +193,11 @@ def _ad_hoc(seed: int, qubits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _csv(repo_root: Path, relative: str, target: str) -> Table:
-    root = repo_root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise DatasetError(f"dataset.source: file:{relative} leads outside the repository")
     where = f"file:{relative}"
+    try:
+        path = inside_work_tree(repo_root, relative)
+    except OutsideWorkTree as err:
+        raise DatasetError(f"dataset.source: {where} {err.reason}") from None
     try:
         size = path.stat().st_size
     except OSError:
@@ -241,9 +242,8 @@ def _cell(cell: str, where: str, line: int, column: str, problems: dict[str, str
 def _number(cell: str, where: str, line: int, column: str) -> float:
     try:
         value = float(cell)
-    except ValueError:
-        shown = cell.strip()[:40]
-        raise DatasetError(f"dataset.features: {where}:{line}: column {column!r} is not numeric ({shown!r})") from None
+    except ValueError:  # the cell itself is never quoted: a data file's content stays out of messages
+        raise DatasetError(f"dataset.features: {where}:{line}: column {column!r} is not numeric") from None
     if not math.isfinite(value):
         raise DatasetError(f"dataset.features: {where}:{line}: column {column!r} is not a finite number")
     return value
@@ -287,14 +287,21 @@ def _classes(dataset: Dataset, table: Table, labels: list[str]) -> list[Any]:
         found = {str(v) for v in present}
         missing = [c for c in dataset.classes if str(c) not in found]
         if missing:
-            shown = ", ".join(str(c) for c in present[:20])
-            raise DatasetError(f"dataset.classes: {table.where} has no class {missing[0]!r}; its classes are {shown}")
+            raise DatasetError(
+                f"dataset.classes: {table.where} has no class {missing[0]!r}; {_list_classes(table, present)}"
+            )
         classes = list(dataset.classes)
     if len(classes) < 2:
-        raise DatasetError(
-            f"dataset.classes: {table.where} has one class only ({classes[0]!r}); a classifier needs two"
-        )
+        raise DatasetError(f"dataset.classes: {table.where} has one class only; a classifier needs two")
     return classes
+
+
+def _list_classes(table: Table, present: list[Any]) -> str:
+    """The classes a dataset has: named for a builtin dataset, counted for a file (its labels are the
+    file's content, which no message quotes)."""
+    if table.where.startswith("builtin:"):
+        return f"its classes are {', '.join(str(c) for c in present[:20])}"
+    return f"its target column has {len(present)} distinct value{'s' if len(present) != 1 else ''}"
 
 
 def _check_split(dataset: Dataset, where: str, y: np.ndarray, n_classes: int) -> None:
