@@ -26,6 +26,7 @@ from controller.api.quantummodel import (
     Usage,
     VersionRef,
 )
+from controller.engine.text import scrub
 
 TrainingState = Literal["idle", "due", "running", "stopped", "failed", "done"]
 PromotionState = Literal["champion", "waiting", "gates-failed", "none", "blocked"]
@@ -82,7 +83,7 @@ def set_condition(
         type=name,
         status=value,
         reason=reason,
-        message=message[:32768],
+        message=scrub(message)[:32768],
         observed_generation=generation,
         last_transition_time=moment,
     )
@@ -114,6 +115,7 @@ def phase_of(facts: Facts) -> tuple[Phase, str]:
 def build(previous: QuantumModelStatus | None, facts: Facts, now: datetime) -> QuantumModelStatus:
     """The complete status for ``facts``, carrying over transition times from ``previous``."""
     phase, message = phase_of(facts)
+    message = scrub(message)
     conditions = list(previous.conditions) if previous else []
     gen = facts.generation
 
@@ -201,10 +203,9 @@ MAX_FAILURE_TEXT = 500
 
 
 def describe_failure(err: BaseException) -> str:
-    """A failure as one line for status and events: the error's kind and its own message, bounded.
-
-    Errors raised by the engine never carry credentials (they are read from a Secret and not quoted)."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    """A failure as one line for status, events and the ledger: the error's kind and its own message,
+    scrubbed of secrets (an error from a library can quote a header or a URL) and bounded."""
+    text = scrub(" ".join(str(err).split())) or type(err).__name__
     if len(text) > MAX_FAILURE_TEXT:
         text = text[: MAX_FAILURE_TEXT - 1] + "…"
     return text if text.startswith(type(err).__name__) else f"{type(err).__name__}: {text}"

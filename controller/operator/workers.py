@@ -26,6 +26,7 @@ from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelSta
 from controller.engine import status as engine_status
 from controller.engine import training
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspace
+from controller.engine.text import scrub
 from controller.operator import checkpoints
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
@@ -397,7 +398,7 @@ class ModelWorker:
         reason = "".join(part.capitalize() for part in decision.kind.split("-"))
         where = f" (commit {decision.commit[:12]})" if decision.commit else ""
         version = f"version {decision.version}: " if decision.version is not None else ""
-        kopf.event(body, type=kind, reason=reason, message=f"{version}{decision.message}{where}")
+        kopf.event(body, type=kind, reason=reason, message=scrub(f"{version}{decision.message}{where}"))
 
     def _count(self, before: Mapping[str, Any], after: Mapping[str, Any], decisions: list[Decision]) -> None:
         metrics = self.runtime.metrics

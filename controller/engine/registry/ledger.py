@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller.engine.registry.canonical import canonical_bytes, digest_of
+from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
 
@@ -172,7 +173,8 @@ def draft(
     message: str,
     data: dict[str, Any] | None = None,
 ) -> Entry:
-    """The next entry after ``previous``, with its digest."""
+    """The next entry after ``previous``, with its digest. Its message and data pass the secret
+    scrubber (:func:`controller.engine.text.scrub`): nothing an error or a data file quoted reaches Git."""
     if kind not in KINDS:
         raise ValueError(f"unknown decision kind {kind!r}")
     entry = Entry(
@@ -181,8 +183,8 @@ def draft(
         kind=kind,
         model=model,
         version=version,
-        message=message,
-        data=json.loads(canonical_bytes(data or {})),
+        message=scrub(message),
+        data=scrub_data(json.loads(canonical_bytes(data or {}))),
         prev=previous.digest if previous else None,
     )
     return Entry(**{**entry.__dict__, "digest": entry.computed_digest()})
@@ -268,7 +270,7 @@ class Ledger:
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
         last = self.last
-        return last is not None and last.kind == BLOCKED and last.message == reason
+        return last is not None and last.kind == BLOCKED and last.message == scrub(reason)
 
 
 def ledger_of(entries: Sequence[Entry]) -> Ledger:
