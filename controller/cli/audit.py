@@ -14,6 +14,7 @@ from controller.engine.audit_html import render
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.engine.registry.ledger import format_time
+from controller.engine.text import escape_control
 from controller.runner.specs import observe, repository_name
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         registry = Registry(Path(args.repo), identity=identity, remote=None)
         audits = _audits(registry, args)
     except (ValueError, GitError, RegistryError, LookupError) as err:
-        print(f"qmlops audit: {err}", file=sys.stderr)
+        print(escape_control(f"qmlops audit: {err}"), file=sys.stderr)
         return EXIT_ERROR
     verify = args.verify or args.format == "html"
     if verify:
@@ -83,7 +84,7 @@ def _report_verification(audits: list[audit.ModelAudit]) -> int:
     for model_audit, result in broken:
         assert result is not None
         first = result.problems[0]
-        print(f"qmlops audit --verify: {model_audit.model}: FAILED: {first.format()}", file=sys.stderr)
+        print(escape_control(f"qmlops audit --verify: {model_audit.model}: FAILED: {first.format()}"), file=sys.stderr)
     return EXIT_BROKEN
 
 
@@ -167,7 +168,8 @@ def _table(item: audit.ModelAudit) -> str:
         else:
             lines.append("  verify: FAILED")
             lines.extend(f"    {p.format()}" for p in result.problems)
-    return "\n".join(lines) + "\n"
+    # names, subjects and messages come from Git and specs: an escape sequence in them is shown, not obeyed
+    return "\n".join(escape_control(line) for line in lines) + "\n"
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

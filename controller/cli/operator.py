@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from controller.engine.text import EscapingFormatter
 from controller.operator.settings import OperatorConfig, WebhookConfig
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
@@ -103,10 +104,9 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         config = build_config(args)
     except UsageError as err:

@@ -11,6 +11,7 @@ from typing import Any
 from controller.engine.reconcile import Plan, Reconciler
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.status import describe_failure
+from controller.engine.text import escape_control
 from controller.runner.specs import observe
 
 EXIT_NOTHING, EXIT_CHANGES, EXIT_ERROR = 0, 1, 2
@@ -37,16 +38,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows, problems = _plan(args)
     except (GitError, RegistryError) as err:
-        print(f"qmlops plan: {err}", file=sys.stderr)
+        print(escape_control(f"qmlops plan: {err}"), file=sys.stderr)
         return EXIT_ERROR
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(escape_control(problem), file=sys.stderr)
     if args.output == "json":
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
             version = f" version {row['version']}" if row["version"] is not None and row["action"] != "train" else ""
-            print(f"{row['model']} ({row['path']}): {row['action']}{version}: {row['reason']}")
+            print(escape_control(f"{row['model']} ({row['path']}): {row['action']}{version}: {row['reason']}"))
         changed = sum(1 for r in rows if r["changes"])
         print(f"qmlops plan: {len(rows)} model{'s' if len(rows) != 1 else ''}, {changed} to change", file=sys.stderr)
     if problems:

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from controller.api import QuantumModel
 from controller.engine.registry.yamlio import write_atomic
+from controller.engine.text import escape_control
 from controller.engine.validation import EXIT_OK, EXIT_UNUSABLE, EXIT_VIOLATIONS, validate_paths
 from controller.engine.validation import repo_root_of as _repo_root_of
 from controller.runner.interrupts import stop_after_iteration
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"qmlops train: internal error: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     for problem in report.problems:
-        print(problem.format(), file=sys.stderr)
+        print(escape_control(problem.format()), file=sys.stderr)
     if report.exit_code != EXIT_OK:
         errors, _ = report.counts()
         print(f"qmlops train: {file}: {errors} error(s); nothing was trained", file=sys.stderr)
@@ -190,7 +191,7 @@ class Trainer:
                 failure = None
         if failure is not None:
             code, message = failure
-            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+            self.console.print(escape_control(message), markup=False, highlight=False, soft_wrap=True)
             if code == EXIT_INTERRUPTED:
                 self.console.print(
                     f"{key}: checkpoint kept in {where.checkpoint}; run the same command again to resume",
@@ -314,7 +315,7 @@ def report(artifact: ModelArtifact, where: Paths, key: str, seconds: float, repl
     matrix = metrics.get("confusionMatrix")
     if matrix:
         classes = ", ".join(str(c) for c in artifact.classes)
-        print(f"{key}: confusion matrix (rows true, columns predicted; classes {classes}): {matrix}")
+        print(escape_control(f"{key}: confusion matrix (rows true, columns predicted; classes {classes}): {matrix}"))
     resumes = int(usage.get("resumes", 0) or 0)
     resumed = f"; resumed {resumes} time(s) from {where.checkpoint}" if resumes else ""
     if resumes and replayed_all:

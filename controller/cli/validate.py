@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from controller.engine.text import escape_control
 from controller.engine.validation import EXIT_UNUSABLE, ValidationReport, validate_paths
 
 
@@ -29,13 +30,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = validate_paths(args.paths)
     except Exception as err:  # the last resort: the command must never end in a traceback
-        print(f"qmlops: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(escape_control(f"qmlops: internal error: {type(err).__name__}: {err}"), file=sys.stderr)
         return EXIT_UNUSABLE
     if args.output == "json":
         print(json.dumps([p.to_json() for p in report.problems], indent=2))
     else:
         for problem in report.problems:
-            print(problem.format())
+            print(escape_control(problem.format()))
     print(summary(report), file=sys.stderr)
     return report.exit_code
 

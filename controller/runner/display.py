@@ -10,8 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from controller.api.quantummodel import QuantumModelStatus
+from controller.engine.text import escape_control
 
 PHASE_STYLE = {
     "Ready": "green",
@@ -70,7 +72,7 @@ class Board:
 
     def say(self, text: str) -> None:
         """A line above the table (decisions, problems)."""
-        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        self.console.print(escape_control(text), markup=False, highlight=False, soft_wrap=True)
 
     def training(self, model: str, iteration: int | None, total: int | None, loss: float | None, backend: str) -> None:
         row = self.row(model)
@@ -113,16 +115,12 @@ class Board:
         for column in ("model", "phase", "training", "champion", "accuracy", "backend", "message"):
             table.add_column(column, overflow="fold", max_width=70 if column == "message" else None)
         for row in self.rows.values():
-            style = PHASE_STYLE.get(row.phase, "")
-            table.add_row(
-                row.model,
-                f"[{style}]{row.phase}[/]" if style else row.phase,
-                row.progress,
-                row.champion,
-                row.accuracy,
-                row.backend,
-                row.message,
-            )
+            # every cell as plain text, control characters escaped: names and messages come from specs
+            # and Git, and neither rich markup nor a terminal escape sequence in them takes effect
+            cells = (row.model, row.phase, row.progress, row.champion, row.accuracy, row.backend, row.message)
+            texts = [Text(escape_control(cell)) for cell in cells]
+            texts[1].stylize(PHASE_STYLE.get(row.phase, ""))
+            table.add_row(*texts)
         return table
 
     def print_table(self) -> None:
