@@ -16,6 +16,7 @@ Two helpers, one per destination:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -82,23 +83,40 @@ def _hex(match: re.Match[str]) -> str:
     return REDACTED
 
 
-_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    (_PEM, REDACTED),
-    (_AUTHORIZATION, rf"\1\2{REDACTED}"),
-    (_BEARER, rf"\1 {REDACTED}"),
-    (_USERINFO, rf"\1{REDACTED}@"),
-    (_ASSIGNED, rf"\1\2{REDACTED}"),
-    (_KNOWN_TOKENS, REDACTED),
-    (_HEX, _hex),
-    (_BASE64, _base64),
+# (pattern, replacement, words one of which the lower-cased text must hold for the pattern to be tried:
+# most messages hold none, and a substring test is far cheaper than a case-insensitive search)
+_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str], tuple[str, ...]], ...] = (
+    (_PEM, REDACTED, ("-----begin",)),
+    (_AUTHORIZATION, rf"\1\2{REDACTED}", ("authorization",)),
+    (_BEARER, rf"\1 {REDACTED}", ("bearer",)),
+    (_USERINFO, rf"\1{REDACTED}@", ("://",)),
+    (_ASSIGNED, rf"\1\2{REDACTED}", ("passw", "passphrase", "secret", "token", "key")),
+    (_KNOWN_TOKENS, REDACTED, ("gh", "glpat-", "xox", "akia", "eyj")),
+    (_HEX, _hex, ()),
+    (_BASE64, _base64, ()),
 )
 
 
 def scrub(text: str) -> str:
     """``text`` fit to be recorded in Git, status or events: secrets redacted, control characters
     escaped (newlines and tabs are kept: they cannot act on a terminal from a stored file)."""
-    for pattern, replacement in _RULES:
-        text = pattern.sub(replacement, text)
+    # a model's status says the same few things on every reconcile: short texts are remembered
+    return _scrub_remembered(text) if len(text) <= _REMEMBERED_LENGTH else _scrub(text)
+
+
+_REMEMBERED_LENGTH = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrub_remembered(text: str) -> str:
+    return _scrub(text)
+
+
+def _scrub(text: str) -> str:
+    lower = text.lower()
+    for pattern, replacement, words in _RULES:
+        if not words or any(word in lower for word in words):
+            text = pattern.sub(replacement, text)
     return _CONTROL_KEEPING_LINES.sub(_visible, text)
 
 
