@@ -7,8 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
+from controller.api import QuantumModel
 from controller.engine.containment import OutsideWorkTree, check_found_file, inside_work_tree
+from controller.engine.reconcile import Observed, Reconciler
 from controller.engine.registry import Registry, RegistryError
 from controller.engine.registry.ledger import FAILED
 from tests.registry.repos import Repos, git, tiny_spec
@@ -49,6 +52,30 @@ def test_a_dataset_symlinked_into_git_is_refused_by_validate_and_run_and_never_p
         assert TOKEN not in text
         assert "extraheader" not in text.lower()
         assert "repositoryformatversion" not in text
+
+
+def test_a_reconcile_given_the_model_directly_records_the_refusal_not_the_file(repos: Repos, tmp_path: Path) -> None:
+    """The operator's path: the model comes from the cluster, not from validate; the training's own
+    check refuses the file, and the failure that reaches the ledger and the remote names the field only."""
+    work = repos.clone("work")
+    git(work, "config", "http.https://git.example.com/.extraheader", f"AUTHORIZATION: basic {TOKEN}")
+    (work / "data").mkdir()
+    os.symlink("../.git/config", work / "data" / "leak.csv")
+    git(work, "add", "data/leak.csv")
+    git(work, "commit", "--quiet", "-m", "a dataset")
+    repos.push(work)
+    model = QuantumModel.model_validate(YAML(typ="safe").load(LEAK_SPEC))
+    reconciler = Reconciler(Registry(work), checkpoint_root=tmp_path / "checkpoints")
+    outcome = reconciler.reconcile(Observed(model=model))
+    reconciler.registry.publish()
+    assert outcome.status.message == (
+        "the training data cannot be prepared: DatasetError: dataset.source: file:data/leak.csv leads into .git "
+        "(through a symlink): Git's own files are never read"
+    )
+    assert [d.kind for d in outcome.decisions] == [FAILED]
+    history = remote_history(repos)
+    assert "dataset.source: file:data/leak.csv leads into .git" in history
+    assert TOKEN not in history and "extraheader" not in history.lower()
 
 
 def test_a_symlinked_registry_namespace_is_refused_and_nothing_is_written_outside(
