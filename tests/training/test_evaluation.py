@@ -64,5 +64,5 @@ def test_the_models_shot_and_budget_limits_hold() -> None:
     with pytest.raises(BudgetExceeded, match=r"governance\.maxShots: evaluating with 256 shots exceeds 100"):
         evaluate(model, limited, "fake:manila", shots=256)
     budget = spec(governance={"qpuBudgetSeconds": 10})
-    with pytest.raises(BudgetExceeded, match=r"10\.0 of 10 QPU seconds are spent"):
+    with pytest.raises(BudgetExceeded, match=r"10\.0 of 10\.0 QPU seconds are spent"):
         evaluate(model, budget, "ibm:fake_manila", budget_used_seconds=10.0)
