@@ -52,22 +52,28 @@ def _leaf_adapter(path: str) -> TypeAdapter[Any]:
     raise KeyError(path)  # unreachable: the loop returns on the last part
 
 
-def check_matrix(matrix: dict[str, list[Any]]) -> None:
-    """Every key is a real QuantumModel spec path to a value, and every value is valid there."""
+def check_matrix(matrix: dict[str, list[Any]], prefix: str = "matrix") -> None:
+    """Every key is a real QuantumModel spec path to a value, and every value is valid there (which
+    paths a pipeline may vary at all is a governance rule: see ``engine.validation``)."""
     problems = []
     for key, values in matrix.items():
         try:
             adapter = _leaf_adapter(key)
         except KeyError as err:
-            problems.append(f"matrix.{key}: not a QuantumModel spec path: {err.args[0]}")
+            problems.append(f"{prefix}.{key}: not a QuantumModel spec path: {err.args[0]}")
             continue
         if not values:
-            problems.append(f"matrix.{key}: lists no values")
+            problems.append(f"{prefix}.{key}: lists no values")
+        seen: list[Any] = []
+        for value in values:
+            if any(type(value) is type(v) and value == v for v in seen):
+                problems.append(f"{prefix}.{key}: {value!r} is listed twice")
+            seen.append(value)
         for value in values:
             try:
                 adapter.validate_python(value)
             except ValidationError as err:
-                problems.append(f"matrix.{key}: {value!r} is not valid there: {err.errors()[0]['msg']}")
+                problems.append(f"{prefix}.{key}: {value!r} is not valid there: {err.errors()[0]['msg']}")
     if problems:
         raise ValueError("; ".join(problems))
 

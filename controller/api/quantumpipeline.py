@@ -59,10 +59,24 @@ class Trigger(SpecModel):
 
 MATRIX_KEY_PATTERN = r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)+$"
 MatrixValue = str | int | float | bool
+MatrixKey = Annotated[str, Field(pattern=MATRIX_KEY_PATTERN)]
+DEFAULT_MAX_COMBINATIONS = 64
+MAX_COMBINATIONS_CEILING = 1024  # the largest maxCombinations a spec may ask for
+MATRIX_PRODUCT_CEILING = 65_536  # the largest product a matrix may span before its exclusions are applied
 
 
 class TrainStep(SpecModel):
-    matrix: dict[Annotated[str, Field(pattern=MATRIX_KEY_PATTERN)], list[MatrixValue]] | None = None
+    """Train the model once per cell: the cartesian product of ``matrix`` (spec path -> values), less
+    the ``exclude`` entries (a cell is removed when it has every value an entry names), plus the
+    ``include`` entries (each a cell of its own, when not already there). Without a matrix: one cell,
+    the model's spec as committed."""
+
+    matrix: dict[MatrixKey, Annotated[list[MatrixValue], Field(max_length=64)]] | None = Field(
+        default=None, max_length=16
+    )
+    include: list[dict[MatrixKey, MatrixValue]] = Field(default_factory=list, max_length=64)
+    exclude: list[dict[MatrixKey, MatrixValue]] = Field(default_factory=list, max_length=64)
+    max_combinations: int = Field(default=DEFAULT_MAX_COMBINATIONS, ge=1, le=MAX_COMBINATIONS_CEILING)
     parallelism: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
@@ -71,11 +85,59 @@ class TrainStep(SpecModel):
 
         if self.matrix:
             check_matrix(self.matrix)
+        for what, entries in (("include", self.include), ("exclude", self.exclude)):
+            for i, entry in enumerate(entries):
+                if not entry:
+                    raise ValueError(f"{what}[{i}]: names no spec path")
+                check_matrix({key: [value] for key, value in entry.items()}, prefix=f"{what}[{i}]")
+        product = 1
+        for values in (self.matrix or {}).values():
+            product *= len(values)
+        if product > MATRIX_PRODUCT_CEILING:
+            raise ValueError(
+                f"matrix: its product has {product} combinations, more than the {MATRIX_PRODUCT_CEILING} "
+                "any matrix may span before exclusions: split the sweep"
+            )
+        count = len(self.cells())
+        if count > self.max_combinations:
+            raise ValueError(
+                f"matrix: {count} combinations exceed maxCombinations {self.max_combinations}: "
+                "narrow the matrix, exclude cells, or raise maxCombinations"
+            )
         return self
+
+    def cells(self) -> list[dict[str, MatrixValue]]:
+        """The cells to train, in a stable order: the product in the matrix's key order, then the
+        includes. Each cell maps spec paths to values (an empty cell: the spec as committed)."""
+        keys = list(self.matrix or {})
+        combos: list[dict[str, MatrixValue]] = [{}]
+        for key in keys:
+            combos = [{**combo, key: value} for combo in combos for value in (self.matrix or {})[key]]
+        kept = [c for c in combos if not any(_matches(c, entry) for entry in self.exclude)]
+        for entry in self.include:
+            if not any(_same_cell(entry, c) for c in kept):
+                kept.append(dict(entry))
+        return kept
+
+
+def _same_value(a: MatrixValue, b: MatrixValue) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _matches(cell: dict[str, MatrixValue], entry: dict[str, MatrixValue]) -> bool:
+    return all(key in cell and _same_value(cell[key], value) for key, value in entry.items())
+
+
+def _same_cell(a: dict[str, MatrixValue], b: dict[str, MatrixValue]) -> bool:
+    return a.keys() == b.keys() and _matches(a, b)
 
 
 class EvaluateStep(SpecModel):
-    backends: list[BackendRef] = Field(min_length=1)
+    """Score every candidate of the train step before it on the test split, on each backend (a fake
+    device's noise, Aer, the exact statevector, or IBM hardware through the training's factory)."""
+
+    backends: list[BackendRef] = Field(min_length=1, max_length=16)
+    shots: int | None = Field(default=None, ge=1, le=10_000_000)  # default: the model's training.shots
 
 
 class SelectMode(StrEnum):
@@ -83,9 +145,18 @@ class SelectMode(StrEnum):
     MIN = "min"
 
 
+class Aggregate(StrEnum):
+    """How one candidate's figures over several backends become one: ``min`` picks the candidate that
+    is best on its worst backend (with mode max; its best on the worst with mode min)."""
+
+    MIN = "min"
+    MEAN = "mean"
+
+
 class SelectStep(SpecModel):
     metric: Metric = Metric.ACCURACY
     mode: SelectMode = SelectMode.MAX
+    aggregate: Aggregate = Aggregate.MIN
 
 
 class PromoteStep(SpecModel):
@@ -106,6 +177,8 @@ class Step(SpecModel):
     name: DnsLabel
     # Bounded so that the apiserver's cost estimate of the dependsOn CEL rule stays within its budget.
     depends_on: list[DnsLabel] = Field(default_factory=list, max_length=64)
+    retries: int = Field(default=0, ge=0, le=10)  # extra attempts of a cell or step after a transient failure
+    retry_backoff: Duration = "30s"  # doubled after each attempt
     train: TrainStep | None = None
     evaluate: EvaluateStep | None = None
     select: SelectStep | None = None
@@ -142,6 +215,7 @@ class QuantumPipelineSpec(SpecModel):
     model: DnsLabel
     triggers: list[Trigger] = Field(default_factory=list, max_length=32)
     steps: list[Step] = Field(min_length=1, max_length=64)
+    fail_fast: bool = True  # a failed cell fails its step at once (false: the other cells still run)
     suspend: bool = False
 
     @model_validator(mode="after")

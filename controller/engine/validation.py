@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
+from controller.api.quantumpipeline import Step
 from controller.engine import governance
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.documents import (
@@ -68,8 +69,8 @@ _SPLIT_PROBLEMS = re.compile(r"; (?=[A-Za-z][\w-]*(?:\.[\w-]+)*: )")
 HIDDEN = "<hidden>"
 # Matrix keys that governance rules read, and the Training field each sets.
 GOVERNED_SETTINGS = {"training.backend": "backend", "training.shots": "shots"}
-# Spec sections that are the model's policy: a pipeline's matrix may not vary them.
-POLICY_SECTIONS = ("governance", "modelCard", "promotion")
+# Spec paths that are the model's policy (and whose credentials it uses): a pipeline may not vary them.
+POLICY_SECTIONS = ("governance", "modelCard", "promotion", "training.credentialsSecret")
 
 
 # --- reports ---------------------------------------------------------------------------------------
@@ -526,13 +527,24 @@ def _pipeline_rules(reporter: _Reporter, resource: QuantumModel | QuantumPipelin
     if not isinstance(resource, QuantumPipeline):
         return
     for i, step in enumerate(resource.spec.steps):
-        for key in (step.train.matrix or {}) if step.train else {}:
-            if key.split(".")[0] in POLICY_SECTIONS:
+        for path, key in _swept_keys(step):
+            section = next((s for s in POLICY_SECTIONS if key == s or key.startswith(s + ".")), None)
+            if section is not None:
                 reporter.at(
-                    ["spec", "steps", i, "train", "matrix", key],
-                    f"a pipeline cannot vary {key.split('.')[0]}: it is the model's policy, changed by pull request",
+                    ["spec", "steps", i, "train", *path],
+                    f"a pipeline cannot vary {section}: it is the model's policy, changed by pull request",
                     at_key=True,
                 )
+
+
+def _swept_keys(step: Step) -> list[tuple[FieldPath, str]]:
+    """Every spec path a train step sets, where it is written: matrix keys, include and exclude entries."""
+    if step.train is None:
+        return []
+    found: list[tuple[FieldPath, str]] = [(("matrix", key), key) for key in step.train.matrix or {}]
+    for what, entries in (("include", step.train.include), ("exclude", step.train.exclude)):
+        found += [((what, j, key), key) for j, entry in enumerate(entries) for key in entry]
+    return found
 
 
 def repo_root_of(file: str) -> str:
@@ -721,18 +733,27 @@ def _matrix_governance(
     base = {r.rule for r in governance.evaluate(spec).results if r.result is RuleOutcome.FAIL}
     out: list[Problem | None] = []
     for i, step in enumerate(pipeline.spec.steps):
-        for key, values in ((step.train.matrix or {}) if step.train else {}).items():
+        if step.train is None:
+            continue
+        swept: list[tuple[FieldPath, str, Any]] = [
+            (("matrix", key, j), key, value)
+            for key, values in (step.train.matrix or {}).items()
+            for j, value in enumerate(values)
+        ]
+        swept += [
+            (("include", j, key), key, value)
+            for j, entry in enumerate(step.train.include)
+            for key, value in entry.items()
+        ]
+        for where, key, value in swept:
             setting = GOVERNED_SETTINGS.get(key)
             if setting is None:
                 continue
-            for j, value in enumerate(values):
-                varied = spec.model_copy(update={"training": spec.training.model_copy(update={setting: value})})
-                for result in governance.evaluate(varied).results:
-                    if result.result is RuleOutcome.FAIL and result.rule not in base:
-                        path = ("spec", "steps", i, "train", "matrix", key, j)
-                        out.append(
-                            _governance_problem(document, spec, result.rule, result.result, path, result.message)
-                        )
+            varied = spec.model_copy(update={"training": spec.training.model_copy(update={setting: value})})
+            for result in governance.evaluate(varied).results:
+                if result.result is RuleOutcome.FAIL and result.rule not in base:
+                    path = ("spec", "steps", i, "train", *where)
+                    out.append(_governance_problem(document, spec, result.rule, result.result, path, result.message))
     return out
 
 

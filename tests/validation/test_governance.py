@@ -195,3 +195,43 @@ def test_a_pipeline_cannot_sweep_policy(tmp_path: Path, capsys: pytest.CaptureFi
         "spec.steps[0].train.matrix[governance.enforcement]: a pipeline cannot vary governance: "
         "it is the model's policy, changed by pull request"
     )
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "section"),
+    [
+        ("matrix", "governance.maxShots", [10], "governance"),
+        ("matrix", "promotion.pin", [1], "promotion"),
+        ("matrix", "training.credentialsSecret", ["someone-elses"], "training.credentialsSecret"),
+        ("include", "promotion.beatChampionBy", 0.0, "promotion"),
+        ("exclude", "governance.enforcement", "audit", "governance"),
+    ],
+)
+def test_no_part_of_a_train_step_may_set_policy_or_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, key: str, value: Any, section: str
+) -> None:
+    entry = {key: value} if where == "matrix" else [{key: value}]
+    located = f"[{key}]" if where == "matrix" else f"[0][{key}]"
+    pipe = changed(pipeline(), f"spec.steps.0.train.{where}", entry)
+    result = qmlops(capsys, "validate", str(write(tmp_path, "p.yaml", to_yaml(pipe))))
+    assert result.code == 1
+    assert any(
+        line.endswith(
+            f"spec.steps[0].train.{where}{located}: a pipeline cannot vary {section}: "
+            "it is the model's policy, changed by pull request"
+        )
+        for line in result.lines
+    ), result.lines
+
+
+def test_an_included_cell_is_judged_by_the_models_governance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = changed(pipeline(), "spec.steps.0.train.include", [{"training.backend": "ibm:ibm_kyiv"}])
+    model_file = write(tmp_path, "m.yaml", to_yaml(BASE))
+    result = qmlops(capsys, "validate", str(model_file), str(write(tmp_path, "p.yaml", to_yaml(pipe))))
+    assert result.code == 1
+    assert any(
+        "spec.steps[0].train.include[0][training.backend]" in line and "allowed-backends" in line
+        for line in result.lines
+    ), result.lines
