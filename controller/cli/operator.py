@@ -6,11 +6,17 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from controller.engine.text import EscapingFormatter
-from controller.operator.settings import OperatorConfig, WebhookConfig
+from controller.operator.gitsource import normalized_repo
+from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
+
+log = logging.getLogger("controller.cli.operator")
+WEBHOOK_OFF = (
+    "webhook off: no certificate (give --webhook-cert and --webhook-key, or --webhook-self-signed for a local run); "
+    "specs are still checked at each reconcile"
+)
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 
@@ -47,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--workdir",
         type=Path,
-        default=Path(env("QMLOPS_WORKDIR") or Path(tempfile.gettempdir()) / "qmlops"),
-        help="where the Git checkout and local checkpoints go (env QMLOPS_WORKDIR)",
+        default=Path(os.environ["QMLOPS_WORKDIR"]) if env("QMLOPS_WORKDIR") else None,
+        help=(
+            "where the Git checkouts and local checkpoints go (env QMLOPS_WORKDIR; default: this user's "
+            "$XDG_CACHE_HOME/qmlops/operator or ~/.cache/qmlops/operator, made 0700)"
+        ),
     )
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: KUBECONFIG, then in-cluster)")
     parser.add_argument("--context", default=None, help="kubeconfig context")
@@ -56,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--webhook-host", default=None, help="host name the apiserver reaches the webhook at")
     parser.add_argument("--webhook-cert", type=Path, default=None, help="TLS certificate of the webhook")
     parser.add_argument("--webhook-key", type=Path, default=None, help="TLS private key of the webhook")
+    parser.add_argument(
+        "--webhook-self-signed",
+        action="store_true",
+        help="serve the webhook with a certificate made at start (local runs; in a cluster cert-manager gives one)",
+    )
     parser.add_argument(
         "--webhook-insecure", action="store_true", help="serve the webhook over plain HTTP (local runs)"
     )
@@ -80,6 +94,8 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError("--webhook-cert and --webhook-key go together")
     if args.git_secret and args.git_secret.count("/") != 1:
         raise UsageError(f"--git-secret {args.git_secret!r}: expected NAMESPACE/NAME")
+    if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
+        raise UsageError("--webhook-self-signed goes with neither --webhook-cert nor --webhook-insecure")
     webhook = None
     if args.webhook_port:
         webhook = WebhookConfig(
@@ -88,10 +104,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
             certfile=args.webhook_cert,
             keyfile=args.webhook_key,
             insecure=args.webhook_insecure,
+            self_signed=args.webhook_self_signed,
         )
+        if not webhook.serveable:
+            webhook = None  # run() says so, once
     return OperatorConfig(
-        repo=args.repo,
-        workdir=args.workdir,
+        repo=normalized_repo(args.repo),
+        workdir=args.workdir or default_workdir(),
         namespaces=tuple(args.namespaces or ()),
         branch=args.branch,
         git_secret=args.git_secret,
@@ -112,7 +131,15 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as err:
         print(f"qmlops operator: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
-    from controller.operator import runtime
+    if args.webhook_port and config.webhook is None:
+        log.warning(WEBHOOK_OFF)
+    if args.workdir is None:  # the default, in this user's cache: kept to this user
+        try:
+            private_folder(config.workdir)
+        except WorkdirError as err:
+            print(f"qmlops operator: {err}", file=sys.stderr)
+            return EXIT_UNUSABLE
+    from controller.operator import process
     from controller.operator.kube import load_access
 
     try:
@@ -120,4 +147,4 @@ def run(args: argparse.Namespace) -> int:
     except Exception as err:  # kubernetes' config loader raises several types; all mean "no cluster"
         print(f"qmlops operator: cannot reach a cluster: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
-    return runtime.main(config, access)
+    return process.main(config, access)

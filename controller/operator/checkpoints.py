@@ -5,6 +5,13 @@ pod's disk goes with the pod, so the folder's files are copied into the ConfigMa
 ``qmlops-checkpoint-<name>`` as binaryData after every iteration, and copied back before training
 resumes. The ConfigMap is owned by its QuantumModel, so deleting the model garbage-collects it, and a
 model re-created under the same name never resumes another model's training.
+
+The ConfigMap's own index of file digests only catches damage: whoever can write the ConfigMap can
+write the index too. So each time the operator keeps a checkpoint it also records the checkpoint's
+digest (over every file's path and SHA-256, the journal's included) in an annotation of the model,
+``qmlops.io/checkpoint-digest``, which only the operator writes; a checkpoint whose files do not
+match the digest recorded there is not restored (a warning says so), and the training starts from
+this pod's own checkpoint, or afresh.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ from controller.operator.kube import Conflict, KubeClient, NotFound, merge_diff,
 log = logging.getLogger(__name__)
 
 FILES_ANNOTATION = f"{GROUP}/checkpoint-files"
+DIGEST_ANNOTATION = f"{GROUP}/checkpoint-digest"  # on the model: the operator's record of what it kept
 # A ConfigMap holds at most 1 MiB; binaryData is base64, a third larger than the files.
 MAX_BYTES = 700 * 1024
 _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -48,6 +57,10 @@ class ModelRef:
     @property
     def configmap(self) -> str:
         return f"qmlops-checkpoint-{self.name}"
+
+    @property
+    def path(self) -> str:
+        return resource_path(self.api_version, "quantummodels", self.namespace, self.name)
 
     def owner_reference(self) -> dict[str, Any]:
         return {
@@ -86,6 +99,18 @@ def encode(files: dict[str, bytes]) -> tuple[dict[str, str], dict[str, dict[str,
     return data, index
 
 
+def digest(files: dict[str, bytes]) -> str:
+    """The checkpoint's digest: every file's path and SHA-256, in path order."""
+    listed = sorted((path, hashlib.sha256(content).hexdigest()) for path, content in files.items())
+    return "sha256:" + hashlib.sha256(json.dumps(listed).encode()).hexdigest()
+
+
+def recorded_digest(model: Mapping[str, Any]) -> str | None:
+    """The checkpoint digest the operator recorded on the model (its annotation), if any."""
+    value = ((model.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
+    return value if isinstance(value, str) else None
+
+
 def decode(configmap: dict[str, Any]) -> dict[str, bytes] | None:
     """The files kept in a checkpoint ConfigMap; None when they do not match their index."""
     raw = (configmap.get("metadata", {}).get("annotations") or {}).get(FILES_ANNOTATION, "{}")
@@ -112,6 +137,7 @@ class CheckpointStore:
     def __init__(self, client: KubeClient) -> None:
         self.client = client
         self._saved: dict[str, dict[str, str]] = {}  # model uid -> binaryData last written
+        self._recorded: dict[str, str] = {}  # model uid -> the digest last recorded on the model
         # (namespace, ConfigMap name) of the checkpoints there were when the operator started; None
         # when unknown. A model without one there has nothing to restore: no GET, no DELETE per model.
         self._found: set[tuple[str, str]] | None = None
@@ -153,7 +179,16 @@ class CheckpointStore:
         except NotFound:
             await self._create(model, data, meta)
         self._saved[model.uid] = data
+        await self._record(model, digest(files))
         return True
+
+    async def _record(self, model: ModelRef, value: str) -> None:
+        """The digest of what was kept, on the model (after the ConfigMap: a pod stopped in between
+        leaves a ConfigMap that does not match, which is ignored, never one trusted unchecked)."""
+        if self._recorded.get(model.uid) == value:
+            return
+        await self.client.merge_patch(model.path, {"metadata": {"annotations": {DIGEST_ANNOTATION: value}}})
+        self._recorded[model.uid] = value
 
     async def _create(self, model: ModelRef, data: dict[str, str], meta: dict[str, Any]) -> None:
         body = {
@@ -173,8 +208,9 @@ class CheckpointStore:
         except Conflict:  # left by an earlier pod: take it over with this checkpoint
             await self.client.merge_patch(self._path(model, model.configmap), {"metadata": meta, "binaryData": data})
 
-    async def restore(self, model: ModelRef, folder: Path) -> int:
-        """Replace the local folder with the kept checkpoint; the number of files restored."""
+    async def restore(self, model: ModelRef, folder: Path, recorded: str | None) -> int:
+        """Replace the local folder with the kept checkpoint, when its files match ``recorded``, the
+        digest the operator recorded on the model; the number of files restored."""
         if self._none_kept(model) and model.uid not in self._saved:
             return 0
         try:
@@ -188,6 +224,13 @@ class CheckpointStore:
                 "checkpoint %s/%s is not this model's or is damaged: not restored", model.namespace, model.configmap
             )
             return 0
+        if recorded is None or digest(files) != recorded:
+            log.warning(
+                "checkpoint %s/%s does not match the digest the operator recorded on its model: ignored",
+                model.namespace,
+                model.configmap,
+            )
+            return 0
         if folder.exists():
             shutil.rmtree(folder)
         for path, content in files.items():
@@ -195,6 +238,7 @@ class CheckpointStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)
         self._saved[model.uid] = encode(files)[0]
+        self._recorded[model.uid] = recorded
         return len(files)
 
     async def discard(self, model: ModelRef) -> bool:
@@ -208,3 +252,4 @@ class CheckpointStore:
 
     def forget(self, model: ModelRef) -> None:
         self._saved.pop(model.uid, None)
+        self._recorded.pop(model.uid, None)

@@ -13,6 +13,7 @@ and of Flux's Git secrets): ``ssh-privatekey`` or ``identity``, with ``known_hos
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+_SCP_LIKE = re.compile(r"^[^/]+:")  # [user@]host:path
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 
 
@@ -127,8 +129,13 @@ class GitSource:
         return done.stdout
 
     def prepare(self) -> Path:
-        """A checkout of the repository, cloned on first use and fetched afterwards."""
+        """A checkout of the repository, cloned on first use and fetched afterwards. A checkout found
+        in the folder whose ``origin`` is another repository is never reused (its commits would be
+        pushed there): it is moved aside, untouched, and the repository cloned afresh."""
         config = self.git_config()
+        if (self.checkout / ".git").is_dir() and not self._same_remote():
+            aside = self._set_aside()
+            log.warning("%s is a clone of another repository: moved to %s, cloning afresh", self.checkout, aside.name)
         if (self.checkout / ".git").is_dir():
             for key, value in config.items():
                 self._git("config", key, value, cwd=self.checkout)
@@ -142,3 +149,26 @@ class GitSource:
             self._git("config", key, value, cwd=self.checkout)
         log.info("cloned %s into %s", redact(self.repo, self.credentials), self.checkout)
         return self.checkout
+
+    def _same_remote(self) -> bool:
+        try:
+            url = self._git("remote", "get-url", "origin", cwd=self.checkout).strip()
+        except GitSourceError:
+            return False  # no origin, or not a readable repository: not one this source made
+        return url == self.repo
+
+    def _set_aside(self) -> Path:
+        for n in itertools.count(1):
+            aside = self.checkout.with_name(f"{self.checkout.name}.other-{n}")
+            if not aside.exists():
+                self.checkout.rename(aside)
+                return aside
+        raise AssertionError("unreachable")
+
+
+def normalized_repo(repo: str) -> str:
+    """A local repository path made absolute (Git records a local clone's origin that way); a URL
+    (``scheme://...`` or ``user@host:path``) as given."""
+    if "://" in repo or _SCP_LIKE.match(repo):
+        return repo
+    return str(Path(repo).expanduser().absolute())

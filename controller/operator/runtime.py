@@ -1,5 +1,6 @@
 """What one operator process holds: the API client, the worker pool with a Git checkout per worker,
-the checkpoint store, the metrics; and ``main``, which runs kopf with it.
+the checkpoint store, the metrics. The process itself (kopf run with it) is ``process.main``: this
+module is imported by the handlers, workers and pipelines and imports none of them.
 
 Reconciles (and the trainings inside them) run on a bounded thread pool, off the event loop. Each pool
 thread owns a clone of the GitOps repository (a :class:`WorkTree`) and its own engine ``Reconciler``, so that two models
@@ -33,7 +34,7 @@ from controller.operator import checkpoints, metrics
 from controller.operator.gitsource import GitCredentials, GitSource
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
-from controller.operator.settings import OperatorConfig, kopf_settings
+from controller.operator.settings import OperatorConfig, private_folder
 from controller.operator.worktree import WorkTree
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class Runtime:
             slot = self._local.slot = next(self._slots)
         source = GitSource(
             self.config.repo,
-            self.config.workdir / f"repo-{slot}",
+            private_folder(self.config.clones) / f"repo-{slot}",
             branch=self.config.branch,
             credentials=self.git_credentials(),
         )
@@ -215,23 +216,3 @@ class Runtime:
             return await self.client.get(resource_path(api_version, plural, namespace, name))
         except NotFound:
             return None
-
-
-def main(config: OperatorConfig, access: ApiAccess) -> int:
-    """Run the operator until SIGINT/SIGTERM."""
-    from controller.engine.training import data
-    from controller.operator.handlers import build_registry
-
-    data.preload()  # before the first event, not during it
-    runtime = Runtime(config, access)
-    registry = build_registry(runtime)
-    settings = kopf_settings(config)
-    kopf.run(
-        registry=registry,
-        settings=settings,
-        clusterwide=not config.namespaces,
-        namespaces=list(config.namespaces),
-        standalone=not config.peering,
-        liveness_endpoint=config.liveness,
-    )
-    return 0

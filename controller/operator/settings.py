@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +31,13 @@ class WebhookConfig:
     certfile: Path | None = None
     keyfile: Path | None = None
     insecure: bool = False
+    self_signed: bool = False  # a certificate made at start (``certificates.self_signed``), for local runs
+
+    @property
+    def serveable(self) -> bool:
+        """kopf serves a webhook only with a certificate (or over plain HTTP, ``insecure``): without one
+        it would make its own with a package that is not installed, and crash at start."""
+        return bool(self.certfile and self.keyfile) or self.insecure or self.self_signed
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,56 @@ class OperatorConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def checkout(self) -> Path:
-        return self.workdir / "repo"
+    def clones(self) -> Path:
+        """The folder of this repository's and branch's clones (one per pool thread): named by a
+        digest of the URL and branch, so that an operator started with another ``--repo`` never
+        reuses (nor pushes from) a clone of the one before, and a token in the URL names no folder."""
+        return self.workdir / f"git-{repository_key(self.repo, self.branch)}"
 
     @property
     def checkpoints(self) -> Path:
         return self.workdir / "checkpoints"
+
+
+def repository_key(repo: str, branch: str | None) -> str:
+    return hashlib.sha256(f"{repo}\n{branch or ''}".encode()).hexdigest()[:16]
+
+
+def default_workdir() -> Path:
+    """The operator's work folder when none is given: the user's own cache folder
+    (``$XDG_CACHE_HOME/qmlops/operator``, else ``~/.cache/qmlops/operator``), never a folder shared
+    by every user of the machine; ``<tmp>/qmlops-<uid>`` when there is no home."""
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if cache and Path(cache).is_absolute():
+        return Path(cache) / "qmlops" / "operator"
+    try:
+        home: Path | None = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        home = None
+    if home is not None and home.is_dir() and os.access(home, os.W_OK):
+        return home / ".cache" / "qmlops" / "operator"
+    return Path(tempfile.gettempdir()) / f"qmlops-{os.getuid()}"
+
+
+class WorkdirError(Exception):
+    """The work folder cannot be used; the message names it."""
+
+
+def private_folder(path: Path) -> Path:
+    """``path`` made (with its parents) and kept to its owner: mode 0700, owned by this user.
+    A folder someone else owns is refused, not used: their clones could push anywhere."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.lstat()
+    except OSError as err:
+        raise WorkdirError(f"work folder {path}: {err.strerror or err}") from None
+    if path.is_symlink() or not path.is_dir():
+        raise WorkdirError(f"work folder {path}: not a folder")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise WorkdirError(f"work folder {path} belongs to another user (uid {info.st_uid}): give --workdir")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:

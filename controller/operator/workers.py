@@ -298,7 +298,8 @@ class ModelWorker:
         if folder.is_dir() and any(folder.iterdir()):
             return
         try:
-            restored = await self.runtime.checkpoints.restore(self.ref, folder)
+            recorded = checkpoints.recorded_digest(self.body)
+            restored = await self.runtime.checkpoints.restore(self.ref, folder, recorded)
         except Exception as err:  # no checkpoint is no reason not to reconcile: it trains from scratch
             log.warning("%s/%s: checkpoint not restored: %s", self.ref.namespace, self.ref.name, type(err).__name__)
             return

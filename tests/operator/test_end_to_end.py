@@ -4,8 +4,12 @@ shows Ready with its champion, survives a restart mid-training and is released o
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -19,12 +23,14 @@ import pytest
 from ruamel.yaml import YAML
 
 from controller.engine import training
+from controller.operator import checkpoints
 from controller.operator.settings import FINALIZER
 from tests.operator.operator_env import (
     GIT_TOKEN,
     IBM_TOKEN,
     NAMESPACE,
     OperatorEnv,
+    git,
     make_remote,
     secret,
     tiny_model,
@@ -257,6 +263,41 @@ async def test_a_restarted_operator_resumes_training_and_reattaches_to_its_sessi
     assert env.decisions() == ["registered", "gate-passed", "promoted"]
 
 
+async def test_a_tampered_checkpoint_configmap_is_ignored_and_training_starts_afresh(
+    env: OperatorEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal in the ConfigMap rewritten (other values) and the digests kept beside it recomputed:
+    the digest the operator recorded on the model does not match, so the new pod trains from scratch."""
+    hold = Hold(at=3)
+    async with env.operator("pod-a", trainer=hold):
+        await env.client.create(tiny_model(iterations=8))
+        await env.until(hold.reached.is_set, 120)
+        await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
+    kept = env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") or {}
+    files = {entry["path"]: base64.b64decode(kept["binaryData"][key]) for key, entry in file_index(kept).items()}
+    journal = [json.loads(line) for line in files["checkpoint/journal.jsonl"].splitlines() if line.strip()]
+    jobs = [line["entry"] for line in journal if "entry" in line]  # after the header line
+    assert len(jobs) >= 3
+    for job in jobs:
+        job["values"] = [0.0 for _ in job["values"]]
+    files["checkpoint/journal.jsonl"] = "".join(json.dumps(entry) + "\n" for entry in journal).encode()
+    data, index = checkpoints.encode(files)
+    tampered = {"metadata": {"annotations": {checkpoints.FILES_ANNOTATION: json.dumps(index)}}, "binaryData": data}
+    await env.client.patch("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny", tampered)
+
+    count = Count()
+    with caplog.at_level(logging.WARNING, logger="controller.operator"):
+        async with env.operator("pod-b", trainer=count):  # a new pod: its disk is empty
+            status = await env.until_phase("Ready")
+    assert min(i for i in count.seen if i is not None) == 1, "the tampered journal was not replayed"
+    assert "does not match the digest the operator recorded" in caplog.text
+    assert status["champion"]["version"] == 1
+
+
+def file_index(configmap: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return dict(json.loads(configmap["metadata"]["annotations"][checkpoints.FILES_ANNOTATION]))
+
+
 async def test_deleting_a_model_stops_its_training_closes_its_session_and_releases_it(env: OperatorEnv) -> None:
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     hold = Hold(at=2)
@@ -293,6 +334,27 @@ async def test_a_model_deleted_while_the_operator_was_down_is_released_by_the_ne
             await env.until(lambda: "Released" in env.reasons(), 30)
     assert ibm.closed == ["standin-session-1"], "the session the training kept open was closed"
     assert env.decisions() == []
+
+
+async def test_an_operator_restarted_with_another_repo_pushes_to_the_new_remote_only(
+    env: OperatorEnv, tmp_path: Path
+) -> None:
+    """The same work folder, another --repo: the clones of the first repository are not reused, so
+    the decisions go to the new remote and the old one is left as it was."""
+    async with env.operator("pod"):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+    old_head = git("--git-dir", str(env.remote), "rev-parse", "main")
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+    other = make_remote(tmp_path / "other")
+    async with env.operator("pod", repo=str(other)):
+        await env.client.create(tiny_model("wine-tiny"))
+        await env.until_phase("Ready", "wine-tiny")
+    assert git("--git-dir", str(env.remote), "rev-parse", "main") == old_head, "the old remote is unchanged"
+    assert env.decisions("wine-tiny") == []
+    pushed = git("--git-dir", str(other), "log", "--format=%(trailers:key=Qmlops-Model,valueonly)", "main")
+    assert f"{NAMESPACE}/wine-tiny" in pushed and f"{NAMESPACE}/iris-tiny" in pushed
 
 
 async def test_git_unreachable_keeps_the_last_good_state_and_retries(env: OperatorEnv) -> None:
@@ -444,25 +506,29 @@ async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: Operato
     assert probes["workers"] == {"models": 1}
 
 
-async def test_the_qmlops_operator_command_reconciles_and_stops_on_sigterm(env: OperatorEnv, tmp_path: Path) -> None:
-    """The command a Deployment runs, as its own process (runtime.main and kopf.run with their signal
-    handling): a model trains to Ready; SIGTERM, as Kubernetes sends it, ends the process cleanly."""
-    kubeconfig = tmp_path / "kubeconfig"
+def harness_kubeconfig(env: OperatorEnv, folder: Path) -> Path:
+    kubeconfig = folder / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
         f"clusters: [{{name: harness, cluster: {{server: '{str(env.kube.url).rstrip('/')}'}}}}]\n"
         "users: [{name: robot, user: {token: pod-token}}]\n"
         "contexts: [{name: harness, context: {cluster: harness, user: robot}}]\n"
     )
-    command = [sys.executable, "-m", "controller", "operator", "--repo", str(env.remote)]
-    command += ["--workdir", str(tmp_path / "pod"), "--kubeconfig", str(kubeconfig), "-A"]
-    command += ["--webhook-port", "0", "--metrics-port", "0", "--liveness-port", "0"]
+    return kubeconfig
+
+
+async def run_command(
+    env: OperatorEnv, *args: str, environment: dict[str, str] | None = None, model: str = "iris-tiny"
+) -> str:
+    """``python -m controller operator ARGS`` as its own process until ``model`` is Ready, then
+    SIGTERM, as Kubernetes sends it; its output (stdout and stderr), after asserting it exited 0."""
+    command = [sys.executable, "-m", "controller", "operator", *args]
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=environment
     )
     try:
-        await env.client.create(tiny_model())
-        status = await env.until_phase("Ready", timeout=180)
+        await env.client.create(tiny_model(model))
+        status = await env.until_phase("Ready", model, timeout=180)
         assert status["champion"]["version"] == 1
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(process.communicate(), 60)
@@ -472,5 +538,37 @@ async def test_the_qmlops_operator_command_reconciles_and_stops_on_sigterm(env: 
             await process.wait()
     text = output.decode(errors="replace")
     assert process.returncode == 0, text[-2000:]
+    return text
+
+
+async def test_the_qmlops_operator_command_reconciles_and_stops_on_sigterm(env: OperatorEnv, tmp_path: Path) -> None:
+    """The command a Deployment runs, as its own process (process.main and kopf.run with their signal
+    handling): a model trains to Ready; SIGTERM, as Kubernetes sends it, ends the process cleanly."""
+    args = ["--repo", str(env.remote), "--workdir", str(tmp_path / "pod")]
+    args += ["--kubeconfig", str(harness_kubeconfig(env, tmp_path)), "-A"]
+    args += ["--webhook-port", "0", "--metrics-port", "0", "--liveness-port", "0"]
+    text = await run_command(env, *args)
     assert "Traceback" not in text and "pod-token" not in text
     assert env.decisions() == ["registered", "gate-passed", "promoted"]
+
+
+async def test_qmlops_operator_with_default_flags_starts_with_one_warning_for_the_webhook(
+    env: OperatorEnv, tmp_path: Path
+) -> None:
+    """Default flags: the webhook (on by default) has no certificate, so it is off with one warning
+    line instead of kopf's crash for the package that would make one; the work folder is this user's
+    own (XDG_CACHE_HOME here), kept 0700. Only the metrics and liveness ports are moved off their
+    fixed defaults, which another process on a shared machine may hold."""
+    cache = tmp_path / "cache"
+    environment = {**os.environ, "XDG_CACHE_HOME": str(cache), "HOME": str(tmp_path / "home")}
+    environment.pop("QMLOPS_WORKDIR", None)
+    args = ["--repo", str(env.remote), "--kubeconfig", str(harness_kubeconfig(env, tmp_path))]
+    args += ["--metrics-port", str(free_port()), "--liveness-port", str(free_port())]
+    text = await run_command(env, *args, environment=environment)
+    assert "Traceback" not in text and "MissingDependencyError" not in text, text[-3000:]
+    warnings = [line for line in text.splitlines() if "WARNING" in line and "webhook" in line]
+    assert len(warnings) == 1 and "webhook off" in warnings[0], text[-3000:]
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    workdir = cache / "qmlops" / "operator"
+    assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
+    assert [p.name for p in workdir.iterdir() if p.name.startswith("git-")], "the clones are in the user's folder"

@@ -4,6 +4,7 @@ and its credentials, and the metrics endpoint."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import subprocess
@@ -15,7 +16,14 @@ import kmock
 import pytest
 
 from controller.operator import metrics
-from controller.operator.checkpoints import CheckpointStore, CheckpointTooLarge, ModelRef, encode
+from controller.operator.checkpoints import (
+    FILES_ANNOTATION,
+    CheckpointStore,
+    CheckpointTooLarge,
+    ModelRef,
+    encode,
+    recorded_digest,
+)
 from controller.operator.gitsource import GitCredentials, GitSource, GitSourceError, redact
 from controller.operator.kube import ApiAccess, ApiError, KubeClient, NotFound, merge_diff
 from controller.operator.settings import essence_storage
@@ -89,6 +97,11 @@ def test_the_diff_base_is_kopfs_without_copying_the_status() -> None:
 # --- checkpoints -----------------------------------------------------------------------------------
 
 
+def recorded(kube: KubeApi, model: ModelRef) -> str | None:
+    """The checkpoint digest the operator recorded on the model, as a new pod reads it."""
+    return recorded_digest(kube.read("QuantumModel", model.namespace, model.name) or {})
+
+
 def checkpoint_folder(root: Path, files: dict[str, bytes]) -> Path:
     for name, content in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +126,7 @@ async def test_checkpoint_survives_in_a_configmap_owned_by_the_model(
     await store.save(model_ref, folder)
 
     fresh = tmp_path / "pod-b"  # a new pod: nothing on its disk
-    assert await CheckpointStore(api_client).restore(model_ref, fresh) == 1
+    assert await CheckpointStore(api_client).restore(model_ref, fresh, recorded(kube, model_ref)) == 1
     assert (fresh / "state.json").read_bytes() == b'{"iteration": 4}'
     assert not (fresh / "params").exists()
 
@@ -124,9 +137,25 @@ async def test_a_checkpoint_of_another_model_or_damaged_is_not_restored(
     store = CheckpointStore(api_client)
     await store.save(model_ref, checkpoint_folder(tmp_path / "a", {"state.json": b"1"}))
     impostor = ModelRef(namespace=model_ref.namespace, name=model_ref.name, uid="another-uid")
-    assert await CheckpointStore(api_client).restore(impostor, tmp_path / "b") == 0
+    assert await CheckpointStore(api_client).restore(impostor, tmp_path / "b", recorded(kube, model_ref)) == 0
     await Client(kube).patch("ConfigMap", "team-quantum", model_ref.configmap, {"binaryData": {"state.json": "Mg=="}})
-    assert await CheckpointStore(api_client).restore(model_ref, tmp_path / "c") == 0
+    assert await CheckpointStore(api_client).restore(model_ref, tmp_path / "c", recorded(kube, model_ref)) == 0
+
+
+async def test_a_checkpoint_rewritten_with_its_own_index_is_ignored_with_a_warning(
+    kube: KubeApi, api_client: KubeClient, model_ref: ModelRef, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write the ConfigMap can recompute the digests kept beside the data: the digest the
+    operator recorded on the model is what a restore is checked against."""
+    await CheckpointStore(api_client).save(model_ref, checkpoint_folder(tmp_path / "a", {"journal.jsonl": b"{}\n"}))
+    data, index = encode({"journal.jsonl": b'{"values": [0.0]}\n'})
+    tampered = {"metadata": {"annotations": {FILES_ANNOTATION: json.dumps(index)}}, "binaryData": data}
+    await Client(kube).patch("ConfigMap", "team-quantum", model_ref.configmap, tampered)
+    fresh = tmp_path / "pod-b"
+    assert await CheckpointStore(api_client).restore(model_ref, fresh, recorded(kube, model_ref)) == 0
+    assert not fresh.exists()
+    assert "does not match the digest the operator recorded" in caplog.text
+    assert await CheckpointStore(api_client).restore(model_ref, fresh, None) == 0, "no record: not trusted"
 
 
 async def test_an_empty_folder_discards_the_checkpoint_and_deleting_the_model_collects_it(
@@ -151,9 +180,9 @@ async def test_checkpoints_listed_at_startup_spare_a_lookup_per_model(
     store = CheckpointStore(api_client)
     assert await store.index(("team-quantum",)) == 1
     calls = api_client.calls
-    assert await store.restore(other, tmp_path / "b") == 0 and not await store.discard(other)
+    assert await store.restore(other, tmp_path / "b", None) == 0 and not await store.discard(other)
     assert api_client.calls == calls, "a model with no checkpoint listed costs no request"
-    assert await store.restore(model_ref, tmp_path / "c") == 1
+    assert await store.restore(model_ref, tmp_path / "c", recorded(kube, model_ref)) == 1
 
 
 def test_a_checkpoint_too_large_for_a_configmap_is_refused() -> None:
@@ -186,6 +215,55 @@ def test_the_repository_is_cloned_then_fetched(remote: Path, tmp_path: Path) -> 
     checkout = source.prepare()
     assert (checkout / "README.md").read_text() == "models\n"
     assert source.prepare() == checkout
+
+
+def test_a_clone_of_another_repository_is_never_reused(remote: Path, tmp_path: Path) -> None:
+    """A folder holding a clone whose origin is not --repo: set aside untouched, the repository cloned
+    afresh, so nothing is ever pushed to the other one."""
+    other = tmp_path / "other.git"
+    git("clone", "--bare", str(remote), str(other), cwd=tmp_path)
+    folder = tmp_path / "work" / "repo"
+    GitSource(str(other), folder).prepare()
+    (folder / "unpushed.txt").write_text("a decision for the other repository\n")
+
+    checkout = GitSource(str(remote), folder).prepare()
+    assert git("remote", "get-url", "origin", cwd=checkout).strip() == str(remote)
+    assert not (checkout / "unpushed.txt").exists()
+    (aside,) = [p for p in folder.parent.iterdir() if p.name.startswith("repo.other-")]
+    assert (aside / "unpushed.txt").exists(), "the other clone is kept as it was"
+    assert git("remote", "get-url", "origin", cwd=aside).strip() == str(other)
+
+
+def test_the_work_folder_is_the_users_own_and_keyed_by_repository_and_branch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.operator.settings import OperatorConfig, WorkdirError, default_workdir, private_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_workdir() == tmp_path / "cache" / "qmlops" / "operator"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    assert default_workdir() == tmp_path / "home" / ".cache" / "qmlops" / "operator"
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    assert stat.S_IMODE(private_folder(shared).stat().st_mode) == 0o700
+    if os.getuid() == 0:
+        os.chown(shared, 12345, 12345)
+        with pytest.raises(WorkdirError, match="another user"):
+            private_folder(shared)
+
+    token = "ghp_" + "T0k3n" * 8
+    base = OperatorConfig(repo=f"https://x-access-token:{token}@example.com/models.git", workdir=tmp_path)
+    keys = {
+        base.clones,
+        OperatorConfig(repo=base.repo, workdir=tmp_path, branch="dev").clones,
+        OperatorConfig(repo="https://example.com/other.git", workdir=tmp_path).clones,
+    }
+    assert len(keys) == 3 and all(key.parent == tmp_path for key in keys)
+    assert not any(token in str(key) or "example.com" in str(key) for key in keys)
 
 
 def test_token_credentials_reach_git_through_files_only(remote: Path, tmp_path: Path) -> None:
@@ -360,6 +438,7 @@ def test_the_command_line_refuses_what_cannot_work() -> None:
         (["operator", "--repo", "x", "--webhook-cert", "c"], "go together"),
         (["operator", "--repo", "x", "--git-secret", "nons"], "NAMESPACE/NAME"),
         (["operator", "--repo", "x", "--training-workers", "0"], "at least 1"),
+        (["operator", "--repo", "x", "--webhook-self-signed", "--webhook-insecure"], "self-signed"),
     ]:
         args = parser.parse_args(argv)
         if argv == ["operator"]:
@@ -369,4 +448,37 @@ def test_the_command_line_refuses_what_cannot_work() -> None:
     config = operator_cli.build_config(
         parser.parse_args(["operator", "--repo", "x", "-n", "a", "-n", "b", "--metrics-port", "0"])
     )
-    assert config.namespaces == ("a", "b") and config.metrics_port is None and config.webhook is not None
+    assert config.namespaces == ("a", "b") and config.metrics_port is None
+
+
+def test_the_webhook_is_served_only_with_a_certificate(tmp_path: Path) -> None:
+    """kopf would make its own certificate with a package that is not installed, and crash at start:
+    with no certificate (given, or self-signed on request) the webhook is off."""
+    import argparse
+
+    from controller.cli import operator as operator_cli
+    from controller.operator.process import with_certificate
+
+    parser = argparse.ArgumentParser()
+    operator_cli.register(parser.add_subparsers())
+
+    def config(*argv: str) -> Any:
+        return operator_cli.build_config(
+            parser.parse_args(["operator", "--repo", "x", "--workdir", str(tmp_path), *argv])
+        )
+
+    assert config().webhook is None
+    assert config("--webhook-cert", "c", "--webhook-key", "k").webhook.certfile == Path("c")
+    assert config("--webhook-insecure").webhook.insecure
+    assert config("--webhook-self-signed", "--webhook-port", "0").webhook is None
+    signed = with_certificate(config("--webhook-self-signed", "--webhook-host", "operator.local"))
+    hook = signed.webhook
+    assert hook is not None and hook.certfile is not None and hook.keyfile is not None
+    assert stat.S_IMODE(os.stat(hook.keyfile).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(hook.keyfile.parent).st_mode) == 0o700
+
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(hook.certfile.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "operator.local" in names.get_values_for_type(x509.DNSName)
