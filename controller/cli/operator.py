@@ -76,7 +76,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port; 0 turns it off")
     parser.add_argument("--liveness-port", type=int, default=8081, help="kopf's /healthz port; 0 turns it off")
     parser.add_argument("--training-workers", type=int, default=2, help="reconciles (and trainings) run at once")
-    parser.add_argument("--peering", action="store_true", help="several replicas, one active (kopf peering)")
+    parser.add_argument(
+        "--peering",
+        action="store_true",
+        help="several replicas, one active: the live one with the highest priority (kopf peering; needs deploy/peering)",
+    )
+    parser.add_argument(
+        "--peering-priority",
+        type=int,
+        default=None,
+        help="this replica's priority among its peers (default: drawn at random at start, so that one is active)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(handler=run)
 
@@ -94,6 +104,8 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError("--webhook-cert and --webhook-key go together")
     if args.git_secret and args.git_secret.count("/") != 1:
         raise UsageError(f"--git-secret {args.git_secret!r}: expected NAMESPACE/NAME")
+    if args.peering_priority is not None and not args.peering:
+        raise UsageError("--peering-priority goes with --peering")
     if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
         raise UsageError("--webhook-self-signed goes with neither --webhook-cert nor --webhook-insecure")
     webhook = None
@@ -119,6 +131,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         liveness=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,
         training_workers=args.training_workers,
         peering=args.peering,
+        peering_priority=args.peering_priority,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does
 FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
 COMPONENT = "qmlops-operator"
+PEERING_NAME = "qmlops"  # the (Cluster)KopfPeering object the operators' replicas meet in
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class OperatorConfig:
     liveness: str | None = "http://0.0.0.0:8081/healthz"
     training_workers: int = 2
     peering: bool = False  # kopf peering: several operator replicas, one active
+    # among peers the live one with the highest priority is active; peers of equal priority would all
+    # pause (kopf's rule), so each process draws its own unless one is given
+    peering_priority: int | None = None
     retry_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
     # how often a model waiting for approvals looks at Git again (approvals are commits, not events)
     approval_poll: float = 60.0
@@ -122,8 +127,19 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = essence_storage(GROUP)
     settings.peering.standalone = not config.peering
-    settings.peering.name = "qmlops"
+    settings.peering.name = PEERING_NAME
     settings.peering.clusterwide = not config.namespaces
+    # Named namespaces (no patterns) are served as named: kopf then needs no cluster-wide list and
+    # watch of namespaces and CRDs (deploy/namespaced grants none); CRDs are found once, at start.
+    settings.scanning.disabled = bool(config.namespaces) and not any(
+        char in namespace for namespace in config.namespaces for char in "*?[!"
+    )
+    if config.peering:
+        # without its peering resources an operator must not run unpaused beside its peers
+        settings.peering.mandatory = True
+        settings.peering.priority = (
+            config.peering_priority if config.peering_priority is not None else secrets.randbelow(2**31 - 1) + 1
+        )
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = COMPONENT

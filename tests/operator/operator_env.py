@@ -117,7 +117,9 @@ class OperatorEnv:
             await self.kube.wait_for(lambda: self.kube.watching("quantummodels"), timeout=30)
 
         settings = kopf_settings(config)
-        async with kopf_running(registry, settings=settings, ready=ready, liveness_endpoint=config.liveness):
+        async with kopf_running(
+            registry, settings=settings, namespaces=config.namespaces, ready=ready, liveness_endpoint=config.liveness
+        ):
             yield runtime
 
     # --- reading what happened ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [d for d in YAML(typ="safe").load_all(path.read_text()) if d]
 
 
-def manifests() -> list[dict[str, Any]]:
+def manifests(root: Path = DEPLOY) -> list[dict[str, Any]]:
     """The documents kustomize would render: the kustomization's resources and its components'."""
     docs: list[dict[str, Any]] = []
 
@@ -34,12 +34,12 @@ def manifests() -> list[dict[str, Any]]:
         for name in kustomization.get("components", []):
             walk(folder / name)
 
-    walk(DEPLOY)
+    walk(root)
     return docs
 
 
-def one(kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for d in manifests() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+def one(kind: str, name: str | None = None, root: Path = DEPLOY) -> dict[str, Any]:
+    found = [d for d in manifests(root) if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -110,6 +110,115 @@ def operator_args(args: list[str]) -> argparse.Namespace:
     parsed.repo = "https://example.com/models.git"
     operator_cli.build_config(parsed)  # refuses a contradictory command line
     return parsed
+
+
+def rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+
+
+def rendered(folder: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+    return [d for d in YAML(typ="safe").load_all(out) if d]
+
+
+# --- deploy/namespaced: the operator for one namespace -----------------------------------------------
+
+NAMESPACED = DEPLOY / "namespaced"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_namespaced_install_is_valid_kubernetes_with_no_cluster_wide_permission(version: str) -> None:
+    docs = manifests(NAMESPACED)
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"}
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_namespaced_role_reads_secrets_and_writes_configmaps_in_its_namespace_only() -> None:
+    role = one("Role", root=NAMESPACED)
+    for rule in role["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"wildcard in {key}: {rule}"
+    granted = rules(role)
+    assert {verb for group, resource, verb in granted if resource == "secrets"} == {"get"}
+    assert ("", "configmaps", "create") in granted
+    assert rules(role) == rules(one("ClusterRole")) - {
+        ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
+    }, "the ClusterRole's rules, but the CRD scan a namespaced operator does not make"
+    binding = one("RoleBinding", root=NAMESPACED)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "qmlops-operator"}
+    (subject,) = binding["subjects"]
+    assert (subject["kind"], subject["name"]) == (
+        "ServiceAccount",
+        one("ServiceAccount", root=NAMESPACED)["metadata"]["name"],
+    )
+
+
+def test_the_namespaced_operator_watches_and_reads_its_own_namespace() -> None:
+    deployment = one("Deployment", root=NAMESPACED)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    args = operator_args(container["args"])
+    assert args.namespaces == ["$(POD_NAMESPACE)"], "Kubernetes expands it to the pod's namespace"
+    assert args.git_secret.startswith("$(POD_NAMESPACE)/")
+    assert args.webhook_port == 0, "no webhook: a ValidatingWebhookConfiguration is cluster-scoped"
+    config = one("ConfigMap", root=NAMESPACED)
+    for value in env.values():
+        ref = value.get("valueFrom", {}).get("configMapKeyRef")
+        if ref:
+            assert ref["name"] == config["metadata"]["name"] and ref["key"] in config["data"]
+    assert pod["serviceAccountName"] == one("ServiceAccount", root=NAMESPACED)["metadata"]["name"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts[str(args.workdir)]]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_puts_the_namespaced_install_in_one_namespace() -> None:
+    docs = rendered(NAMESPACED)
+    (namespace,) = {d["metadata"]["namespace"] for d in docs}
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert [s["namespace"] for s in binding["subjects"]] == [namespace]
+
+
+# --- deploy/peering: two replicas, one active ----------------------------------------------------------
+
+PEERING = DEPLOY / "peering"
+
+
+def test_the_peering_component_installs_kopfs_peering_resources_as_the_harness_serves_them() -> None:
+    from controller.operator.settings import PEERING_NAME
+    from tests.support.kube import KOPF_PEERING_CRDS
+
+    docs = manifests(PEERING)
+    assert [d for d in docs if d["kind"] == "CustomResourceDefinition"] == list(KOPF_PEERING_CRDS)
+    (peering,) = [d for d in docs if d["kind"] == "ClusterKopfPeering"]
+    assert peering["metadata"]["name"] == PEERING_NAME
+    role = one("ClusterRole", root=PEERING)
+    assert {group for group, _, _ in rules(role)} == {"kopf.dev"}
+    binding = one("ClusterRoleBinding", root=PEERING)
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == one("ClusterRoleBinding")["subjects"]
+    for doc in docs:
+        if doc["apiVersion"] in BUILTIN_GROUPS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_peering_component_runs_two_replicas_with_peering(tmp_path: Path) -> None:
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    kustomization = tmp_path / "deploy" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("  - cert-manager\n", "  - cert-manager\n  - peering\n"))
+    (deployment,) = [d for d in rendered(tmp_path / "deploy") if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    args = operator_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args.peering is True
 
 
 def test_names_line_up_across_the_manifests() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from tests.operator.operator_env import (
     secret,
     tiny_model,
 )
-from tests.support.kube import Client, KubeApi, free_port, load_crds
+from tests.support.kube import Client, KubeApi, free_port, load_crds, port_open
 from tests.training.standin import StandInFactory, installed
 
 pytestmark = pytest.mark.slow
@@ -73,16 +74,19 @@ async def env(kube: KubeApi, client: Client, tmp_path: Path) -> AsyncIterator[Op
     await client.namespace(NAMESPACE)
     yield OperatorEnv(kube, client, make_remote(tmp_path), tmp_path)
     # whatever a test did, faults included, every call the operator made is allowed by deploy/rbac.yaml
+    # (and kopf's peering calls by deploy/peering/rbac.yaml, the component that --peering needs)
     used = kube.calls("kopf/", "qmlops-operator/")
-    assert used <= allowed_by_cluster_role(), used - allowed_by_cluster_role()
+    peering = {call for call in used if call[0] == "kopf.dev"}
+    assert used - peering <= allowed_by_cluster_role(), used - peering - allowed_by_cluster_role()
+    assert peering <= allowed_by_cluster_role(DEPLOY / "peering"), peering
 
 
 def finalizers(body: dict[str, Any] | None) -> list[str]:
     return list(((body or {}).get("metadata") or {}).get("finalizers") or ())
 
 
-def allowed_by_cluster_role() -> set[tuple[str, str, str]]:
-    docs = YAML(typ="safe").load_all((DEPLOY / "rbac.yaml").read_text())
+def allowed_by_cluster_role(folder: Path = DEPLOY) -> set[tuple[str, str, str]]:
+    docs = YAML(typ="safe").load_all((folder / "rbac.yaml").read_text())
     role = next(d for d in docs if d and d["kind"] == "ClusterRole")
     return {
         (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
@@ -167,6 +171,31 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
     # the secrets never left their Secrets
     everything = str(env.kube.list("QuantumModel")) + str(env.kube.list("Event")) + env.remote_files() + caplog.text
     assert GIT_TOKEN not in everything and IBM_TOKEN not in everything
+
+
+def allowed_by_role(folder: Path) -> set[tuple[str, str, str]]:
+    docs = YAML(typ="safe").load_all((folder / "rbac.yaml").read_text())
+    role = next(d for d in docs if d and d["kind"] == "Role")
+    return {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+
+
+async def test_the_namespaced_install_calls_only_into_its_namespace_with_exactly_its_role(env: OperatorEnv) -> None:
+    """deploy/namespaced: the operator serving one namespace (-n), its Git Secret there, makes every
+    call in that namespace, each allowed by the Role, and uses every rule of it (but those only a
+    pipeline or a new pod's restore uses, as for the ClusterRole)."""
+    await env.client.create(secret("qmlops-git", token=GIT_TOKEN))
+    async with env.operator(namespaces=(NAMESPACE,), git_secret=f"{NAMESPACE}/qmlops-git"):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is None, 30)
+    calls = env.kube.calls_in("kopf/", "qmlops-operator/")
+    assert {namespace for namespace, *_ in calls} == {NAMESPACE}, sorted(c for c in calls if c[0] != NAMESPACE)
+    used = {(group, plural, verb) for _, group, plural, verb in calls}
+    role = allowed_by_role(DEPLOY / "namespaced")
+    assert used <= role, used - role
+    assert role - used == USED_BY_PIPELINES | USED_BY_A_NEW_POD
 
 
 class Hold:
@@ -572,3 +601,83 @@ async def test_qmlops_operator_with_default_flags_starts_with_one_warning_for_th
     workdir = cache / "qmlops" / "operator"
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
     assert [p.name for p in workdir.iterdir() if p.name.startswith("git-")], "the clones are in the user's folder"
+
+
+async def until_said(process: asyncio.subprocess.Process, text: str, seen: list[str], timeout: float = 120) -> None:
+    """Read the process's output into ``seen`` until a line holds ``text``."""
+    assert process.stdout is not None
+    async with asyncio.timeout(timeout):
+        while not any(text in line for line in seen):
+            line = await process.stdout.readline()
+            if not line:
+                raise AssertionError(f"the operator ended without saying {text!r}: {''.join(seen)[-2000:]}")
+            seen.append(line.decode(errors="replace"))
+
+
+async def iterations_run(port: int) -> float:
+    """The training iterations an operator ran, from its /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as rsp:
+        exposition = await rsp.text()
+    found = [
+        line.split()[-1] for line in exposition.splitlines() if line.startswith("qmlops_training_iterations_total")
+    ]
+    return float(found[0]) if found else 0.0
+
+
+def peers_are(env: OperatorEnv, count: int) -> bool:
+    return len(peer_priorities(env)) == count
+
+
+def peer_priorities(env: OperatorEnv) -> list[int]:
+    peers = (env.kube.read("ClusterKopfPeering", None, "qmlops") or {}).get("status") or {}
+    return sorted(info["priority"] for info in peers.values() if isinstance(info, dict))
+
+
+async def test_peered_operators_one_is_active_and_the_other_takes_over_when_it_stops(
+    env: OperatorEnv, tmp_path: Path
+) -> None:
+    """Two `qmlops operator --peering` processes meet in kopf's ClusterKopfPeering (its CRDs and the
+    object as deploy/peering installs them): the one with the higher priority reconciles, the other
+    waits (paused from its start), and takes over when the first stops."""
+    env.kube.register_peering_crds()
+    await env.client.create({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "qmlops"}})
+    kubeconfig = harness_kubeconfig(env, tmp_path)
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    standby_metrics = free_port()
+    try:
+        for role, priority, metrics_port in (("active", 200, 0), ("standby", 100, standby_metrics)):
+            command = [sys.executable, "-m", "controller", "operator", "--repo", str(env.remote)]
+            command += ["--workdir", str(tmp_path / role), "--kubeconfig", str(kubeconfig)]
+            command += ["--webhook-port", "0", "--metrics-port", str(metrics_port), "--liveness-port", "0"]
+            command += ["--peering", "--peering-priority", str(priority)]
+            processes[role] = await asyncio.create_subprocess_exec(
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            await env.until(functools.partial(peers_are, env, len(processes)), 120)
+        assert peer_priorities(env) == [100, 200]
+        await port_open("127.0.0.1", standby_metrics)
+
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready", timeout=180)
+        assert await iterations_run(standby_metrics) == 0, "the standby trained nothing"
+        processes["active"].send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(processes["active"].communicate(), 60)
+        assert processes["active"].returncode == 0, rest.decode(errors="replace")[-2000:]
+
+        await until_said(processes["standby"], "Resuming operations", [])
+        assert peer_priorities(env) == [100], "the stopped one left the peering"
+        await env.client.create(tiny_model("wine-tiny"))
+        await env.until_phase("Ready", "wine-tiny", timeout=180)
+        assert await iterations_run(standby_metrics) >= 1, "the standby took over"
+        processes["standby"].send_signal(signal.SIGTERM)
+        await asyncio.wait_for(processes["standby"].communicate(), 60)
+        assert processes["standby"].returncode == 0
+    finally:
+        for process in processes.values():
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    assert env.decisions("wine-tiny") == ["registered", "gate-passed", "promoted"]
+    used = {call for call in env.kube.calls("kopf/") if call[0] == "kopf.dev"}
+    assert used == allowed_by_cluster_role(DEPLOY / "peering"), "deploy/peering grants exactly what kopf uses"

@@ -164,6 +164,42 @@ def kind_from_crd(crd: JSON) -> Kind:
     )
 
 
+def kopf_peering_crd(kind: str, plural: str, scope: str) -> JSON:
+    """One of kopf's peering CRDs (kopf's peering.yaml, group kopf.dev): an object per operator group
+    whose status lists the live operators (their identity, priority and lifetime)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "scope": scope,
+            "group": "kopf.dev",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+KOPF_PEERING_CRDS = (
+    kopf_peering_crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+    kopf_peering_crd("KopfPeering", "kopfpeerings", "Namespaced"),
+)
+
+
 def load_crds(folder: Path = CRDS_DIR) -> list[JSON]:
     yaml = YAML(typ="safe")
     crds: list[JSON] = []
@@ -340,6 +376,10 @@ class KubeApi(kmock.KubernetesEmulator):
             raise FileNotFoundError(f"{folder}: no CustomResourceDefinition found (run `qmlops crds --write`)")
         return [self.register_crd(crd) for crd in crds]
 
+    def register_peering_crds(self) -> list[Kind]:
+        """kopf's peering resources, for operators run with ``--peering``."""
+        return [self.register_crd(copy.deepcopy(crd)) for crd in KOPF_PEERING_CRDS]
+
     def kind(self, group: str, plural: str) -> Kind:
         try:
             return self._kinds[(group, plural)]
@@ -396,6 +436,11 @@ class KubeApi(kmock.KubernetesEmulator):
     def calls(self, *user_agents: str) -> set[tuple[str, str, str]]:
         """(apiGroup, resource[/subresource], verb) of every resource request made by the clients whose
         User-Agent starts with one of ``user_agents``: what their RBAC rules must allow."""
+        return {(group, plural, verb) for _, group, plural, verb in self.calls_in(*user_agents)}
+
+    def calls_in(self, *user_agents: str) -> set[tuple[str | None, str, str, str]]:
+        """The same calls with the namespace each was made in (None: cluster-wide), for checking a
+        Role (which allows calls in its own namespace only) rather than a ClusterRole."""
         verbs = {
             kmock.action.LIST: "list",
             kmock.action.WATCH: "watch",
@@ -404,7 +449,7 @@ class KubeApi(kmock.KubernetesEmulator):
             kmock.action.UPDATE: "patch",
             kmock.action.DELETE: "delete",
         }
-        used: set[tuple[str, str, str]] = set()
+        used: set[tuple[str | None, str, str, str]] = set()
         for request in self._requests:
             agent = {k.lower(): v for k, v in request.headers.items()}.get("user-agent", "")
             res = request.resource
@@ -415,7 +460,7 @@ class KubeApi(kmock.KubernetesEmulator):
             if verb is None:
                 continue
             plural = f"{res.plural}/{request.subresource}" if request.subresource else res.plural
-            used.add((res.group or "", plural, verb))
+            used.add((request.namespace, res.group or "", plural, verb))
         return used
 
     # --- faults ------------------------------------------------------------------------------------
