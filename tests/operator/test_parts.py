@@ -482,3 +482,39 @@ def test_the_webhook_is_served_only_with_a_certificate(tmp_path: Path) -> None:
     certificate = x509.load_pem_x509_certificate(hook.certfile.read_bytes())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "operator.local" in names.get_values_for_type(x509.DNSName)
+
+
+def test_the_operators_modules_import_one_way() -> None:
+    """No import cycle in controller/operator, function-level imports included: the process entry
+    point imports the handlers, which import the workers and pipelines, which import the runtime."""
+    import ast
+
+    import controller.operator
+
+    package = Path(controller.operator.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "controller.operator":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("controller.operator."):
+                imported.add((node.module or "").rsplit(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.rsplit(".", 1)[1] for a in node.names if a.name.startswith("controller.operator.")}
+        graph[path.stem] = imported - {path.stem}
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(graph.get(start, ()))
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph.get(module, ()))
+        return seen
+
+    for module in graph:
+        assert module not in reachable(module), f"{module} imports itself through {sorted(reachable(module))}"
+    assert {"handlers", "workers", "pipelines", "process"}.isdisjoint(reachable("runtime"))
+    assert "runtime" in reachable("process") and "handlers" in reachable("process")
