@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import stat
 import sys
 import threading
@@ -24,7 +25,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from controller.engine import training
-from controller.operator import checkpoints
+from controller.operator import checkpoints, webhook
 from controller.operator.settings import FINALIZER
 from tests.operator.operator_env import (
     GIT_TOKEN,
@@ -36,6 +37,7 @@ from tests.operator.operator_env import (
     secret,
     tiny_model,
 )
+from tests.operator.test_webhook import admission_review
 from tests.support.kube import Client, KubeApi, free_port, load_crds, port_open
 from tests.training.standin import StandInFactory, installed
 
@@ -601,6 +603,42 @@ async def test_qmlops_operator_with_default_flags_starts_with_one_warning_for_th
     workdir = cache / "qmlops" / "operator"
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o700
     assert [p.name for p in workdir.iterdir() if p.name.startswith("git-")], "the clones are in the user's folder"
+
+
+async def test_qmlops_operator_serves_its_webhook_with_a_self_signed_certificate_on_request(
+    env: OperatorEnv, tmp_path: Path
+) -> None:
+    """--webhook-self-signed (a local run): the certificate is made at start in the work folder, and
+    the webhook answers over TLS that trusts it, as an apiserver given its CA would."""
+    port = free_port()
+    args = ["--repo", str(env.remote), "--workdir", str(tmp_path / "pod"), "--kubeconfig"]
+    args += [str(harness_kubeconfig(env, tmp_path)), "--metrics-port", "0", "--liveness-port", "0"]
+    args += ["--webhook-self-signed", "--webhook-port", str(port), "--webhook-host", "127.0.0.1"]
+    command = [sys.executable, "-m", "controller", "operator", *args]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        await port_open("127.0.0.1", port, timeout=120)
+        trust = ssl.create_default_context(cafile=str(tmp_path / "pod" / "webhook-tls" / "tls.crt"))
+        bad = tiny_model(training={**tiny_model()["spec"]["training"], "backend": "fake:nowhere"})
+        answers = []
+        async with aiohttp.ClientSession() as http:
+            for obj in (tiny_model(), bad):
+                review = admission_review(obj)
+                url = f"https://127.0.0.1:{port}/{webhook.WEBHOOKS['quantummodels']}"
+                async with http.post(url, json=review, ssl=trust) as rsp:
+                    answers.append((await rsp.json())["response"]["allowed"])
+        assert answers == [True, False]
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0 and "Traceback" not in text, text[-2000:]
+    assert "webhook off" not in text
 
 
 async def until_said(process: asyncio.subprocess.Process, text: str, seen: list[str], timeout: float = 120) -> None:
