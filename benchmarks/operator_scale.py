@@ -173,7 +173,7 @@ async def serve(models: int) -> None:
 def qmlops_operator(server: str, repo: str, workers: int, workdir: Path) -> tuple[Any, Any]:
     from controller.engine.training import data  # Qiskit is imported once at startup, not timed
 
-    data.preload()  # as runtime.main does before kopf starts
+    data.preload()  # as process.main does before kopf starts
     from controller.operator.handlers import build_registry
     from controller.operator.kube import ApiAccess
     from controller.operator.runtime import Runtime
