@@ -35,7 +35,14 @@ def _step(workflow: dict[str, Any], name: str) -> dict[str, Any]:
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "validate-specs.yml"])
+ALL = sorted(p.name for p in WORKFLOWS.glob("*.y*ml"))
+
+
+def test_every_workflow_is_checked() -> None:
+    assert {"ci.yml", "validate-specs.yml", "kind-e2e.yml"} <= set(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_workflow_matches_the_github_workflow_schema(name: str) -> None:
     vendored = importlib.resources.files("check_jsonschema.builtin_schemas").joinpath("vendor/github-workflows.json")
     schema = json.loads(vendored.read_text())
@@ -83,7 +90,7 @@ def test_validate_specs_installs_the_requested_qmlops_and_plans_only_when_asked(
 
 def test_no_input_is_expanded_inside_a_script() -> None:
     # Inputs reach scripts through env: an expression inside `run` would be spliced into the shell text.
-    for name in ("ci.yml", "validate-specs.yml"):
+    for name in ALL:
         (job,) = _load(name)["jobs"].values()
         for step in job["steps"]:
             assert "${{" not in step.get("run", ""), (name, step.get("name"))
