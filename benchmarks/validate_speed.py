@@ -6,7 +6,9 @@ Each case runs ``qmlops validate PATH...`` (the console script beside this Pytho
 ``python -m controller.cli.main``) ``--runs`` times in a subprocess; the median wall-clock is printed
 with its ratio to the reference, 0.5 s for a handful of specs (issue 13), and the heavy packages the
 process imported (checked in one more run, by the same ``main`` called in-process, then
-``sys.modules``). The interpreter's own start (``python -c pass``) is printed for scale.
+``sys.modules``). The interpreter's own start (``python -c pass``) is printed for scale. Beside the
+wall-clock, the median CPU time (user + system) of the process is printed: on a machine shared with
+other work the wall-clock grows with the load, the CPU time much less.
 
 Cases: the demo's two specs (one names ``fake:manila``: its device is known from qiskit-ibm-runtime's
 snapshot files, without importing it); six specs, the demo's and four examples that need no Qiskit;
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,6 +60,7 @@ CASES = (
 class Result:
     case: Case
     seconds: list[float]
+    cpu_seconds: list[float]
     exit_code: int
     imported: list[str]
 
@@ -73,10 +78,16 @@ def command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "controller.cli.main"]
 
 
-def timed(argv: Sequence[str]) -> tuple[float, int]:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: Sequence[str]) -> tuple[float, float, int]:
+    """Wall-clock and CPU seconds of one run of ``argv``, and its exit code."""
+    cpu, start = _children_cpu(), time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - start, done.returncode
+    return time.perf_counter() - start, _children_cpu() - cpu, done.returncode
 
 
 def heavy_imports(paths: Sequence[str]) -> list[str]:
@@ -102,12 +113,13 @@ def heavy_imports(paths: Sequence[str]) -> list[str]:
 def measure(case: Case, runs: int) -> Result:
     argv = [*command(), "validate", *case.paths]
     timed(argv)  # warm the page cache and the bytecode caches once
-    seconds, codes = [], set()
+    seconds, cpu_seconds, codes = [], [], set()
     for _ in range(runs):
-        elapsed, code = timed(argv)
+        elapsed, cpu, code = timed(argv)
         seconds.append(elapsed)
+        cpu_seconds.append(cpu)
         codes.add(code)
-    return Result(case, seconds, max(codes), heavy_imports(case.paths))
+    return Result(case, seconds, cpu_seconds, max(codes), heavy_imports(case.paths))
 
 
 def interpreter_start(runs: int) -> float:
@@ -118,9 +130,10 @@ def format_result(result: Result) -> str:
     spread = f"{min(result.seconds):.3f}-{max(result.seconds):.3f}"
     target = f"{result.ratio:.2f}x the {REFERENCE_SECONDS} s reference" if result.case.target else "no target"
     imported = ", ".join(result.imported) or "none"
+    cpu = statistics.median(result.cpu_seconds)
     return (
-        f"{result.case.name:<30} median {result.median:.3f} s ({spread} over {len(result.seconds)} runs), "
-        f"{target}; exit {result.exit_code}; heavy imports: {imported}"
+        f"{result.case.name:<30} median {result.median:.3f} s ({spread} over {len(result.seconds)} runs; "
+        f"CPU {cpu:.3f} s), {target}; exit {result.exit_code}; heavy imports: {imported}"
     )
 
 
@@ -129,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed runs per case (default: 7)")
     args = parser.parse_args(argv)
     print(f"command: {' '.join(command())} validate PATH...")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{'interpreter start (-c pass)':<30} median {interpreter_start(args.runs):.3f} s")
     results = [measure(case, args.runs) for case in CASES]
     for result in results:
