@@ -256,12 +256,16 @@ def test_the_plan_step_plans_the_whole_repository_without_a_base_commit(tmp_path
     assert "Nothing to do (exit 0)" in summary
 
 
-def test_the_validate_summary_escapes_what_a_file_name_carries(spec_repo: Path) -> None:
+def test_the_validate_log_annotations_and_summary_escape_what_a_file_name_carries(spec_repo: Path) -> None:
     odd = "```\x1b[2Jodd.yaml"
     bad = (spec_repo / "specs" / "good.yaml").read_text().replace("training:", "traning:")
     (spec_repo / "specs" / odd).write_text(bad)
-    code, out, _, summary = _run_step(_step(_load("validate-specs.yml"), "Validate"), spec_repo, "specs/")
+    workflow = _load("validate-specs.yml")
+    _run_step(_step(workflow, "Validate (JSON report)"), spec_repo, "specs/")
+    code, out, _, summary = _run_step(_step(workflow, "Validate"), spec_repo, "specs/")
     assert code == 1
+    assert "::error file=specs/```\\x1b[2Jodd.yaml,line=" in out
+    assert "\x1b" not in out
     text = summary.read_text()
     assert "Violations (exit 1)" in text
     assert "specs/```\\x1b[2Jodd.yaml" in text
