@@ -73,8 +73,8 @@ def test_the_job_runs_every_step_of_the_script_in_order_and_reads_the_logs_on_fa
     kind = next(s for s in job["steps"] if s.get("uses", "").startswith("helm/kind-action@"))
     assert kind["with"]["cluster_name"] == "${{ env.CLUSTER }}"
     # Kubernetes 1.28 or newer: the CRDs' CEL rules carry fieldPath (docs/crds.md).
-    minor = int(re.fullmatch(r"kindest/node:v1\.(\d+)\.\d+", kind["with"]["node_image"]).group(1))  # type: ignore[union-attr]
-    assert minor >= 28
+    node = re.fullmatch(r"kindest/node:v1\.(\d+)\.\d+", kind["with"]["node_image"])
+    assert node is not None and int(node.group(1)) >= 28
 
 
 def test_the_job_settings_are_the_scripts_defaults() -> None:
