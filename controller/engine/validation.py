@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline
+from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline, limits
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.engine import governance
 from controller.engine.documents import (
@@ -476,6 +476,8 @@ def check_document(
         reporter.at([], "nested too deeply to validate")
         return None, reporter.problems
     _pipeline_rules(reporter, resource)
+    if isinstance(resource, QuantumModel):
+        _machine_limits(reporter, resource)
     if repo_root is not None and isinstance(resource, QuantumModel):
         _dataset_file(reporter, resource, repo_root)
     if any(p.severity == "error" for p in reporter.problems):
@@ -571,6 +573,9 @@ def _dataset_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> N
             hint = f" (did you mean {close[0]!r}?)" if close else f" (columns: {', '.join(columns[:20])})"
             path_ = ["spec", "dataset", "target"] if where == "target" else ["spec", "dataset", "features", where]
             reporter.at(path_, f"{relative} has no column {column!r}{hint}")
+    too_large = _dataset_size(path, dataset.source)
+    if too_large is not None:
+        reporter.at(["spec", "dataset", "source"], too_large)
 
 
 def _csv_header(path: str) -> list[str] | None:
@@ -583,6 +588,38 @@ def _csv_header(path: str) -> list[str] | None:
         return None
     row = next(csv.reader([first]), None)
     return [c.strip() for c in row] if row else None
+
+
+# --- limits from the machine ---------------------------------------------------------------------------
+
+
+def _machine_limits(reporter: _Reporter, model: QuantumModel) -> None:
+    """What the spec asks of the machine: the simulator's memory or the device's qubits, and the
+    shots of the whole training (controller/api/limits.py)."""
+    spec = model.spec
+    problem = limits.qubit_problem(spec.training.backend, spec.circuit.qubits)
+    if problem is not None:
+        reporter.at(["spec", "circuit", "qubits"], problem)
+    problem = limits.shots_problem(spec)
+    if problem is not None:
+        reporter.at(["spec", "training"], problem)
+
+
+def _dataset_size(path: str, source: str) -> str | None:
+    """Why the dataset file is more than a training may load, counted as it is read (the reader stops
+    at the first byte or row over the bound); None when it fits. Unreadable content is the trainer's to
+    report."""
+    import csv
+    from pathlib import Path
+
+    try:
+        for _ in limits.csv_rows(Path(path), source):
+            pass
+    except limits.DatasetTooLarge as err:
+        return str(err)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 # --- several documents -------------------------------------------------------------------------------
