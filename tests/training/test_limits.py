@@ -109,6 +109,18 @@ def test_a_fake_device_too_small_for_the_circuit_is_refused(tiny_repo: Path) -> 
         training.train(tiny(circuit={"qubits": 6}, training={"backend": "fake:manila"}), repo_root=tiny_repo)
 
 
+def test_an_ibm_device_too_small_for_the_circuit_is_refused_once_connected(tiny_repo: Path) -> None:
+    s = tiny(
+        circuit={"qubits": 6}, training={"backend": "ibm:fake_lima", "executionMode": "job", "credentialsSecret": "ibm"}
+    )
+    assert limits.qubit_problem(s.training.backend, 6) is None  # not known offline
+    read, _ = credentials_source()
+    with installed() as factory, pytest.raises(training.CircuitError) as raised:
+        training.train(s, repo_root=tiny_repo, credentials=read)
+    assert str(raised.value) == "circuit.qubits: ibm:fake_lima (fake_lima) has 5 qubits; circuit.qubits is 6"
+    assert factory.calls == 0
+
+
 def test_the_whole_trainings_shots_are_bounded_before_the_first_job(spy: Spy) -> None:
     runs = spy(backends.AerTarget, "run")
     huge = spec(training={"backend": "local:aer", "shots": 10_000_000, **optimizer("COBYLA", 100_000)})
