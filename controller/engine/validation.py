@@ -44,6 +44,7 @@ __all__ = [
     "governance_problems",
     "load_resources",
     "looks_like_token",
+    "pipeline_limit_problems",
     "validate_documents",
     "validate_object",
     "validate_paths",
@@ -605,6 +606,54 @@ def _machine_limits(reporter: _Reporter, model: QuantumModel) -> None:
         reporter.at(["spec", "training"], problem)
 
 
+# Matrix keys that change what a training asks of the machine.
+LIMITED_SETTINGS = ("circuit.qubits", "training.backend", "training.shots", "training.optimizer.maxIterations")
+
+
+def pipeline_limit_problems(resource: LoadedResource, models: dict[tuple[str, str], QuantumModel]) -> list[Problem]:
+    """A pipeline runs its model elsewhere and otherwise: every backend it evaluates on must run the
+    model's qubits, and every value its matrix sweeps must keep the training within the limits."""
+    pipeline = resource.resource
+    if not isinstance(pipeline, QuantumPipeline):
+        return []
+    model = models.get((resource.namespace, pipeline.spec.model))
+    if model is None:
+        return []
+    spec, out = model.spec, []
+    for path, backend in _pipeline_backends(pipeline):
+        problem = limits.qubit_problem(backend, spec.circuit.qubits)
+        if problem is not None:
+            out.append(_problem_at(resource.document, path, f"the model's circuit.qubits on {backend}: {problem}"))
+    for i, step in enumerate(pipeline.spec.steps):
+        for key, values in ((step.train.matrix or {}) if step.train else {}).items():
+            if key not in LIMITED_SETTINGS:
+                continue
+            for j, value in enumerate(values):
+                varied = _varied(spec, key, value)
+                if varied is None:
+                    continue
+                found = limits.qubit_problem(varied.training.backend, varied.circuit.qubits)
+                found = found or limits.shots_problem(varied)
+                if found is not None:
+                    path = ("spec", "steps", i, "train", "matrix", key, j)
+                    out.append(_problem_at(resource.document, path, found))
+    return out
+
+
+def _varied(spec: QuantumModelSpec, key: str, value: Any) -> QuantumModelSpec | None:
+    """``spec`` with the matrix value at ``key`` (a value the schema refuses is reported elsewhere)."""
+    wire = spec.to_wire()
+    node = wire
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    try:
+        return QuantumModelSpec.model_validate(wire)
+    except ValidationError:
+        return None
+
+
 def _dataset_size(path: str, source: str) -> str | None:
     """Why the dataset file is more than a training may load, counted as it is read (the reader stops
     at the first byte or row over the bound); None when it fits. Unreadable content is the trainer's to
@@ -781,9 +830,10 @@ def validate_documents(
     """Schema, cross-document and (``with_governance``) governance problems of ``documents``;
     ``in_files`` when they were read from files, so that ``file:`` datasets can be checked."""
     resources, problems = _schema(documents, in_files)
-    if with_governance:
-        models = {(r.namespace, r.name): r.resource for r in resources if isinstance(r.resource, QuantumModel)}
-        for res in resources:
+    models = {(r.namespace, r.name): r.resource for r in resources if isinstance(r.resource, QuantumModel)}
+    for res in resources:
+        problems.extend(pipeline_limit_problems(res, models))
+        if with_governance:
             problems.extend(governance_problems(res, models))
     return ValidationReport(
         problems=sorted(problems, key=Problem.sort_key), documents=len(documents), resources=resources

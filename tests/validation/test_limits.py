@@ -14,7 +14,7 @@ import pytest
 
 from controller.api import limits
 from controller.engine.validation import validate_object
-from tests.api.specs import DELETE, changed, model, to_yaml
+from tests.api.specs import DELETE, changed, model, pipeline, to_yaml
 from tests.validation.cli import qmlops, write
 
 BASE = model()  # DESIGN's example: local:aer, 4 qubits, builtin:iris classes [0, 1], COBYLA 100 iterations
@@ -285,3 +285,26 @@ def test_a_timeout_has_a_default_and_bounds(tmp_path: Path, capsys: pytest.Captu
         "spec.training.timeout: 'soon' is not a valid duration (like 30m, 6h, 1h30m)"
     ]
     assert messages(with_(("spec.training.timeout", "1h30m"))) == []
+
+
+# --- pipelines: their model elsewhere and otherwise ---------------------------------------------------------------
+
+
+def test_a_pipeline_runs_its_model_only_where_it_fits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, "m.yaml", to_yaml(with_(("spec.circuit.qubits", 6), ("spec.dataset.features", ["a"]))))
+    pipe = changed(pipeline(), "spec.steps.0.train.matrix", {"circuit.qubits": [6, 27], "training.shots": [1024]})
+    text = to_yaml(pipe)
+    spec = write(tmp_path, "p.yaml", text)
+    result = qmlops(capsys, "validate", str(tmp_path))
+    assert result.code == 1
+    lines = text.splitlines()
+    manila = [n + 1 for n, line in enumerate(lines) if line.strip() in ("- fake:manila", "backend: fake:manila")]
+    assert result.lines == [
+        f"{spec}:{1 + lines.index('        - 27')}:11: spec.steps[0].train.matrix[circuit.qubits][1]: 27 qubits "
+        "need 4.0 GiB on Aer's statevector method (2^27 amplitudes x 16 bytes x 2 copies), over the memory limit "
+        "of 2.0 GiB ($QMLOPS_MEMORY_LIMIT): at most 26 qubits",
+        f"{spec}:{manila[0]}:9: spec.steps[1].evaluate.backends[0]: the model's circuit.qubits on fake:manila: "
+        "fake:manila has 5 qubits; circuit.qubits is 6",
+        f"{spec}:{manila[1]}:16: spec.triggers[2].drift.backend: the model's circuit.qubits on fake:manila: "
+        "fake:manila has 5 qubits; circuit.qubits is 6",
+    ]
