@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from controller.api import limits
 from controller.api.quantummodel import (
     QuantumModel,
     QuantumModelSpec,
@@ -184,7 +185,7 @@ def revision_sha(source: SourceRef) -> str:
 
 
 def training_due(state: State, source: SourceRef, spec_digest: str, dataset_digest: str) -> Due | None:
-    base = f"{spec_digest}|{dataset_digest}"
+    base = f"{spec_digest}|{dataset_digest}" + limits.timeout_key(state.spec.training)  # retried on a new timeout
     latest = state.latest
 
     def due(reason: str, slot: str = "") -> Due:

@@ -99,8 +99,10 @@ async def test_updates_are_reviewed_with_server_fields_ignored(webhook_url: str)
         changed(model(), spec__circuit__qubits=2, spec__training__backend="local:nowhere"),
         changed(model(), spec__training__optimiser={"kind": "COBYLA"}),
         changed(pipeline(), spec__steps__1__dependsOn=["nothing"]),
+        changed(model(), spec__circuit__qubits=26, spec__training__backend="local:statevector"),
+        changed(model(), spec__training__shots=10_000_000, spec__training__optimizer={"maxIterations": 100_000}),
     ],
-    ids=["shots", "two-problems", "typo", "pipeline-graph"],
+    ids=["shots", "two-problems", "typo", "pipeline-graph", "qubits-over-memory", "shots-over-the-limit"],
 )
 async def test_a_bad_spec_is_refused_with_the_message_of_qmlops_validate(
     webhook_url: str, bad: dict[str, Any], tmp_path: Path

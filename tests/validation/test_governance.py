@@ -94,6 +94,11 @@ CASES = [
     ("qpu-budget", with_(IBM, ALLOW_IBM), "pass"),
     ("qpu-budget", with_(IBM, ALLOW_IBM, ("spec.governance.qpuBudgetSeconds", DELETE)), "fail"),
     ("qpu-budget", with_(), "skip"),
+    # (100 iterations x 80 samples + 20) x 1024 shots x 250 µs = 2,053 s against 600
+    ("qpu-estimate", with_(IBM, ALLOW_IBM), "fail"),
+    ("qpu-estimate", with_(IBM, ALLOW_IBM, ("spec.training.optimizer.maxIterations", 20)), "pass"),
+    ("qpu-estimate", with_(IBM, ALLOW_IBM, ("spec.governance.qpuBudgetSeconds", DELETE)), "skip"),
+    ("qpu-estimate", with_(), "skip"),
 ]
 
 

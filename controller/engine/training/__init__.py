@@ -14,9 +14,11 @@ from controller.engine.training.errors import (
     BudgetExceeded,
     CircuitError,
     DatasetError,
+    LimitExceeded,
     RuntimeFailure,
     TrainingError,
     TrainingStopped,
+    TrainingTimedOut,
 )
 from controller.engine.training.objective import Progress
 from controller.engine.training.trainer import dataset_digest, release, score, spec_digest, train
@@ -28,12 +30,14 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "DatasetError",
+    "LimitExceeded",
     "ModelArtifact",
     "Progress",
     "RuntimeFactory",
     "RuntimeFailure",
     "TrainingError",
     "TrainingStopped",
+    "TrainingTimedOut",
     "dataset_digest",
     "local_credentials",
     "release",
