@@ -168,20 +168,20 @@ def run_steps(ctx: StepContext, steps: Sequence[Step], effects: Effects, facts: 
         if result.verdict is not None:
             applied.verdict = result.verdict
         pending = list(result.intents)
-        while pending and not applied.halted:
+        while pending:
             intent = pending.pop(0)
             applied.intents.append(intent)
             if isinstance(intent, RecordDecision):
                 effects.record(ctx, intent)
             elif isinstance(intent, Train | Register):
                 follow = effects.work(ctx, intent)
-                if follow is None:
+                if follow is None:  # the effects stop here: nothing after this piece of work is known
                     applied.halted = True
-                else:
-                    pending[:0] = follow
+                    break
+                pending[:0] = follow
             else:
                 summarise(intent, facts)
-                applied.halted = isinstance(intent, Fail)
+                applied.halted = applied.halted or isinstance(intent, Fail)  # the failure is still recorded
         if result.stop or applied.halted:
             break
     return applied

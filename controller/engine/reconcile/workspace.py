@@ -133,6 +133,7 @@ class Workspaces:
         self.folder = root / namespace / name
 
     def of(self, key: str) -> Workspace:
+        self._adopt_legacy()
         return Workspace(self.root, self.namespace, self.name, key)
 
     def all(self) -> list[Workspace]:
@@ -140,7 +141,11 @@ class Workspaces:
         self._adopt_legacy()
         if not self.folder.is_dir():
             return []
-        return [self.of(p.name) for p in sorted(self.folder.iterdir()) if p.is_dir() and KEY.fullmatch(p.name)]
+        return [
+            Workspace(self.root, self.namespace, self.name, p.name)
+            for p in sorted(self.folder.iterdir())
+            if p.is_dir() and KEY.fullmatch(p.name)
+        ]
 
     def waiting(self, spec_digest: str, dataset_digest: str) -> Workspace | None:
         """A finished training of this very spec and data whose artifact is still here: when another
