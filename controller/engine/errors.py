@@ -6,8 +6,11 @@
 - :class:`StallingError`: nothing changes until a person changes the input (a ledger that does not
   chain, a version file that was rewritten): the shells report it with the ``Stalled`` condition.
 
-Both shells keep retrying any other exception as they always have; these bases say which kind an
-error is so that a shell can choose (``stalls``).
+Today: ``GitError`` (a push, a fetch) and ``TrainingDue`` are retryable; ``TrainingError`` (bad data, a
+circuit that does not fit, a budget, a Runtime refusal) and ``VersionError`` (a version file that
+does not match its digest) stall. The shells behave as before (the operator retries any failure after
+its backoff and shows Failed with ``Stalled``; the runner reports it and tries again on its next
+pass); a QuantumPipeline step's ``retries`` retry only what does not stall (``stalls``).
 """
 
 from __future__ import annotations
