@@ -23,7 +23,7 @@ from controller.engine.reconcile.intents import (
     RecordDecision,
     Register,
     StepContext,
-    Trained,
+    Training,
     Verdict,
 )
 from controller.engine.reconcile.services import Services
@@ -136,7 +136,7 @@ def train(
             raw = artifact.to_json()
             workspace.keep(raw)
     registered = registration(ctx, due, raw)
-    return [*([registered] if registered else []), Trained("done", f"trained because {due.reason}")]
+    return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
 
 
 def _run_trainer(

@@ -79,7 +79,7 @@ class Fail:
 
 
 @dataclass(frozen=True)
-class Trained:
+class Training:
     """The training state to show: ``running`` while a training goes, ``done`` once registered."""
 
     state: TrainingState
@@ -94,7 +94,7 @@ class Promotion:
     message: str
 
 
-Intent = RecordDecision | Train | Register | Suspend | Assess | Block | Fail | Trained | Promotion
+Intent = RecordDecision | Train | Register | Suspend | Assess | Block | Fail | Training | Promotion
 WRITES = (RecordDecision, Train, Register)  # intents that change something (``plan``'s ``changes``)
 
 
@@ -200,7 +200,7 @@ def summarise(intent: Intent, facts: Facts) -> None:
                 facts.promotion_state, facts.promotion_message = "blocked", message
         case Fail(message):
             facts.training_state, facts.training_message = "failed", message
-        case Trained(state, message):
+        case Training(state, message):
             facts.training_state, facts.training_message = state, message
         case Promotion(state, message):
             facts.promotion_state, facts.promotion_message = state, message

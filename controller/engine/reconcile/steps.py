@@ -27,7 +27,7 @@ from controller.engine.reconcile.intents import (
     StepResult,
     Suspend,
     Train,
-    Trained,
+    Training,
     Verdict,
 )
 from controller.engine.reconcile.state import training_due
@@ -83,7 +83,7 @@ def train(ctx: StepContext) -> StepResult:
     workspace = workspaces.of(due.key)
     raw = workspace.finished()
     if raw is not None:
-        done = Trained("done", f"trained because {due.reason}")
+        done = Training("done", f"trained because {due.reason}")
         registered = actions.registration(ctx, due, raw)
         if registered is None:
             return StepResult((done,))
@@ -91,7 +91,7 @@ def train(ctx: StepContext) -> StepResult:
         return StepResult((registered, done), Verdict(PlanAction.REGISTER, why))
     resumed = " (resuming from its checkpoint)" if workspace.started() else ""
     return StepResult(
-        (Trained("running", f"training because {due.reason}"), Train(due)),
+        (Training("running", f"training because {due.reason}"), Train(due)),
         Verdict(PlanAction.TRAIN, f"train because {due.reason}{resumed}"),
     )
 
