@@ -46,7 +46,7 @@ class GitRecorder:
             state.namespace,
             state.name,
             at=format_time(ctx.services.now()),
-            kind=intent.kind.value,  # a plain str in the entry (YAML and JSON writers)
+            kind=intent.kind,
             version=intent.version,
             message=intent.message,
             data=intent.data,
@@ -72,7 +72,7 @@ class DryRun:
         entry = draft(
             state.ledger.last,
             at=format_time(state.now),
-            kind=intent.kind.value,  # a plain str in the entry (YAML and JSON writers)
+            kind=intent.kind,
             model=state.key,
             version=intent.version,
             message=intent.message,

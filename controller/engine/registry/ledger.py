@@ -170,7 +170,7 @@ def draft(
     entry = Entry(
         seq=(previous.seq + 1) if previous else 1,
         at=at,
-        kind=kind,
+        kind=str(kind),  # a plain str (a LedgerKind member prints the same but YAML writers refuse it)
         model=model,
         version=version,
         message=message,
