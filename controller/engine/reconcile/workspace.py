@@ -107,9 +107,10 @@ class Workspace:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def busy(self) -> bool:
-        """Whether a training holds this folder now (in this process or another)."""
+        """Whether a training holds this folder now (in this process or another). Looking creates
+        nothing: a training creates its lock file before it holds it."""
         try:
-            handle = self.lock_file.open("a")
+            handle = self.lock_file.open("rb")
         except OSError:
             return False
         with handle:
