@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.engine.decisions import LedgerKind
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.approvals import TRAILER as APPROVE_TRAILER
 from controller.engine.registry.approvals import judge
 from controller.engine.registry.git import Commit, GitIdentity
 from controller.engine.registry.ledger import (
     LEDGER_FILE,
-    REGISTERED,
     Entry,
     Ledger,
     check_chain,
@@ -144,7 +144,9 @@ def _content_problems(registry: Registry, namespace: str, name: str, result: Ver
         if entry is not None and entry.version is not None:
             what = f"ledger entry {entry.seq} ({entry.kind} version {entry.version})"
         problems.append(VerifyProblem(model, ledger_path, what, message, _blame(registry, ledger_path, line)))
-    registered: dict[int, Entry] = {e.version: e for e in entries if e.kind == REGISTERED and e.version is not None}
+    registered: dict[int, Entry] = {
+        e.version: e for e in entries if e.kind == LedgerKind.REGISTERED and e.version is not None
+    }
     folder = f"{registry.model_path(namespace, name)}/{version_files.VERSIONS_DIR}/"
     files = [p for p in registry.git.out("ls-tree", "-r", "--name-only", "HEAD", "--", folder).splitlines() if p]
     seen: set[int] = set()
@@ -394,7 +396,7 @@ def ledger_events(registry: Registry, namespace: str, name: str) -> list[Event]:
     for entry in registry.ledger(namespace, name, strict=False).entries:
         commit = commits.get(entry.digest)
         by = None
-        if entry.kind == "approved":
+        if entry.kind == LedgerKind.APPROVED:
             by = str(entry.data.get("approver"))
         elif commit is not None:
             by = f"{commit.author_name} <{commit.author_email}>"

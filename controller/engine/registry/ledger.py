@@ -13,21 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.engine.decisions import CHAMPION_KINDS, GATE_KINDS, LedgerKind
 from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
 
-REGISTERED = "registered"
-GATE_PASSED = "gate-passed"
-GATE_FAILED = "gate-failed"
-APPROVED = "approved"
-PROMOTED = "promoted"
-ROLLED_BACK = "rolled-back"
-BLOCKED = "blocked"
-FAILED = "failed"
-KINDS = (REGISTERED, GATE_PASSED, GATE_FAILED, APPROVED, PROMOTED, ROLLED_BACK, BLOCKED, FAILED)
-CHAMPION_KINDS = (PROMOTED, ROLLED_BACK)
+KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 
 
 class LedgerError(ValueError):
@@ -180,7 +172,7 @@ def draft(
     entry = Entry(
         seq=(previous.seq + 1) if previous else 1,
         at=at,
-        kind=kind,
+        kind=str(kind),  # a plain str (a LedgerKind member prints the same but YAML writers refuse it)
         model=model,
         version=version,
         message=scrub(message),
@@ -218,33 +210,33 @@ class Ledger:
         return entry.version if entry else None
 
     def gate_entry(self, version: int) -> Entry | None:
-        found = self.for_version(version, GATE_PASSED, GATE_FAILED)
+        found = self.for_version(version, *GATE_KINDS)
         return found[-1] if found else None
 
     def ever_champion(self, version: int) -> bool:
         return bool(self.for_version(version, *CHAMPION_KINDS))
 
     def approval_commits(self) -> set[str]:
-        return {str(e.data.get("commit")) for e in self.of_kind(APPROVED)}
+        return {str(e.data.get("commit")) for e in self.of_kind(LedgerKind.APPROVED)}
 
     def approvers(self, version: int, *, signed_only: bool = False) -> set[str]:
         return {
             str(e.data.get("approver", "")).lower()
-            for e in self.for_version(version, APPROVED)
+            for e in self.for_version(version, LedgerKind.APPROVED)
             if e.data.get("approver") and (e.data.get("signed") or not signed_only)
         }
 
     def registered_digests(self) -> dict[str, int]:
         """Artifact digest -> version, for idempotent registration."""
         out: dict[str, int] = {}
-        for entry in self.of_kind(REGISTERED):
+        for entry in self.of_kind(LedgerKind.REGISTERED):
             digest = entry.data.get("artifactDigest")
             if isinstance(digest, str) and entry.version is not None:
                 out[digest] = entry.version
         return out
 
     def versions(self) -> list[int]:
-        return [e.version for e in self.of_kind(REGISTERED) if e.version is not None]
+        return [e.version for e in self.of_kind(LedgerKind.REGISTERED) if e.version is not None]
 
     def since(self, moment: datetime) -> list[Entry]:
         return [e for e in self.entries if e.time >= moment]
@@ -252,7 +244,7 @@ class Ledger:
     def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
         """QPU seconds that trainings recorded in the ledger spent in the rolling window before ``now``."""
         total = 0.0
-        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+        for entry in self.of_kind(LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 total += float(usage.get("qpuSeconds", 0.0) or 0.0)
@@ -260,7 +252,7 @@ class Ledger:
 
     def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
-        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+        for entry in self.of_kind(LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 for key in totals:
@@ -270,7 +262,7 @@ class Ledger:
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
         last = self.last
-        return last is not None and last.kind == BLOCKED and last.message == scrub(reason)
+        return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
 
 
 def ledger_of(entries: Sequence[Entry]) -> Ledger:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from controller.engine.errors import StallingError
 from controller.engine.registry.canonical import digest_of, pretty_bytes
 
 API_VERSION = "registry.qmlops.io/v1alpha1"
@@ -21,7 +22,7 @@ VERSIONS_DIR = "versions"
 _VERSION_FILE = re.compile(r"^([1-9][0-9]*)\.json$")
 
 
-class VersionError(ValueError):
+class VersionError(ValueError, StallingError):
     """A version file that cannot be read or whose digest does not match."""
 
 

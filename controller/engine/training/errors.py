@@ -3,8 +3,10 @@ quote a credential."""
 
 from __future__ import annotations
 
+from controller.engine.errors import StallingError
 
-class TrainingError(Exception):
+
+class TrainingError(StallingError):
     """A training that cannot go on: bad data, a circuit that does not fit, a Runtime error that is
     the user's to fix. The message is the whole explanation; no traceback is needed."""
 
