@@ -178,6 +178,7 @@ class _Scan:
         self.token = next(self.tokens)
         self.gates = {name: GateShape(*shape) for name, shape in BUILTIN_GATES.items()}
         self.registers: dict[str, int] = {}  # qubit name: size (1 for a lone qubit)
+        self.declared: set[str] = set()  # every name declared at the top level
         self.summary = QasmSummary()
         self.first = True
 
@@ -263,7 +264,7 @@ class _Scan:
             raise self.invalid('a file name in quotes ("stdgates.inc")')
         name = token.text[1:-1]
         if name not in ALLOWED_INCLUDES:
-            raise self.refused(f'include {name[:80]!r} is not allowed; only "stdgates.inc"', token)
+            raise self.refused(f'include {_name(name)} is not allowed; only "stdgates.inc"', token)
         self.advance()
         self.expect(";")
         for gate, shape in STANDARD_GATES.items():
@@ -312,10 +313,11 @@ class _Scan:
             )
 
     def declare(self, name: Token) -> None:
-        if name.text in self.gates or name.text in self.registers or name.text in self.summary.parameters:
+        if name.text in self.gates or name.text in self.declared:
             raise self.wrong(f"{_name(name.text)} is defined twice", name)
         if name.text in _NOT_ACCEPTED or name.text in _REFUSED_KEYWORDS or name.text in _CONSTANTS:
             raise self.invalid("a name that is not a keyword", name)
+        self.declared.add(name.text)
 
     def definition(self) -> None:
         keyword = self.advance()
@@ -336,13 +338,13 @@ class _Scan:
         if len(set(qubits)) != len(qubits) or len(set(parameters)) != len(parameters):
             raise self.wrong("a name appears twice among the gate's parameters and qubits", name)
         self.expect("{", "'{' to start the gate's body")
-        cost, depth = 0, 0
+        scope, cost, depth = set(qubits), 0, 0
         while not self.at("}"):
             if self.token.kind == "end":
                 raise self.invalid("'}' to end the gate's body")
             if self.at("gate"):
                 raise self.refused("a gate is defined only at the top level of the program", self.token)
-            called, nested = self.operation(scope=set(qubits))
+            called, nested = self.operation(scope=scope)
             cost, depth = cost + called, max(depth, nested)
         self.advance()
         shape = GateShape(len(parameters), len(qubits), cost=1 + cost, depth=depth + 1, defined=True)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from controller.api import qasm
 from controller.api.qasm import (
@@ -190,6 +192,73 @@ def test_the_count_is_the_expansion_with_definitions_included() -> None:
     summary = scan_ansatz_qasm(HEAD + "gate g(t) a, b { ry(t) a; cx a, b; }\nh q;\ninv @ g(w) q[0], q[1];\n")
     assert (summary.qubits, summary.operations, summary.parameters) == (4, 2 + 4 + 3 * 2, ["w"])
     assert MAX_QASM_OPERATIONS == 10_000  # the figure docs/validate.md gives
+
+
+# Pieces of the language, so that generated text reaches deep into the scan, not only its tokenizer.
+WORDS = [
+    *[
+        "q[0]",
+        "q[1]",
+        "q",
+        "w",
+        "a",
+        "b",
+        "(",
+        ")",
+        "{",
+        "}",
+        "[",
+        "]",
+        ";",
+        ",",
+        "@",
+        "+",
+        "-",
+        "*",
+        "/",
+        "**",
+        "1",
+        "0.5",
+        "pi",
+        "$0",
+        '"',
+        ":",
+        "=",
+        "/*",
+        "*/",
+        "//",
+    ],
+    "\n",
+]
+WORDS += [
+    "gate",
+    "inv",
+    "ctrl",
+    "ctrl(2)",
+    "negctrl",
+    "pow(2)",
+    "ry",
+    "cx",
+    "h",
+    "U",
+    "gphase",
+    "barrier",
+    "qubit[2]",
+    "input",
+    "float",
+    "for",
+    "if",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.lists(st.sampled_from(WORDS), max_size=60).map(" ".join)))
+def test_any_text_is_scanned_or_refused_with_a_located_message(tail: str) -> None:
+    for program in (tail, HEAD + tail):
+        try:
+            scan_ansatz_qasm(program)
+        except QasmRefused as refused:
+            assert str(refused).startswith("ansatz.qasm: line ")
 
 
 # --- a program within the limits ------------------------------------------------------------------------
