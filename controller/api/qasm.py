@@ -45,7 +45,6 @@ MAX_QASM_EXPRESSION_TOKENS = 256  # numbers, names and operators in one call's a
 MAX_QASM_QUBITS = 156  # the size of a qubit register (the largest circuit.qubits)
 
 ALLOWED_INCLUDES = ("stdgates.inc",)
-INCLUDE = re.compile(r'include\s+"([^"]*)"\s*;')
 
 # name: (parameters, qubits), as Qiskit's importer defines them from stdgates.inc.
 STANDARD_GATES: dict[str, tuple[int, int]] = {
