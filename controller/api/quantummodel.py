@@ -24,10 +24,10 @@ from controller.api.common import (
     check_repo_path,
 )
 from controller.api.meta import Condition, ObjectMeta
+from controller.api.qasm import MAX_QASM_BYTES
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "moons", "circles", "ad_hoc")
 DATASET_SOURCE_PATTERN = r"^(builtin:(iris|wine|breast_cancer|moons|circles|ad_hoc)|file:[^\\]+\.csv)$"
-MAX_QASM_BYTES = 64 * 1024
 
 
 def _check_dataset_source(value: str) -> str:

@@ -28,7 +28,7 @@ from controller.engine import training
 from controller.engine.decisions import CHAMPION_KINDS
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
 from controller.engine.text import scrub
-from controller.operator import checkpoints
+from controller.operator import checkpoints, checks
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
@@ -93,6 +93,12 @@ def read(body: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> Re
     return Reading(
         Observed(model=model, source=source(annotations), requested_at=requested), meta.get("generation"), requested
     )
+
+
+def unread(body: Mapping[str, Any]) -> Reading:
+    """What a reconcile knows of a model whose spec could not be read in time."""
+    meta = body.get("metadata") or {}
+    return Reading(None, meta.get("generation"), (meta.get("annotations") or {}).get(REQUESTED_AT))
 
 
 def source(annotations: Mapping[str, str]) -> SourceRef:
@@ -227,7 +233,12 @@ class ModelWorker:
         return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
 
     async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
-        reading = read(body, self._current(body))
+        current = self._current(body)
+        try:  # off the event loop: an OpenQASM ansatz is parsed here
+            reading = await checks.run(lambda: read(body, current), checks.RECONCILE_BUDGET_SECONDS)
+        except checks.CheckTimedOut as late:
+            await self._failed(body, unread(body), late)
+            return
         metrics = self.runtime.metrics
         if reading.observed is None:
             invalid = engine_status.invalid(
@@ -343,7 +354,10 @@ class ModelWorker:
         open for a resume, and drop its workspace from this pod's disk (the ConfigMap goes with the
         model, as its owner). True when a session was closed. History stays in Git."""
         self.released = True
-        reading = read(body)
+        try:
+            reading = await checks.run(lambda: read(body), checks.RECONCILE_BUDGET_SECONDS)
+        except checks.CheckTimedOut:
+            reading = unread(body)
         closed = False
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
