@@ -31,6 +31,7 @@ from controller.engine.reconcile.state import Due, State, training
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.ledger import Ledger, format_time
+from controller.engine.registry.store import TRAILER_PIPELINE, TRAILER_RUN
 from controller.engine.registry.versions import Provenance, Version
 from controller.engine.status import PromotionState, describe_failure
 from controller.engine.text import scrub
@@ -51,7 +52,7 @@ class TrainingDue(RetryableError):
 def failed_before(ledger: Ledger, due: Due) -> str | None:
     """The failure already recorded for this very training (same key), if any."""
     for entry in reversed(ledger.entries):
-        if entry.kind == LedgerKind.REGISTERED:
+        if entry.kind == LedgerKind.REGISTERED and entry.pipeline is None:
             return None
         if entry.kind == LedgerKind.FAILED and entry.data.get("trainingKey") == due.key:
             return entry.message
@@ -62,16 +63,19 @@ def failure(state: State, message: str, spec_digest: str, dataset_digest: str, d
     """A training that failed (or could not start): the status says so; the ledger too, unless its
     newest entry says it already."""
     intents: list[Intent] = [Fail(message)]
-    last = state.ledger.last
+    last = state.ledger.last_own
     if last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):  # as the ledger keeps it
         data = {"specDigest": spec_digest, "datasetDigest": dataset_digest, "trainingKey": due.key if due else None}
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
 
 
-def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
+def registration(
+    ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None
+) -> Register | None:
     """The registration of a finished training's artifact, or None when its digest is registered
-    already (a crash between the commit and the workspace's cleanup: never twice)."""
+    already (a crash between the commit and the workspace's cleanup: never twice). ``pipeline``:
+    ``{name, run, step, cell}`` of the pipeline run that trained it, recorded in the version."""
     state, services = ctx.state, ctx.services
     artifact = training().ModelArtifact.from_json(raw)
     digest = str(artifact.digest)
@@ -89,6 +93,7 @@ def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
         dataset_digest=due.dataset_digest,
         artifact=json.loads(raw),
         artifact_digest=digest,
+        pipeline=pipeline,
     )
     version = Version(number, manifest)
     metrics = version.scalar_metrics()
@@ -105,9 +110,21 @@ def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
         "metrics": metrics,
         "usage": usage_of(artifact),
     }
+    trailers: tuple[tuple[str, str], ...] = ()
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+        trailers = run_trailers(state, pipeline)
     files = {version_files.file_name(number): version_files.encode(manifest)}
     message = f"registered version {number}{accuracy}, trained because {due.reason}"
-    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files))
+    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers))
+
+
+def run_trailers(state: State, pipeline: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The trailers of a commit a pipeline run makes: which pipeline, which run."""
+    return (
+        (TRAILER_PIPELINE, f"{state.namespace}/{pipeline['name']}"),
+        (TRAILER_RUN, str(pipeline["run"])),
+    )
 
 
 def train(

@@ -32,6 +32,7 @@ class RecordDecision:
     message: str
     data: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    trailers: tuple[tuple[str, str], ...] = ()  # beyond the model's, version's, decision's and entry's
 
 
 @dataclass(frozen=True)

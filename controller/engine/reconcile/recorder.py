@@ -51,6 +51,7 @@ class GitRecorder:
             message=intent.message,
             data=intent.data,
             files=intent.files,
+            trailers=intent.trailers,
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))
