@@ -28,6 +28,7 @@ from controller.engine.reconcile.intents import (
 )
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, State, training
+from controller.engine.reconcile.workspace import MODEL_OWNER
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.ledger import Ledger, format_time
@@ -70,9 +71,7 @@ def failure(state: State, message: str, spec_digest: str, dataset_digest: str, d
     return intents
 
 
-def registration(
-    ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None
-) -> Register | None:
+def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:
     """The registration of a finished training's artifact, or None when its digest is registered
     already (a crash between the commit and the workspace's cleanup: never twice). ``pipeline``:
     ``{name, run, step, cell}`` of the pipeline run that trained it, recorded in the version."""
@@ -137,24 +136,40 @@ def train(
 ) -> list[Intent]:
     """Train for ``due`` in its own workspace (resuming from its checkpoint), keep the artifact beside
     it, and register it; a failed training is a failure, a stopped one (Ctrl-C, shutdown) raises."""
-    state, services = ctx.state, ctx.services
+    state = ctx.state
     if not may_train:
         raise TrainingDue(due.reason)
-    workspace = services.workspaces(state.namespace, state.name).of(due.key)
-    with workspace.hold():
-        workspace.begin(due)
-        raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
-        if raw is None:
-            try:
-                artifact = _run_trainer(services, state, workspace.checkpoint_dir, on_progress, should_stop)
-            except Exception as err:
-                if isinstance(err, training().TrainingStopped):
-                    raise
-                return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
-            raw = artifact.to_json()
-            workspace.keep(raw)
+    try:
+        raw = train_in_workspace(ctx.services, state, due, on_progress=on_progress, should_stop=should_stop)
+    except Exception as err:
+        if isinstance(err, training().TrainingStopped):
+            raise
+        return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
     registered = registration(ctx, due, raw)
     return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
+
+
+def train_in_workspace(
+    services: Services,
+    state: State,
+    due: Due,
+    *,
+    owner: str = MODEL_OWNER,
+    on_progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bytes:
+    """The artifact of the training ``due`` of ``state.spec``: trained in the training's own workspace
+    under its lock (resuming from its checkpoint), or found there finished. Raises what the trainer
+    raises. Safe to call from several threads for different keys (a pipeline's cells)."""
+    workspace = services.workspaces(state.namespace, state.name).of(due.key)
+    with workspace.hold():
+        workspace.begin(due, owner=owner)
+        raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
+        if raw is None:
+            artifact = _run_trainer(services, state, workspace.checkpoint_dir, on_progress, should_stop)
+            raw = artifact.to_json()
+            workspace.keep(raw)
+    return raw
 
 
 def _run_trainer(
