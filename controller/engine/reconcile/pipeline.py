@@ -577,19 +577,8 @@ def select(step: Step) -> PipelineStep:
         run = _ready(ctx, step)
         if run is None or step.select is None:
             return StepResult()
-        evaluate_step = _upstream(ctx, step, "evaluate")
-        record = run.step(evaluate_step.name) if evaluate_step else None
-        if record is None:
-            message = f"pipeline {ctx.name} run {run.id}: step {step.name} failed: no evaluate step before it"
-            return StepResult((ctx.decision(run, LedgerKind.STEP_FAILED, None, message, step=step.name),))
         metric = step.select.metric.value
-        by_digest = {e.digest: e for e in ctx.state.ledger.of_kind(LedgerKind.EVALUATED)}
-        scores: dict[int, dict[str, float]] = {}
-        for pair, digest in (record.outputs.get("evaluations") or {}).items():
-            at, _, backend = str(pair).partition("@")
-            entry = by_digest.get(str(digest))
-            value = (entry.data.get("metrics") or {}).get(metric) if entry else None
-            scores.setdefault(int(at), {})[backend] = float(value) if isinstance(value, int | float) else float("nan")
+        scores = _scores(ctx, run, step, metric)
         candidates = []
         for number, by_backend in sorted(scores.items()):
             version = ctx.state.version(number)
@@ -622,6 +611,30 @@ def select(step: Step) -> PipelineStep:
         return StepResult((selected, done), Verdict(PlanAction.PROMOTE, chosen.reason, chosen.version))
 
     return choose
+
+
+def _scores(ctx: PipelineContext, run: Run, step: Step, metric: str) -> dict[int, dict[str, float]]:
+    """version -> backend -> ``metric``: from the evaluate step before ``step`` or, without one, each
+    candidate's own test-split figure on the backend it trained on."""
+    scores: dict[int, dict[str, float]] = {}
+
+    def put(version: int, backend: str, value: Any) -> None:
+        scores.setdefault(version, {})[backend] = float(value) if isinstance(value, int | float) else float("nan")
+
+    evaluate_step = _upstream(ctx, step, "evaluate")
+    record = run.step(evaluate_step.name) if evaluate_step else None
+    if record is not None:
+        by_digest = {e.digest: e for e in ctx.state.ledger.of_kind(LedgerKind.EVALUATED)}
+        for pair, digest in (record.outputs.get("evaluations") or {}).items():
+            at, _, backend = str(pair).partition("@")
+            entry = by_digest.get(str(digest))
+            put(int(at), backend, (entry.data.get("metrics") or {}).get(metric) if entry else None)
+        return scores
+    for number in candidates_of(ctx, run, step):
+        version = ctx.state.version(number)
+        if version is not None:
+            put(number, version.backend or "its own backend", version.scalar_metrics().get(metric))
+    return scores
 
 
 def _selected(ctx: PipelineContext, run: Run, step: Step) -> int | None:
