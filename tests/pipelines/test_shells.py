@@ -61,3 +61,26 @@ def test_an_unknown_or_malformed_pipeline_request_is_refused(
 def _ledger(work: Path) -> list[dict[str, object]]:
     path = work / "registry/demo/tiny/ledger.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_audit_shows_each_run_cell_by_backend_and_every_versions_evaluations(
+    repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = seeded(repos)
+    assert qmlops(capsys, "run", "--repo", str(work), "--once").code == 0
+    audit = qmlops(capsys, "audit", "demo/tiny", "--repo", str(work), "--verify", "--format", "json")
+    assert audit.code == 0, audit.err
+    (model,) = audit.json()["models"] if "models" in audit.json() else [audit.json()]
+    by_number = {v["version"]: v for v in model["versions"]}
+    assert by_number[1]["pipeline"] is None and by_number[2]["pipeline"]["name"] == "sweep"
+    assert {e["backend"] for e in by_number[2]["evaluations"]} == {"local:aer", "fake:manila"}
+    assert all({"metrics", "at"} <= set(e) for e in by_number[2]["evaluations"])
+    (run,) = model["runs"]
+    assert run["phase"] == "Succeeded" and run["selected"] in (1, 2)
+    assert sorted(c["version"] for c in run["cells"]) == [1, 2]
+    assert [c["cached"] for c in sorted(run["cells"], key=lambda c: c["version"])] == [True, False]
+    assert set(run["cells"][0]["scores"]) == {"local:aer", "fake:manila"}
+    html = tmp_path / "audit.html"
+    assert qmlops(capsys, "audit", "--repo", str(work), "--format", "html", "--output", str(html)).code == 0
+    page = html.read_text()
+    assert "<h3>Pipeline runs</h3>" in page and "★ selected" in page and "(cache)" in page
