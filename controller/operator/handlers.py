@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from controller.api import GROUP, VERSION
+from controller.api import API_VERSION, GROUP, VERSION
 from controller.api.quantummodel import Phase
 from controller.operator import pipelines, webhook
 from controller.operator.runtime import Runtime
@@ -115,7 +115,7 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
-        webhook.register(registry)
+        webhook.register(registry, lambda namespace, name: runtime.read(API_VERSION, "quantummodels", namespace, name))
 
     kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(
