@@ -357,10 +357,11 @@ class PipelineWorker:
             registry.publish()  # the run's start, recorded before the work it cannot do unlicensed
             runs = runs_of(registry.ledger(ref.namespace, ref.name), pipeline.metadata.name)
             raise PipelineDue(str(due), runs) from due
-        return Looked(outcome, self._next_in(pipeline, reconciler.now()))
+        return Looked(outcome, self._next_in(pipeline, outcome.runs, reconciler.now()))
 
-    def _next_in(self, pipeline: QuantumPipeline, now: datetime) -> float | None:
-        """Seconds to the next schedule tick, or to the next look at Git for a gitChange trigger."""
+    def _next_in(self, pipeline: QuantumPipeline, runs: list[Run], now: datetime) -> float | None:
+        """Seconds to the next schedule tick, or to the next look at Git: for a gitChange trigger, or
+        for a run left open (its promotion waits for approvals, which arrive as commits)."""
         if pipeline.spec.suspend:
             return None
         delays = [
@@ -368,7 +369,7 @@ class PipelineWorker:
             for t in pipeline.spec.triggers
             if t.schedule
         ]
-        if any(t.git_change for t in pipeline.spec.triggers):
+        if any(t.git_change for t in pipeline.spec.triggers) or (runs and runs[-1].open):
             delays.append(self.runtime.config.approval_poll)
         return min(delays) if delays else None
 
@@ -591,5 +592,6 @@ class Pipelines:
         await asyncio.gather(*(worker.close() for worker in list(self.workers.values())))
 
 
-def running(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") == RunPhase.RUNNING.value
+def running(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
+    """The training daemon's filter: a run is under way, and the pipeline is not suspended."""
+    return status.get("phase") == RunPhase.RUNNING.value and not spec.get("suspend")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,48 @@ async def test_a_pipeline_without_its_model_or_with_a_cycle_stalls_and_trains_no
     trained = len([i for i in count.seen if i is not None])
     assert trained == MODEL_ITERATIONS, "only the model's own training ran"
     assert [e["kind"] for e in ledger(env)].count("run-started") == 0
+
+
+def push_data_change(env: OperatorEnv, folder: Path) -> None:
+    """Someone commits data/extra.csv to the GitOps repository (retried if the operator pushed first)."""
+    git("clone", "--quiet", str(env.remote), str(folder))
+    (folder / "data").mkdir()
+    (folder / "data" / "extra.csv").write_text("x,y\n1,0\n")
+    git("add", ".", cwd=folder)
+    git("-c", "user.name=Bob", "-c", "user.email=bob@example.com", "commit", "--quiet", "-m", "data", cwd=folder)
+    for _ in range(5):
+        try:
+            git("push", "--quiet", "origin", "main", cwd=folder)
+            return
+        except Exception:
+            git("pull", "--quiet", "--rebase", "origin", "main", cwd=folder)
+    raise AssertionError("could not push the data change")
+
+
+async def test_a_git_change_and_a_schedule_tick_start_runs(env: OperatorEnv) -> None:
+    # the operator's clock stands two seconds before the nightly pipeline's 02:00 tick until the test moves it
+    now = [datetime(2026, 1, 1, 1, 59, 58, tzinfo=UTC)]
+    count = Count()
+    async with env.operator(trainer=count, clock=lambda: now[0], approval_poll=1.0):
+        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
+        await model_ready(env)
+        await env.client.create(sweep(triggers=[{"gitChange": {"paths": ["data/**"]}}]))
+        await env.until(lambda: pipeline_status(env).get("phase") == "Succeeded", 240)
+        nightly = sweep("nightly", triggers=[{"schedule": "0 2 * * *"}])
+        nightly["spec"]["steps"].pop()  # scores and selects only: one pipeline promotes a model
+        await env.client.create(nightly)
+        await env.until(lambda: pipeline_status(env, "nightly").get("phase") == "Succeeded", 120)
+        trained = len(count.seen)
+
+        push_data_change(env, env.tmp / "bob")  # the operator looks at Git every second for it
+        await env.until(lambda: len(pipeline_status(env)["runs"]) == 2, 60)
+        await env.until(lambda: pipeline_status(env)["runs"][0]["phase"] == "Succeeded", 120)
+        assert pipeline_status(env)["runs"][0]["trigger"] == "gitChange"
+        assert len(pipeline_status(env, "nightly")["runs"]) == 1, "no gitChange trigger: the commit starts nothing"
+
+        now[0] += timedelta(seconds=5)  # 02:00:03: the nightly worker, asleep until the tick, looks again
+        await env.until(lambda: len(pipeline_status(env, "nightly")["runs"]) == 2, 60)
+        await env.until(lambda: pipeline_status(env, "nightly")["runs"][0]["phase"] == "Succeeded", 120)
+        assert pipeline_status(env, "nightly")["runs"][0]["trigger"] == "schedule"
+        assert len(count.seen) == trained, "the reruns found every cell in the cache"
+    assert len(pipeline_status(env)["runs"]) == 2, "no schedule trigger: the tick starts nothing"
