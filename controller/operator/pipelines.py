@@ -515,6 +515,12 @@ class PipelineWorker:
         )
         self.runtime.metrics.failures.labels(reason=reason).inc()
         self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="failed").inc()
+        failed = pipeline_status(self._before(), error=f"{reason}: {message}", **self._at(generation))
+        failed.last_handled_reconcile_at = requested
+        try:
+            await self._write(failed)
+        except Exception as write_err:
+            log.warning("%s/%s: status not written: %s", self.namespace, self.name, type(write_err).__name__)
 
 
 class Pipelines:

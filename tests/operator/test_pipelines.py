@@ -236,3 +236,20 @@ async def test_a_git_change_and_a_schedule_tick_start_runs(env: OperatorEnv) -> 
         assert pipeline_status(env, "nightly")["runs"][0]["trigger"] == "schedule"
         assert len(count.seen) == trained, "the reruns found every cell in the cache"
     assert len(pipeline_status(env)["runs"]) == 2, "no schedule trigger: the tick starts nothing"
+
+
+async def test_a_remote_out_of_reach_shows_in_status_and_the_run_starts_once_it_is_back(env: OperatorEnv) -> None:
+    async with env.operator():
+        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
+        await model_ready(env)
+        away = env.remote.with_name("gone.git")
+        env.remote.rename(away)
+        try:
+            await env.client.create(sweep())
+            await env.until(lambda: conditions(env).get("Ready", {}).get("reason") == "ReconcileFailed", 60)
+            assert conditions(env)["Stalled"]["status"] == "False", "a failed reconcile is retried, not stalled"
+            assert pipeline_status(env)["runs"] == []
+        finally:
+            away.rename(env.remote)
+        await env.until(lambda: pipeline_status(env).get("phase") == "Succeeded", 240)
+    assert [e["kind"] for e in ledger(env)].count("run-started") == 1

@@ -88,3 +88,12 @@ def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     later = pipeline_status(first, runs=[run(1), run(2)], steps=STEPS, now=datetime(2026, 1, 2, tzinfo=UTC))
     ready = {c.type: c for c in later.conditions}["Ready"]
     assert ready.last_transition_time == {c.type: c for c in first.conditions}["Ready"].last_transition_time
+
+
+def test_a_failed_reconcile_keeps_the_runs_and_says_why_without_stalling() -> None:
+    shown = pipeline_status(None, runs=[run(1)], steps=STEPS, now=NOW)
+    failed = pipeline_status(shown, error="GitError: the remote rejected the push", now=NOW)
+    assert failed.phase == "Succeeded" and failed.runs == shown.runs
+    assert conditions(failed)["Ready"] == ("False", "ReconcileFailed")
+    assert conditions(failed)["Stalled"] == ("False", "Retrying")
+    assert "rejected the push" in (failed.message or "")

@@ -7,7 +7,9 @@ show it).
 - the latest run is open: ``Running``, Reconciling;
 - the latest run succeeded: ``Succeeded``, Ready; it failed: ``Failed``, Stalled until the spec
   changes or a rerun is requested;
-- no run yet: ``Ready``, waiting for its triggers.
+- no run yet: ``Ready``, waiting for its triggers;
+- the reconcile itself failed (Git, the cluster): the phase and runs it had, Ready False
+  (``ReconcileFailed``) with the error, not Stalled: the shell retries.
 
 ``runs`` holds the last ``KEPT_IN_STATUS`` runs, newest first, with each step's phase, message and
 small outputs as strings: counts and scalars, never a step's full results (those are in Git).
@@ -38,13 +40,14 @@ def pipeline_status(
     runs: Sequence[Run] = (),
     steps: Sequence[str] = (),
     waiting: str = "",
+    error: str = "",
     generation: int | None = None,
     requested_at: str | None = None,
     now: datetime,
 ) -> QuantumPipelineStatus:
     """The status: ``problems`` are validation errors (located messages), ``runs`` the pipeline's
     runs oldest first (``runs_of``), ``steps`` the pipeline's step names in spec order, ``waiting``
-    what the engine said it waits for when no run is open."""
+    what the engine said it waits for when no run is open, ``error`` why the reconcile failed."""
     before = previous or QuantumPipelineStatus()
     conditions = list(before.conditions)
 
@@ -57,7 +60,11 @@ def pipeline_status(
     latest = runs[-1] if runs else None
     shown = [run_status(r, steps) for r in reversed(runs[-KEPT_IN_STATUS:])] if runs else list(before.runs)
     reconciling = False
-    if problems:
+    if error and not problems:
+        phase, message = before.phase or "Pending", scrub(error)[:MESSAGE_LIMIT]
+        put(ConditionType.READY, False, "ReconcileFailed", message)
+        put(ConditionType.STALLED, False, "Retrying", message)
+    elif problems:
         phase, message = "Failed", scrub("; ".join(problems))[:MESSAGE_LIMIT]
         put(ConditionType.VALIDATED, False, "Invalid", message)
         put(ConditionType.READY, False, "Invalid", message)
