@@ -252,12 +252,15 @@ class PipelineWorker:
         try:
             model = await self.runtime.read(API_VERSION, "quantummodels", self.namespace, model_name)
             # off the event loop: the model's OpenQASM ansatz is parsed here
-            problems = await checks.run(lambda: review(body, model), checks.RECONCILE_BUDGET_SECONDS)
+            problems, reading = await checks.run(
+                lambda: (review(body, model), workers.read(model) if model is not None else None),
+                checks.RECONCILE_BUDGET_SECONDS,
+            )
         except Exception as err:
             await self._failed(err, generation, requested)
             return
         errors = located(problems)
-        pipeline, reading = self._read(body), workers.read(model) if model is not None else None
+        pipeline = self._read(body)
         if not errors and pipeline is None:
             errors = ["spec: not a valid QuantumPipeline"]
         if not errors and reading is not None and reading.observed is None:
@@ -306,6 +309,8 @@ class PipelineWorker:
         self._handled(generation, requested)
         self.next_at = time.monotonic() + looked.next_in if looked.next_in is not None else None
         outcome = looked.outcome
+        if any(d.kind in CHAMPION_KINDS or d.kind == LedgerKind.REGISTERED for d in outcome.decisions):
+            self.owner.model_moved(self.namespace, model_name)
         before = self._before()
         new = pipeline_status(
             before,
@@ -317,15 +322,14 @@ class PipelineWorker:
         new.last_handled_reconcile_at = requested
         try:
             await self._write(new)
-        except Exception as err:
+        except Exception as err:  # the retry announces and counts what this status would have shown
             await self._failed(err, generation, requested)
+            return
         self._announce(before, outcome.runs)
         for decision in outcome.decisions:
             if decision.kind in CHAMPION_KINDS:
                 self._event(decision.kind, decision.message, decision.version, decision.commit)
         self._count(before, outcome.runs)
-        if any(d.kind in CHAMPION_KINDS or d.kind == LedgerKind.REGISTERED for d in outcome.decisions):
-            self.owner.model_moved(self.namespace, model_name)
         self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="ok").inc()
 
     def _look(
