@@ -253,3 +253,19 @@ async def test_a_remote_out_of_reach_shows_in_status_and_the_run_starts_once_it_
             away.rename(env.remote)
         await env.until(lambda: pipeline_status(env).get("phase") == "Succeeded", 240)
     assert [e["kind"] for e in ledger(env)].count("run-started") == 1
+
+
+async def test_a_pipeline_deleted_mid_run_stops_its_training_before_it_goes(env: OperatorEnv) -> None:
+    hold = Hold(at=MODEL_ITERATIONS + 1)  # the model's own training ends before; the first cell is held
+    async with env.operator(trainer=hold):
+        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
+        await model_ready(env)
+        await env.client.create(sweep())
+        await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+        assert FINALIZER in finalizers(env.kube.read("QuantumPipeline", NAMESPACE, "sweep"))
+        await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+        # the held cell is told to stop (the daemon's licence ends), then kopf lets the pipeline go
+        await env.until(lambda: env.kube.read("QuantumPipeline", NAMESPACE, "sweep") is None, 60)
+        assert registered_cells(env) == [], "the stopped cell registered nothing"
+        assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is not None, "kept for the model"
+        await env.until_phase("Ready")
