@@ -478,12 +478,15 @@ async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
             "triggers": [{"schedule": "0 2 * * *"}],
             "steps": [
                 {"name": "sweep", "train": {"matrix": {"circuit.ansatz.reps": [1, 2]}}},
-                {"name": "promote", "dependsOn": ["sweep"], "promote": {}},
+                {"name": "score", "dependsOn": ["sweep"], "evaluate": {"backends": ["local:aer"]}},
+                {"name": "pick", "dependsOn": ["score"], "select": {}},
+                {"name": "promote", "dependsOn": ["pick"], "promote": {}},
             ],
         },
     }
     forbidden: dict[str, Any] = {**pipeline, "metadata": {"name": "on-ibm", "namespace": NAMESPACE}}
-    forbidden["spec"] = {**pipeline["spec"], "steps": [{"name": "check", "evaluate": {"backends": ["ibm:ibm_kyiv"]}}]}
+    on_ibm = {"name": "check", "dependsOn": ["sweep"], "evaluate": {"backends": ["ibm:ibm_kyiv"]}}
+    forbidden["spec"] = {**pipeline["spec"], "steps": [pipeline["spec"]["steps"][0], on_ibm]}
 
     def pipeline_status(name: str) -> dict[str, Any]:
         return dict((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {})
@@ -501,7 +504,7 @@ async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
         await env.client.create(forbidden)
         await env.until(lambda: pipeline_status("on-ibm").get("phase") == "Failed", 30)
         stalled = {c["type"]: c for c in pipeline_status("on-ibm")["conditions"]}["Stalled"]
-        assert stalled["status"] == "True" and "spec.steps[0].evaluate.backends[0]" in stalled["message"]
+        assert stalled["status"] == "True" and "spec.steps[1].evaluate.backends[0]" in stalled["message"]
     no_run = USED_BY_PIPELINES - {("qmlops.io", "quantumpipelines", "patch")}  # the finalizer: while a run trains
     assert env.kube.calls("kopf/", "qmlops-operator/") >= no_run
 
