@@ -225,7 +225,8 @@ class ModelWorker:
     async def reconcile(self, body: kopf.Body, reason: str) -> None:
         self._settled.clear()
         try:
-            await self._reconcile_once(body, reason)
+            async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):  # its pipelines wait
+                await self._reconcile_once(body, reason)
         finally:
             self._settled.set()
 
