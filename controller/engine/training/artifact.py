@@ -11,6 +11,7 @@ import base64
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -98,32 +99,63 @@ class ModelArtifact:
     # --- predicting -------------------------------------------------------------------------------
 
     def expectation_values(self, x_raw: np.ndarray) -> np.ndarray:
-        """Exact expectation values (statevector) for raw rows of the artifact's input features."""
-        from qiskit.primitives import StatevectorEstimator
-        from qiskit.quantum_info import SparsePauliOp
+        """Exact expectation values (statevector) for raw rows of the artifact's input features, in one
+        estimator job: (rows,) for two classes, (classes, rows) for more."""
+        return self._exact.expectation_values(self.preprocessing.apply(np.asarray(x_raw, dtype=float)))
 
-        circuit = self.circuit()
-        features = self.preprocessing.apply(np.asarray(x_raw, dtype=float))
-        weights = self.weights
-        values = np.empty((features.shape[0], circuit.num_parameters))
-        for col, p in enumerate(circuit.parameters):
-            if p.name.startswith(FEATURE_PREFIX) and p.name not in weights:
-                values[:, col] = features[:, int(p.name.removeprefix(FEATURE_PREFIX))]
-            else:
-                values[:, col] = weights[p.name]
-        ops = [SparsePauliOp(o) for o in self.observables()]
-        observable: Any = ops[0]
-        if len(ops) > 1:  # np.asarray(ops) would expand each SparsePauliOp into its matrix
-            observable = np.empty((len(ops), 1), dtype=object)
-            for k, op in enumerate(ops):
-                observable[k, 0] = op
-        return np.asarray(StatevectorEstimator().run([(circuit, observable, values)]).result()[0].data.evs)
+    def probabilities(self, x_raw: np.ndarray) -> np.ndarray:
+        """Exact class probabilities for raw rows: (rows, classes), columns in the order of ``classes``."""
+        return readout.probabilities(self.expectation_values(x_raw), len(self.classes))
+
+    @cached_property
+    def _exact(self) -> _ExactModel:
+        """The circuit decoded once per loaded artifact (a server predicts with it many times)."""
+        return _ExactModel.of(self)
 
     def predict_indices(self, x_raw: np.ndarray) -> np.ndarray:
         return readout.predict(self.expectation_values(x_raw), len(self.classes))
 
     def predict(self, x_raw: np.ndarray) -> list[Any]:
         return [self.classes[i] for i in self.predict_indices(x_raw)]
+
+
+@dataclass(frozen=True)
+class _ExactModel:
+    """A model's circuit, readout observable and parameter columns, ready for the exact estimator."""
+
+    circuit: Any
+    observable: Any
+    feature_columns: list[tuple[int, int]]  # (parameter column, feature index)
+    weight_values: np.ndarray  # every parameter's weight (zero where a feature goes)
+
+    @classmethod
+    def of(cls, artifact: ModelArtifact) -> _ExactModel:
+        from qiskit.quantum_info import SparsePauliOp
+
+        circuit = artifact.circuit()
+        weights = artifact.weights
+        feature_columns: list[tuple[int, int]] = []
+        weight_values = np.zeros(circuit.num_parameters)
+        for col, p in enumerate(circuit.parameters):
+            if p.name.startswith(FEATURE_PREFIX) and p.name not in weights:
+                feature_columns.append((col, int(p.name.removeprefix(FEATURE_PREFIX))))
+            else:
+                weight_values[col] = weights[p.name]
+        ops = [SparsePauliOp(o) for o in artifact.observables()]
+        observable: Any = ops[0]
+        if len(ops) > 1:  # np.asarray(ops) would expand each SparsePauliOp into its matrix
+            observable = np.empty((len(ops), 1), dtype=object)
+            for k, op in enumerate(ops):
+                observable[k, 0] = op
+        return cls(circuit, observable, feature_columns, weight_values)
+
+    def expectation_values(self, features: np.ndarray) -> np.ndarray:
+        from qiskit.primitives import StatevectorEstimator
+
+        values = np.tile(self.weight_values, (features.shape[0], 1))
+        for col, index in self.feature_columns:
+            values[:, col] = features[:, index]
+        return np.asarray(StatevectorEstimator().run([(self.circuit, self.observable, values)]).result()[0].data.evs)
 
 
 def metrics(evs: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
