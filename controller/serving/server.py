@@ -169,7 +169,7 @@ class Server:
 
     async def _metadata(self, request: web.Request) -> web.Response:
         key = _key(request)
-        model = self._model(request, key)
+        model = await self._model(request, key)
         entry = self.catalog.entry(key)
         return web.json_response(protocol.metadata(model, entry.versions if entry else [model.version]))
 
@@ -180,7 +180,8 @@ class Server:
             raise ModelUnavailable(f"{key} is not served here")
         return web.json_response({"name": request.match_info["model"], "ready": ready}, status=200 if ready else 503)
 
-    def _model(self, request: web.Request, key: str) -> LoadedModel:
+    async def _model(self, request: web.Request, key: str) -> LoadedModel:
+        """The champion, or the version the path names (loaded and checked off the event loop)."""
         entry = self.catalog.entry(key)
         if entry is None:
             raise ModelUnavailable(
@@ -190,7 +191,8 @@ class Server:
         if text is not None:
             if not text.isdigit() or len(text) > 9 or int(text) < 1:
                 raise ProtocolError(400, "version: expected a version number")
-            return self.catalog.version(key, int(text))
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._predicting, self.catalog.version, key, int(text))
         if entry.champion is None:
             raise ProtocolError(503, f"{key} has no champion to serve: {entry.problem or 'not loaded yet'}")
         return entry.champion
@@ -221,7 +223,7 @@ class Server:
                 self.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     async def _predict(self, request: web.Request, key: str) -> web.Response:
-        model = self._model(request, key)
+        model = await self._model(request, key)
         body = await _json(request)
         rid = protocol.request_id(body) if isinstance(body, dict) else None
         rows = protocol.read_inputs(body, model.features)
@@ -231,10 +233,11 @@ class Server:
         labels = predictions.labels
         self.outcomes.remember(key, rid, model.version, labels)
         self.metrics.rows.labels(key).inc(len(labels))
-        if self.log is not None:
+        written = self.log
+        if written is not None:
             await loop.run_in_executor(
                 self._predicting,
-                lambda: self.log.write(request=rid, model=key, version=model.version, rows=rows, labels=labels),  # type: ignore[union-attr]
+                lambda: written.write(request=rid, model=key, version=model.version, rows=rows, labels=labels),
             )
         return web.json_response(protocol.infer_response(model, predictions, rid))
 
