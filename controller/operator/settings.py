@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from controller import __version__
 from controller.api import GROUP
 
 if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
@@ -62,6 +63,7 @@ class OperatorConfig:
     approval_poll: float = 60.0
     commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
+    serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
