@@ -36,12 +36,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--prediction-log",
         type=Path,
         metavar="FILE",
-        help="append one JSON line per request (id, version, inputs digest, labels), rotated at 10 MiB",
+        help="append one JSON line per request (id, version, inputs digest, labels), rotated at 10 MiB "
+        "(default: predictions.jsonl in the work folder)",
     )
+    parser.add_argument("--no-prediction-log", action="store_true", help="log no predictions")
     parser.add_argument("--log-inputs", action="store_true", help="put the raw inputs in the prediction log too")
     parser.add_argument("--window", type=int, default=1000, metavar="ROWS", help="labelled rows kept for live accuracy")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, metavar="N", help="request size limit")
     parser.set_defaults(handler=run)
+
+
+def _workdir(given: Path | None) -> Path:
+    from controller.operator.settings import default_workdir
+
+    return given or default_workdir("serve")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,12 +85,18 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         branch=args.branch,
         workdir=args.workdir,
-        prediction_log=args.prediction_log,
+        prediction_log=None
+        if args.no_prediction_log
+        else args.prediction_log or _workdir(args.workdir) / "predictions.jsonl",
         log_inputs=args.log_inputs,
         window=args.window,
         max_body_bytes=args.max_body_bytes,
     )
-    server = Server(config)
+    try:
+        server = Server(config)
+    except OSError as err:
+        print(f"qmlops serve: --prediction-log: {config.prediction_log}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_UNUSABLE
     try:
         server.catalog.refresh()  # a repository that cannot be read at all is said before the port opens
     except CatalogError as err:

@@ -97,16 +97,16 @@ class Catalog:
             return entry.champion
         if number not in entry.versions:
             raise ModelUnavailable(f"{key} has no version {number}")
-        cached = self._others.get((key, number))
-        if cached is not None:
-            return cached
         namespace, name = key.split("/", 1)
-        with self._lock:
+        with self._lock:  # off the event loop: it may wait for a refresh
+            cached = self._others.get((key, number))
+            if cached is not None:
+                return cached
             loaded = prediction.load(self._open(), namespace, name, number)
-        self._others[(key, number)] = loaded
-        while len(self._others) > VERSIONS_KEPT:
-            self._others.popitem(last=False)
-        return loaded
+            self._others[(key, number)] = loaded
+            while len(self._others) > VERSIONS_KEPT:
+                self._others.popitem(last=False)
+            return loaded
 
     # --- following Git ----------------------------------------------------------------------------
 
@@ -142,8 +142,9 @@ class Catalog:
                 return None
             loaded = prediction.load(registry, namespace, name, number)
             loaded.artifact.probabilities(np.zeros((1, len(loaded.features))))  # decode the circuit before serving
-        except (ModelUnavailable, RegistryError) as err:
-            entry.problem = str(err)
+        except Exception as err:  # one model's trouble leaves the others served
+            known = isinstance(err, ModelUnavailable | RegistryError)
+            entry.problem = str(err) if known else f"{key}: cannot load its champion: {type(err).__name__}"
             if entry.champion is not None:
                 log.warning("%s: keeps serving version %s: %s", key, entry.champion.version, err)
             return None

@@ -114,7 +114,7 @@ class PredictionLog:
         self.backups = backups
         self.inputs = inputs
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def write(self, *, request: str, model: str, version: int, rows: np.ndarray, labels: list[Any]) -> None:
         record: dict[str, Any] = {
