@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     parser.add_argument("--interval", type=float, default=30.0, metavar="S", help="seconds between polls of Git")
+    parser.add_argument(
+        "--git-secret-dir",
+        type=Path,
+        metavar="DIR",
+        help="Git credentials for a URL, as a mounted Secret: ssh-privatekey (and known_hosts) or token (and username)",
+    )
     parser.add_argument("--workdir", type=Path, help="where a URL is cloned (default: the user's cache folder)")
     parser.add_argument(
         "--prediction-log",
@@ -91,11 +97,17 @@ def run(args: argparse.Namespace) -> int:
         log_inputs=args.log_inputs,
         window=args.window,
         max_body_bytes=args.max_body_bytes,
+        git_secret_dir=args.git_secret_dir,
     )
+    from controller.operator.gitsource import GitSourceError
+
     try:
         server = Server(config)
-    except OSError as err:
-        print(f"qmlops serve: --prediction-log: {config.prediction_log}: {err.strerror or err}", file=sys.stderr)
+    except GitSourceError as err:
+        print(f"qmlops serve: --git-secret-dir: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except OSError as err:  # the prediction log's folder, or the credentials' files
+        print(f"qmlops serve: {err.filename}: {err.strerror or err}", file=sys.stderr)
         return EXIT_UNUSABLE
     try:
         server.catalog.refresh()  # a repository that cannot be read at all is said before the port opens

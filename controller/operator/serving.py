@@ -25,6 +25,7 @@ PORT = 8080
 COMPONENT = "serving"
 MODEL_LABEL = "qmlops.io/model"
 MAX_NAME = 63
+GIT_SECRET_DIR = "/etc/qmlops/git"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ServingSetup:
     repo: str
     branch: str | None = None
     interval: float = 30.0
+    git_secret: str | None = None  # a Secret in the model's namespace: the pods' Git credentials
 
 
 def object_name(model: str) -> str:
@@ -71,6 +73,12 @@ def deployment(ref: ModelRef, serving: Serving, setup: ServingSetup) -> dict[str
     args += [f"--interval={setup.interval:g}", "--workdir=/tmp/qmlops"]
     if setup.branch:
         args.append(f"--branch={setup.branch}")
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if setup.git_secret:
+        args.append(f"--git-secret-dir={GIT_SECRET_DIR}")
+        mounts.append({"name": "git-credentials", "mountPath": GIT_SECRET_DIR, "readOnly": True})
+        volumes.append({"name": "git-credentials", "secret": {"secretName": setup.git_secret, "defaultMode": 0o440}})
     probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     container: dict[str, Any] = {
         "name": "serve",
@@ -89,7 +97,7 @@ def deployment(ref: ModelRef, serving: Serving, setup: ServingSetup) -> dict[str
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
     }
     resources = _resources(serving)
     if resources:
@@ -113,7 +121,7 @@ def deployment(ref: ModelRef, serving: Serving, setup: ServingSetup) -> dict[str
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
                     "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },

@@ -64,6 +64,7 @@ class OperatorConfig:
     commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
     serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
+    serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

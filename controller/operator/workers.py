@@ -409,8 +409,9 @@ class ModelWorker:
         """``spec.serving``: the model's Deployment and Service brought to what it asks (or removed)."""
         if serving is None and not self.serving:
             return
+        config = self.runtime.config
         setup = serving_objects.ServingSetup(
-            image=self.runtime.config.serving_image, repo=self.runtime.config.repo, branch=self.runtime.config.branch
+            image=config.serving_image, repo=config.repo, branch=config.branch, git_secret=config.serving_git_secret
         )
         try:
             self.serving = await serving_objects.sync(self.runtime.client, self.ref, serving, setup, wrote=self.serving)

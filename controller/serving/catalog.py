@@ -15,12 +15,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from controller.engine import prediction
 from controller.engine.prediction import LoadedModel, ModelUnavailable, NoChampion
 from controller.engine.registry import GitError, Registry, RegistryError
+
+if TYPE_CHECKING:
+    from controller.operator.gitsource import GitCredentials
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,10 @@ class Catalog:
         *,
         workdir: Path | None = None,
         branch: str | None = None,
+        credentials: GitCredentials | None = None,
     ) -> None:
         self.repo = repo
+        self.credentials = credentials
         self.wanted = models
         self.branch = branch
         self._workdir = workdir
@@ -170,7 +176,8 @@ class Catalog:
         base = self._workdir or default_workdir("serve")
         try:
             folder = private_folder(base / "clones" / repository_key(self.repo, self.branch))
-            return GitSource(self.repo, folder / "checkout", branch=self.branch).prepare()
+            source = GitSource(self.repo, folder / "checkout", branch=self.branch, credentials=self.credentials)
+            return source.prepare()
         except (GitSourceError, WorkdirError) as err:
             raise CatalogError(str(err)) from None
 
@@ -183,4 +190,5 @@ class Catalog:
         except GitError as err:
             from controller.operator.gitsource import redact
 
-            log.warning("fetching the repository failed; serving what was fetched before: %s", redact(str(err)))
+            text = redact(str(err), self.credentials)
+            log.warning("fetching the repository failed; serving what was fetched before: %s", text)

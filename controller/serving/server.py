@@ -63,6 +63,7 @@ class ServeConfig:
     window: int = 1000
     max_body_bytes: int = MAX_BODY_BYTES
     workers: int = 2
+    git_secret_dir: Path | None = None  # a Secret mounted as files: Git credentials for a URL
 
 
 class Metrics:
@@ -103,7 +104,16 @@ class Metrics:
 class Server:
     def __init__(self, config: ServeConfig, catalog: Catalog | None = None) -> None:
         self.config = config
-        self.catalog = catalog or Catalog(config.repo, config.models, workdir=config.workdir, branch=config.branch)
+        if catalog is None:
+            credentials = None
+            if config.git_secret_dir is not None:
+                from controller.operator.gitsource import GitCredentials
+
+                credentials = GitCredentials.from_folder(config.git_secret_dir)
+            catalog = Catalog(
+                config.repo, config.models, workdir=config.workdir, branch=config.branch, credentials=credentials
+            )
+        self.catalog = catalog
         self.metrics = Metrics()
         self.outcomes = Outcomes(config.window)
         self.log = PredictionLog(config.prediction_log, inputs=config.log_inputs) if config.prediction_log else None

@@ -86,3 +86,21 @@ async def test_a_champion_that_fails_its_checks_leaves_the_served_one_in_place(t
         entry = server.catalog.entry("demo/tiny")
         assert entry is not None and entry.problem is not None and f"versions/{target}.json" in entry.problem
         assert (await client.get("/v2/health/ready")).status == 200, "still ready: a champion is served"
+
+
+async def test_a_url_with_git_credentials_from_a_mounted_secret_keeps_them_out_of_the_clone(
+    trained: Trained, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("ghp_servingtoken123456")
+    (secret / "username").write_text("reader")
+    config = ServeConfig(
+        repo=trained.repos.remote.as_uri(), interval=3600, workdir=tmp_path / "cache", git_secret_dir=secret
+    )
+    server = Server(config)
+    async with TestClient(TestServer(server.app(), host="127.0.0.1")) as client:
+        assert await served_version(client) in ("1", "2")
+    [checkout] = (tmp_path / "cache" / "clones").glob("*/checkout")
+    settings = git(checkout, "config", "--local", "--list")
+    assert "credential.helper=" in settings and "ghp_servingtoken123456" not in settings
