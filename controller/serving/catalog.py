@@ -22,6 +22,7 @@ import numpy as np
 from controller.engine import prediction
 from controller.engine.prediction import LoadedModel, ModelUnavailable, NoChampion
 from controller.engine.registry import GitError, Registry, RegistryError
+from controller.engine.training.artifact import AER_FROM_ROWS
 
 if TYPE_CHECKING:
     from controller.operator.gitsource import GitCredentials
@@ -147,7 +148,8 @@ class Catalog:
                 entry.problem = None
                 return None
             loaded = prediction.load(registry, namespace, name, number)
-            loaded.artifact.probabilities(np.zeros((1, len(loaded.features))))  # decode the circuit before serving
+            for rows in (1, AER_FROM_ROWS):  # the circuit decoded and both exact paths ready before serving
+                prediction.predict(loaded, np.zeros((rows, len(loaded.features))))
         except Exception as err:  # one model's trouble leaves the others served
             known = isinstance(err, ModelUnavailable | RegistryError)
             entry.problem = str(err) if known else f"{key}: cannot load its champion: {type(err).__name__}"
