@@ -143,6 +143,8 @@ class Catalog:
             number = registry.ledger(namespace, name).champion()
             current = entry.champion
             if number is None:
+                if (namespace, name) not in registry.models():
+                    raise ModelUnavailable(f"{key} is not in the registry")
                 raise NoChampion(f"{key} has no champion: no version has been promoted")
             if current is not None and current.version == number:
                 entry.problem = None

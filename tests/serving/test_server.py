@@ -259,3 +259,17 @@ async def test_the_prediction_log_keeps_a_digest_of_the_inputs_not_the_inputs(
     assert (record["id"], record["model"], record["version"], record["rows"]) == ("logged", "demo/tiny", 2, 1)
     assert record["inputsDigest"].startswith("sha256:") and "inputs" not in record
     assert "1.2345678" not in line
+
+
+async def test_a_named_model_without_champion_keeps_the_server_unready_and_answers_503(work: Path) -> None:
+    server = Server(ServeConfig(repo=str(work), models=[("demo", "tiny"), ("demo", "later")], prediction_log=None))
+    async with TestClient(TestServer(server.app(), host="127.0.0.1")) as client:
+        ready = await client.get("/v2/health/ready")
+        assert (ready.status, await ready.json()) == (503, {"ready": False})
+        assert (await client.get("/v2/models/demo.later/ready")).status == 503
+        missing = await client.post("/v2/models/demo.later/infer", json=tensor(ROWS[:1]))
+        assert (missing.status, await missing.json()) == (
+            503,
+            {"error": "demo/later has no champion to serve: demo/later is not in the registry"},
+        )
+        assert (await client.post(INFER, json=tensor(ROWS[:1]))).status == 200, "the other model is served"
