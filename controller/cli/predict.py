@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 
 from controller.engine import prediction
-from controller.engine.prediction import InputError, LoadedModel, ModelUnavailable, NoChampion, Predictions
+from controller.engine.prediction import (
+    BackendNotAllowed,
+    InputError,
+    LoadedModel,
+    ModelUnavailable,
+    NoChampion,
+    Predictions,
+)
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.text import escape_control
 
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except NoChampion as err:
         print(escape_control(f"qmlops predict: {err}"), file=sys.stderr)
         return EXIT_NO_CHAMPION
-    except (InputError, ModelUnavailable, RegistryError, GitError, UsageError) as err:
+    except (InputError, ModelUnavailable, BackendNotAllowed, RegistryError, GitError, UsageError) as err:
         print(escape_control(f"qmlops predict: {err}"), file=sys.stderr)
         return EXIT_UNUSABLE
     except Exception as err:  # a backend's failure: its class and reason, never a traceback

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.api.quantummodel import QuantumModelSpec
+from controller.api.common import backend_allowed
+from controller.api.quantummodel import Enforcement, QuantumModelSpec
 from controller.engine.registry.canonical import pretty_bytes
 from controller.engine.registry.store import Registry, RegistryError
 from controller.engine.training import readout
@@ -37,6 +38,10 @@ class InputError(ValueError):
 
 class ModelUnavailable(LookupError):
     """The model or version asked for is not in the registry, or does not pass its checks."""
+
+
+class BackendNotAllowed(ValueError):
+    """The spec's governance does not allow running its model on that backend."""
 
 
 class NoChampion(ModelUnavailable):
@@ -136,6 +141,12 @@ def predict_on(
     the spec's shot and QPU limits), the rows in one primitive job; the statevector is :func:`predict`."""
     if backend == EXACT:
         return predict(model, rows)
+    patterns = spec.governance.allowed_backends
+    enforced = spec.governance.enforcement is Enforcement.ENFORCE
+    if enforced and patterns is not None and not backend_allowed(backend, patterns):
+        raise BackendNotAllowed(
+            f"governance.allowedBackends: {backend} does not match the spec's ({', '.join(patterns)})"
+        )
     from controller.engine.training.evaluation import run_rows
 
     run = run_rows(model.artifact, spec, backend, rows, shots=shots, credentials=credentials, purpose="predicting")

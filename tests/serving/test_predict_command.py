@@ -191,3 +191,47 @@ def test_read_csv_ignores_blank_lines_and_bounds_rows() -> None:
     np.testing.assert_array_equal(rows, [[2, 1], [4, 3]])
     with pytest.raises(prediction.InputError, match=r"^in.csv: no rows after the header$"):
         prediction.read_csv(b"a,b\n", ["a", "b"], "in.csv")
+
+
+def test_a_backend_the_specs_governance_does_not_allow_is_refused(
+    work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = qmlops(
+        capsys,
+        "predict",
+        "demo/tiny",
+        "--repo",
+        str(work),
+        "--input",
+        str(rows_csv(tmp_path)),
+        "--backend",
+        "fake:manila",
+    )
+    assert (result.code, result.out) == (2, "")
+    assert result.err == (
+        "qmlops predict: governance.allowedBackends: fake:manila does not match the spec's (local:*)\n"
+    )
+
+
+def test_on_a_fake_device_the_rows_run_with_its_noise_through_the_runtime_path(
+    work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = work / "specs/tiny.yaml"
+    spec.write_text(spec.read_text().replace('allowedBackends: ["local:*"]', 'allowedBackends: ["local:*", "fake:*"]'))
+    result = qmlops(
+        capsys,
+        "predict",
+        "demo/tiny",
+        "--repo",
+        str(work),
+        "--input",
+        str(rows_csv(tmp_path)),
+        "--backend",
+        "fake:manila",
+        "--format",
+        "json",
+    )
+    assert result.code == 0, result.err
+    noisy = np.array([[p["probabilities"]["0"], p["probabilities"]["1"]] for p in result.json()["predictions"]])
+    np.testing.assert_allclose(noisy, artifact(work, 2).probabilities(np.array(ROWS)), atol=0.3)
+    np.testing.assert_allclose(noisy.sum(axis=1), 1.0)
