@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from controller.engine.text import EscapingFormatter
+from controller.cli import logs
 from controller.operator.gitsource import normalized_repo
 from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
 
@@ -151,9 +151,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    logs.configure(args.verbose)
     try:
         config = build_config(args)
     except UsageError as err:

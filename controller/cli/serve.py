@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from pathlib import Path
+
+from controller.cli import logs
 
 EXIT_UNUSABLE = 2
 _MODEL = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_url(args.repo) and not Path(args.repo).is_dir():
         print(f"qmlops serve: --repo: {args.repo} is not a folder", file=sys.stderr)
         return EXIT_UNUSABLE
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     config = ServeConfig(
         repo=args.repo,
         models=models,
