@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
@@ -117,5 +118,18 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     from aiohttp import web
 
-    web.run_app(server.app(), host=config.host, port=config.port, access_log=None, print=None)
+    logging.getLogger("controller.cli.serve").info(
+        "serving on http://%s:%s/v2 (Open Inference Protocol v2); Git looked at every %g s and on SIGHUP",
+        config.host,
+        config.port,
+        config.interval,
+    )
+    try:
+        web.run_app(server.app(), host=config.host, port=config.port, access_log=None, print=None)
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        print(
+            f"qmlops serve: --host/--port: cannot listen on {config.host}:{config.port}: {err.strerror or err}",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     return 0

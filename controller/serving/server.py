@@ -350,10 +350,3 @@ def _no_constant(name: str) -> Any:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response(protocol.error_body(message), status=status)
-
-
-def run_forever(config: ServeConfig) -> int:
-    """Serve until interrupted; the first refresh happens before the port opens."""
-    server = Server(config)
-    web.run_app(server.app(), host=config.host, port=config.port, access_log=None, print=None)
-    return 0
