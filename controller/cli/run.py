@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from controller.cli import signing
 from controller.engine.registry import GitError, GitIdentity, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.runner.loop import EXIT_UNUSABLE, Runner, RunnerConfig
@@ -34,11 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--remote", default="origin", help="the remote to pull from and push to (default: origin)")
     parser.add_argument("--no-push", action="store_true", help="commit locally only; never fetch or push")
-    parser.add_argument(
-        "--allowed-signers",
-        metavar="FILE",
-        help="SSH allowed-signers file for verifying signed approvals (governance.requireSignedApprovals)",
-    )
+    signing.add_arguments(parser, signing=True)
     parser.set_defaults(handler=run)
 
 
@@ -55,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if not repo.is_dir():
         print(f"qmlops run: --repo: {repo} is not a folder", file=sys.stderr)
         return EXIT_UNUSABLE
+    try:
+        trust, key = signing.trust(args, repo), signing.signing_key(args)
+    except signing.UsageError as err:
+        print(f"qmlops run: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
     specs = Path(args.specs)
     config = RunnerConfig(
         repo=repo,
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         once=args.once,
         remote=None if args.no_push else args.remote,
-        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+        trust=trust,
+        signing_key=key,
     )
     try:
         runner = Runner(config)

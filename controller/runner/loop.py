@@ -20,6 +20,7 @@ from rich.console import Console
 from controller.api.quantummodel import Phase, QuantumModelStatus
 from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training, utcnow
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
+from controller.engine.registry.trust import Trust
 from controller.engine.status import describe_failure
 from controller.runner.display import Board
 from controller.runner.interrupts import stop_after_iteration
@@ -36,7 +37,8 @@ class RunnerConfig:
     interval: float = 30.0
     once: bool = False
     remote: str | None = "origin"
-    allowed_signers: Path | None = None
+    trust: Trust | None = None  # the allowed signers the registry's history must verify against
+    signing_key: Path | None = None  # the SSH key every commit is signed with
 
 
 class Runner:
@@ -51,7 +53,11 @@ class Runner:
         self.config = config
         self.console = console or _console()
         self.registry = Registry(
-            config.repo, identity=config.identity, remote=config.remote, allowed_signers=config.allowed_signers
+            config.repo,
+            identity=config.identity,
+            remote=config.remote,
+            trust=config.trust,
+            signing_key=config.signing_key,
         )
         self.reconciler = Reconciler(
             self.registry,

@@ -78,7 +78,8 @@ def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
     if digest in state.ledger.registered_digests():
         return None
     source = ctx.observed.source
-    number = version_files.next_number(state.numbers, state.ledger.versions())
+    on_disk = services.registry.version_numbers(state.namespace, state.name)  # a number is never reused
+    number = version_files.next_number([*state.numbers, *on_disk], state.ledger.versions())
     manifest = version_files.manifest(
         namespace=state.namespace,
         name=state.name,
@@ -191,8 +192,9 @@ def pending_approvals(services: Services, state: State) -> list[git_approvals.Ap
             version=version,
             version_path=registry.version_path(ns, name, version),
             approvers=list(state.spec.governance.approvers),
-            require_signed=state.spec.governance.require_signed_approvals,
+            require_signed=state.spec.governance.require_signed_approvals or registry.trust.checked,
             controller_email=registry.identity.email,
+            signature=registry.signature(commit),
         )
         if approval.counts and not _approved_before(state.ledger, found, approval):
             found.append(approval)

@@ -46,7 +46,8 @@ class Services:
 
     def state(self, model: QuantumModel) -> State:
         ns, name = model.metadata.namespace, model.metadata.name
-        return State(ns, name, model.spec, self.registry.ledger(ns, name), self.registry.versions(ns, name), self.now())
+        ledger, versions = self.registry.acted_on(ns, name)  # only what the registry vouches for
+        return State(ns, name, model.spec, ledger, versions, self.now())
 
     def workspaces(self, namespace: str, name: str) -> Workspaces:
         return Workspaces(self.checkpoint_root, namespace, name)

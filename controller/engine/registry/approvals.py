@@ -6,8 +6,9 @@ The commit is authored by the approver and carries the trailer ``Qmlops-Approve:
 - its author's email is listed in the spec's ``governance.approvers`` (case-insensitive);
 - version N's manifest is in the commit's tree: the approver approved the immutable version they saw;
 - it is not the controller's own commit;
-- with ``governance.requireSignedApprovals``, ``git verify-commit`` accepts its signature and the signer
-  is the author (SSH signing with an allowed-signers file works without gpg).
+- with ``governance.requireSignedApprovals``, or whenever an allowed-signers file is configured, its
+  SSH signature verifies with a key the allowed-signers file lists for the author's email
+  (:mod:`.trust`); without a file no signature can be checked, so a required one never counts.
 
 Each counted approval is recorded once in the ledger; the count is of distinct approvers.
 """
@@ -18,10 +19,10 @@ import re
 from dataclasses import dataclass
 
 from controller.engine.registry.git import Commit, Git
+from controller.engine.registry.trust import Signature, SignatureState
 
 TRAILER = "Qmlops-Approve"
 _VALUE = re.compile(r"^(?P<ns>[a-z0-9-]+)/(?P<name>[a-z0-9-]+)@(?P<version>[1-9][0-9]*)$")
-_EMAIL_IN = re.compile(r"<([^<>\s]+)>")
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,6 @@ def approval_trailers(git: Git) -> list[tuple[Commit, str, str, int]]:
     return out
 
 
-def signer_email(commit: Commit) -> str:
-    """The signer's email: the SSH principal as the allowed-signers file names it, or the email in a
-    gpg user id."""
-    found = _EMAIL_IN.search(commit.signer)
-    return (found[1] if found else commit.signer.strip()).lower()
-
-
 def judge(
     git: Git,
     commit: Commit,
@@ -67,10 +61,12 @@ def judge(
     approvers: list[str],
     require_signed: bool,
     controller_email: str,
+    signature: Signature | None = None,
 ) -> Approval:
-    """Whether one approval trailer counts, with the reason when it does not."""
+    """Whether one approval trailer counts, with the reason when it does not. ``signature``: what the
+    allowed signers say of the commit (None: no allowed-signers file, nothing could be checked)."""
     author = commit.author_email.lower()
-    signed = commit.signature == "G" and signer_email(commit) == author
+    signed = signature is not None and signature.state is not SignatureState.EXEMPT and signature.by(author)
 
     def result(counts: bool, reason: str) -> Approval:
         return Approval(commit.sha, author, version, signed, counts, reason, commit.date)
@@ -82,8 +78,11 @@ def judge(
     if not git.exists(commit.sha, version_path):
         return result(False, f"version {version} did not exist in commit {commit.short}")
     if require_signed and not signed:
-        why = "unsigned" if commit.signature == "N" else f"signature not accepted (git says {commit.signature})"
-        if commit.signature == "G":
-            why = f"signed by {signer_email(commit) or 'someone else'}, not by the author"
-        return result(False, f"governance.requireSignedApprovals: commit {commit.short} is {why}")
+        if signature is None:
+            why = "not checked: no allowed-signers file is configured, so no signature can be trusted"
+        elif signature.state is SignatureState.EXEMPT:
+            why = "from before --signed-since, when approvals were not signed"
+        else:
+            why = signature.describe(author)
+        return result(False, f"signature required: commit {commit.short} is {why}")
     return result(True, "counts")
