@@ -58,13 +58,28 @@ def failed_before(ledger: Ledger, due: Due) -> str | None:
     return None
 
 
-def failure(state: State, message: str, spec_digest: str, dataset_digest: str, due: Due | None) -> list[Intent]:
+def failure(
+    state: State,
+    message: str,
+    spec_digest: str,
+    dataset_digest: str,
+    due: Due | None,
+    usage: dict[str, float] | None = None,
+) -> list[Intent]:
     """A training that failed (or could not start): the status says so; the ledger too, unless its
-    newest entry says it already."""
+    newest entry says it already and this attempt spent nothing. ``usage``: what its jobs spent, which
+    the entry keeps so that it counts against governance.qpuBudgetSeconds."""
     intents: list[Intent] = [Fail(message)]
     last = state.ledger.last
-    if last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):  # as the ledger keeps it
-        data = {"specDigest": spec_digest, "datasetDigest": dataset_digest, "trainingKey": due.key if due else None}
+    spent = usage is not None and any(usage.get(k) for k in ("qpuSeconds", "shots", "primitiveJobs"))
+    if spent or last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):
+        data: dict[str, Any] = {
+            "specDigest": spec_digest,
+            "datasetDigest": dataset_digest,
+            "trainingKey": due.key if due else None,
+        }
+        if usage:
+            data["usage"] = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
 
@@ -134,7 +149,8 @@ def train(
             except Exception as err:
                 if isinstance(err, training().TrainingStopped):
                     raise
-                return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
+                usage = getattr(err, "usage", None)  # a TrainingError's: what its jobs spent
+                return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due, usage)
             raw = artifact.to_json()
             workspace.keep(raw)
     registered = registration(ctx, due, raw)
