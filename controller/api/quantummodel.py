@@ -307,6 +307,8 @@ class Governance(SpecModel):
     approvers: list[Email] = Field(default_factory=list, max_length=64)
     require_model_card: bool = False
     require_signed_approvals: bool = False
+    # an approval by whoever authored the spec change that trained the version does not count
+    separation_of_duties: bool = False
     compliance: list[Compliance] = Field(default_factory=list)
     retention: Retention | None = None
 

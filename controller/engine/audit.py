@@ -470,10 +470,15 @@ def approval_events(
     """Approval commits that the ledger did not record, with the reason, so that an auditor sees them too."""
     governance = ((spec or {}).get("spec") or {}).get("governance") or {}
     recorded = ledger.approval_commits()
+    registered = {e.version: e.data.get("versionDigest") for e in ledger.of_kind(LedgerKind.REGISTERED)}
+    versions = {
+        v.number: v for v in registry.versions(namespace, name, strict=False) if registered.get(v.number) == v.digest
+    }
     events: list[Event] = []
     for commit, ns, model, version in registry.approval_trailers():
         if (ns, model) != (namespace, name) or commit.sha in recorded:
             continue
+        approved = versions.get(version)
         judged = judge(
             registry.git,
             commit,
@@ -483,9 +488,14 @@ def approval_events(
             require_signed=bool(governance.get("requireSignedApprovals")) or registry.trust.checked,
             controller_email=registry.identity.email,
             signature=registry.signature(commit),
+            version_digest=approved.digest if approved else None,
+            spec_author=str(approved.source.get("author") or "")
+            if approved and governance.get("separationOfDuties")
+            else None,
+            now=_utc_now(),
         )
         value = f"{APPROVE_TRAILER}: {ns}/{model}@{version}"
-        if judged.approver in ledger.approvers(version):
+        if judged.counts and judged.approver in ledger.approvers(version):
             kind, message = "approval-repeated", f"{value}: {judged.approver} had approved version {version} already"
         elif judged.counts:
             kind, message = "approval-pending", f"{value}: counts; the next run records it"
@@ -514,6 +524,10 @@ def model_audit(
         return ModelAudit(namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec)
     events.sort(key=lambda e: _utc(e.at))
     return ModelAudit(namespace, name, spec_paths, events, found, ledger.champion(), model_card=card, spec=spec)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _utc(text: str) -> str:

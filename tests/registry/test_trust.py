@@ -300,3 +300,62 @@ def test_unusable_keys_and_signers_files_are_refused_naming_the_flag_and_nothing
     assert broken_audit.code == 2 and "--allowed-signers: " in broken_audit.err and "line 1" in broken_audit.err
     assert git(work, "rev-parse", "HEAD") == head
     assert not (work / "registry").exists()
+
+
+# --- approvals worth their name ------------------------------------------------------------------------------
+
+
+def approve(work: Path, author: str, *trailers: str) -> str:
+    args = ["commit", "--quiet", "--allow-empty", "-m", "lgtm", f"--author={author}"]
+    git(work, *args, *[f"--trailer={t}" for t in trailers])
+    return git(work, "rev-parse", "HEAD")
+
+
+def not_counted(capsys: pytest.CaptureFixture[str], work: Path) -> list[str]:
+    audit = qmlops(capsys, "audit", "--repo", str(work), "--format", "json").json()
+    return [e["message"] for e in audit["models"][0]["timeline"] if e["kind"] == "approval-not-counted"]
+
+
+def test_under_separation_of_duties_the_author_of_the_spec_change_cannot_approve_it(
+    repos: Repos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    governance = '    allowedBackends: ["local:*"]\n    approvers: [alice@example.com, bob@example.com]\n'
+    governance += "    separationOfDuties: true"
+    work = seeded(repos, tiny_spec(promotion=WAIT_FOR_ONE_APPROVAL, governance=governance))  # by Alice
+    assert run(capsys, work).code == 0
+    approve(work, "Alice <alice@example.com>", "Qmlops-Approve: demo/tiny@1")
+    assert run(capsys, work).code == 0
+    assert kinds(work) == ["registered", "gate-passed"]
+    [reason] = not_counted(capsys, work)
+    assert "governance.separationOfDuties: alice@example.com authored the spec change" in reason
+    approve(work, "Bob <bob@example.com>", "Qmlops-Approve: demo/tiny@1")
+    assert run(capsys, work).code == 0
+    assert kinds(work)[2:] == ["approved", "promoted"]
+
+
+def test_an_approval_of_another_digest_or_past_its_expiry_does_not_count(
+    repos: Repos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = seeded(repos, tiny_spec(promotion=WAIT_FOR_ONE_APPROVAL))
+    assert run(capsys, work).code == 0
+    digest = json.loads((work / "registry/demo/tiny/versions/1.json").read_text())["digest"]
+    approve(work, "Bob <bob@example.com>", "Qmlops-Approve: demo/tiny@1 sha256:" + "0" * 64)
+    approve(
+        work, "Bob <bob@example.com>", "Qmlops-Approve: demo/tiny@1", "Qmlops-Approve-Expires: 2020-01-01T00:00:00Z"
+    )
+    assert run(capsys, work).code == 0
+    assert kinds(work) == ["registered", "gate-passed"]
+    reasons = not_counted(capsys, work)
+    assert len(reasons) == 2, reasons
+    assert "names digest sha256:000000000000" in reasons[0] and "version 1 is" in reasons[0]
+    assert "expired at 2020-01-01T00:00:00Z" in reasons[1]
+    approve(
+        work,
+        "Bob <bob@example.com>",
+        f"Qmlops-Approve: demo/tiny@1 {digest}",
+        "Qmlops-Approve-Expires: 2999-01-01T00:00:00Z",
+    )
+    assert run(capsys, work).code == 0
+    assert kinds(work)[2:] == ["approved", "promoted"]
+    approved = json.loads((work / LEDGER).read_text().splitlines()[2])
+    assert approved["data"]["expires"] == "2999-01-01T00:00:00Z"

@@ -202,15 +202,22 @@ def pending_approvals(services: Services, state: State) -> list[git_approvals.Ap
     for commit, ns, name, version in registry.approval_trailers():
         if (ns, name) != (state.namespace, state.name) or commit.sha in recorded:
             continue
+        governance = state.spec.governance
+        approved = state.version(version)
         approval = git_approvals.judge(
             registry.git,
             commit,
             version=version,
             version_path=registry.version_path(ns, name, version),
-            approvers=list(state.spec.governance.approvers),
-            require_signed=state.spec.governance.require_signed_approvals or registry.trust.checked,
+            approvers=list(governance.approvers),
+            require_signed=governance.require_signed_approvals or registry.trust.checked,
             controller_email=registry.identity.email,
             signature=registry.signature(commit),
+            version_digest=approved.digest if approved else None,
+            spec_author=str(approved.source.get("author") or "")
+            if approved and governance.separation_of_duties
+            else None,
+            now=state.now,
         )
         if approval.counts and not _approved_before(state.ledger, found, approval):
             found.append(approval)
@@ -230,7 +237,9 @@ def _approved_before(ledger: Ledger, found: list[git_approvals.Approval], approv
 def approval_records(services: Services, state: State) -> list[RecordDecision]:
     records = []
     for approval in pending_approvals(services, state):
-        data = {"approver": approval.approver, "commit": approval.commit, "signed": approval.signed}
+        data: dict[str, Any] = {"approver": approval.approver, "commit": approval.commit, "signed": approval.signed}
+        if approval.expires:
+            data["expires"] = approval.expires
         signed = " (signed)" if approval.signed else ""
         message = f"version {approval.version} approved by {approval.approver}{signed}"
         records.append(RecordDecision(LedgerKind.APPROVED, approval.version, message, data))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import functools
 import hashlib
 import os
 import re
@@ -246,6 +247,7 @@ def _string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+@functools.lru_cache(maxsize=256)  # a history is signed by a handful of keys
 def _public_key(blob: bytes) -> ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
     reader = _Reader(blob)
     kind = reader.string().decode()
