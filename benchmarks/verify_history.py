@@ -185,6 +185,10 @@ def grow(repo: Path, key_file: Path, entries: int) -> None:
         parent = objects.write("commit", head + b"gpgsig " + signature + b"\n\n" + message.encode())
     git(repo, "update-ref", "refs/heads/main", parent)
     git(repo, "reset", "--quiet", "--hard", "main")
+    # as a repository that grew by git commit would be: packed by git's automatic gc (every 6,700 loose
+    # objects), with the commit-graph `qmlops run` keeps (Registry.index_history)
+    git(repo, "repack", "-a", "-d", "-q")
+    git(repo, "commit-graph", "write", "--reachable", "--changed-paths", "--split")
 
 
 def measure(entries: int, folder: Path, env: dict[str, str]) -> dict[str, Any]:

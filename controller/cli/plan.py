@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from controller.cli import policies
 from controller.engine.reconcile import Plan, Reconciler
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.status import describe_failure
@@ -31,12 +32,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--specs", default="specs", help="spec folder, relative to the repository (default: specs)")
     parser.add_argument("--since", metavar="REV", help="only the models whose spec file changed since REV")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         rows, problems = _plan(args)
+    except policies.UsageError as err:
+        print(f"qmlops plan: {err}", file=sys.stderr)
+        return EXIT_ERROR
     except (GitError, RegistryError) as err:
         print(escape_control(f"qmlops plan: {err}"), file=sys.stderr)
         return EXIT_ERROR
@@ -48,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             version = f" version {row['version']}" if row["version"] is not None and row["action"] != "train" else ""
             print(escape_control(f"{row['model']} ({row['path']}): {row['action']}{version}: {row['reason']}"))
+            for floor in row["floors"]:
+                print(escape_control(f"  floor: {floor['field']}: {floor['value']} ({floor['source']})"))
         changed = sum(1 for r in rows if r["changes"])
         print(f"qmlops plan: {len(rows)} model{'s' if len(rows) != 1 else ''}, {changed} to change", file=sys.stderr)
     if problems:
@@ -58,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     repo = Path(args.repo)
     registry = Registry(repo, remote=None)
+    floors = policies.read(args, registry.repo)
     specs = Path(args.specs)
     specs = specs if specs.is_absolute() else registry.repo / specs
     observation = observe(registry.git, specs, committed_only=False)
@@ -71,7 +79,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
         text = registry.git.out("diff", "--name-only", "--no-renames", base, "--", folder)
         untracked = registry.git.out("ls-files", "--others", "--exclude-standard", "--", folder)
         changed = set(text.splitlines()) | set(untracked.splitlines())
-    reconciler = Reconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints")
+    reconciler = Reconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints", policies=lambda: floors)
     rows: list[dict[str, Any]] = []
     for observed, path in observation.models:
         if changed is not None and path not in changed:
@@ -94,4 +102,5 @@ def _row(model: str, path: str, plan: Plan) -> dict[str, Any]:
         "reason": plan.reason,
         "version": plan.version,
         "changes": plan.changes,
+        "floors": [floor.to_json() for floor in plan.floors],
     }

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.cli import signing
+from controller.cli import policies, signing
 from controller.engine.registry import GitError, GitIdentity, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.runner.loop import EXIT_UNUSABLE, Runner, RunnerConfig
@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--remote", default="origin", help="the remote to pull from and push to (default: origin)")
     parser.add_argument("--no-push", action="store_true", help="commit locally only; never fetch or push")
     signing.add_arguments(parser, signing=True)
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     try:
         trust, key = signing.trust(args, repo), signing.signing_key(args)
-    except signing.UsageError as err:
+        floors = policies.read(args, repo)
+    except (signing.UsageError, policies.UsageError) as err:
         print(f"qmlops run: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     specs = Path(args.specs)
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         remote=None if args.no_push else args.remote,
         trust=trust,
         signing_key=key,
+        policies=tuple(floors),
     )
     try:
         runner = Runner(config)

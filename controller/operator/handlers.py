@@ -138,6 +138,8 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     )(models.timer)
 
     kopf.on.event(GROUP, VERSION, "quantumpipelines", id="validate", registry=registry)(reviewer.event)
+    if not runtime.config.namespaces:  # cluster-scoped: watched by a cluster-wide install only
+        kopf.on.event(GROUP, VERSION, "quantumpolicies", id="policies", registry=registry)(runtime.policy_event)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kopf
+from pydantic import ValidationError
 
+from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine import training
 from controller.engine.errors import StallingError
 from controller.engine.reconcile import Reconciler, TrainerFn
@@ -91,6 +93,7 @@ class Runtime:
         self._metrics_server: Any = None
         self._git_credentials: GitCredentials | None = None
         self._signing_key: Path | None = None
+        self.policies: dict[str, QuantumPolicy] = {}  # the QuantumPolicies watched, by name
 
     # --- lifecycle (kopf startup and cleanup activities) -------------------------------------------
 
@@ -203,6 +206,7 @@ class Runtime:
             clock=self.clock,
             checkpoint_root=self.checkpoint_root,
             credentials=self.credentials,
+            policies=lambda: list(self.policies.values()),
         )
         return reconciler
 
@@ -212,6 +216,25 @@ class Runtime:
 
     def checkpoint_dir(self, namespace: str, name: str) -> Path:
         return self.checkpoint_root / namespace / name
+
+    def policy_event(self, *, event: Any, name: str, logger: Any, **_: Any) -> None:
+        """A QuantumPolicy added, changed or deleted. One that the types refuse (a floor that contradicts
+        itself) is logged with its field and leaves the policy as it was: a floor never drops silently."""
+        body = event.get("object") or {}
+        if event.get("type") == "DELETED":
+            self.policies.pop(name, None)
+            return
+        try:
+            self.policies[name] = QuantumPolicy.model_validate(
+                {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+                | {"metadata": {"name": name}}
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            logger.warning(
+                "QuantumPolicy %s refused, the previous one stays in force: %s: %s", name, where, first["msg"]
+            )
 
     def trust(self, checkout: Path) -> Trust | None:
         """The allowed signers, with ``--signed-since`` resolved in this checkout (one Trust per

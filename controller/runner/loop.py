@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from controller.api.quantummodel import Phase, QuantumModelStatus
+from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training, utcnow
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.registry.trust import Trust
@@ -39,6 +40,7 @@ class RunnerConfig:
     remote: str | None = "origin"
     trust: Trust | None = None  # the allowed signers the registry's history must verify against
     signing_key: Path | None = None  # the SSH key every commit is signed with
+    policies: tuple[QuantumPolicy, ...] = ()  # QuantumPolicy floors (--policies DIR)
 
 
 class Runner:
@@ -65,6 +67,7 @@ class Runner:
             clock=clock,
             checkpoint_root=self.registry.private_dir() / "checkpoints",
             credentials=_local_credentials(config.repo),
+            policies=lambda: list(config.policies),
         )
         self.stop = threading.Event()
         self.previous: dict[str, QuantumModelStatus] = {}

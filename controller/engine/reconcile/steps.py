@@ -17,6 +17,7 @@ from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import (
+    PIN_RULE,
     Assess,
     Block,
     Fail,
@@ -109,6 +110,20 @@ def evaluate_gates(ctx: StepContext) -> StepResult:
 
 def promote(ctx: StepContext) -> StepResult:
     state = ctx.state
+    pin = state.spec.promotion.pin
+    asked_by = state.policy.pin_requires_approval if state.policy is not None else None
+    if pin is not None and asked_by and pin != state.ledger.champion():
+        needed = max(1, state.spec.promotion.required_approvals)
+        got = len(state.ledger.approvers(pin, signed_only=state.spec.governance.require_signed_approvals))
+        if got < needed:
+            reason = (
+                f"promotion.pin {pin} needs {needed} approval{'s' if needed != 1 else ''} of version {pin} "
+                f"(QuantumPolicy {asked_by}: pinRequiresApproval), it has {got}"
+            )
+            intents: list[Intent] = [Block((PIN_RULE,), reason)]
+            if not state.ledger.last_blocked_with(reason):
+                intents.append(RecordDecision(LedgerKind.BLOCKED, pin, reason, {"rules": [PIN_RULE]}))
+            return StepResult(tuple(intents), Verdict(PlanAction.BLOCK, reason, pin))
     step = promotion.decide(state.spec, state.ledger, state.numbers, namespace=state.namespace, name=state.name)
     intents, verdict = actions.promote(state, step)
     return StepResult(tuple(intents), verdict)

@@ -85,6 +85,7 @@ class Registry:
         self._parsed: Memo[Any] = Memo(PARSED_FILES_LIMIT)
         self._cache: dict[tuple[str, ...], object] = {}
         self._cache_head: str | None = None
+        self._graph_head: str | None = None
         if not self.git.is_repository():
             raise RegistryError(f"{self.repo} is not a Git work tree: the registry lives in a Git repository")
 
@@ -120,10 +121,23 @@ class Registry:
         the same model in the meantime (their decisions are made again on the new history).
         """
         if not self.git.fetch():
+            self.index_history()
             return []
         dropped = self.git.integrate(f"{self.root}/")
         dropped += self.publish().dropped
+        self.index_history()
         return dropped
+
+    def index_history(self) -> None:
+        """Keep git's commit-graph, with changed-path Bloom filters, up to date (``.git`` only, never
+        committed): a path-limited ``git log`` (a spec's last change, a ledger's commits) then skips
+        the commits that did not touch the path instead of reading them all, so a reconcile stays flat
+        in the length of the history. Written incrementally (``--split``) when HEAD moved."""
+        head = self.git.head()
+        if head is None or head == self._graph_head:
+            return
+        self.git.run("commit-graph", "write", "--reachable", "--changed-paths", "--split", check=False)
+        self._graph_head = head
 
     def publish(self) -> PublishResult:
         return self.git.publish(f"{self.root}/")

@@ -1,5 +1,5 @@
-"""The operator signs its commits with the SSH key of ``--signing-key-secret`` and acts only on a
-registry the allowed signers vouch for (issue 12), end to end in the Kubernetes harness."""
+"""Trust in the operator (issue 12), end to end in the Kubernetes harness: it signs its commits with the
+SSH key of ``--signing-key-secret``, and the QuantumPolicies it watches set floors under the specs."""
 
 from __future__ import annotations
 
@@ -52,3 +52,19 @@ async def test_an_unusable_signing_key_secret_stalls_the_model_and_commits_nothi
         await env.until(lambda: "--signing-key-secret" in (env.status().get("message") or ""))
     assert "not a key" not in str(env.status())
     assert env.decisions() == []
+
+
+async def test_a_quantum_policy_floor_blocks_a_model_that_its_spec_would_let_through(env: OperatorEnv) -> None:
+    floor = {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPolicy",
+        "metadata": {"name": "production-floor"},
+        "spec": {"match": {"namespaces": [NAMESPACE]}, "floor": {"allowedBackends": ["fake:*"]}},
+    }
+    await env.client.create(floor)
+    async with env.operator() as runtime:
+        await env.until(lambda: "production-floor" in runtime.policies)
+        await env.client.create(tiny_model())  # local:statevector, which its own spec allows
+        status = await env.until_phase("Blocked")
+    assert "blocked by rule allowed-backends" in status["message"] and "fake:*" in status["message"]
+    assert env.decisions() == ["blocked"]
