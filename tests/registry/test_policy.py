@@ -156,3 +156,16 @@ def test_policy_files_that_cannot_be_used_are_refused_naming_the_flag_and_nothin
             assert result.err.startswith(f"qmlops {command}: --policies: ") and words in result.err, result.err
             assert result.err.count("\n") == 1
     assert git(work, "rev-parse", "HEAD") == head and not (work / "registry").exists()
+
+
+def test_validate_judges_a_spec_by_the_floors_of_its_policies(
+    repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = repos.clone("work")
+    repos.commit_file(work, SPEC, tiny_spec(), "tiny")  # local:statevector, allowed by its own spec
+    clean = qmlops(capsys, "validate", str(work / SPEC))
+    assert clean.code == 0, clean.out
+    floor = policies_dir(tmp_path, '    allowedBackends: ["fake:*"]')
+    refused = qmlops(capsys, "validate", str(work / SPEC), "--policies", str(floor))
+    assert refused.code == 1
+    assert "blocked by governance rule allowed-backends" in refused.out and "fake:*" in refused.out
