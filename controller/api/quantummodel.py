@@ -478,9 +478,19 @@ class PolicySummary(SpecModel):
     skip: int = Field(default=0, ge=0)
 
 
+class PolicyFloor(SpecModel):
+    """A governance value a QuantumPolicy set or tightened: the field as the spec writes it, the
+    effective value (as text), and the policy (``QuantumPolicy/<name>``)."""
+
+    field: str
+    value: str
+    source: str
+
+
 class PolicyReport(SpecModel):
     results: list[PolicyResult] = Field(default_factory=list)
     summary: PolicySummary = Field(default_factory=PolicySummary)
+    floors: list[PolicyFloor] = Field(default_factory=list)
 
 
 class QuantumModelStatus(SpecModel):

@@ -49,8 +49,17 @@ class Source:
     def to_json(self) -> dict[str, Any]:
         return {"field": self.field, "value": self.value, "source": f"QuantumPolicy/{self.policy}"}
 
+    @property
+    def text(self) -> str:
+        """The value as YAML would show it inline: ``true``, ``100``, ``fake:*, ibm:*``."""
+        if isinstance(self.value, bool):
+            return "true" if self.value else "false"
+        if isinstance(self.value, list):
+            return ", ".join(str(v) for v in self.value)
+        return str(self.value)
+
     def describe(self) -> str:
-        return f"{self.field}: {self.value} (QuantumPolicy {self.policy})"
+        return f"{self.field}: {self.text} (QuantumPolicy {self.policy})"
 
 
 @dataclass(frozen=True)

@@ -67,4 +67,7 @@ async def test_a_quantum_policy_floor_blocks_a_model_that_its_spec_would_let_thr
         await env.client.create(tiny_model())  # local:statevector, which its own spec allows
         status = await env.until_phase("Blocked")
     assert "blocked by rule allowed-backends" in status["message"] and "fake:*" in status["message"]
+    assert status["policy"]["floors"] == [
+        {"field": "governance.allowedBackends", "value": "fake:*", "source": "QuantumPolicy/production-floor"}
+    ]
     assert env.decisions() == ["blocked"]

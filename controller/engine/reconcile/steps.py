@@ -13,6 +13,7 @@ Each step is ``(StepContext) -> StepResult``: it reads, and returns intents and 
 
 from __future__ import annotations
 
+from controller.api.quantummodel import PolicyFloor
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile import actions
@@ -40,7 +41,12 @@ SUSPENDED = "spec.suspend is true: nothing is trained or promoted"
 def govern(ctx: StepContext) -> StepResult:
     spec, ledger = ctx.state.spec, ctx.state.ledger
     verdict = ctx.services.governance(spec)
-    intents: list[Intent] = [Assess(verdict.report)]
+    report = verdict.report
+    floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
+    if floors:  # the status says which values QuantumPolicies set (the cached report is not changed)
+        shown = [PolicyFloor(field=f.field, value=f.text, source=f"QuantumPolicy/{f.policy}") for f in floors]
+        report = report.model_copy(update={"floors": shown})
+    intents: list[Intent] = [Assess(report)]
     if spec.suspend:
         return StepResult((*intents, Suspend()), Verdict(PlanAction.SUSPEND, SUSPENDED), stop=True)
     if verdict.blockers:
