@@ -71,3 +71,22 @@ async def test_a_quantum_policy_floor_blocks_a_model_that_its_spec_would_let_thr
         {"field": "governance.allowedBackends", "value": "fake:*", "source": "QuantumPolicy/production-floor"}
     ]
     assert env.decisions() == ["blocked"]
+
+
+def test_the_operator_refuses_unusable_trust_flags_naming_each(tmp_path: Path) -> None:
+    import argparse
+
+    from controller.cli import operator as operator_cli
+
+    parser = argparse.ArgumentParser()
+    operator_cli.register(parser.add_subparsers())
+    broken = tmp_path / "allowed_signers"
+    broken.write_text("qmlops@example.invalid ssh-ed25519\n")
+    for argv, message in [
+        (["--signing-key-secret", "no-namespace"], "--signing-key-secret 'no-namespace': expected NAMESPACE/NAME"),
+        (["--allowed-signers", str(broken)], "--allowed-signers: .* line 1: expected"),
+        (["--allowed-signers", str(tmp_path / "missing")], "--allowed-signers: .*: no such file"),
+        (["--signed-since", "HEAD"], "--signed-since: needs --allowed-signers"),
+    ]:
+        with pytest.raises(operator_cli.UsageError, match=message):
+            operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", *argv]))
