@@ -307,6 +307,8 @@ class Governance(SpecModel):
     approvers: list[Email] = Field(default_factory=list, max_length=64)
     require_model_card: bool = False
     require_signed_approvals: bool = False
+    # an approval by whoever authored the spec change that trained the version does not count
+    separation_of_duties: bool = False
     compliance: list[Compliance] = Field(default_factory=list)
     retention: Retention | None = None
 
@@ -500,9 +502,19 @@ class PolicySummary(SpecModel):
     skip: int = Field(default=0, ge=0)
 
 
+class PolicyFloor(SpecModel):
+    """A governance value a QuantumPolicy set or tightened: the field as the spec writes it, the
+    effective value (as text), and the policy (``QuantumPolicy/<name>``)."""
+
+    field: str
+    value: str
+    source: str
+
+
 class PolicyReport(SpecModel):
     results: list[PolicyResult] = Field(default_factory=list)
     summary: PolicySummary = Field(default_factory=PolicySummary)
+    floors: list[PolicyFloor] = Field(default_factory=list)
 
 
 class QuantumModelStatus(SpecModel):

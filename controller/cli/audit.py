@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from controller.cli import signing
 from controller.engine import audit
 from controller.engine.audit_html import render
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
@@ -42,13 +43,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_IDENTITY_TEXT,
         help=f"the controller's identity that must have written the ledger (default: {DEFAULT_IDENTITY_TEXT})",
     )
+    signing.add_arguments(parser, signing=False)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         identity = GitIdentity.parse(args.identity)
-        registry = Registry(Path(args.repo), identity=identity, remote=None)
+        trust = signing.trust(args, Path(args.repo))
+        registry = Registry(Path(args.repo), identity=identity, remote=None, trust=trust)
         audits = _audits(registry, args)
     except (ValueError, GitError, RegistryError, LookupError) as err:
         print(escape_control(f"qmlops audit: {err}"), file=sys.stderr)
@@ -72,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _report_verification(audits: list[audit.ModelAudit]) -> int:
     broken = [(a, a.verification) for a in audits if a.verification is not None and not a.verification.ok]
+    said = {a.verification.signatures for a in audits if a.verification}
+    for signatures in sorted(said):
+        print(f"qmlops audit --verify: signatures {signatures}", file=sys.stderr)
     if not broken:
         entries = sum(a.verification.entries for a in audits if a.verification)
         versions = sum(a.verification.versions for a in audits if a.verification)
@@ -96,7 +102,7 @@ def _audits(registry: Registry, args: argparse.Namespace) -> list[audit.ModelAud
     for observed, path in observation.models:
         meta = observed.model.metadata
         spec_files[(meta.namespace, meta.name)] = (path, observed.model.to_wire())
-    models = sorted(set(registry.models()) | set(spec_files))
+    models = sorted(set(registry.models()) | set(spec_files) | set(registry.models_in_history()))
     if args.model:
         models = _select(models, args.model)
     out: list[audit.ModelAudit] = []
@@ -168,6 +174,7 @@ def _table(item: audit.ModelAudit) -> str:
         else:
             lines.append("  verify: FAILED")
             lines.extend(f"    {p.format()}" for p in result.problems)
+        lines.append(f"  signatures: {result.signatures}")
     # names, subjects and messages come from Git and specs: an escape sequence in them is shown, not obeyed
     return "\n".join(escape_control(line) for line in lines) + "\n"
 

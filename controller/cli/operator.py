@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from controller.cli import logs
+from controller.cli import logs, signing
+from controller.engine.registry.trust import AllowedSigners, TrustError
 from controller.operator.gitsource import normalized_repo
 from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
 
@@ -45,6 +46,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAMESPACE/NAME",
         help="Secret with the repository's SSH key or token (env QMLOPS_GIT_SECRET)",
     )
+    parser.add_argument(
+        "--signing-key-secret",
+        default=env("QMLOPS_SIGNING_KEY_SECRET") or None,
+        metavar="NAMESPACE/NAME",
+        help="Secret whose ssh-privatekey signs every commit the operator makes (env QMLOPS_SIGNING_KEY_SECRET)",
+    )
+    signing.add_arguments(parser, signing=False)
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", dest="namespaces", metavar="NAMESPACE", help="watch this namespace"
@@ -117,6 +125,16 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError("--webhook-cert and --webhook-key go together")
     if args.git_secret and args.git_secret.count("/") != 1:
         raise UsageError(f"--git-secret {args.git_secret!r}: expected NAMESPACE/NAME")
+    if args.signing_key_secret and args.signing_key_secret.count("/") != 1:
+        raise UsageError(f"--signing-key-secret {args.signing_key_secret!r}: expected NAMESPACE/NAME")
+    signers = None
+    if args.allowed_signers:
+        try:
+            signers = AllowedSigners.read(Path(args.allowed_signers))
+        except TrustError as err:
+            raise UsageError(f"--allowed-signers: {err}") from None
+    elif args.signed_since:
+        raise UsageError("--signed-since: needs --allowed-signers (there is nothing to check signatures with)")
     if args.peering_priority is not None and not args.peering:
         raise UsageError("--peering-priority goes with --peering")
     if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
@@ -139,6 +157,9 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(args.namespaces or ()),
         branch=args.branch,
         git_secret=args.git_secret,
+        signing_key_secret=args.signing_key_secret,
+        allowed_signers=signers,
+        signed_since=args.signed_since,
         webhook=webhook,
         metrics_port=args.metrics_port or None,
         liveness=f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from controller.cli import policies
 from controller.engine.reconcile import Plan, Reconciler
 from controller.engine.reconcile.pipeline import PipelineReconciler
 from controller.engine.registry import GitError, Registry, RegistryError
@@ -32,12 +33,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--specs", default="specs", help="spec folder, relative to the repository (default: specs)")
     parser.add_argument("--since", metavar="REV", help="only the models whose spec file changed since REV")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         rows, problems = _plan(args)
+    except policies.UsageError as err:
+        print(f"qmlops plan: {err}", file=sys.stderr)
+        return EXIT_ERROR
     except (GitError, RegistryError) as err:
         print(escape_control(f"qmlops plan: {err}"), file=sys.stderr)
         return EXIT_ERROR
@@ -52,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
             print(escape_control(f"{what} ({row['path']}): {row['action']}{version}: {row['reason']}"))
             for label, why in (row.get("cells") or {}).items():
                 print(escape_control(f"  cell {label}: {why}"))
+            for floor in row.get("floors") or []:
+                print(escape_control(f"  floor: {floor['field']}: {floor['value']} ({floor['source']})"))
         changed = sum(1 for r in rows if r["changes"])
         models = sum(1 for r in rows if "model" in r)
         pipelines = len(rows) - models
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     repo = Path(args.repo)
     registry = Registry(repo, remote=None)
+    floors = policies.read(args, registry.repo)
     specs = Path(args.specs)
     specs = specs if specs.is_absolute() else registry.repo / specs
     observation = observe(registry.git, specs, committed_only=False)
@@ -80,7 +88,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
         text = registry.git.out("diff", "--name-only", "--no-renames", base, "--", folder)
         untracked = registry.git.out("ls-files", "--others", "--exclude-standard", "--", folder)
         changed = set(text.splitlines()) | set(untracked.splitlines())
-    reconciler = Reconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints")
+    reconciler = Reconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints", policies=lambda: floors)
     rows: list[dict[str, Any]] = []
     for observed, path in observation.models:
         if changed is not None and path not in changed:
@@ -92,7 +100,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
             problems.append(f"{path}: {model}: cannot plan: {describe_failure(err)}")
             continue
         rows.append(_row(model, path, plan))
-    pipelines = PipelineReconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints")
+    pipelines = PipelineReconciler(registry, checkpoint_root=reconciler.checkpoint_root, policies=lambda: floors)
     for seen, path in observation.pipelines:
         if changed is not None and path not in changed:
             continue
@@ -123,4 +131,5 @@ def _row(model: str, path: str, plan: Plan) -> dict[str, Any]:
         "reason": plan.reason,
         "version": plan.version,
         "changes": plan.changes,
+        "floors": [floor.to_json() for floor in plan.floors],
     }

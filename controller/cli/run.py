@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from controller.cli import policies, signing
 from controller.engine.registry import GitError, GitIdentity, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.runner.loop import EXIT_UNUSABLE, Runner, RunnerConfig
@@ -43,11 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NS/NAME",
         help="run this QuantumPipeline now, whatever its triggers (repeatable); answered once",
     )
-    parser.add_argument(
-        "--allowed-signers",
-        metavar="FILE",
-        help="SSH allowed-signers file for verifying signed approvals (governance.requireSignedApprovals)",
-    )
+    signing.add_arguments(parser, signing=True)
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -69,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         if not namespace or not name or "/" in name:
             print(f"qmlops run: --pipeline: {key!r} is not NAMESPACE/NAME", file=sys.stderr)
             return EXIT_UNUSABLE
+    try:
+        trust, key = signing.trust(args, repo), signing.signing_key(args)
+        floors = policies.read(args, repo)
+    except (signing.UsageError, policies.UsageError) as err:
+        print(f"qmlops run: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
     specs = Path(args.specs)
     config = RunnerConfig(
         repo=repo,
@@ -77,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         once=args.once,
         remote=None if args.no_push else args.remote,
-        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
         requested=tuple(args.pipeline),
+        trust=trust,
+        signing_key=key,
+        policies=tuple(floors),
     )
     try:
         runner = Runner(config)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from controller.cli import policies
 from controller.engine.text import escape_control
 from controller.engine.validation import EXIT_UNUSABLE, ValidationReport, validate_paths
 
@@ -23,12 +24,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "paths", nargs="*", default=["."], metavar="PATH", help="spec files or folders (searched for *.yaml, *.yml)"
     )
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text", help="output format")
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = validate_paths(args.paths)
+        floors = policies.read(args, None)
+    except policies.UsageError as err:
+        print(f"qmlops validate: {err}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        report = validate_paths(args.paths, policies=floors)
     except Exception as err:  # the last resort: the command must never end in a traceback
         print(escape_control(f"qmlops: internal error: {type(err).__name__}: {err}"), file=sys.stderr)
         return EXIT_UNUSABLE

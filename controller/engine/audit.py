@@ -19,6 +19,7 @@ import importlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from controller.engine.registry.ledger import (
     format_time,
     parse_time,
 )
-from controller.engine.registry.store import TRAILER_DECISION, TRAILER_ENTRY, TRAILER_MODEL, Registry
+from controller.engine.registry.store import TRAILER_DECISION, TRAILER_ENTRY, TRAILER_MODEL, Registry, RegistryError
 from controller.engine.registry.versions import Version, VersionError
 
 
@@ -76,6 +77,7 @@ class Verification:
     entries: int = 0
     versions: int = 0
     commits: int = 0
+    signatures: str = "not checked"
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,7 @@ class Verification:
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "signatures": self.signatures,
             "entries": self.entries,
             "versions": self.versions,
             "commits": self.commits,
@@ -98,11 +101,23 @@ def verify(registry: Registry, namespace: str, name: str, identity: GitIdentity)
     """Every check on one model's ledger, versions and the commits that wrote them."""
     result = Verification()
     model = f"{namespace}/{name}"
-    history = _history_problems(registry, namespace, name, identity, result)
-    content = _content_problems(registry, namespace, name, result)
-    result.problems = _earliest_first(registry, content + history)
-    del model
+    result.signatures = _signatures(registry)
+    try:
+        history = _history_problems(registry, namespace, name, identity, result)
+        content = _content_problems(registry, namespace, name, result)
+        approvals = _approval_problems(registry, namespace, name)
+    except RegistryError as err:  # a forged path (a symlinked folder...): tampering, not a crash
+        return Verification([VerifyProblem(model, registry.model_path(namespace, name), "registry", str(err))])
+    result.problems = _earliest_first(registry, content + history + approvals)
     return result
+
+
+def _signatures(registry: Registry) -> str:
+    trust = registry.trust
+    if trust.signers is None:
+        return "not checked (no allowed-signers file was given)"
+    since = f", required after commit {trust.signed_since[:12]}" if trust.signed_since else ""
+    return f"checked against {trust.signers.source}{since}"
 
 
 def _earliest_first(registry: Registry, problems: list[VerifyProblem]) -> list[VerifyProblem]:
@@ -222,15 +237,29 @@ def _artifact_problem(version: Version) -> str | None:
 def _history_problems(
     registry: Registry, namespace: str, name: str, identity: GitIdentity, result: Verification
 ) -> list[VerifyProblem]:
+    """The model's folder through its whole history, in one ``git log --raw`` pass: who changed it
+    (the controller's key signed every commit, when an allowed-signers file is given), that versions
+    were only ever added as real files, that the ledger was never deleted, and that the commits that
+    changed the ledger recorded its entries one by one, in order. Only when that sequence does not
+    match are the ledger's contents read commit by commit, to name the commit that rewrote it."""
     model = f"{namespace}/{name}"
     folder = registry.model_path(namespace, name)
     ledger_path = f"{folder}/{LEDGER_FILE}"
     versions_prefix = f"{folder}/{version_files.VERSIONS_DIR}/"
     problems: list[VerifyProblem] = []
-    commits = registry.git.log(paths=[folder], reverse=True, extra=["--first-parent"])
-    for commit in commits:
-        changes = _name_status(registry, commit.sha, folder)
-        guarded = [p for _, p in changes if p == ledger_path or p.startswith(versions_prefix)]
+    log = registry.git.log_changes(paths=[folder])
+    trust = registry.trust
+    signatures = trust.signatures(registry.git, [c.sha for c, _ in log]) if trust.checked else {}
+    ledger_commits: list[Commit] = []
+    for commit, changes in log:
+        if trust.checked and changes and not signatures[commit.sha].by(identity.email):
+            why = signatures[commit.sha].describe(identity.email)
+            problems.append(
+                VerifyProblem(
+                    model, changes[0].path, "commit history", f"not signed by the controller's key: {why}", commit
+                )
+            )
+        guarded = [c for c in changes if c.path == ledger_path or c.path.startswith(versions_prefix)]
         if not guarded:
             continue
         result.commits += 1
@@ -238,32 +267,61 @@ def _history_problems(
             problems.append(
                 VerifyProblem(
                     model,
-                    guarded[0],
+                    guarded[0].path,
                     "commit history",
                     f"changed by someone other than the controller ({identity})",
                     commit,
                 )
             )
-        for status, path in changes:
-            if path.startswith(versions_prefix) and status != "A":
-                verb = {"M": "modified", "D": "deleted"}.get(status[:1], f"changed ({status})")
-                problems.append(
-                    VerifyProblem(model, path, "commit history", f"version file {verb}: versions are immutable", commit)
+        for change in guarded:
+            if change.path.startswith(versions_prefix) and change.status != "A":
+                verb = {"M": "modified", "D": "deleted", "T": "replaced"}.get(
+                    change.status, f"changed ({change.status})"
                 )
-        if any(p == ledger_path for _, p in changes):
-            problems.extend(_ledger_commit_problems(registry, model, ledger_path, commit))
+                message = f"version file {verb}: versions are immutable"
+                problems.append(VerifyProblem(model, change.path, "commit history", message, commit))
+            elif change.symlink and change.status != "D":
+                message = "added as a symlink (tampering: the registry holds only real files)"
+                problems.append(VerifyProblem(model, change.path, "commit history", message, commit))
+            if change.path == ledger_path:
+                if change.status == "D":
+                    message = "the ledger was deleted: the model's decisions disappeared from HEAD"
+                    problems.append(VerifyProblem(model, ledger_path, "commit history", message, commit))
+                else:
+                    ledger_commits.append(commit)
+    if not _recorded_in_order(registry, namespace, name, ledger_commits):
+        found = [p for c in ledger_commits for p in _ledger_commit_problems(registry, model, ledger_path, c)]
+        if not found and not any(p.path == ledger_path for p in problems):
+            message = "the commits that changed the ledger do not record its entries one by one, in order"
+            found.append(VerifyProblem(model, ledger_path, "commit history", message, None))
+        problems.extend(found)
     return problems
 
 
-def _name_status(registry: Registry, sha: str, folder: str) -> list[tuple[str, str]]:
-    parent = registry.git.run("rev-parse", "--verify", "--quiet", f"{sha}^", check=False).stdout.strip()
-    base = parent or "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-    text = registry.git.out("diff", "--name-status", "--no-renames", base, sha, "--", folder)
-    out: list[tuple[str, str]] = []
-    for line in text.splitlines():
-        status, _, path = line.partition("\t")
-        out.append((status, path))
-    return out
+def _recorded_in_order(registry: Registry, namespace: str, name: str, commits: list[Commit]) -> bool:
+    """Whether each commit that changed the ledger names exactly one entry, and those are the
+    ledger's entries at HEAD, in order: then no commit edited or dropped an entry."""
+    ledger = registry.ledger(namespace, name, strict=False)
+    named = [c.trailer(TRAILER_ENTRY) for c in commits]
+    return all(len(n) == 1 for n in named) and [n[0] for n in named] == [e.digest for e in ledger.entries]
+
+
+def _approval_problems(registry: Registry, namespace: str, name: str) -> list[VerifyProblem]:
+    """With an allowed-signers file: every approval the ledger counted was signed by its approver."""
+    if not registry.trust.checked:
+        return []
+    model = f"{namespace}/{name}"
+    path = registry.ledger_path(namespace, name)
+    entries = registry.ledger(namespace, name, strict=False).of_kind(LedgerKind.APPROVED)
+    shas = [str(e.data.get("commit")) for e in entries]
+    signatures = registry.trust.signatures(registry.git, shas)
+    problems = []
+    for entry, sha in zip(entries, shas, strict=True):
+        approver = str(entry.data.get("approver", ""))
+        if not signatures[sha].by(approver):
+            message = f"counts approval commit {sha[:12]}, which is {signatures[sha].describe(approver)}"
+            problems.append(VerifyProblem(model, path, f"ledger {entry.describe()}", message, None))
+    return problems
 
 
 def _ledger_commit_problems(registry: Registry, model: str, path: str, commit: Commit) -> list[VerifyProblem]:
@@ -474,21 +532,32 @@ def approval_events(
     """Approval commits that the ledger did not record, with the reason, so that an auditor sees them too."""
     governance = ((spec or {}).get("spec") or {}).get("governance") or {}
     recorded = ledger.approval_commits()
+    registered = {e.version: e.data.get("versionDigest") for e in ledger.of_kind(LedgerKind.REGISTERED)}
+    versions = {
+        v.number: v for v in registry.versions(namespace, name, strict=False) if registered.get(v.number) == v.digest
+    }
     events: list[Event] = []
     for commit, ns, model, version in registry.approval_trailers():
         if (ns, model) != (namespace, name) or commit.sha in recorded:
             continue
+        approved = versions.get(version)
         judged = judge(
             registry.git,
             commit,
             version=version,
             version_path=registry.version_path(ns, model, version),
             approvers=list(governance.get("approvers") or []),
-            require_signed=bool(governance.get("requireSignedApprovals")),
+            require_signed=bool(governance.get("requireSignedApprovals")) or registry.trust.checked,
             controller_email=registry.identity.email,
+            signature=registry.signature(commit),
+            version_digest=approved.digest if approved else None,
+            spec_author=str(approved.source.get("author") or "")
+            if approved and governance.get("separationOfDuties")
+            else None,
+            now=_utc_now(),
         )
         value = f"{APPROVE_TRAILER}: {ns}/{model}@{version}"
-        if judged.approver in ledger.approvers(version):
+        if judged.counts and judged.approver in ledger.approvers(version):
             kind, message = "approval-repeated", f"{value}: {judged.approver} had approved version {version} already"
         elif judged.counts:
             kind, message = "approval-pending", f"{value}: counts; the next run records it"
@@ -506,22 +575,23 @@ def model_audit(
     spec_paths: list[str],
     spec: dict[str, Any] | None = None,
 ) -> ModelAudit:
-    ledger = registry.ledger(namespace, name, strict=False)
-    events = spec_events(registry, spec_paths) + ledger_events(registry, namespace, name)
-    events += approval_events(registry, namespace, name, ledger, spec)
-    events.sort(key=lambda e: _utc(e.at))
     card = (spec or {}).get("spec", {}).get("modelCard") if spec else None
+    try:
+        ledger = registry.ledger(namespace, name, strict=False)
+        events = spec_events(registry, spec_paths) + ledger_events(registry, namespace, name)
+        events += approval_events(registry, namespace, name, ledger, spec)
+        found = registry.versions(namespace, name, strict=False)
+    except RegistryError as err:  # e.g. a symlink planted in the registry: --verify reports it as tampering
+        unreadable = Event(format_time(datetime.now(UTC)), "unreadable", str(err))
+        return ModelAudit(namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec)
+    events.sort(key=lambda e: _utc(e.at))
     return ModelAudit(
-        namespace,
-        name,
-        spec_paths,
-        events,
-        registry.versions(namespace, name, strict=False),
-        ledger.champion(),
-        model_card=card,
-        spec=spec,
-        ledger=ledger,
+        namespace, name, spec_paths, events, found, ledger.champion(), model_card=card, spec=spec, ledger=ledger
     )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _utc(text: str) -> str:
@@ -533,6 +603,9 @@ def _utc(text: str) -> str:
 
 
 def spec_paths_from_versions(registry: Registry, namespace: str, name: str) -> list[str]:
-    found = registry.versions(namespace, name, strict=False)
+    try:
+        found = registry.versions(namespace, name, strict=False)
+    except RegistryError:
+        return []
     paths = {str(v.source.get("path")) for v in found if v.source.get("path")}
     return sorted(p for p in paths if (Path(registry.repo) / p).exists() or registry.git.log(paths=[p], extra=["-1"]))

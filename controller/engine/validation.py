@@ -22,7 +22,8 @@ from pydantic_core import ErrorDetails
 from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline, limits
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.api.quantumpipeline import Step
-from controller.engine import governance
+from controller.api.quantumpolicy import QuantumPolicy
+from controller.engine import governance, policy
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.documents import (
     FieldPath,
@@ -789,12 +790,18 @@ def _governance_problem(
     return _problem_at(document, path, f"governance rule {rule} ({mode}): {text}", "warning", rule)
 
 
-def governance_problems(resource: LoadedResource, models: dict[tuple[str, str], QuantumModel]) -> list[Problem]:
-    """Governance results as problems: a model's own rules, and a pipeline judged by its model's rules
-    for every backend it evaluates on and every training value it sweeps."""
+def governance_problems(
+    resource: LoadedResource,
+    models: dict[tuple[str, str], QuantumModel],
+    policies: Sequence[QuantumPolicy] = (),
+) -> list[Problem]:
+    """Governance results as problems: a model's own rules (with the floors of the QuantumPolicies
+    that match it), and a pipeline judged by its model's rules for every backend it evaluates on and
+    every training value it sweeps."""
     found: list[Problem | None] = []
     if isinstance(resource.resource, QuantumModel):
-        spec = resource.resource.spec
+        meta = resource.resource.metadata
+        spec = policy.effective(resource.resource.spec, meta.namespace, meta.labels, list(policies)).spec
         for result in governance.evaluate(spec).results:
             path = tuple(_field_path(result.field or "spec"))
             found.append(_governance_problem(resource.document, spec, result.rule, result.result, path, result.message))
@@ -863,7 +870,10 @@ def _matrix_governance(
 
 
 def validate_documents(
-    documents: Sequence[LoadedDocument], with_governance: bool = True, in_files: bool = True
+    documents: Sequence[LoadedDocument],
+    with_governance: bool = True,
+    in_files: bool = True,
+    policies: Sequence[QuantumPolicy] = (),
 ) -> ValidationReport:
     """Schema, cross-document and (``with_governance``) governance problems of ``documents``;
     ``in_files`` when they were read from files, so that ``file:`` datasets can be checked."""
@@ -872,16 +882,19 @@ def validate_documents(
     for res in resources:
         problems.extend(pipeline_limit_problems(res, models))
         if with_governance:
-            problems.extend(governance_problems(res, models))
+            problems.extend(governance_problems(res, models, policies))
     return ValidationReport(
         problems=sorted(problems, key=Problem.sort_key), documents=len(documents), resources=resources
     )
 
 
-def validate_paths(paths: Sequence[str | os.PathLike[str]], with_governance: bool = True) -> ValidationReport:
-    """``qmlops validate``: every problem of every document under ``paths``."""
+def validate_paths(
+    paths: Sequence[str | os.PathLike[str]], with_governance: bool = True, policies: Sequence[QuantumPolicy] = ()
+) -> ValidationReport:
+    """``qmlops validate``: every problem of every document under ``paths`` (``policies``: the
+    QuantumPolicy floors the models' governance is judged with)."""
     documents, unusable, files = load_documents(paths)
-    report = validate_documents(documents, with_governance)
+    report = validate_documents(documents, with_governance, policies=policies)
     report.problems = sorted(unusable + report.problems, key=Problem.sort_key)
     report.files = files
     return report

@@ -157,6 +157,8 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         cancellation_polling=STOP_POLL_SECONDS,
         registry=registry,
     )(reviewer.training)
+    if not runtime.config.namespaces:  # cluster-scoped: watched by a cluster-wide install only
+        kopf.on.event(GROUP, VERSION, "quantumpolicies", id="policies", registry=registry)(runtime.policy_event)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:

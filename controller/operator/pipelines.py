@@ -103,6 +103,7 @@ def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
             clock=base.clock,
             checkpoint_root=base.checkpoint_root,
             credentials=base.credentials,
+            policies=base.policies,
             cell_pool=cell_pool(workers),
         )
     return found

@@ -15,6 +15,8 @@ other threads that used it had ended, so training threads are made once and neve
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
 import itertools
 import logging
@@ -26,10 +28,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kopf
+from pydantic import ValidationError
 
+from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine import training
+from controller.engine.errors import StallingError
 from controller.engine.reconcile import Reconciler, TrainerFn
-from controller.engine.registry import GitIdentity
+from controller.engine.registry import Git, GitIdentity
+from controller.engine.registry.trust import Trust, TrustError, check_signing_key, private_key_file
 from controller.operator import checkpoints, metrics
 from controller.operator.gitsource import GitCredentials, GitSource
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
@@ -58,6 +64,10 @@ def reconcile_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
         return pool
 
 
+class SigningKeyError(StallingError):
+    """The Secret named by ``--signing-key-secret`` holds no usable SSH key (nothing is committed)."""
+
+
 class Runtime:
     def __init__(
         self,
@@ -83,6 +93,8 @@ class Runtime:
         self._metrics_server: Any = None
         self._git_credentials: GitCredentials | None = None
         self._ledger_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._signing_key: Path | None = None
+        self.policies: dict[str, QuantumPolicy] = {}  # the QuantumPolicies watched, by name
 
     # --- lifecycle (kopf startup and cleanup activities) -------------------------------------------
 
@@ -191,13 +203,20 @@ class Runtime:
         )
         checkout = source.prepare()
         name, email = self.config.commit_identity
-        registry = WorkTree(checkout, identity=GitIdentity(name, email), remote="origin")
+        registry = WorkTree(
+            checkout,
+            identity=GitIdentity(name, email),
+            remote="origin",
+            trust=self.trust(checkout),
+            signing_key=self.signing_key(),
+        )
         reconciler = Reconciler(
             registry,
             trainer=self.trainer,
             clock=self.clock,
             checkpoint_root=self.checkpoint_root,
             credentials=self.credentials,
+            policies=lambda: list(self.policies.values()),
         )
         return reconciler
 
@@ -207,6 +226,65 @@ class Runtime:
 
     def checkpoint_dir(self, namespace: str, name: str) -> Path:
         return self.checkpoint_root / namespace / name
+
+    def policy_event(self, *, event: Any, name: str, logger: Any, **_: Any) -> None:
+        """A QuantumPolicy added, changed or deleted. One that the types refuse (a floor that contradicts
+        itself) is logged with its field and leaves the policy as it was: a floor never drops silently."""
+        body = event.get("object") or {}
+        if event.get("type") == "DELETED":
+            self.policies.pop(name, None)
+            return
+        try:
+            self.policies[name] = QuantumPolicy.model_validate(
+                {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+                | {"metadata": {"name": name}}
+            )
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            logger.warning(
+                "QuantumPolicy %s refused, the previous one stays in force: %s: %s", name, where, first["msg"]
+            )
+
+    def trust(self, checkout: Path) -> Trust | None:
+        """The allowed signers, with ``--signed-since`` resolved in this checkout (one Trust per
+        reconciler: it remembers the signatures it checked)."""
+        signers = self.config.allowed_signers
+        if signers is None:
+            return None
+        since = Git(checkout, remote=None).resolve(self.config.signed_since) if self.config.signed_since else None
+        return Trust(signers, since)
+
+    def signing_key(self) -> Path | None:
+        """The SSH key from ``--signing-key-secret``, written once to a file only this user reads and
+        checked like ``qmlops run --signing-key`` checks its file; an unusable key stops every reconcile
+        with an error naming the Secret (never its content)."""
+        if not self.config.signing_key_secret:
+            return None
+        if self._signing_key is None:
+            namespace, name = self.config.signing_key_secret.split("/", 1)
+            where = f"--signing-key-secret: Secret {namespace}/{name}"
+            try:
+                secret = self.on_loop(self.client.get(resource_path("v1", "secrets", namespace, name)))
+            except NotFound:
+                raise SigningKeyError(f"{where} does not exist") from None
+            data = secret.get("data") or {}
+            encoded = data.get("ssh-privatekey") or data.get("signing-key")
+            if not encoded:
+                raise SigningKeyError(f"{where} holds no ssh-privatekey")
+            try:
+                text = base64.b64decode(str(encoded), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise SigningKeyError(f"{where}: ssh-privatekey is not base64-encoded text") from None
+            path = private_key_file(text, private_folder(self.config.workdir / "signing"))
+            try:
+                check_signing_key(path)
+            except TrustError:
+                raise SigningKeyError(
+                    f"{where}: ssh-privatekey is not an SSH private key without a passphrase"
+                ) from None
+            self._signing_key = path
+        return self._signing_key
 
     def git_credentials(self) -> GitCredentials | None:
         if not self.config.git_secret:

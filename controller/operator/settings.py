@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from controller import __version__
 from controller.api import GROUP
+from controller.engine.registry.trust import AllowedSigners
 
 if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
     import kopf
@@ -50,6 +51,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     branch: str | None = None
     git_secret: str | None = None  # "namespace/name" of the Secret with an SSH key or token for the repo
+    signing_key_secret: str | None = None  # "namespace/name" of the Secret with the SSH key commits are signed with
+    allowed_signers: AllowedSigners | None = None  # the keys the registry's history must verify against
+    signed_since: str | None = None  # the last commit from before signing
     webhook: WebhookConfig | None = None
     metrics_port: int | None = 8080
     liveness: str | None = "http://0.0.0.0:8081/healthz"

@@ -20,12 +20,14 @@ from rich.console import Console
 
 from controller.api.quantummodel import Phase, QuantumModelStatus
 from controller.api.quantumpipeline import RunPhase
+from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine.pipelines.cells import cells_of
 from controller.engine.pipelines.runs import Run
 from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training, utcnow
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineReconciler
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.registry.ledger import format_time
+from controller.engine.registry.trust import Trust
 from controller.engine.status import describe_failure
 from controller.runner.display import Board
 from controller.runner.interrupts import stop_after_iteration
@@ -42,8 +44,10 @@ class RunnerConfig:
     interval: float = 30.0
     once: bool = False
     remote: str | None = "origin"
-    allowed_signers: Path | None = None
     requested: tuple[str, ...] = ()  # pipelines (namespace/name) to run now, whatever their triggers
+    trust: Trust | None = None  # the allowed signers the registry's history must verify against
+    signing_key: Path | None = None  # the SSH key every commit is signed with
+    policies: tuple[QuantumPolicy, ...] = ()  # QuantumPolicy floors (--policies DIR)
 
 
 class Runner:
@@ -58,14 +62,28 @@ class Runner:
         self.config = config
         self.console = console or _console()
         self.registry = Registry(
-            config.repo, identity=config.identity, remote=config.remote, allowed_signers=config.allowed_signers
+            config.repo,
+            identity=config.identity,
+            remote=config.remote,
+            trust=config.trust,
+            signing_key=config.signing_key,
         )
         checkpoints, credentials = self.registry.private_dir() / "checkpoints", _local_credentials(config.repo)
         self.reconciler = Reconciler(
-            self.registry, trainer=trainer, clock=clock, checkpoint_root=checkpoints, credentials=credentials
+            self.registry,
+            trainer=trainer,
+            clock=clock,
+            checkpoint_root=checkpoints,
+            credentials=credentials,
+            policies=lambda: list(config.policies),
         )
         self.pipelines = PipelineReconciler(
-            self.registry, trainer=trainer, clock=clock, checkpoint_root=checkpoints, credentials=credentials
+            self.registry,
+            trainer=trainer,
+            clock=clock,
+            checkpoint_root=checkpoints,
+            credentials=credentials,
+            policies=lambda: list(config.policies),
         )
         asked = format_time(clock())
         self.requested = {key: asked for key in config.requested}  # answered once: the run records it

@@ -254,4 +254,20 @@ def test_a_status_field_left_out_of_the_crd_is_noticed() -> None:
 def test_crd_resources_cover_every_resource_type() -> None:
     from controller.api import RESOURCES
 
-    assert sorted(r.kind for r in CRD_RESOURCES) == sorted(RESOURCES)
+    # QuantumPolicy is the cluster admins' (cluster-scoped, never in a spec repository): a CRD, not a spec kind
+    assert sorted(r.kind for r in CRD_RESOURCES) == sorted([*RESOURCES, "QuantumPolicy"])
+
+
+def test_quantum_policy_is_cluster_scoped_and_refuses_a_floor_that_contradicts_itself() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from controller.api.quantumpolicy import QuantumPolicy
+
+    crd = crd_by_kind("QuantumPolicy")
+    assert crd["spec"]["scope"] == "Cluster" and crd["spec"]["names"]["plural"] == "quantumpolicies"
+    body = {"kind": "QuantumPolicy", "metadata": {"name": "floor"}, "spec": {"floor": {"pinRequiresApproval": True}}}
+    with pytest.raises(ValidationError, match=r"floor\.pinRequiresApproval asks for approvals"):
+        QuantumPolicy.model_validate(body)
+    with pytest.raises(ValidationError, match="packs"):
+        QuantumPolicy.model_validate({**body, "spec": {"packs": ["no-such-pack"]}})

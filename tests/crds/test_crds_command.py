@@ -18,7 +18,7 @@ from controller.api.crd import CRD_RESOURCES, HEADER, crd_manifest, generated_fi
 from controller.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = ("qmlops.io_quantummodels.yaml", "qmlops.io_quantumpipelines.yaml")
+FILES = ("qmlops.io_quantummodels.yaml", "qmlops.io_quantumpipelines.yaml", "qmlops.io_quantumpolicies.yaml")
 
 
 def _qmlops(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -100,7 +100,7 @@ def test_print_gives_every_manifest_as_multi_document_yaml(capsys: pytest.Captur
     out = capsys.readouterr().out
     assert out.startswith(HEADER)
     docs = list(YAML(typ="safe", pure=True).load_all(io.StringIO(out)))
-    assert [d["spec"]["names"]["kind"] for d in docs] == ["QuantumModel", "QuantumPipeline"]
+    assert [d["spec"]["names"]["kind"] for d in docs] == ["QuantumModel", "QuantumPipeline", "QuantumPolicy"]
     assert docs == [json.loads(json.dumps(crd_manifest(r))) for r in CRD_RESOURCES]
 
 

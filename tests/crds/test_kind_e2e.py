@@ -92,6 +92,7 @@ def test_the_manifests_it_applies_exist() -> None:
     assert sorted(p.name for p in (REPO / "crds").glob("*.yaml")) == [
         "qmlops.io_quantummodels.yaml",
         "qmlops.io_quantumpipelines.yaml",
+        "qmlops.io_quantumpolicies.yaml",
     ]
     assert 'kubectl apply -f "$KIND_DIR/git-server.yaml"' in script
     assert 'kubectl apply -k "$KIND_DIR/qmlops/"' in script

@@ -61,6 +61,7 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
         "policy": {
             "results": [{"rule": "maxShots", "result": "pass", "field": "spec.training.shots", "message": "ok"}],
             "summary": {"pass": 1, "fail": 0, "warn": 0, "skip": 0},
+            "floors": [{"field": "governance.maxShots", "value": "100000", "source": "QuantumPolicy/production-floor"}],
         },
         "lastHandledReconcileAt": "2026-01-02T03:04:05Z",
     }

@@ -145,8 +145,12 @@ def test_the_namespaced_role_reads_secrets_and_writes_configmaps_in_its_namespac
     assert {verb for group, resource, verb in granted if resource == "secrets"} == {"get"}
     assert ("", "configmaps", "create") in granted
     assert rules(role) == rules(one("ClusterRole")) - {
-        ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
-    }, "the ClusterRole's rules, but the CRD scan a namespaced operator does not make"
+        (group, resource, verb)
+        for group, resource in (("apiextensions.k8s.io", "customresourcedefinitions"), ("qmlops.io", "quantumpolicies"))
+        for verb in ("list", "watch")
+    }, (
+        "the ClusterRole's rules, but the CRD scan and the (cluster-scoped) QuantumPolicies a namespaced operator does not read"
+    )
     binding = one("RoleBinding", root=NAMESPACED)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "qmlops-operator"}
     (subject,) = binding["subjects"]

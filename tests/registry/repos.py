@@ -55,6 +55,28 @@ def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout.strip()
 
 
+def ssh_key(folder: Path, who: str, kind: str = "ed25519") -> Path:
+    """A real SSH key pair made by ssh-keygen: the private key's path (the public key beside it, .pub)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / who.replace("@", "_at_")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", who, "-f", str(path)], check=True, capture_output=True
+    )
+    return path
+
+
+def allowed_signers(path: Path, keys: dict[str, Path]) -> Path:
+    """git's allowed-signers file listing each principal (an email) with its key's public half."""
+    lines = [f'{who} namespaces="git" {Path(str(key) + ".pub").read_text().strip()}' for who, key in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def signing(key: Path) -> list[str]:
+    """``git -c`` arguments that sign a commit with ``key`` (pass ``-S`` to the commit, or use these)."""
+    return ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgSign=true"]
+
+
 def tiny_spec(
     name: str = "tiny",
     namespace: str = "demo",
@@ -89,13 +111,23 @@ class Repos:
         return path
 
     def commit_file(
-        self, repo: Path, relative: str, text: str, message: str, *, author: str = "Alice <alice@example.com>"
+        self,
+        repo: Path,
+        relative: str,
+        text: str,
+        message: str,
+        *,
+        author: str = "Alice <alice@example.com>",
+        trailers: tuple[str, ...] = (),
+        signing_key: Path | None = None,
     ) -> str:
         path = repo / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         git(repo, "add", relative)
-        git(repo, "commit", "--quiet", f"--author={author}", "-m", message)
+        sign = signing(signing_key) if signing_key else []
+        extra = [f"--trailer={t}" for t in trailers]
+        git(repo, *sign, "commit", "--quiet", f"--author={author}", "-m", message, *extra)
         return git(repo, "rev-parse", "HEAD")
 
     def push(self, repo: Path) -> None:

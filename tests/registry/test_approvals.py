@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,8 @@ import pytest
 from controller.engine.registry import Provenance, Registry
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.approvals import Approval, approval_trailers, judge
-from tests.registry.repos import Repos, git
+from controller.engine.registry.trust import AllowedSigners, Trust
+from tests.registry.repos import Repos, allowed_signers, git, ssh_key
 
 APPROVERS = ["alice@example.com", "bob@example.com"]
 
@@ -66,6 +66,7 @@ def _judged(registry: Registry, *, require_signed: bool = False) -> list[Approva
             approvers=APPROVERS,
             require_signed=require_signed,
             controller_email=registry.identity.email,
+            signature=registry.signature(commit),
         )
         for commit, ns, name, version in approval_trailers(registry.git)
     ]
@@ -97,19 +98,13 @@ def test_approvals_that_do_not_count_say_why(repos: Repos) -> None:
 @pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen is needed to sign commits with SSH keys")
 def test_signed_approvals_with_ssh_keys(repos: Repos, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    keys.mkdir()
-    lines = []
-    for person in ("alice", "bob"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", person, "-f", str(keys / person)], check=True
-        )
-        lines.append(f"{person}@example.com {(keys / f'{person}.pub').read_text().strip()}")
-    signers = keys / "allowed_signers"
-    signers.write_text("\n".join(lines) + "\n")
+    people = {f"{person}@example.com": ssh_key(keys, f"{person}@example.com") for person in ("alice", "bob")}
+    signers = allowed_signers(keys / "allowed_signers", people)
     registry, work = _registry_with_version(repos)
-    registry = Registry(work, allowed_signers=signers)
+    unchecked = Registry(work)
+    registry = Registry(work, trust=Trust(AllowedSigners.read(signers)))
     git(work, "config", "gpg.format", "ssh")
-    git(work, "config", "user.signingkey", str(keys / "bob"))
+    git(work, "config", "user.signingkey", str(people["bob@example.com"]))
     _approve(work, "Bob <bob@example.com>", sign=True)  # signed by its author
     _approve(work, "Alice <alice@example.com>", sign=True)  # signed with bob's key, authored as alice
     _approve(work, "Alice <alice@example.com>")  # not signed
@@ -119,8 +114,11 @@ def test_signed_approvals_with_ssh_keys(repos: Repos, tmp_path: Path) -> None:
         ("alice@example.com", False),
         ("alice@example.com", False),
     ]
-    assert "signed by bob@example.com, not by the author" in judged[1].reason
+    assert "allowed signers list for bob@example.com, not for alice@example.com" in judged[1].reason
     assert "unsigned" in judged[2].reason
+    # without an allowed-signers file no signature can be checked: a required one never counts
+    assert [a.counts for a in _judged(unchecked, require_signed=True)] == [False, False, False]
+    assert "no allowed-signers file" in _judged(unchecked, require_signed=True)[0].reason
     # without the requirement the unsigned approval counts, and the signed one is marked as signed
     relaxed = _judged(registry)
     assert [a.counts for a in relaxed] == [True, True, True]

@@ -240,7 +240,7 @@ def test_an_internal_error_is_one_line_and_exit_2(
 ) -> None:
     import controller.cli.validate as command
 
-    def broken(paths: object) -> None:
+    def broken(paths: object, **options: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(command, "validate_paths", broken)

@@ -60,13 +60,28 @@ def failed_before(ledger: Ledger, due: Due) -> str | None:
     return None
 
 
-def failure(state: State, message: str, spec_digest: str, dataset_digest: str, due: Due | None) -> list[Intent]:
+def failure(
+    state: State,
+    message: str,
+    spec_digest: str,
+    dataset_digest: str,
+    due: Due | None,
+    usage: dict[str, float] | None = None,
+) -> list[Intent]:
     """A training that failed (or could not start): the status says so; the ledger too, unless its
-    newest entry says it already."""
+    newest entry says it already and this attempt spent nothing. ``usage``: what its jobs spent, which
+    the entry keeps so that it counts against governance.qpuBudgetSeconds."""
     intents: list[Intent] = [Fail(message)]
     last = state.ledger.last_own
-    if last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):  # as the ledger keeps it
-        data = {"specDigest": spec_digest, "datasetDigest": dataset_digest, "trainingKey": due.key if due else None}
+    spent = usage is not None and any(usage.get(k) for k in ("qpuSeconds", "shots", "primitiveJobs"))
+    if spent or last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):
+        data: dict[str, Any] = {
+            "specDigest": spec_digest,
+            "datasetDigest": dataset_digest,
+            "trainingKey": due.key if due else None,
+        }
+        if usage:
+            data["usage"] = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
 
@@ -81,7 +96,8 @@ def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any
     if digest in state.ledger.registered_digests():
         return None
     source = ctx.observed.source
-    number = version_files.next_number(state.numbers, state.ledger.versions())
+    on_disk = services.registry.version_numbers(state.namespace, state.name)  # a number is never reused
+    number = version_files.next_number([*state.numbers, *on_disk], state.ledger.versions())
     manifest = version_files.manifest(
         namespace=state.namespace,
         name=state.name,
@@ -144,7 +160,8 @@ def train(
     except Exception as err:
         if isinstance(err, training().TrainingStopped):
             raise
-        return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
+        usage = getattr(err, "usage", None)  # a TrainingError's: what its jobs spent
+        return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due, usage)
     registered = registration(ctx, due, raw)
     return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
 
@@ -217,14 +234,22 @@ def pending_approvals(services: Services, state: State) -> list[git_approvals.Ap
     for commit, ns, name, version in registry.approval_trailers():
         if (ns, name) != (state.namespace, state.name) or commit.sha in recorded:
             continue
+        governance = state.spec.governance
+        approved = state.version(version)
         approval = git_approvals.judge(
             registry.git,
             commit,
             version=version,
             version_path=registry.version_path(ns, name, version),
-            approvers=list(state.spec.governance.approvers),
-            require_signed=state.spec.governance.require_signed_approvals,
+            approvers=list(governance.approvers),
+            require_signed=governance.require_signed_approvals or registry.trust.checked,
             controller_email=registry.identity.email,
+            signature=registry.signature(commit),
+            version_digest=approved.digest if approved else None,
+            spec_author=str(approved.source.get("author") or "")
+            if approved and governance.separation_of_duties
+            else None,
+            now=state.now,
         )
         if approval.counts and not _approved_before(state.ledger, found, approval):
             found.append(approval)
@@ -244,7 +269,9 @@ def _approved_before(ledger: Ledger, found: list[git_approvals.Approval], approv
 def approval_records(services: Services, state: State) -> list[RecordDecision]:
     records = []
     for approval in pending_approvals(services, state):
-        data = {"approver": approval.approver, "commit": approval.commit, "signed": approval.signed}
+        data: dict[str, Any] = {"approver": approval.approver, "commit": approval.commit, "signed": approval.signed}
+        if approval.expires:
+            data["expires"] = approval.expires
         signed = " (signed)" if approval.signed else ""
         message = f"version {approval.version} approved by {approval.approver}{signed}"
         records.append(RecordDecision(LedgerKind.APPROVED, approval.version, message, data))

@@ -37,6 +37,7 @@ class Plan:
     reason: str
     version: int | None = None
     changes: bool = False
+    floors: tuple[Any, ...] = ()  # controller.engine.policy.Source: what QuantumPolicies set, and which
 
 
 @dataclass
@@ -56,13 +57,15 @@ class ModelReconciler(Services):
 
     def plan(self, observed: Observed) -> Plan:
         """What :meth:`reconcile` would do now, and why; nothing is trained or written."""
-        applied = run_steps(self.context(observed), self.steps, DryRun(), model_status.Facts())
+        ctx = self.context(observed)
+        applied = run_steps(ctx, self.steps, DryRun(), model_status.Facts())
         verdict = applied.verdict or Verdict(PlanAction.NOTHING, "nothing to do")
         reason = verdict.reason
         approvals = len(applied.recorded(LedgerKind.APPROVED))
         if approvals:
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
-        return Plan(verdict.action, reason, verdict.version, applied.changes)
+        floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
+        return Plan(verdict.action, reason, verdict.version, applied.changes, floors)
 
     # --- reconcile ------------------------------------------------------------------------------
 

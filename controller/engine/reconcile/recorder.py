@@ -55,8 +55,7 @@ class GitRecorder:
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))
-        state.ledger = registry.ledger(state.namespace, state.name)
-        state.versions = registry.versions(state.namespace, state.name)
+        state.ledger, state.versions = registry.acted_on(state.namespace, state.name)
 
     def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
         if isinstance(intent, Register):

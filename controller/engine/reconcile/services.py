@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.api.quantummodel import QuantumModel, QuantumModelSpec
+from controller.api.quantumpolicy import QuantumPolicy
+from controller.engine import policy
 from controller.engine.memo import Memo
 from controller.engine.reconcile.state import Governance, State, judge, training, utcnow
 from controller.engine.reconcile.workspace import Workspaces
@@ -31,12 +33,14 @@ class Services:
         clock: Callable[[], datetime] = utcnow,
         checkpoint_root: Path | None = None,
         credentials: CredentialsLookup | None = None,
+        policies: Callable[[], list[QuantumPolicy]] | None = None,
     ) -> None:
         self.registry = registry
         self.trainer = trainer or training().train
         self.clock = clock
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials
+        self.policies = policies or (lambda: [])  # the QuantumPolicies in force (read at every reconcile)
         self._builtin_digests: Memo[str] = Memo(MEMO_LIMIT)
         self._policies: Memo[Governance] = Memo(MEMO_LIMIT)
 
@@ -46,7 +50,9 @@ class Services:
 
     def state(self, model: QuantumModel) -> State:
         ns, name = model.metadata.namespace, model.metadata.name
-        return State(ns, name, model.spec, self.registry.ledger(ns, name), self.registry.versions(ns, name), self.now())
+        ledger, versions = self.registry.acted_on(ns, name)  # only what the registry vouches for
+        floors = policy.effective(model.spec, ns, model.metadata.labels, self.policies())
+        return State(ns, name, floors.spec, ledger, versions, self.now(), floors)
 
     def workspaces(self, namespace: str, name: str) -> Workspaces:
         return Workspaces(self.checkpoint_root, namespace, name)

@@ -46,6 +46,7 @@ class State:
     ledger: Ledger
     versions: list[Version]
     now: datetime
+    policy: Any = None  # controller.engine.policy.Effective: the QuantumPolicy floors in ``spec``, and whose
 
     @property
     def key(self) -> str:

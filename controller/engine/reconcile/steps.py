@@ -13,10 +13,12 @@ Each step is ``(StepContext) -> StepResult``: it reads, and returns intents and 
 
 from __future__ import annotations
 
+from controller.api.quantummodel import PolicyFloor
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import (
+    PIN_RULE,
     Assess,
     Block,
     Fail,
@@ -39,7 +41,12 @@ SUSPENDED = "spec.suspend is true: nothing is trained or promoted"
 def govern(ctx: StepContext) -> StepResult:
     spec, ledger = ctx.state.spec, ctx.state.ledger
     verdict = ctx.services.governance(spec)
-    intents: list[Intent] = [Assess(verdict.report)]
+    report = verdict.report
+    floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
+    if floors:  # the status says which values QuantumPolicies set (the cached report is not changed)
+        shown = [PolicyFloor(field=f.field, value=f.text, source=f"QuantumPolicy/{f.policy}") for f in floors]
+        report = report.model_copy(update={"floors": shown})
+    intents: list[Intent] = [Assess(report)]
     if spec.suspend:
         return StepResult((*intents, Suspend()), Verdict(PlanAction.SUSPEND, SUSPENDED), stop=True)
     if verdict.blockers:
@@ -111,8 +118,22 @@ def evaluate_gates(ctx: StepContext) -> StepResult:
 
 def promote(ctx: StepContext) -> StepResult:
     state = ctx.state
+    pin = state.spec.promotion.pin
+    asked_by = state.policy.pin_requires_approval if state.policy is not None else None
+    if pin is not None and asked_by and pin != state.ledger.champion():
+        needed = max(1, state.spec.promotion.required_approvals)
+        got = len(state.ledger.approvers(pin, signed_only=state.spec.governance.require_signed_approvals))
+        if got < needed:
+            reason = (
+                f"promotion.pin {pin} needs {needed} approval{'s' if needed != 1 else ''} of version {pin} "
+                f"(QuantumPolicy {asked_by}: pinRequiresApproval), it has {got}"
+            )
+            intents: list[Intent] = [Block((PIN_RULE,), reason)]
+            if not state.ledger.last_blocked_with(reason):
+                intents.append(RecordDecision(LedgerKind.BLOCKED, pin, reason, {"rules": [PIN_RULE]}))
+            return StepResult(tuple(intents), Verdict(PlanAction.BLOCK, reason, pin))
     # a pin may name any version; otherwise only the model's own and the pipelines' selected ones
-    numbers = state.numbers if state.spec.promotion.pin is not None else state.candidates
+    numbers = state.numbers if pin is not None else state.candidates
     step = promotion.decide(state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name)
     intents, verdict = actions.promote(state, step)
     return StepResult(tuple(intents), verdict)

@@ -70,8 +70,6 @@ class Commit:
     date: str
     subject: str
     trailers: tuple[tuple[str, str], ...] = ()
-    signature: str = "N"  # git's %G?: G good, U good but unknown validity, N none, B bad ...
-    signer: str = ""
 
     def trailer(self, key: str) -> list[str]:
         return [v for k, v in self.trailers if k.lower() == key.lower()]
@@ -79,6 +77,20 @@ class Commit:
     @property
     def short(self) -> str:
         return self.sha[:12]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One path a commit changed: its status (A, M, D, T), and its new mode and blob."""
+
+    status: str
+    path: str
+    mode: str
+    blob: str
+
+    @property
+    def symlink(self) -> bool:
+        return self.mode == "120000"
 
 
 @dataclass
@@ -90,8 +102,9 @@ class PublishResult:
     attempts: int = 0
 
 
-_FIELD, _RECORD = "\x1f", "\x1e"
-_LOG_FORMAT = _FIELD.join(["%H", "%an", "%ae", "%ce", "%aI", "%s", "%G?", "%GS", "%(trailers:only,unfold)"]) + _RECORD
+_FIELD, _RECORD, _START = "\x1f", "\x1e", "\x1d"
+# signatures are not asked of git log (%G? runs ssh-keygen once per commit): registry/trust.py checks them
+_LOG_FORMAT = _FIELD.join(["%H", "%an", "%ae", "%ce", "%aI", "%s", "%(trailers:only,unfold)"]) + _RECORD
 
 
 class Git:
@@ -108,7 +121,7 @@ class Git:
         self.root = Path(root)
         self.identity = identity
         self.remote = remote  # None: never fetch or push
-        # `git -c key=value` for every command (e.g. gpg.ssh.allowedSignersFile for signed approvals)
+        # `git -c key=value` for every command (e.g. the SSH key every commit is signed with)
         self.settings = dict(settings or {})
         # (remote, branch) once looked up: read on every publish, changed only by _track
         self._upstream: tuple[tuple[str, str] | None] | None = None
@@ -211,6 +224,33 @@ class Git:
         )
         return done.stdout if done.returncode == 0 else None
 
+    def commit_objects(self, shas: list[str]) -> dict[str, bytes]:
+        """The raw objects of these commits (signature headers included), read in one ``cat-file``."""
+        if not shas:
+            return {}
+        done = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=self.root,
+            input="".join(f"{sha}\n" for sha in shas).encode(),
+            capture_output=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        if done.returncode != 0:
+            raise GitError(f"git cat-file --batch in {self.root}: {done.stderr.decode(errors='replace').strip()}")
+        out: dict[str, bytes] = {}
+        data, at = done.stdout, 0
+        for sha in shas:
+            end = data.index(b"\n", at)
+            header = data[at:end].split()
+            at = end + 1
+            if len(header) != 3 or header[1] != b"commit":
+                continue  # missing, or not a commit
+            size = int(header[2])
+            out[sha] = data[at : at + size]
+            at += size + 1
+        return out
+
     def exists(self, rev: str, path: str) -> bool:
         return self.run("cat-file", "-e", f"{rev}:{path}", check=False).returncode == 0
 
@@ -233,6 +273,29 @@ class Git:
         args.append("--")
         args.extend(paths)
         return [_parse_commit(record) for record in self.out(*args).split(_RECORD) if record.strip()]
+
+    def log_changes(self, *, paths: Sequence[str], first_parent: bool = True) -> list[tuple[Commit, list[Change]]]:
+        """Every commit that touched ``paths`` (oldest first) with what it changed there, in one pass."""
+        if self.head() is None:
+            return []
+        args = ["log", f"--format={_START}{_LOG_FORMAT}", "--raw", "--no-renames", "--no-abbrev", "--reverse"]
+        if first_parent:
+            args.append("--first-parent")
+        args += ["HEAD", "--", *paths]
+        out: list[tuple[Commit, list[Change]]] = []
+        for chunk in self.out(*args).split(_START):
+            if not chunk.strip():
+                continue
+            record, _, raw = chunk.partition(_RECORD)
+            changes = []
+            for line in raw.splitlines():
+                if not line.startswith(":"):
+                    continue
+                meta, _, path = line.partition("\t")
+                _old_mode, new_mode, _old, new_blob, status = meta[1:].split()[:5]
+                changes.append(Change(status[:1], path, new_mode, new_blob))
+            out.append((_parse_commit(record), changes))
+        return out
 
     def changed_paths(self, sha: str) -> list[str]:
         """Paths a commit changed relative to its first parent (everything, for a root commit)."""
@@ -376,20 +439,17 @@ class Git:
             self.run("config", f"branch.{local}.merge", f"refs/heads/{branch}")
             self._upstream = None
 
-    def verify_commit(self, sha: str) -> bool:
-        return self.run("verify-commit", sha, check=False).returncode == 0
-
 
 def _parse_commit(record: str) -> Commit:
     parts = record.strip("\n").split(_FIELD)
-    parts += [""] * (9 - len(parts))
-    sha, an, ae, ce, date, subject, sig, signer, trailers = parts[:9]
+    parts += [""] * (7 - len(parts))
+    sha, an, ae, ce, date, subject, trailers = parts[:7]
     pairs: list[tuple[str, str]] = []
     for line in trailers.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             pairs.append((key.strip(), value.strip()))
-    return Commit(sha.strip(), an, ae, ce, date, subject, tuple(pairs), sig or "N", signer)
+    return Commit(sha.strip(), an, ae, ce, date, subject, tuple(pairs))
 
 
 def _explain(done: subprocess.CompletedProcess[str]) -> str:

@@ -18,10 +18,17 @@ from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
-# entries whose ``data.usage`` spent shots and QPU time (counted against the model's budget)
-SPENDING_KINDS = (LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED, LedgerKind.EVALUATED)
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
+# entries whose data.usage counts against governance.qpuBudgetSeconds: trainings registered, failed
+# (what their jobs spent before the failure) or blocked, and evaluations a pipeline recorded
+USAGE_KINDS = (
+    LedgerKind.REGISTERED,
+    LedgerKind.FAILED,
+    LedgerKind.BLOCKED,
+    LedgerKind.EVALUATED,
+    LedgerKind.STEP_FAILED,
+)
 
 
 class LedgerError(ValueError):
@@ -255,22 +262,20 @@ class Ledger:
         return [e for e in self.entries if e.time >= moment]
 
     def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
-        """QPU seconds that trainings and evaluations recorded in the ledger spent in the rolling
-        window before ``now``."""
-        total = 0.0
-        for entry in self.of_kind(*SPENDING_KINDS):
-            if entry.time >= now - window:
-                usage = entry.data.get("usage") or {}
-                total += float(usage.get("qpuSeconds", 0.0) or 0.0)
-        return total
+        """QPU seconds spent in the rolling window before ``now`` by everything the ledger recorded with
+        its usage: trainings that registered a version or failed, and evaluations."""
+        return self.usage(now, window)["qpuSeconds"]
 
     def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
-        for entry in self.of_kind(*SPENDING_KINDS):
-            if entry.time >= now - window:
-                usage = entry.data.get("usage") or {}
+        for entry in self.of_kind(*USAGE_KINDS):
+            usage = entry.data.get("usage")
+            if isinstance(usage, dict) and entry.time >= now - window:
                 for key in totals:
-                    totals[key] += float(usage.get(key, 0) or 0)
+                    value = usage.get(key, 0)
+                    totals[key] += (
+                        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+                    )
         return totals
 
     def last_blocked_with(self, reason: str) -> bool:

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
+from controller.engine.decisions import LedgerKind
+from controller.engine.errors import StallingError
 from controller.engine.memo import Memo
 from controller.engine.registry import approvals, index, versions
 from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
 from controller.engine.registry.ledger import LEDGER_FILE, Entry, Ledger, LedgerError, draft, parse
+from controller.engine.registry.trust import Signature, Trust, signing_settings
 from controller.engine.registry.versions import Version, VersionError
 from controller.engine.registry.yamlio import write_atomic
 
@@ -44,6 +47,11 @@ class RegistryError(Exception):
     """The registry cannot be read or written; the message names the file or the Git problem."""
 
 
+class UntrustedHistory(StallingError):
+    """A model's registry holds decisions the allowed signers do not vouch for: the reconcile acts on
+    none of them until the history is repaired (``qmlops audit --verify`` names every commit)."""
+
+
 @dataclass(frozen=True)
 class Recorded:
     """A decision written to the ledger and committed."""
@@ -62,18 +70,24 @@ class Registry:
         identity: GitIdentity = DEFAULT_IDENTITY,
         remote: str | None = "origin",
         root: str = REGISTRY_DIR,
-        allowed_signers: Path | None = None,
+        trust: Trust | None = None,
+        signing_key: Path | None = None,
     ) -> None:
+        """``trust``: the allowed signers the history must verify against (none: signatures are not
+        checked); ``signing_key``: the SSH private key every commit the controller makes is signed with
+        (checked first with :func:`.trust.check_signing_key`)."""
         self.repo = Path(repo_path).resolve()
         self.identity = identity
         self.root = root.strip("/")
-        settings = {"gpg.ssh.allowedSignersFile": str(Path(allowed_signers).resolve())} if allowed_signers else {}
+        self.trust = trust or Trust()
+        settings = signing_settings(Path(signing_key).resolve()) if signing_key else {}
         self.git = Git(self.repo, identity=identity, remote=remote, settings=settings)
         # files parsed before, by their content: a reconcile reads every file of its model and mostly
         # finds them as they were (their digests were checked when first parsed)
         self._parsed: Memo[Any] = Memo(PARSED_FILES_LIMIT)
         self._cache: dict[tuple[str, ...], object] = {}
         self._cache_head: str | None = None
+        self._graph_head: str | None = None
         if not self.git.is_repository():
             raise RegistryError(f"{self.repo} is not a Git work tree: the registry lives in a Git repository")
 
@@ -109,10 +123,23 @@ class Registry:
         the same model in the meantime (their decisions are made again on the new history).
         """
         if not self.git.fetch():
+            self.index_history()
             return []
         dropped = self.git.integrate(f"{self.root}/")
         dropped += self.publish().dropped
+        self.index_history()
         return dropped
+
+    def index_history(self) -> None:
+        """Keep git's commit-graph, with changed-path Bloom filters, up to date (``.git`` only, never
+        committed): a path-limited ``git log`` (a spec's last change, a ledger's commits) then skips
+        the commits that did not touch the path instead of reading them all, so a reconcile stays flat
+        in the length of the history. Written incrementally (``--split``) when HEAD moved."""
+        head = self.git.head()
+        if head is None or head == self._graph_head:
+            return
+        self.git.run("commit-graph", "write", "--reachable", "--changed-paths", "--split", check=False)
+        self._graph_head = head
 
     def publish(self) -> PublishResult:
         return self.git.publish(f"{self.root}/")
@@ -135,6 +162,19 @@ class Registry:
         return sorted(
             (ns.name, model.name) for ns in base.iterdir() if ns.is_dir() for model in ns.iterdir() if model.is_dir()
         )
+
+    def models_in_history(self) -> list[tuple[str, str]]:
+        """Every model that ever had a folder in the registry, read from history in one pass (a model
+        whose folder was removed is still one to account for)."""
+        if self.git.head() is None:
+            return []
+        text = self.git.out("log", "--format=", "--name-only", "--no-renames", "HEAD", "--", f"{self.root}/")
+        found = set()
+        for path in text.splitlines():
+            parts = path.split("/")
+            if len(parts) >= 4 and parts[0] == self.root:
+                found.add((parts[1], parts[2]))
+        return sorted(found)
 
     def ledger(self, namespace: str, name: str, *, strict: bool = True) -> Ledger:
         """The model's decisions; with ``strict`` a line that is not an entry is an error, otherwise
@@ -176,6 +216,57 @@ class Registry:
             found.append(version)
         return sorted(found, key=lambda v: v.number)
 
+    def version_numbers(self, namespace: str, name: str) -> list[int]:
+        """The numbers of every version file in the folder, registered or not (numbers are never reused)."""
+        folder = self.real_path(f"{self.model_path(namespace, name)}/{versions.VERSIONS_DIR}")
+        if not folder.is_dir():
+            return []
+        return sorted(n for n in (versions.number_of(f.name) for f in folder.iterdir()) if n is not None)
+
+    def acted_on(self, namespace: str, name: str) -> tuple[Ledger, list[Version]]:
+        """The ledger and the versions a reconcile may act on: with an allowed-signers file, every
+        ledger entry must have been recorded by a commit signed by the controller's key, and so must
+        the newest commit that touched the model's folder (else :class:`UntrustedHistory`); a version
+        counts only when its own ``registered`` entry names its digest (a version file added by
+        hand, or rewritten, is never gated, promoted or approved)."""
+        ledger = self.ledger(namespace, name)
+        if self.trust.checked:
+            problem = self._at_head(("untrusted", namespace, name), lambda: self._untrusted(namespace, name, ledger))
+            if problem:
+                raise UntrustedHistory(f"{namespace}/{name}: {problem}; run qmlops audit --verify")
+        registered = {
+            e.version: e.data.get("versionDigest") for e in ledger.of_kind(LedgerKind.REGISTERED) if e.version
+        }
+        found = [v for v in self.versions(namespace, name) if registered.get(v.number) == v.digest]
+        return ledger, found
+
+    def _untrusted(self, namespace: str, name: str, ledger: Ledger) -> str | None:
+        """Why the model's registry cannot be trusted (None: it can)."""
+        who = self.identity.email
+        recorded: dict[str, list[Commit]] = {}
+        for commit in self.git.log(paths=[self.ledger_path(namespace, name)]):
+            for digest in commit.trailer(TRAILER_ENTRY):
+                recorded.setdefault(digest, []).append(commit)
+        newest = self.git.log(paths=[self.model_path(namespace, name)], extra=["-1"])
+        shas = [c.sha for found in recorded.values() for c in found] + [c.sha for c in newest]
+        signatures = self.trust.signatures(self.git, shas)
+        for entry in ledger.entries:
+            commits = recorded.get(entry.digest, [])
+            if not any(signatures[c.sha].by(who) for c in commits):
+                why = (
+                    f"commit {commits[0].short} is {signatures[commits[0].sha].describe(who)}"
+                    if commits
+                    else ("no commit names it")
+                )
+                return f"ledger {entry.describe()} was not recorded by a commit the controller signed ({why})"
+        for commit in newest:
+            signature = signatures[commit.sha]
+            if not signature.by(who):
+                return (
+                    f"commit {commit.short} changed {self.model_path(namespace, name)} and is {signature.describe(who)}"
+                )
+        return None
+
     def version(self, namespace: str, name: str, number: int) -> Version | None:
         return next((v for v in self.versions(namespace, name) if v.number == number), None)
 
@@ -194,6 +285,10 @@ class Registry:
             return out
 
         return dict(self._at_head(("entries", namespace, name), read))
+
+    def signature(self, commit: Commit) -> Signature | None:
+        """What the allowed signers say of ``commit``; None when no allowed-signers file is configured."""
+        return self.trust.signature(self.git, commit.sha) if self.trust.checked else None
 
     def approval_trailers(self) -> list[tuple[Commit, str, str, int]]:
         """Every approval trailer reachable from HEAD (see :mod:`.approvals`), read once per HEAD."""

@@ -8,7 +8,10 @@ from controller.engine.errors import StallingError
 
 class TrainingError(StallingError):
     """A training that cannot go on: bad data, a circuit that does not fit, a Runtime error that is
-    the user's to fix. The message is the whole explanation; no traceback is needed."""
+    the user's to fix. The message is the whole explanation; no traceback is needed. ``usage``: what
+    the jobs that did run spent (primitiveJobs, shots, qpuSeconds), for the ledger's budget."""
+
+    usage: dict[str, float] | None = None
 
 
 class DatasetError(TrainingError):

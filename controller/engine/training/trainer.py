@@ -95,8 +95,9 @@ def train(
         optimizers.minimize(objective, x0, spec.training.optimizer, spec.training.seed)
         weights = objective.weights
         evs = objective.test_evs(weights, prepared.x_test)
-    except TrainingError:
+    except TrainingError as err:
         target.close()  # a training that failed for good pays no more for its session
+        err.usage = {k: float(v) for k, v in checkpoint.usage().items()}  # what it spent counts against the budget
         raise
     except BaseException:
         target.detach()  # stopped or crashed: the resume reattaches to the session while it is open

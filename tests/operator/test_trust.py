@@ -1,0 +1,92 @@
+"""Trust in the operator (issue 12), end to end in the Kubernetes harness: it signs its commits with the
+SSH key of ``--signing-key-secret``, and the QuantumPolicies it watches set floors under the specs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from controller.engine.registry.trust import AllowedSigners
+from tests.operator.operator_env import NAMESPACE, OperatorEnv, git, secret, tiny_model
+from tests.operator.test_end_to_end import env
+from tests.registry.repos import allowed_signers, ssh_key
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="signing needs OpenSSH's ssh-keygen"),
+]
+__all__ = ["env"]
+
+
+async def test_the_operator_signs_every_commit_with_the_key_from_its_secret(env: OperatorEnv, tmp_path: Path) -> None:
+    key = ssh_key(tmp_path / "keys", "qmlops-operator@qmlops.io")
+    signers_file = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops-operator@qmlops.io": key})
+    await env.client.create(secret("signing-key", **{"ssh-privatekey": key.read_text()}))
+    signers = AllowedSigners.read(signers_file)
+    async with env.operator(signing_key_secret=f"{NAMESPACE}/signing-key", allowed_signers=signers):
+        await env.client.create(tiny_model())
+        status = await env.until_phase("Ready")
+        assert status["champion"]["version"] == 1
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    marks = git(
+        "-c",
+        f"gpg.ssh.allowedSignersFile={signers_file}",
+        "log",
+        "--format=%G?",
+        "main",
+        "--",
+        "registry",
+        cwd=env.remote,
+    ).split()
+    assert marks == ["G", "G", "G"]
+    key_files = list((env.tmp / "pod-a" / "signing").iterdir())
+    assert [oct(f.stat().st_mode & 0o777) for f in key_files] == ["0o600"]
+
+
+async def test_an_unusable_signing_key_secret_stalls_the_model_and_commits_nothing(env: OperatorEnv) -> None:
+    await env.client.create(secret("signing-key", **{"ssh-privatekey": "not a key"}))
+    async with env.operator(signing_key_secret=f"{NAMESPACE}/signing-key"):
+        await env.client.create(tiny_model())
+        await env.until(lambda: "--signing-key-secret" in (env.status().get("message") or ""))
+    assert "not a key" not in str(env.status())
+    assert env.decisions() == []
+
+
+async def test_a_quantum_policy_floor_blocks_a_model_that_its_spec_would_let_through(env: OperatorEnv) -> None:
+    floor = {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPolicy",
+        "metadata": {"name": "production-floor"},
+        "spec": {"match": {"namespaces": [NAMESPACE]}, "floor": {"allowedBackends": ["fake:*"]}},
+    }
+    await env.client.create(floor)
+    async with env.operator() as runtime:
+        await env.until(lambda: "production-floor" in runtime.policies)
+        await env.client.create(tiny_model())  # local:statevector, which its own spec allows
+        status = await env.until_phase("Blocked")
+    assert "blocked by rule allowed-backends" in status["message"] and "fake:*" in status["message"]
+    assert status["policy"]["floors"] == [
+        {"field": "governance.allowedBackends", "value": "fake:*", "source": "QuantumPolicy/production-floor"}
+    ]
+    assert env.decisions() == ["blocked"]
+
+
+def test_the_operator_refuses_unusable_trust_flags_naming_each(tmp_path: Path) -> None:
+    import argparse
+
+    from controller.cli import operator as operator_cli
+
+    parser = argparse.ArgumentParser()
+    operator_cli.register(parser.add_subparsers())
+    broken = tmp_path / "allowed_signers"
+    broken.write_text("qmlops@example.invalid ssh-ed25519\n")
+    for argv, message in [
+        (["--signing-key-secret", "no-namespace"], "--signing-key-secret 'no-namespace': expected NAMESPACE/NAME"),
+        (["--allowed-signers", str(broken)], "--allowed-signers: .* line 1: expected"),
+        (["--allowed-signers", str(tmp_path / "missing")], "--allowed-signers: .*: no such file"),
+        (["--signed-since", "HEAD"], "--signed-since: needs --allowed-signers"),
+    ]:
+        with pytest.raises(operator_cli.UsageError, match=message):
+            operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", *argv]))
