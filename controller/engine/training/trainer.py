@@ -13,7 +13,8 @@ import numpy as np
 from controller.api.quantummodel import GRADIENT_OPTIMIZERS, QuantumModelSpec
 from controller.engine.registry.canonical import digest_of
 from controller.engine.training import artifact as artifacts
-from controller.engine.training import backends, circuits, data, optimizers
+from controller.engine.training import backends, circuits, data, optimizers, summary
+from controller.engine.training import calibration as calibrations
 from controller.engine.training.artifact import ModelArtifact
 from controller.engine.training.checkpoint import Checkpoint
 from controller.engine.training.credentials import CredentialsSource
@@ -64,7 +65,7 @@ def train(
     _check_shots(spec)
     fingerprint = digest_of([spec_digest(spec), prepared.digest])
     checkpoint = Checkpoint.open(checkpoint_dir, fingerprint)
-    target = backends.open_target(spec, credentials, checkpoint.session_id, sleep)
+    target = backends.open_target(spec, credentials, checkpoint.session_id, sleep, repo_root=repo_root)
     try:
         isa, angles = target.executable(model.circuit, model.features, spec.training.seed)
         observables = target.layout_observables(isa, model.observables)
@@ -94,7 +95,22 @@ def train(
         raise
     target.close()
     metrics = artifacts.metrics(evs, prepared.split.y_test, len(prepared.classes))
-    return _artifact(spec, prepared, model, weights, metrics, objective, target, time.perf_counter() - started)
+    hardware = calibration_lineage(target, isa, checkpoint_dir)
+    elapsed = time.perf_counter() - started
+    return _artifact(spec, prepared, model, weights, metrics, objective, target, elapsed, hardware)
+
+
+def calibration_lineage(target: backends.Target, isa: Any, keep_in: Path | None = None) -> dict[str, Any] | None:
+    """``lineage.calibration`` of a circuit transpiled for a device: the calibration's date and digest,
+    the circuit's layout and its ESP under that calibration. The snapshot is remembered by its digest
+    (and kept in ``keep_in``, the training's checkpoint folder, until it is registered)."""
+    used = target.calibration
+    if used is None:
+        return None
+    calibrations.remember(used)
+    if keep_in is not None:
+        calibrations.keep(used, keep_in)
+    return used.lineage(calibrations.footprint_of(isa))
 
 
 def _check_shots(spec: QuantumModelSpec) -> None:
@@ -112,6 +128,7 @@ def _artifact(
     objective: Objective,
     target: backends.Target,
     wall_seconds: float,
+    hardware: dict[str, Any] | None = None,
 ) -> ModelArtifact:
     checkpoint = objective.checkpoint
     usage = {
@@ -122,7 +139,7 @@ def _artifact(
         "runSeconds": round(checkpoint.totals.run_seconds, 3),
         "resumes": checkpoint.resumes,
     }
-    body = {
+    body: dict[str, Any] = {
         "task": spec.task.value,
         "circuit": {
             **artifacts.encode_circuit(model.circuit),
@@ -157,6 +174,11 @@ def _artifact(
         },
         "usage": usage,
     }
+    lineage = body["lineage"]
+    if hardware is not None:
+        lineage["calibration"] = hardware
+    if spec.dataset.source.startswith("file:"):  # what data drift is measured against: never a row
+        lineage["dataSummary"] = summary.summarize(prepared.split.x_train, prepared.split.features)
     return ModelArtifact.create(body)
 
 
