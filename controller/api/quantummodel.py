@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from controller.api.cel import rule, rules
 from controller.api.common import (
@@ -17,9 +17,11 @@ from controller.api.common import (
     BackendRef,
     Cron,
     DnsLabel,
+    Duration,
     Email,
     SpecModel,
     check_repo_path,
+    duration_seconds,
 )
 from controller.api.meta import Condition, ObjectMeta
 
@@ -305,6 +307,72 @@ class ModelCard(SpecModel):
     caveats: str | None = Field(default=None, max_length=8192)
 
 
+MIN_MONITORING_SECONDS = 60
+
+
+class CalibrationCheck(SpecModel):
+    """The champion's ESP on its own layout under today's calibration against its ESP at training."""
+
+    max_esp_drop: float = Field(default=0.10, gt=0.0, le=1.0)  # relative drop
+
+
+class ReplayCheck(SpecModel):
+    """The champion re-scored on its test split under today's noise against the same replay under the
+    calibration it was trained on."""
+
+    max_accuracy_drop: float = Field(default=0.05, gt=0.0, le=1.0)  # absolute drop
+
+
+class DataCheck(SpecModel):
+    """file: datasets: each feature of the current data against the training data's summary (KS test)."""
+
+    p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
+    min_effect: float = Field(default=0.1, gt=0.0, le=1.0)  # the KS statistic below which nothing moved
+
+
+class DriftAction(StrEnum):
+    RETRAIN = "retrain"
+    BLOCK_PROMOTION = "blockPromotion"
+    ALERT = "alert"
+
+
+class Monitoring(SpecModel):
+    """How the champion is watched on drifting hardware and data (see docs/monitoring.md)."""
+
+    model_config = rules(
+        rule("duration(self.every) >= duration('60s')", "monitoring.every must be at least 1m", ".every"),
+        rule(
+            "!has(self.onDrift) || self.onDrift.all(a, self.onDrift.exists_one(b, b == a))",
+            "monitoring.onDrift lists an action twice",
+            ".onDrift",
+        ),
+    )
+
+    every: Duration = "6h"
+    calibration: CalibrationCheck | None = None
+    replay: ReplayCheck | None = None
+    data: DataCheck | None = None
+    on_drift: list[DriftAction] = Field(default_factory=list, max_length=3)
+
+    @field_validator("every")
+    @classmethod
+    def _at_least_a_minute(cls, every: str) -> str:
+        if duration_seconds(every) < MIN_MONITORING_SECONDS:
+            raise ValueError(f"{every!r} is under one minute: checks run at most once a minute")
+        return every
+
+    @field_validator("on_drift")
+    @classmethod
+    def _each_once(cls, actions: list[DriftAction]) -> list[DriftAction]:
+        if len(set(actions)) != len(actions):
+            raise ValueError("an action is listed twice")
+        return actions
+
+    @property
+    def seconds(self) -> float:
+        return duration_seconds(self.every)
+
+
 # Governance rules are refused at admission only under `enforcement: enforce`; under `audit` they are
 # reported (qmlops validate, status.policy) but the object is admitted, as the validator does.
 AUDIT_ONLY = "(has(self.governance) && has(self.governance.enforcement) && self.governance.enforcement == 'audit') "
@@ -353,6 +421,7 @@ class QuantumModelSpec(SpecModel):
     promotion: Promotion = Field(default_factory=Promotion)
     governance: Governance = Field(default_factory=Governance)
     model_card: ModelCard | None = None
+    monitoring: Monitoring | None = None
     suspend: bool = False
 
     @model_validator(mode="after")
