@@ -7,13 +7,14 @@ the same rule as JSON schema, so the generated CRD refuses what the validator re
 from __future__ import annotations
 
 import fnmatch
-import functools
 import posixpath
 import re
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 from pydantic.alias_generators import to_camel
+
+from controller.api.devices import fake_devices
 
 GROUP = "qmlops.io"
 VERSION = "v1alpha1"
@@ -101,20 +102,6 @@ Cron = Annotated[str, AfterValidator(_check_cron), WithJsonSchema({"type": "stri
 
 LOCAL_BACKENDS = ("aer", "statevector")
 BACKEND_PATTERN = r"^(local:(aer|statevector)|fake:[a-z0-9_]+|ibm:([a-z0-9_]+|least-busy))$"
-
-
-@functools.cache
-def fake_devices() -> tuple[str, ...]:
-    """Device names that qiskit_ibm_runtime.fake_provider carries snapshots of (``manila``, ``kyiv`` ...)."""
-    from qiskit_ibm_runtime import fake_provider
-
-    names = set()
-    for attr in dir(fake_provider):
-        if attr.startswith("Fake") and attr not in ("FakeProviderForBackendV2", "FakeFractionalBackend"):
-            base = attr.removeprefix("Fake").removesuffix("V2")
-            if base and not base.startswith("Provider"):
-                names.add(base.lower())
-    return tuple(sorted(names))
 
 
 def _check_backend(value: str) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
+from controller.api import limits
 from controller.api.cel import rule, rules
 from controller.api.common import (
     BackendGlob,
@@ -24,10 +25,10 @@ from controller.api.common import (
     duration_seconds,
 )
 from controller.api.meta import Condition, ObjectMeta
+from controller.api.qasm import MAX_QASM_BYTES
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "moons", "circles", "ad_hoc")
 DATASET_SOURCE_PATTERN = r"^(builtin:(iris|wine|breast_cancer|moons|circles|ad_hoc)|file:[^\\]+\.csv)$"
-MAX_QASM_BYTES = 64 * 1024
 
 
 def _check_dataset_source(value: str) -> str:
@@ -216,11 +217,23 @@ class Training(SpecModel):
     seed: int = Field(default=7, ge=0, le=2**32 - 1)
     credentials_secret: DnsLabel | None = None
     schedule: Cron | None = None
+    # Wall-clock time a training may run, summed over its resumes; then it stops (TrainingTimedOut).
+    timeout: Duration = limits.DEFAULT_TRAINING_TIMEOUT
 
     @model_validator(mode="after")
     def _ibm_needs_credentials(self) -> Training:
         if self.backend.startswith("ibm:") and not self.credentials_secret:
             raise ValueError("credentialsSecret: an ibm: backend reads its token from a Secret named here")
+        return self
+
+    @model_validator(mode="after")
+    def _timeout_bounded(self) -> Training:
+        seconds = limits.duration_seconds(self.timeout)
+        if not limits.MIN_TRAINING_TIMEOUT_SECONDS <= seconds <= limits.MAX_TRAINING_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"timeout: {self.timeout} is not between {limits.MIN_TRAINING_TIMEOUT_SECONDS:g}s and "
+                f"{limits.MAX_TRAINING_TIMEOUT_SECONDS / 3600:g}h (7 days)"
+            )
         return self
 
 

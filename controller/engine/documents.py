@@ -524,14 +524,3 @@ def load_documents(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Loaded
         documents.extend(found)
         problems.extend(refused)
     return documents, problems, len(files)
-
-
-def load_resources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[LoadedResource], list[Problem]]:
-    """The resources under ``paths`` that pass schema validation, and every problem found on the way.
-
-    Governance is not applied here: a resource that governance blocks is still returned, so that
-    ``plan`` and ``run`` can report it as blocked (see :mod:`controller.engine.governance`).
-    """
-    from controller.engine.validation import load_resources as load
-
-    return load(paths)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller.api import limits
 from controller.api.common import backend_allowed
 from controller.api.quantummodel import (
     Compliance,
@@ -181,6 +182,20 @@ def _qpu_budget(spec: QuantumModelSpec) -> Finding:
     return _fail(f"{backend} spends QPU time: declare governance.qpuBudgetSeconds")
 
 
+def _qpu_estimate(spec: QuantumModelSpec) -> Finding:
+    budget, backend = spec.governance.qpu_budget_seconds, spec.training.backend
+    if budget is None:
+        return _skip("governance.qpuBudgetSeconds is not declared")
+    if not backend.startswith("ibm:"):
+        return _skip(f"{backend} uses no QPU time")
+    problem = limits.qpu_estimate_problem(spec)
+    if problem is not None:
+        return _fail(problem)
+    plan = limits.estimate(spec)
+    at_least = "" if plan.samples.exact else " at least"
+    return _pass(f"the training is estimated at{at_least} {plan.qpu_seconds:,.1f} s of QPU time, within {budget:g} s")
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "allowed-backends",
@@ -242,6 +257,12 @@ RULES: tuple[Rule, ...] = (
         "an ibm: backend comes with governance.qpuBudgetSeconds",
         _qpu_budget,
         about_backend=True,
+    ),
+    Rule(
+        "qpu-estimate",
+        "spec.training",
+        "on an ibm: backend, the training's estimated QPU time (its shots x 250 µs) fits governance.qpuBudgetSeconds",
+        _qpu_estimate,
     ),
 )
 

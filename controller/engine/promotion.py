@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from controller.api.quantummodel import PromotionPolicy, QuantumModelSpec
-from controller.engine.registry.ledger import GATE_PASSED, PROMOTED, ROLLED_BACK, Ledger
+from controller.engine.decisions import LedgerKind
+from controller.engine.registry.ledger import Ledger
 from controller.engine.registry.versions import Version
 
 CHAMPION_METRIC = "accuracy"
@@ -56,8 +58,8 @@ class GateReport:
         return all(r.passed for r in self.results)
 
     @property
-    def kind(self) -> str:
-        return GATE_PASSED if self.passed else "gate-failed"
+    def kind(self) -> LedgerKind:
+        return LedgerKind.GATE_PASSED if self.passed else LedgerKind.GATE_FAILED
 
     def message(self) -> str:
         if not self.results:
@@ -110,18 +112,52 @@ def _beat_champion(value: float | None, margin: float, champion: ChampionScore) 
 # --- deciding what to promote ----------------------------------------------------------------------
 
 
+class PromotionAction(StrEnum):
+    """What promotion does next."""
+
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    BLOCK = "block"
+    WAIT = "wait"
+    NOTHING = "nothing"
+    EVALUATE = "evaluate"
+
+
+class Standing(StrEnum):
+    """Why promotion does what it does: the case of :func:`decide` that applied (``reason`` says it
+    in words for people; code reads this)."""
+
+    NO_VERSION = "no-version"
+    CHAMPION = "champion"  # the newest (or pinned) version is the champion already
+    REPLACED_BEFORE = "replaced-before"  # the newest version was champion once and was replaced
+    GATES_NOT_EVALUATED = "gates-not-evaluated"
+    GATES_FAILED = "gates-failed"
+    AWAITING_APPROVALS = "awaiting-approvals"
+    PASSES = "passes"  # gates passed, approvals in: promote
+    PINNED = "pinned"  # a pin moves the champion
+    PIN_MISSING = "pin-missing"  # the pinned version does not exist: blocked
+
+
 @dataclass(frozen=True)
 class PromotionStep:
     """What promotion would do now, and why."""
 
-    action: Literal["promote", "rollback", "block", "wait", "nothing", "evaluate"]
+    action: PromotionAction
     version: int | None
     reason: str
+    standing: Standing
 
     @property
-    def decision(self) -> str | None:
+    def decision(self) -> LedgerKind | None:
         """The ledger kind that carrying the step out writes."""
-        return {"promote": PROMOTED, "rollback": ROLLED_BACK, "block": "blocked"}.get(self.action)
+        return _DECISIONS.get(self.action)
+
+
+_DECISIONS = {
+    PromotionAction.PROMOTE: LedgerKind.PROMOTED,
+    PromotionAction.ROLLBACK: LedgerKind.ROLLED_BACK,
+    PromotionAction.BLOCK: LedgerKind.BLOCKED,
+}
 
 
 def approvals_needed(spec: QuantumModelSpec) -> int:
@@ -151,20 +187,20 @@ def decide(
     if pin is not None:
         return _pinned(pin, champion, registered)
     if not registered:
-        return PromotionStep("nothing", None, "no version registered yet")
+        return PromotionStep(PromotionAction.NOTHING, None, "no version registered yet", Standing.NO_VERSION)
     latest = max(registered)
     if latest == champion:
-        return PromotionStep("nothing", latest, f"version {latest} is the champion")
+        return PromotionStep(PromotionAction.NOTHING, latest, f"version {latest} is the champion", Standing.CHAMPION)
     if ledger.ever_champion(latest):
-        return PromotionStep(
-            "nothing", champion, f"version {latest} was champion before and was replaced; pin it to promote it again"
-        )
+        why = f"version {latest} was champion before and was replaced; pin it to promote it again"
+        return PromotionStep(PromotionAction.NOTHING, champion, why, Standing.REPLACED_BEFORE)
     gate = ledger.gate_entry(latest)
     if gate is None:
-        return PromotionStep("evaluate", latest, f"version {latest} is registered and its gates are not evaluated")
-    if gate.kind != GATE_PASSED:
+        why = f"version {latest} is registered and its gates are not evaluated"
+        return PromotionStep(PromotionAction.EVALUATE, latest, why, Standing.GATES_NOT_EVALUATED)
+    if gate.kind != LedgerKind.GATE_PASSED:
         stays = f"; the champion stays version {champion}" if champion else ""
-        return PromotionStep("nothing", latest, f"{gate.message}{stays}")
+        return PromotionStep(PromotionAction.NOTHING, latest, f"{gate.message}{stays}", Standing.GATES_FAILED)
     needed = approvals_needed(spec)
     have = counted_approvers(spec, ledger, latest)
     if len(have) < needed:
@@ -173,20 +209,27 @@ def decide(
         else:
             why = approve_hint(namespace, name, latest)
         return PromotionStep(
-            "wait",
+            PromotionAction.WAIT,
             latest,
             f"version {latest} passed its gates and awaits approvals: {len(have)} of {needed} ({why})",
+            Standing.AWAITING_APPROVALS,
         )
     approved = f" and has {len(have)} approval{'s' if len(have) != 1 else ''}" if needed else ""
-    return PromotionStep("promote", latest, f"version {latest} passes its gates{approved}")
+    return PromotionStep(
+        PromotionAction.PROMOTE, latest, f"version {latest} passes its gates{approved}", Standing.PASSES
+    )
 
 
 def _pinned(pin: int, champion: int | None, registered: list[int]) -> PromotionStep:
     if pin not in registered:
         have = f"the latest is version {max(registered)}" if registered else "no version is registered yet"
-        return PromotionStep("block", pin, f"promotion.pin: version {pin} does not exist ({have})")
+        why = f"promotion.pin: version {pin} does not exist ({have})"
+        return PromotionStep(PromotionAction.BLOCK, pin, why, Standing.PIN_MISSING)
     if pin == champion:
-        return PromotionStep("nothing", pin, f"version {pin} is pinned and is the champion")
+        return PromotionStep(
+            PromotionAction.NOTHING, pin, f"version {pin} is pinned and is the champion", Standing.CHAMPION
+        )
     if champion is not None and pin < champion:
-        return PromotionStep("rollback", pin, f"promotion.pin rolls back from version {champion} to version {pin}")
-    return PromotionStep("promote", pin, f"promotion.pin promotes version {pin}")
+        why = f"promotion.pin rolls back from version {champion} to version {pin}"
+        return PromotionStep(PromotionAction.ROLLBACK, pin, why, Standing.PINNED)
+    return PromotionStep(PromotionAction.PROMOTE, pin, f"promotion.pin promotes version {pin}", Standing.PINNED)

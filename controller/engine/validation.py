@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline
+from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline, limits
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.api.quantumpipeline import Step
 from controller.engine import governance
@@ -46,6 +46,7 @@ __all__ = [
     "governance_problems",
     "load_resources",
     "looks_like_token",
+    "pipeline_limit_problems",
     "validate_documents",
     "validate_object",
     "validate_paths",
@@ -478,6 +479,8 @@ def check_document(
         reporter.at([], "nested too deeply to validate")
         return None, reporter.problems
     _pipeline_rules(reporter, resource)
+    if isinstance(resource, QuantumModel):
+        _machine_limits(reporter, resource)
     if repo_root is not None and isinstance(resource, QuantumModel):
         _dataset_file(reporter, resource, repo_root)
     if any(p.severity == "error" for p in reporter.problems):
@@ -584,6 +587,9 @@ def _dataset_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> N
             hint = f" (did you mean {close[0]!r}?)" if close else f" (columns: {', '.join(columns[:20])})"
             path_ = ["spec", "dataset", "target"] if where == "target" else ["spec", "dataset", "features", where]
             reporter.at(path_, f"{relative} has no column {column!r}{hint}")
+    too_large = _dataset_size(path, dataset.source)
+    if too_large is not None:
+        reporter.at(["spec", "dataset", "source"], too_large)
 
 
 def _csv_header(path: str) -> list[str] | None:
@@ -596,6 +602,86 @@ def _csv_header(path: str) -> list[str] | None:
         return None
     row = next(csv.reader([first]), None)
     return [c.strip() for c in row] if row else None
+
+
+# --- limits from the machine ---------------------------------------------------------------------------
+
+
+def _machine_limits(reporter: _Reporter, model: QuantumModel) -> None:
+    """What the spec asks of the machine: the simulator's memory or the device's qubits, and the
+    shots of the whole training (controller/api/limits.py)."""
+    spec = model.spec
+    problem = limits.qubit_problem(spec.training.backend, spec.circuit.qubits)
+    if problem is not None:
+        reporter.at(["spec", "circuit", "qubits"], problem)
+    problem = limits.shots_problem(spec)
+    if problem is not None:
+        reporter.at(["spec", "training"], problem)
+
+
+# Matrix keys that change what a training asks of the machine.
+LIMITED_SETTINGS = ("circuit.qubits", "training.backend", "training.shots", "training.optimizer.maxIterations")
+
+
+def pipeline_limit_problems(resource: LoadedResource, models: dict[tuple[str, str], QuantumModel]) -> list[Problem]:
+    """A pipeline runs its model elsewhere and otherwise: every backend it evaluates on must run the
+    model's qubits, and every value its matrix sweeps must keep the training within the limits."""
+    pipeline = resource.resource
+    if not isinstance(pipeline, QuantumPipeline):
+        return []
+    model = models.get((resource.namespace, pipeline.spec.model))
+    if model is None:
+        return []
+    spec, out = model.spec, []
+    for path, backend in _pipeline_backends(pipeline):
+        problem = limits.qubit_problem(backend, spec.circuit.qubits)
+        if problem is not None:
+            out.append(_problem_at(resource.document, path, f"the model's circuit.qubits on {backend}: {problem}"))
+    for i, step in enumerate(pipeline.spec.steps):
+        for key, values in ((step.train.matrix or {}) if step.train else {}).items():
+            if key not in LIMITED_SETTINGS:
+                continue
+            for j, value in enumerate(values):
+                varied = _varied(spec, key, value)
+                if varied is None:
+                    continue
+                found = limits.qubit_problem(varied.training.backend, varied.circuit.qubits)
+                found = found or limits.shots_problem(varied)
+                if found is not None:
+                    path = ("spec", "steps", i, "train", "matrix", key, j)
+                    out.append(_problem_at(resource.document, path, found))
+    return out
+
+
+def _varied(spec: QuantumModelSpec, key: str, value: Any) -> QuantumModelSpec | None:
+    """``spec`` with the matrix value at ``key`` (a value the schema refuses is reported elsewhere)."""
+    wire = spec.to_wire()
+    node = wire
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    try:
+        return QuantumModelSpec.model_validate(wire)
+    except ValidationError:
+        return None
+
+
+def _dataset_size(path: str, source: str) -> str | None:
+    """Why the dataset file is more than a training may load, counted as it is read (the reader stops
+    at the first byte or row over the bound); None when it fits. Unreadable content is the trainer's to
+    report."""
+    import csv
+    from pathlib import Path
+
+    try:
+        for _ in limits.csv_rows(Path(path), source):
+            pass
+    except limits.DatasetTooLarge as err:
+        return str(err)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 # --- several documents -------------------------------------------------------------------------------
@@ -622,18 +708,34 @@ def _cross_document(resources: list[LoadedResource]) -> tuple[list[LoadedResourc
         seen[key] = res
         kept.append(res)
     models = {(r.namespace, r.name) for r in kept if isinstance(r.resource, QuantumModel)}
-    if models:
-        for res in kept:
-            if isinstance(res.resource, QuantumPipeline) and (res.namespace, res.resource.spec.model) not in models:
-                problems.append(
-                    _problem_at(
-                        res.document,
-                        ["spec", "model"],
-                        f"no QuantumModel {res.resource.spec.model!r} in namespace {res.namespace!r} "
-                        "among the validated documents",
-                        severity="warning",
-                    )
+    promoting: dict[tuple[str, str], LoadedResource] = {}
+    for res in kept:
+        if not isinstance(res.resource, QuantumPipeline):
+            continue
+        target = (res.namespace, res.resource.spec.model)
+        if models and target not in models:  # the repository's models are here: this one is not among them
+            problems.append(
+                _problem_at(
+                    res.document,
+                    ["spec", "model"],
+                    f"no QuantumModel {res.resource.spec.model!r} in namespace {res.namespace!r} "
+                    "among the validated documents",
                 )
+            )
+        promote = next((i for i, s in enumerate(res.resource.spec.steps) if s.promote is not None), None)
+        if promote is None:
+            continue
+        other = promoting.setdefault(target, res)
+        if other is not res:
+            line = other.document.key_position(["metadata", "name"])[0]
+            problems.append(
+                _problem_at(
+                    res.document,
+                    ["spec", "steps", promote, "promote"],
+                    f"QuantumPipeline {other.namespace}/{other.name} ({other.file}:{line}) promotes model "
+                    f"{target[1]!r} already: one pipeline promotes a model",
+                )
+            )
     return kept, problems
 
 
@@ -766,9 +868,10 @@ def validate_documents(
     """Schema, cross-document and (``with_governance``) governance problems of ``documents``;
     ``in_files`` when they were read from files, so that ``file:`` datasets can be checked."""
     resources, problems = _schema(documents, in_files)
-    if with_governance:
-        models = {(r.namespace, r.name): r.resource for r in resources if isinstance(r.resource, QuantumModel)}
-        for res in resources:
+    models = {(r.namespace, r.name): r.resource for r in resources if isinstance(r.resource, QuantumModel)}
+    for res in resources:
+        problems.extend(pipeline_limit_problems(res, models))
+        if with_governance:
             problems.extend(governance_problems(res, models))
     return ValidationReport(
         problems=sorted(problems, key=Problem.sort_key), documents=len(documents), resources=resources

@@ -1,7 +1,8 @@
 """Training checkpoints kept where a new operator pod finds them: one ConfigMap per model.
 
-The engine trains with its checkpoint in a local folder (``<checkpoint root>/<namespace>/<name>/``); a
-pod's disk goes with the pod, so the folder's files are copied into the ConfigMap
+The engine trains with its checkpoint in a local folder (``<checkpoint root>/<namespace>/<name>/``, one
+sub-folder per training key, see ``controller.engine.reconcile.workspace``); a pod's disk goes with the
+pod, so the model folder's files (every training's, under their relative paths) are copied into the ConfigMap
 ``qmlops-checkpoint-<name>`` as binaryData after every iteration, and copied back before training
 resumes. The ConfigMap is owned by its QuantumModel, so deleting the model garbage-collects it, and a
 model re-created under the same name never resumes another model's training.

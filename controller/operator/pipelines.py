@@ -16,6 +16,7 @@ from controller.api.quantumpipeline import QuantumPipelineStatus
 from controller.engine import status as engine_status
 from controller.engine.documents import LoadedDocument, Problem
 from controller.engine.validation import validate_documents
+from controller.operator import checks
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
 from controller.operator.settings import REQUESTED_AT
@@ -113,7 +114,11 @@ class Pipelines:
             return
         model_name = (body.get("spec") or {}).get("model")
         model = await self.runtime.read(API_VERSION, "quantummodels", namespace, model_name) if model_name else None
-        problems = review(body, model)
+        try:  # off the event loop: the model's OpenQASM ansatz is parsed here
+            problems = await checks.run(lambda: review(body, model), checks.RECONCILE_BUDGET_SECONDS)
+        except checks.CheckTimedOut as late:
+            log.warning("%s/%s: %s; tried again at its next event", namespace, name, late)
+            return
         new = build_status(body.get("status"), problems, model is not None, generation, requested, self.clock())
         patch = merge_diff(body.get("status") or {}, new.to_wire())
         if patch:

@@ -1,5 +1,10 @@
 """Validating admission: the same validator as ``qmlops validate``, so that ``kubectl apply`` of a bad
-spec is refused with the message ``qmlops validate`` prints for it (``field.path: message``)."""
+spec is refused with the message ``qmlops validate`` prints for it (``field.path: message``).
+
+The review runs on a check thread, never on kopf's event loop, and is answered within
+``WEBHOOK_BUDGET_SECONDS``: a review that has not finished by then is denied (HTTP 503, "validation did
+not finish within 8s"), before the apiserver's own ``timeoutSeconds`` would apply ``failurePolicy``.
+See ``checks.py`` for what happens to the work behind a late review."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import kopf
 
 from controller.api import GROUP, VERSION
 from controller.engine.validation import validate_object
+from controller.operator import checks
 
 # The path kopf serves each handler at (``/<id>``): deploy/webhook.yaml names the same paths.
 WEBHOOKS = {"quantummodels": "validate-quantummodels", "quantumpipelines": "validate-quantumpipelines"}
@@ -56,8 +62,11 @@ def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
-    verdict = review(body)
+async def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+    try:
+        verdict = await checks.run(lambda: review(body), checks.WEBHOOK_BUDGET_SECONDS)
+    except checks.CheckTimedOut as late:
+        raise kopf.AdmissionError(str(late), code=503) from None
     warnings.extend(verdict.warnings)
     if not verdict.allowed:
         raise kopf.AdmissionError(verdict.message(), code=422)

@@ -25,9 +25,10 @@ from controller.api import API_VERSION, QuantumModel
 from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
 from controller.engine import status as engine_status
 from controller.engine import training
-from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspace
+from controller.engine.decisions import CHAMPION_KINDS
+from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
 from controller.engine.text import scrub
-from controller.operator import checkpoints
+from controller.operator import checkpoints, checks
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
@@ -41,7 +42,6 @@ SOURCE_ANNOTATIONS = {
     "path": "qmlops.io/source-path",
     "author": "qmlops.io/source-author",
 }
-WARNING_DECISIONS = ("gate-failed", "blocked", "failed")
 PROGRESS_INTERVAL = 1.0  # seconds between two status updates while training
 _METADATA = (
     "name",
@@ -93,6 +93,12 @@ def read(body: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> Re
     return Reading(
         Observed(model=model, source=source(annotations), requested_at=requested), meta.get("generation"), requested
     )
+
+
+def unread(body: Mapping[str, Any]) -> Reading:
+    """What a reconcile knows of a model whose spec could not be read in time."""
+    meta = body.get("metadata") or {}
+    return Reading(None, meta.get("generation"), (meta.get("annotations") or {}).get(REQUESTED_AT))
 
 
 def source(annotations: Mapping[str, str]) -> SourceRef:
@@ -227,7 +233,12 @@ class ModelWorker:
         return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
 
     async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
-        reading = read(body, self._current(body))
+        current = self._current(body)
+        try:  # off the event loop: an OpenQASM ansatz is parsed here
+            reading = await checks.run(lambda: read(body, current), checks.RECONCILE_BUDGET_SECONDS)
+        except checks.CheckTimedOut as late:
+            await self._failed(body, unread(body), late)
+            return
         metrics = self.runtime.metrics
         if reading.observed is None:
             invalid = engine_status.invalid(
@@ -343,19 +354,24 @@ class ModelWorker:
         open for a resume, and drop its workspace from this pod's disk (the ConfigMap goes with the
         model, as its owner). True when a session was closed. History stays in Git."""
         self.released = True
-        reading = read(body)
+        try:
+            reading = await checks.run(lambda: read(body), checks.RECONCILE_BUDGET_SECONDS)
+        except checks.CheckTimedOut:
+            reading = unread(body)
         closed = False
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
             spec = reading.observed.model.spec
-            folder = Workspace(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).checkpoint_dir
+            kept = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).all()
             secret = spec.training.credentials_secret
             credentials = (lambda: self.runtime.credentials(self.ref.namespace, secret)) if secret else None
-            try:
-                # not on the reconcile pool: a deletion does not wait for other models' trainings
-                closed = await asyncio.to_thread(training.release, spec, folder, credentials)
-            except Exception as err:  # best effort: an unreachable IBM must not hold the finalizer
-                log.warning("%s/%s: session not closed: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+            for workspace in kept:  # each training's own session
+                try:
+                    # not on the reconcile pool: a deletion does not wait for other models' trainings
+                    released = await asyncio.to_thread(training.release, spec, workspace.checkpoint_dir, credentials)
+                    closed = closed or released
+                except Exception as err:  # best effort: an unreachable IBM must not hold the finalizer
+                    log.warning("%s/%s: session not closed: %s", self.ref.namespace, self.ref.name, type(err).__name__)
         self.forget()
         return closed
 
@@ -395,8 +411,8 @@ class ModelWorker:
         await self.runtime.client.merge_patch(self.status_path, patch)
 
     def _event(self, body: kopf.Body, decision: Decision) -> None:
-        kind = "Warning" if decision.kind in WARNING_DECISIONS else "Normal"
-        reason = "".join(part.capitalize() for part in decision.kind.split("-"))
+        kind = "Warning" if decision.kind.warns else "Normal"
+        reason = decision.kind.event_reason
         where = f" (commit {decision.commit[:12]})" if decision.commit else ""
         version = f"version {decision.version}: " if decision.version is not None else ""
         kopf.event(body, type=kind, reason=reason, message=scrub(f"{version}{decision.message}{where}"))
@@ -405,7 +421,7 @@ class ModelWorker:
         metrics = self.runtime.metrics
         for decision in decisions:
             metrics.decisions.labels(kind=decision.kind).inc()
-            if decision.kind in ("promoted", "rolled-back"):
+            if decision.kind in CHAMPION_KINDS:
                 metrics.promotions.inc()
         used = (after.get("usage") or {}).get("qpuSeconds", 0.0) - (before.get("usage") or {}).get("qpuSeconds", 0.0)
         if used > 0:

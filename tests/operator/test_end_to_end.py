@@ -306,12 +306,13 @@ async def test_a_tampered_checkpoint_configmap_is_ignored_and_training_starts_af
         await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny"), 30)
     kept = env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") or {}
     files = {entry["path"]: base64.b64decode(kept["binaryData"][key]) for key, entry in file_index(kept).items()}
-    journal = [json.loads(line) for line in files["checkpoint/journal.jsonl"].splitlines() if line.strip()]
+    journal_path = next(p for p in files if p.endswith("/checkpoint/journal.jsonl"))  # <training key>/checkpoint/
+    journal = [json.loads(line) for line in files[journal_path].splitlines() if line.strip()]
     jobs = [line["entry"] for line in journal if "entry" in line]  # after the header line
     assert len(jobs) >= 3
     for job in jobs:
         job["values"] = [0.0 for _ in job["values"]]
-    files["checkpoint/journal.jsonl"] = "".join(json.dumps(entry) + "\n" for entry in journal).encode()
+    files[journal_path] = "".join(json.dumps(entry) + "\n" for entry in journal).encode()
     data, index = checkpoints.encode(files)
     tampered = {"metadata": {"annotations": {checkpoints.FILES_ANNOTATION: json.dumps(index)}}, "binaryData": data}
     await env.client.patch("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny", tampered)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +16,11 @@ import kopf
 import pytest
 from ruamel.yaml import YAML
 
-from controller.operator import webhook
+from controller.operator import checks, webhook
 from controller.operator.settings import OperatorConfig, WebhookConfig, kopf_settings
 from tests.crds.objects import changed, model, pipeline
 from tests.support.kube import ApiError, Client, KubeApi, free_port, kopf_running, login_to, port_open
+from tests.validation.programs import doubling
 
 
 @pytest.fixture
@@ -99,8 +102,10 @@ async def test_updates_are_reviewed_with_server_fields_ignored(webhook_url: str)
         changed(model(), spec__circuit__qubits=2, spec__training__backend="local:nowhere"),
         changed(model(), spec__training__optimiser={"kind": "COBYLA"}),
         changed(pipeline(), spec__steps__1__dependsOn=["nothing"]),
+        changed(model(), spec__circuit__qubits=26, spec__training__backend="local:statevector"),
+        changed(model(), spec__training__shots=10_000_000, spec__training__optimizer={"maxIterations": 100_000}),
     ],
-    ids=["shots", "two-problems", "typo", "pipeline-graph"],
+    ids=["shots", "two-problems", "typo", "pipeline-graph", "qubits-over-memory", "shots-over-the-limit"],
 )
 async def test_a_bad_spec_is_refused_with_the_message_of_qmlops_validate(
     webhook_url: str, bad: dict[str, Any], tmp_path: Path
@@ -150,3 +155,52 @@ async def test_the_apiserver_refuses_kubectl_apply_through_the_webhook(
     assert kube.read("QuantumModel", "team-quantum", "iris-vqc") is None
     created = await client.create(model())
     assert created["metadata"]["name"] == "iris-vqc"
+
+
+async def test_an_ansatz_past_the_openqasm_limits_is_denied_at_its_line(webhook_url: str, tmp_path: Path) -> None:
+    """The issue's 16 levels of doubling gates: refused by the scan, in ``qmlops validate``'s words."""
+    bad = changed(model(), spec__circuit__ansatz={"kind": "QASM", "qasm": doubling(16)})
+    answer = await post_review(webhook_url, bad)
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 422
+    lines = answer["status"]["message"].splitlines()
+    assert lines == validate_cli(bad, tmp_path)
+    assert lines == [
+        "spec.circuit.ansatz.qasm: line 16, column 1: the program expands to more than 10,000 operations by this "
+        "statement (12,261 so far, gate definitions included); at most 10,000 (MAX_QASM_OPERATIONS)"
+    ]
+
+
+async def test_a_review_that_does_not_finish_in_time_is_denied_and_never_piles_up(
+    webhook_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reviews run on ``CHECK_THREADS`` threads; one that waits past its budget is denied, and one that
+    never got a thread is cancelled rather than run late."""
+    release = threading.Event()
+    started: list[str] = []
+
+    def stuck(obj: Any) -> webhook.Review:
+        started.append(obj["metadata"]["name"])
+        release.wait(30)
+        return webhook.Review(errors=[], warnings=[])
+
+    monkeypatch.setattr(checks, "WEBHOOK_BUDGET_SECONDS", 0.5)
+    monkeypatch.setattr(webhook, "review", stuck)
+    names = [f"m{i}" for i in range(checks.CHECK_THREADS + 2)]
+    try:
+        answers = await asyncio.gather(*(post_review(webhook_url, changed(model(), metadata__name=n)) for n in names))
+    finally:
+        release.set()
+    for answer in answers:
+        assert answer["allowed"] is False
+        assert answer["status"] == {"code": 503, "message": "validation did not finish within 0.5s"}
+    await asyncio.sleep(0.2)  # the released threads take whatever was left in the queue, if anything was
+    assert len(started) == checks.CHECK_THREADS
+
+
+def test_the_review_answers_before_the_apiserver_gives_up() -> None:
+    """The apiserver applies failurePolicy after timeoutSeconds; the webhook denies before that."""
+    config = YAML(typ="safe").load((Path(__file__).resolve().parents[2] / "deploy" / "webhook.yaml").read_text())
+    timeouts = [hook["timeoutSeconds"] for hook in config["webhooks"]]
+    assert timeouts and all(t >= checks.WEBHOOK_BUDGET_SECONDS + 1 for t in timeouts)
+    assert all(hook["failurePolicy"] == "Fail" for hook in config["webhooks"])

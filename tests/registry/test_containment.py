@@ -11,9 +11,9 @@ from ruamel.yaml import YAML
 
 from controller.api import QuantumModel
 from controller.engine.containment import OutsideWorkTree, check_found_file, inside_work_tree
+from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import Observed, Reconciler
 from controller.engine.registry import Registry, RegistryError
-from controller.engine.registry.ledger import FAILED
 from tests.registry.repos import Repos, git, tiny_spec
 from tests.validation.cli import qmlops
 
@@ -72,7 +72,7 @@ def test_a_reconcile_given_the_model_directly_records_the_refusal_not_the_file(r
         "the training data cannot be prepared: DatasetError: dataset.source: file:data/leak.csv leads into .git "
         "(through a symlink): Git's own files are never read"
     )
-    assert [d.kind for d in outcome.decisions] == [FAILED]
+    assert [d.kind for d in outcome.decisions] == [LedgerKind.FAILED]
     history = remote_history(repos)
     assert "dataset.source: file:data/leak.csv leads into .git" in history
     assert TOKEN not in history and "extraheader" not in history.lower()
@@ -116,7 +116,7 @@ def test_the_registry_writes_only_into_real_folders(repos: Repos, link: str, tar
     registry = Registry(work, remote=None)
     config = (work / ".git" / "config").read_bytes()
     with pytest.raises(RegistryError, match=r"is a symlink: the controller writes only into real folders"):
-        registry.record("demo", "tiny", at="2026-01-01T00:00:00Z", kind=FAILED, version=None, message="x")
+        registry.record("demo", "tiny", at="2026-01-01T00:00:00Z", kind=LedgerKind.FAILED, version=None, message="x")
     with pytest.raises(RegistryError, match=r"is a symlink"):
         registry.ledger("demo", "tiny")
     assert list((work / "elsewhere").iterdir()) == []
@@ -126,7 +126,7 @@ def test_the_registry_writes_only_into_real_folders(repos: Repos, link: str, tar
 def test_registry_paths_named_git_in_any_case_are_refused(repos: Repos) -> None:
     registry = Registry(repos.clone("work"), remote=None, root="registry/.GIT")
     with pytest.raises(RegistryError, match=r"is inside \.git"):
-        registry.record("demo", "tiny", at="2026-01-01T00:00:00Z", kind=FAILED, version=None, message="x")
+        registry.record("demo", "tiny", at="2026-01-01T00:00:00Z", kind=LedgerKind.FAILED, version=None, message="x")
 
 
 # --- the helper itself --------------------------------------------------------------------------------

@@ -91,3 +91,14 @@ def test_a_clone_of_an_empty_remote_receives_its_first_commits(tmp_path) -> None
     git(human, "push", "--quiet", "origin", "HEAD:main")
     assert registry.sync() == []
     assert (tmp_path / "runner" / "spec.yaml").read_text() == "a: 1\n"
+
+
+def test_a_decision_kind_given_as_the_enum_is_written_as_its_word(repos: Repos) -> None:
+    from controller.engine.decisions import LedgerKind
+
+    work = repos.clone("work")
+    registry = Registry(work)
+    recorded = registry.record("demo", "m", at=AT, kind=LedgerKind.BLOCKED, version=None, message="blocked by rule x")
+    assert type(recorded.entry.kind) is str and recorded.entry.kind == "blocked"
+    assert '"kind":"blocked"' in (work / "registry/demo/m/ledger.jsonl").read_text()
+    assert git(work, "log", "-1", "--format=%(trailers:key=Qmlops-Decision,valueonly)") == "blocked"

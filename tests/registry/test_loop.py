@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from controller.engine import training
-from controller.engine.reconcile import Outcome, Reconciler, TrainingDue
+from controller.engine.reconcile import Outcome, Reconciler, TrainingDue, Workspaces
 from controller.engine.registry import Registry
 from controller.engine.registry.git import Git
 from controller.engine.registry.store import TRAILER_DECISION
@@ -236,7 +236,8 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(repos: Repos, tmp_p
     with pytest.raises(training.TrainingStopped):
         rec.reconcile(observed, on_progress=progress, should_stop=lambda: len(seen) >= 2)
     assert decisions(repos) == []
-    assert any((tmp_path / "ckpt-work" / "demo" / "tiny" / "checkpoint").iterdir())
+    (kept,) = Workspaces(tmp_path / "ckpt-work", "demo", "tiny").all()  # one training, in its own folder
+    assert any(kept.checkpoint_dir.iterdir())
     plan = rec.plan(observed)
     assert plan.action == "train" and "resuming from its checkpoint" in plan.reason
     resumed: list[int] = []

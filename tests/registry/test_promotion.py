@@ -6,6 +6,7 @@ from typing import Any
 
 from controller.api import QuantumModelSpec
 from controller.engine import promotion
+from controller.engine.decisions import LedgerKind
 from controller.engine.registry import Provenance
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.ledger import Entry, Ledger, draft
@@ -142,3 +143,45 @@ def test_a_pin_skips_gates() -> None:
     h = History().add("registered", 1).add("gate-failed", 1)
     step = promotion.decide(spec(pin=1), h.ledger, [1], namespace="demo", name="m")
     assert step.action == "promote"
+
+
+# --- decisions are enums: nothing reads the message ----------------------------------------------------
+
+
+def test_failed_gates_stall_the_model_whatever_the_gate_entry_says() -> None:
+    """The status follows promotion's Standing, not its words: a gate-failed entry with any message
+    (here the bare kind, as written by a release with other wording) stalls a model without a champion."""
+    from datetime import UTC, datetime
+
+    from controller.api.meta import ConditionType
+    from controller.engine import status
+    from controller.engine.reconcile import State
+    from controller.engine.reconcile.actions import promote
+    from controller.engine.reconcile.intents import summarise
+
+    s = spec(gates=[{"metric": "accuracy", "min": 0.9}])
+    h = History().add(LedgerKind.REGISTERED, 1).add(LedgerKind.GATE_FAILED, 1)
+    assert "fails its gates" not in h.ledger.entries[-1].message
+    step = promotion.decide(s, h.ledger, [1], namespace="demo", name="m")
+    assert (step.action, step.standing) == (promotion.PromotionAction.NOTHING, promotion.Standing.GATES_FAILED)
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    intents, verdict = promote(State("demo", "m", s, h.ledger, [version(1, 0.6)], now), step)
+    facts = status.Facts()
+    for intent in intents:
+        summarise(intent, facts)
+    built = status.build(None, facts, now)
+    stalled = next(c for c in built.conditions if c.type == ConditionType.STALLED.value)
+    promoted = next(c for c in built.conditions if c.type == ConditionType.PROMOTED.value)
+    assert (verdict.action, stalled.status.value, promoted.reason) == ("nothing", "True", "GatesFailed")
+
+
+def test_each_promotion_step_names_the_ledger_kind_it_writes() -> None:
+    h = History().add(LedgerKind.REGISTERED, 1).add(LedgerKind.GATE_PASSED, 1)
+    step = promotion.decide(spec(), h.ledger, [1], namespace="demo", name="m")
+    assert (step.action, step.standing, step.decision) == (
+        promotion.PromotionAction.PROMOTE,
+        promotion.Standing.PASSES,
+        LedgerKind.PROMOTED,
+    )
+    missing = promotion.decide(spec(pin=4), h.ledger, [1], namespace="demo", name="m")
+    assert (missing.standing, missing.decision) == (promotion.Standing.PIN_MISSING, LedgerKind.BLOCKED)

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.engine import status
+from controller.engine.decisions import LedgerKind
 from controller.engine.registry import Registry
-from controller.engine.registry.ledger import BLOCKED, FAILED, Ledger, draft
+from controller.engine.registry.ledger import Ledger, draft
 from controller.engine.text import REDACTED, scrub
 from tests.registry.repos import Repos, git
 
@@ -69,8 +70,12 @@ def test_the_ledger_and_the_remote_never_hold_a_secret(repos: Repos) -> None:
     registry = Registry(work)
     message = "git fetch failed: fatal: https://bot:hunter2@git.example.com: Authorization: Basic Ym90Omh1bnRlcjI="
     data = {"remote": "https://bot:hunter2@git.example.com/specs.git", "nested": [{"header": "Bearer abcdef123456"}]}
-    recorded = registry.record("demo", "tiny", at="2026-01-01T00:00:00Z", kind=FAILED, version=None, message=message)
-    registry.record("demo", "tiny", at="2026-01-01T00:00:01Z", kind=BLOCKED, version=None, message="blocked", data=data)
+    recorded = registry.record(
+        "demo", "tiny", at="2026-01-01T00:00:00Z", kind=LedgerKind.FAILED, version=None, message=message
+    )
+    registry.record(
+        "demo", "tiny", at="2026-01-01T00:00:01Z", kind=LedgerKind.BLOCKED, version=None, message="blocked", data=data
+    )
     registry.publish()
     assert recorded.entry.message == (
         f"git fetch failed: fatal: https://{REDACTED}@git.example.com: Authorization: {REDACTED}"
@@ -87,7 +92,9 @@ def test_the_ledger_and_the_remote_never_hold_a_secret(repos: Repos) -> None:
 
 def test_a_blocked_reason_recorded_scrubbed_is_not_recorded_again() -> None:
     reason = "blocked by rule governance.allowedBackends: https://bot:pw@host/specs.git is not allowed"
-    entry = draft(None, at="2026-01-01T00:00:00Z", kind=BLOCKED, model="demo/tiny", version=None, message=reason)
+    entry = draft(
+        None, at="2026-01-01T00:00:00Z", kind=LedgerKind.BLOCKED, model="demo/tiny", version=None, message=reason
+    )
     assert "pw@" not in entry.message
     assert Ledger((entry,)).last_blocked_with(reason)
 

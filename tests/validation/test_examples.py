@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.api import QuantumModel
-from controller.engine.documents import load_resources
+from controller.engine.validation import load_resources
 from tests.api.specs import ROOT
 from tests.validation.cli import qmlops
 

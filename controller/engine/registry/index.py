@@ -11,8 +11,9 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from controller.engine.decisions import LedgerKind
 from controller.engine.registry import yamlio
-from controller.engine.registry.ledger import APPROVED, GATE_PASSED, Ledger
+from controller.engine.registry.ledger import Ledger
 from controller.engine.registry.versions import API_VERSION, Version
 
 INDEX_FILE = "model.yaml"
@@ -52,8 +53,8 @@ def summary(namespace: str, name: str, ledger: Ledger, versions: list[Version]) 
 
 def _version_row(version: Version, ledger: Ledger) -> dict[str, Any]:
     gate = ledger.gate_entry(version.number)
-    gates = None if gate is None else ("passed" if gate.kind == GATE_PASSED else "failed")
-    approvers = sorted({str(e.data.get("approver")) for e in ledger.for_version(version.number, APPROVED)})
+    gates = None if gate is None else ("passed" if gate.kind == LedgerKind.GATE_PASSED else "failed")
+    approvers = sorted({str(e.data.get("approver")) for e in ledger.for_version(version.number, LedgerKind.APPROVED)})
     row: dict[str, Any] = {
         "version": version.number,
         "digest": version.digest,

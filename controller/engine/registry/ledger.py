@@ -13,21 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.engine.decisions import CHAMPION_KINDS, GATE_KINDS, LedgerKind
 from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
+# entries whose ``data.usage`` spent shots and QPU time (counted against the model's budget)
+SPENDING_KINDS = (LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED, LedgerKind.EVALUATED)
 
-REGISTERED = "registered"
-GATE_PASSED = "gate-passed"
-GATE_FAILED = "gate-failed"
-APPROVED = "approved"
-PROMOTED = "promoted"
-ROLLED_BACK = "rolled-back"
-BLOCKED = "blocked"
-FAILED = "failed"
-KINDS = (REGISTERED, GATE_PASSED, GATE_FAILED, APPROVED, PROMOTED, ROLLED_BACK, BLOCKED, FAILED)
-CHAMPION_KINDS = (PROMOTED, ROLLED_BACK)
+KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 
 
 class LedgerError(ValueError):
@@ -77,6 +71,12 @@ class Entry:
     @property
     def time(self) -> datetime:
         return parse_time(self.at)
+
+    @property
+    def pipeline(self) -> str | None:
+        """The QuantumPipeline whose run wrote this entry (its name), or None: the model's own."""
+        value = self.data.get("pipeline")
+        return str(value["name"]) if isinstance(value, dict) and value.get("name") else None
 
     def describe(self) -> str:
         version = f" version {self.version}" if self.version is not None else ""
@@ -180,7 +180,7 @@ def draft(
     entry = Entry(
         seq=(previous.seq + 1) if previous else 1,
         at=at,
-        kind=kind,
+        kind=str(kind),  # a plain str (a LedgerKind member prints the same but YAML writers refuse it)
         model=model,
         version=version,
         message=scrub(message),
@@ -203,6 +203,11 @@ class Ledger:
     def last(self) -> Entry | None:
         return self.entries[-1] if self.entries else None
 
+    @property
+    def last_own(self) -> Entry | None:
+        """The newest entry the model's own reconcile wrote (a pipeline's runs write theirs in between)."""
+        return next((e for e in reversed(self.entries) if e.pipeline is None), None)
+
     def of_kind(self, *kinds: str) -> list[Entry]:
         return [e for e in self.entries if e.kind in kinds]
 
@@ -218,41 +223,42 @@ class Ledger:
         return entry.version if entry else None
 
     def gate_entry(self, version: int) -> Entry | None:
-        found = self.for_version(version, GATE_PASSED, GATE_FAILED)
+        found = self.for_version(version, *GATE_KINDS)
         return found[-1] if found else None
 
     def ever_champion(self, version: int) -> bool:
         return bool(self.for_version(version, *CHAMPION_KINDS))
 
     def approval_commits(self) -> set[str]:
-        return {str(e.data.get("commit")) for e in self.of_kind(APPROVED)}
+        return {str(e.data.get("commit")) for e in self.of_kind(LedgerKind.APPROVED)}
 
     def approvers(self, version: int, *, signed_only: bool = False) -> set[str]:
         return {
             str(e.data.get("approver", "")).lower()
-            for e in self.for_version(version, APPROVED)
+            for e in self.for_version(version, LedgerKind.APPROVED)
             if e.data.get("approver") and (e.data.get("signed") or not signed_only)
         }
 
     def registered_digests(self) -> dict[str, int]:
         """Artifact digest -> version, for idempotent registration."""
         out: dict[str, int] = {}
-        for entry in self.of_kind(REGISTERED):
+        for entry in self.of_kind(LedgerKind.REGISTERED):
             digest = entry.data.get("artifactDigest")
             if isinstance(digest, str) and entry.version is not None:
                 out[digest] = entry.version
         return out
 
     def versions(self) -> list[int]:
-        return [e.version for e in self.of_kind(REGISTERED) if e.version is not None]
+        return [e.version for e in self.of_kind(LedgerKind.REGISTERED) if e.version is not None]
 
     def since(self, moment: datetime) -> list[Entry]:
         return [e for e in self.entries if e.time >= moment]
 
     def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
-        """QPU seconds that trainings recorded in the ledger spent in the rolling window before ``now``."""
+        """QPU seconds that trainings and evaluations recorded in the ledger spent in the rolling
+        window before ``now``."""
         total = 0.0
-        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+        for entry in self.of_kind(*SPENDING_KINDS):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 total += float(usage.get("qpuSeconds", 0.0) or 0.0)
@@ -260,7 +266,7 @@ class Ledger:
 
     def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
-        for entry in self.of_kind(REGISTERED, FAILED, BLOCKED):
+        for entry in self.of_kind(*SPENDING_KINDS):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 for key in totals:
@@ -269,8 +275,8 @@ class Ledger:
 
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
-        last = self.last
-        return last is not None and last.kind == BLOCKED and last.message == scrub(reason)
+        last = self.last_own
+        return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
 
 
 def ledger_of(entries: Sequence[Entry]) -> Ledger:

@@ -14,12 +14,15 @@ from controller.engine.training.errors import (
     BudgetExceeded,
     CircuitError,
     DatasetError,
+    LimitExceeded,
     RuntimeFailure,
     TrainingError,
     TrainingStopped,
+    TrainingTimedOut,
 )
+from controller.engine.training.evaluation import Evaluation, evaluate
 from controller.engine.training.objective import Progress
-from controller.engine.training.trainer import dataset_digest, release, score, spec_digest, train
+from controller.engine.training.trainer import dataset_digest, package_versions, release, score, spec_digest, train
 
 __all__ = [
     "ArtifactError",
@@ -28,14 +31,19 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "DatasetError",
+    "Evaluation",
+    "LimitExceeded",
     "ModelArtifact",
     "Progress",
     "RuntimeFactory",
     "RuntimeFailure",
     "TrainingError",
     "TrainingStopped",
+    "TrainingTimedOut",
     "dataset_digest",
+    "evaluate",
     "local_credentials",
+    "package_versions",
     "release",
     "runtime_factory",
     "score",

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from controller.api import limits
 from controller.api.quantummodel import ExecutionMode, QuantumModelSpec
 from controller.engine.training import calibration as calibrations
 from controller.engine.training import circuits, failures
 from controller.engine.training.calibration import Calibration
 from controller.engine.training.credentials import Credentials, CredentialsSource, resolve
-from controller.engine.training.errors import RuntimeFailure, TrainingError
+from controller.engine.training.errors import CircuitError, RuntimeFailure, TrainingError
 
 MAX_TRANSIENT_RETRIES = 5
 MAX_SESSION_REOPENS = 3
@@ -196,7 +197,9 @@ class AerTarget(Target):
         from qiskit_aer.primitives import EstimatorV2
 
         self.ref, self.device = ref, "aer_simulator"
-        self._estimator = EstimatorV2(options={"backend_options": dict(AER_OPTIONS)})
+        # Aer runs as many samples in parallel as fit max_memory_mb: within the memory limit
+        options = {**AER_OPTIONS, "max_memory_mb": limits.memory_limit() // limits.MiB}
+        self._estimator = EstimatorV2(options={"backend_options": options})
 
     def transpile(self, circuit: Any, seed: int) -> Any:
         from qiskit.transpiler import generate_preset_pass_manager
@@ -243,6 +246,11 @@ class RuntimeTarget(Target):
         self._mode: Any = None
         self._guarded(self._connect)
         self.device = str(getattr(self._backend, "name", name))
+        own = getattr(self._backend, "num_qubits", None)
+        if isinstance(own, int) and own < spec.circuit.qubits:  # ibm: devices are known only once connected
+            raise CircuitError(
+                f"circuit.qubits: {self.ref} ({self.device}) has {own} qubits; circuit.qubits is {spec.circuit.qubits}"
+            )
         self.calibration = self._calibrate(repo_root, calibration)
         self._guarded(lambda: self._open(resume_session))
 

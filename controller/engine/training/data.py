@@ -6,21 +6,21 @@ only, kept as plain numbers (no pickle), and applied again to anything a model l
 from __future__ import annotations
 
 import csv
-import io
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from controller.api import limits
 from controller.api.quantummodel import Dataset
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.registry.canonical import digest_of
 from controller.engine.training.errors import DatasetError
 
-MAX_CSV_BYTES = 64 * 1024 * 1024
 # The range features are scaled to, per feature map. ZFeatureMap rotates each qubit by 2x: [0, pi] covers
 # it once. ZZ and Pauli maps also entangle with phases 2(pi - x_i)(pi - x_j), which [0, 1] keeps apart
 # (qiskit-machine-learning's tutorials scale to [0, 1] for the same reason); [0, pi] makes them wrap.
@@ -199,20 +199,21 @@ def _csv(repo_root: Path, relative: str, target: str) -> Table:
     except OutsideWorkTree as err:
         raise DatasetError(f"dataset.source: {where} {err.reason}") from None
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError:
         raise DatasetError(f"dataset.source: {where} does not exist in the repository") from None
-    if size > MAX_CSV_BYTES:
-        raise DatasetError(f"dataset.source: {where} is {size} bytes; the limit is {MAX_CSV_BYTES}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"dataset.source: {where} is not a regular file")
+    try:  # streamed: refused at the first byte or row over a bound, before the rest is read
+        rows = list(limits.csv_rows(path, where))
+    except limits.DatasetTooLarge as err:
+        raise DatasetError(f"dataset.source: {err}") from None
     except UnicodeDecodeError:
         raise DatasetError(f"dataset.source: {where} is not UTF-8 text") from None
-    reader, rows, line = csv.reader(io.StringIO(text)), [], 1
-    for row in reader:  # with the line each row starts on: blank lines and quoted newlines count
-        if any(cell.strip() for cell in row):
-            rows.append((line, row))
-        line = reader.line_num + 1
+    except csv.Error as err:
+        raise DatasetError(f"dataset.source: {where} is not a readable CSV file ({err})") from None
+    except OSError:
+        raise DatasetError(f"dataset.source: {where} cannot be read") from None
     if len(rows) < 2:
         raise DatasetError(f"dataset.source: {where} has no data rows under its header")
     header = [h.strip() for h in rows[0][1]]

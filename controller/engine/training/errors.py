@@ -3,8 +3,10 @@ quote a credential."""
 
 from __future__ import annotations
 
+from controller.engine.errors import StallingError
 
-class TrainingError(Exception):
+
+class TrainingError(StallingError):
     """A training that cannot go on: bad data, a circuit that does not fit, a Runtime error that is
     the user's to fix. The message is the whole explanation; no traceback is needed."""
 
@@ -19,6 +21,17 @@ class CircuitError(TrainingError):
 
 class BudgetExceeded(TrainingError):
     """The next job would break governance.qpuBudgetSeconds or governance.maxShots: it is not started."""
+
+
+class LimitExceeded(TrainingError):
+    """The training asks more of the machine than its limits allow (a simulation's memory, a device's
+    qubits, the shots of the whole training: controller/api/limits.py); nothing is started."""
+
+
+class TrainingTimedOut(TrainingError):
+    """The training ran for training.timeout (wall-clock, summed over its resumes) and stopped before
+    its next job. Unlike :class:`TrainingStopped` it is a failure of that training: it is recorded, and
+    the training is not started again until its spec (its timeout included) changes."""
 
 
 class RuntimeFailure(TrainingError):

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from controller.api import limits
 from controller.api.quantummodel import QuantumModelSpec
 from controller.engine.training import readout
 from controller.engine.training.backends import Target
 from controller.engine.training.checkpoint import Checkpoint, Entry
 from controller.engine.training.circuits import ModelCircuit, parameter_table
-from controller.engine.training.errors import BudgetExceeded, TrainingStopped
+from controller.engine.training.errors import BudgetExceeded, TrainingStopped, TrainingTimedOut
 
 SHIFT = math.pi / 2
 
@@ -63,6 +64,7 @@ class Objective:
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         angles: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.spec, self.model, self.target = spec, model, target
         self.isa, self.observables, self.angles = isa, observables, angles
@@ -72,8 +74,10 @@ class Objective:
         self.budget_used = budget_used_seconds
         self.on_progress, self.should_stop = on_progress, should_stop
         self.max_iterations = spec.training.optimizer.max_iterations
+        self.timeout = limits.timeout_seconds(spec.training)
         self.cursor = 0  # the next journal entry to replay
-        self._since = time.perf_counter()  # when the last job ended: each entry's wall time runs from there
+        self.clock = clock
+        self._since = clock()  # when the last job ended: each entry's wall time runs from there
         self.best: tuple[float, np.ndarray] | None = None
         self.curve: list[float] = []
         self._base = parameter_table(isa, x, dict.fromkeys(model.weights, 0.0), model, angles)  # (N, P)
@@ -117,21 +121,23 @@ class Objective:
     def _job(self, kind: str, points: np.ndarray, evaluate: Callable[[], Entry], limit: bool = True) -> Entry:
         replayed = self._replay(kind, points)
         if replayed is not None:
-            self._since = time.perf_counter()
+            self._since = self.clock()
             return replayed
         if limit and self.checkpoint.iteration >= self.max_iterations:
             raise IterationLimit
         if self.should_stop is not None and self.should_stop():
             raise TrainingStopped(f"stopped before iteration {self.checkpoint.iteration + 1}; the checkpoint is kept")
+        if limit:  # the test split's job that ends a training always runs: no training times out at its end
+            self._check_timeout()
         self._check_budget(reserve_test=kind != "test")
         entry = evaluate()
         entry.kind, entry.points = kind, points.tolist()
-        entry.wall_seconds = time.perf_counter() - self._since
+        entry.wall_seconds = self.clock() - self._since
         self.checkpoint.record(entry, self.target.session_id)
         self.cursor = len(self.checkpoint.entries)
         if kind != "test":
             self._report(entry)
-        self._since = time.perf_counter()
+        self._since = self.clock()
         return entry
 
     def _replay(self, kind: str, points: np.ndarray) -> Entry | None:
@@ -144,6 +150,20 @@ class Objective:
             return entry
         self.checkpoint.truncate(self.cursor)  # the journal no longer matches this optimizer: go on live from here
         return None
+
+    def _check_timeout(self) -> None:
+        """No job starts once the training has run training.timeout: its journaled jobs' wall time
+        (earlier runs' included, so a restart does not reset the clock) and the time since the last."""
+        elapsed = self.checkpoint.totals.wall_seconds + (self.clock() - self._since)
+        if elapsed < self.timeout:
+            return
+        done = self.checkpoint.iteration
+        raise TrainingTimedOut(
+            f"training.timeout: the training has run {limits.format_seconds(elapsed)}, its timeout is "
+            f"{self.spec.training.timeout}; stopped before iteration {done + 1} of {self.max_iterations}, the "
+            f"checkpoint after iteration {done} is kept; raise training.timeout or lower "
+            "training.optimizer.maxIterations to train again"
+        )
 
     def _check_budget(self, reserve_test: bool) -> None:
         """No job starts that would break maxShots or the QPU budget. A training job also leaves room

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from controller.api import limits
 from controller.api.quantummodel import GRADIENT_OPTIMIZERS, QuantumModelSpec
 from controller.engine.registry.canonical import digest_of
 from controller.engine.training import artifact as artifacts
@@ -18,7 +20,7 @@ from controller.engine.training import calibration as calibrations
 from controller.engine.training.artifact import ModelArtifact
 from controller.engine.training.checkpoint import Checkpoint
 from controller.engine.training.credentials import CredentialsSource
-from controller.engine.training.errors import BudgetExceeded, DatasetError, TrainingError
+from controller.engine.training.errors import BudgetExceeded, DatasetError, LimitExceeded, TrainingError
 from controller.engine.training.objective import Objective, Progress
 
 PACKAGES = ("qmlops", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "numpy", "scipy", "scikit-learn")
@@ -26,8 +28,10 @@ PACKAGES = ("qmlops", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "numpy", "sc
 
 def spec_digest(spec: QuantumModelSpec) -> str:
     """What a training depends on in the spec: data, circuit and training settings. Promotion,
-    governance, the schedule and the credentials' name do not change what is trained."""
-    training = spec.training.model_dump(mode="json", by_alias=True, exclude={"schedule", "credentials_secret"})
+    governance, the schedule, the timeout and the credentials' name do not change what is trained."""
+    training = spec.training.model_dump(
+        mode="json", by_alias=True, exclude={"schedule", "credentials_secret", "timeout"}
+    )
     parts = {
         "task": spec.task.value,
         "dataset": spec.dataset.model_dump(mode="json", by_alias=True),
@@ -52,17 +56,21 @@ def train(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> ModelArtifact:
     """Train ``spec`` on its backend, resuming from ``checkpoint_dir`` when it holds this very training.
 
-    Raises :class:`TrainingStopped` when ``should_stop`` says so (the checkpoint is kept), and a
+    Raises :class:`TrainingStopped` when ``should_stop`` says so (the checkpoint is kept),
+    :class:`TrainingTimedOut` once it has run ``training.timeout`` by ``clock``, and a
     :class:`TrainingError` with a message naming the spec field for anything the user must fix."""
     started = time.perf_counter()
+    _check_qubits(spec)
     prepared = data.prepare(spec.dataset, repo_root, spec.circuit.qubits, spec.circuit.feature_map.kind.value)
     model = circuits.build(spec, prepared.x_train.shape[1], len(prepared.classes))
     if spec.training.optimizer.kind in GRADIENT_OPTIMIZERS:
         circuits.check_shift_rule(model)
     _check_shots(spec)
+    _check_estimate(spec, prepared, budget_used_seconds)
     fingerprint = digest_of([spec_digest(spec), prepared.digest])
     checkpoint = Checkpoint.open(checkpoint_dir, fingerprint)
     target = backends.open_target(spec, credentials, checkpoint.session_id, sleep, repo_root=repo_root)
@@ -82,6 +90,7 @@ def train(
             on_progress=on_progress,
             should_stop=should_stop,
             angles=angles,
+            clock=clock,
         )
         x0 = optimizers.initial_weights(len(model.weights), spec.training.seed)
         optimizers.minimize(objective, x0, spec.training.optimizer, spec.training.seed)
@@ -111,6 +120,23 @@ def calibration_lineage(target: backends.Target, isa: Any, keep_in: Path | None 
     if keep_in is not None:
         calibrations.keep(used, keep_in)
     return used.lineage(calibrations.footprint_of(isa))
+
+
+def _check_qubits(spec: QuantumModelSpec) -> None:
+    problem = limits.qubit_problem(spec.training.backend, spec.circuit.qubits)
+    if problem is not None:
+        raise LimitExceeded(f"circuit.qubits: {problem}")
+
+
+def _check_estimate(spec: QuantumModelSpec, prepared: data.Prepared, used_seconds: float) -> None:
+    """The whole training's shots and QPU time, from the samples the data really has, before any job."""
+    found = limits.Samples(len(prepared.x_train), len(prepared.x_test), True)
+    problem = limits.shots_problem(spec, found)
+    if problem is not None:
+        raise LimitExceeded(f"training: {problem}")
+    problem = limits.qpu_estimate_problem(spec, found, used=used_seconds)
+    if problem is not None:
+        raise BudgetExceeded(f"{problem}; no job was started")
 
 
 def _check_shots(spec: QuantumModelSpec) -> None:
@@ -185,6 +211,16 @@ def _artifact(
 def _curve(objective: Objective) -> list[float]:
     """One loss per iteration: the point each job was about (SPSA's and the gradient's centre)."""
     return [e.values[0] for e in objective.checkpoint.entries if e.kind != "test" and e.values]
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages a training depends on, as recorded in its lineage."""
+    return dict(_installed_packages())
+
+
+@functools.cache
+def _installed_packages() -> tuple[tuple[str, str], ...]:
+    return tuple(_packages().items())
 
 
 def _packages() -> dict[str, str]:

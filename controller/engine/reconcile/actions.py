@@ -1,0 +1,318 @@
+"""The actions every kind of reconciler shares: train-and-register, evaluate (the gates), approve,
+promote. Each reads state and returns intents; the effects carry them out (``recorder.py``). A
+QuantumModel's steps use them for its own training; a QuantumPipeline's steps will use them for its
+cells (train-and-register under their own training keys) and for the version it selects (evaluate,
+promote through the model's gates and approvals).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from controller.engine import promotion
+from controller.engine.decisions import LedgerKind, PlanAction
+from controller.engine.errors import RetryableError
+from controller.engine.reconcile.intents import (
+    PIN_RULE,
+    Block,
+    Fail,
+    Intent,
+    Promotion,
+    RecordDecision,
+    Register,
+    StepContext,
+    Training,
+    Verdict,
+)
+from controller.engine.reconcile.services import Services
+from controller.engine.reconcile.state import Due, State, training
+from controller.engine.reconcile.workspace import MODEL_OWNER
+from controller.engine.registry import approvals as git_approvals
+from controller.engine.registry import versions as version_files
+from controller.engine.registry.ledger import Ledger, format_time
+from controller.engine.registry.store import TRAILER_PIPELINE, TRAILER_RUN
+from controller.engine.registry.versions import Provenance, Version
+from controller.engine.status import PromotionState, describe_failure
+from controller.engine.text import scrub
+
+
+class TrainingDue(RetryableError):
+    """A reconcile told not to train reached a training that is due. Nothing was written: whoever
+    may train (the operator's training daemon) reconciles the model again."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"training because {reason}")
+        self.reason = reason
+
+
+# --- train and register -------------------------------------------------------------------------------
+
+
+def failed_before(ledger: Ledger, due: Due) -> str | None:
+    """The failure already recorded for this very training (same key), if any."""
+    for entry in reversed(ledger.entries):
+        if entry.kind == LedgerKind.REGISTERED and entry.pipeline is None:
+            return None
+        if entry.kind == LedgerKind.FAILED and entry.data.get("trainingKey") == due.key:
+            return entry.message
+    return None
+
+
+def failure(state: State, message: str, spec_digest: str, dataset_digest: str, due: Due | None) -> list[Intent]:
+    """A training that failed (or could not start): the status says so; the ledger too, unless its
+    newest entry says it already."""
+    intents: list[Intent] = [Fail(message)]
+    last = state.ledger.last_own
+    if last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):  # as the ledger keeps it
+        data = {"specDigest": spec_digest, "datasetDigest": dataset_digest, "trainingKey": due.key if due else None}
+        intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
+    return intents
+
+
+def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:
+    """The registration of a finished training's artifact, or None when its digest is registered
+    already (a crash between the commit and the workspace's cleanup: never twice). ``pipeline``:
+    ``{name, run, step, cell}`` of the pipeline run that trained it, recorded in the version."""
+    state, services = ctx.state, ctx.services
+    artifact = training().ModelArtifact.from_json(raw)
+    digest = str(artifact.digest)
+    if digest in state.ledger.registered_digests():
+        return None
+    source = ctx.observed.source
+    number = version_files.next_number(state.numbers, state.ledger.versions())
+    manifest = version_files.manifest(
+        namespace=state.namespace,
+        name=state.name,
+        number=number,
+        registered_at=format_time(services.now()),
+        source=Provenance(source.repository, source.revision, source.path, source.author),
+        spec_digest=due.spec_digest,
+        dataset_digest=due.dataset_digest,
+        artifact=json.loads(raw),
+        artifact_digest=digest,
+        pipeline=pipeline,
+    )
+    version = Version(number, manifest)
+    metrics = version.scalar_metrics()
+    accuracy = f" (accuracy {metrics['accuracy']:.3f})" if "accuracy" in metrics else ""
+    data = {
+        "versionDigest": version.digest,
+        "artifactDigest": digest,
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "source": version.source,
+        "backend": version.backend,
+        "metrics": metrics,
+        "usage": usage_of(artifact),
+    }
+    trailers: tuple[tuple[str, str], ...] = ()
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+        trailers = run_trailers(state, pipeline)
+    files = {version_files.file_name(number): version_files.encode(manifest)}
+    message = f"registered version {number}{accuracy}, trained because {due.reason}"
+    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers))
+
+
+def run_trailers(state: State, pipeline: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The trailers of a commit a pipeline run makes: which pipeline, which run."""
+    return (
+        (TRAILER_PIPELINE, f"{state.namespace}/{pipeline['name']}"),
+        (TRAILER_RUN, str(pipeline["run"])),
+    )
+
+
+def train(
+    ctx: StepContext,
+    due: Due,
+    *,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+    may_train: bool,
+) -> list[Intent]:
+    """Train for ``due`` in its own workspace (resuming from its checkpoint), keep the artifact beside
+    it, and register it; a failed training is a failure, a stopped one (Ctrl-C, shutdown) raises."""
+    state = ctx.state
+    if not may_train:
+        raise TrainingDue(due.reason)
+    try:
+        raw = train_in_workspace(ctx.services, state, due, on_progress=on_progress, should_stop=should_stop)
+    except Exception as err:
+        if isinstance(err, training().TrainingStopped):
+            raise
+        return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
+    registered = registration(ctx, due, raw)
+    return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
+
+
+def train_in_workspace(
+    services: Services,
+    state: State,
+    due: Due,
+    *,
+    owner: str = MODEL_OWNER,
+    on_progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bytes:
+    """The artifact of the training ``due`` of ``state.spec``: trained in the training's own workspace
+    under its lock (resuming from its checkpoint), or found there finished. Raises what the trainer
+    raises. Safe to call from several threads for different keys (a pipeline's cells)."""
+    workspace = services.workspaces(state.namespace, state.name).of(due.key)
+    with workspace.hold():
+        workspace.begin(due, owner=owner)
+        raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
+        if raw is None:
+            artifact = _run_trainer(services, state, workspace.checkpoint_dir, on_progress, should_stop)
+            raw = artifact.to_json()
+            workspace.keep(raw)
+    return raw
+
+
+def _run_trainer(
+    services: Services,
+    state: State,
+    checkpoint_dir: Any,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Any:
+    spec = state.spec
+    credentials = None
+    lookup, secret = services.credentials, spec.training.credentials_secret
+    if secret and lookup is not None:
+        # read when a backend asks (ibm: only), and again after a 401: a rotated Secret is picked up
+        credentials = lambda: lookup(state.namespace, secret)  # noqa: E731
+    return services.trainer(
+        spec,
+        repo_root=services.registry.repo,
+        checkpoint_dir=checkpoint_dir,
+        credentials=credentials,
+        budget_used_seconds=state.ledger.qpu_seconds(state.now),
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+
+
+def usage_of(artifact: Any) -> dict[str, float]:
+    manifest = getattr(artifact, "manifest", {}) or {}
+    usage = manifest.get("usage") or (manifest.get("lineage") or {}).get("usage") or {}
+    return {
+        "qpuSeconds": float(usage.get("qpuSeconds", usage.get("qpu_seconds", 0.0)) or 0.0),
+        "primitiveJobs": float(usage.get("primitiveJobs", usage.get("jobs", 0)) or 0),
+        "shots": float(usage.get("shots", 0) or 0),
+    }
+
+
+# --- approvals -------------------------------------------------------------------------------------------
+
+
+def pending_approvals(services: Services, state: State) -> list[git_approvals.Approval]:
+    """Approvals in history that count and are not in the ledger yet."""
+    registry = services.registry
+    recorded = state.ledger.approval_commits()
+    found: list[git_approvals.Approval] = []
+    for commit, ns, name, version in registry.approval_trailers():
+        if (ns, name) != (state.namespace, state.name) or commit.sha in recorded:
+            continue
+        approval = git_approvals.judge(
+            registry.git,
+            commit,
+            version=version,
+            version_path=registry.version_path(ns, name, version),
+            approvers=list(state.spec.governance.approvers),
+            require_signed=state.spec.governance.require_signed_approvals,
+            controller_email=registry.identity.email,
+        )
+        if approval.counts and not _approved_before(state.ledger, found, approval):
+            found.append(approval)
+    return found
+
+
+def _approved_before(ledger: Ledger, found: list[git_approvals.Approval], approval: git_approvals.Approval) -> bool:
+    """Each approver's approval of a version is recorded once (a signed one still counts after an
+    unsigned one, for when governance starts to require signatures)."""
+    for entry in ledger.for_version(approval.version, LedgerKind.APPROVED):
+        same = str(entry.data.get("approver", "")).lower() == approval.approver
+        if same and (entry.data.get("signed") or not approval.signed):
+            return True
+    return any(a.approver == approval.approver and a.version == approval.version for a in found)
+
+
+def approval_records(services: Services, state: State) -> list[RecordDecision]:
+    records = []
+    for approval in pending_approvals(services, state):
+        data = {"approver": approval.approver, "commit": approval.commit, "signed": approval.signed}
+        signed = " (signed)" if approval.signed else ""
+        message = f"version {approval.version} approved by {approval.approver}{signed}"
+        records.append(RecordDecision(LedgerKind.APPROVED, approval.version, message, data))
+    return records
+
+
+# --- evaluate: the gates ------------------------------------------------------------------------------------
+
+
+def champion_score(services: Services, state: State, candidate: Version) -> promotion.ChampionScore | None:
+    """The champion's value of the comparison metric on ``candidate``'s test split."""
+    champion = state.version(state.ledger.champion())
+    if champion is None or champion.number == candidate.number:
+        return None
+    metric = promotion.CHAMPION_METRIC
+    if champion.dataset_digest == candidate.dataset_digest:
+        return promotion.ChampionScore(champion.number, champion.scalar_metrics().get(metric), "same test split")
+    try:
+        value = training().score(champion.artifact, state.spec, repo_root=services.registry.repo).get(metric)
+    except Exception as err:
+        why = f"champion not re-scored on the new test split: {describe_failure(err)}"
+        return promotion.ChampionScore(champion.number, None, why)
+    return promotion.ChampionScore(champion.number, value, "champion re-scored on this version's test split")
+
+
+def gate_decision(services: Services, state: State, candidate: Version) -> RecordDecision:
+    """``candidate`` judged by the spec's gates and ``beatChampionBy``: gate-passed or gate-failed."""
+    score = champion_score(services, state, candidate)
+    report = promotion.evaluate_gates(state.spec, candidate, score)
+    data = {**report.to_json(), "versionDigest": candidate.digest}
+    if score is not None:
+        data["champion"] = {"version": score.version, "value": score.value, "how": score.how}
+    return RecordDecision(report.kind, candidate.number, report.message(), data)
+
+
+# --- promote -------------------------------------------------------------------------------------------------
+
+_PLAN_ACTIONS = {
+    promotion.PromotionAction.PROMOTE: PlanAction.PROMOTE,
+    promotion.PromotionAction.ROLLBACK: PlanAction.ROLLBACK,
+    promotion.PromotionAction.BLOCK: PlanAction.BLOCK,
+    promotion.PromotionAction.WAIT: PlanAction.WAIT,
+    promotion.PromotionAction.EVALUATE: PlanAction.WAIT,
+    promotion.PromotionAction.NOTHING: PlanAction.NOTHING,
+}
+
+
+def promote(state: State, step: promotion.PromotionStep) -> tuple[list[Intent], Verdict]:
+    """Carrying out a promotion step: the champion changes, a pin blocks, or promotion stands."""
+    verdict = Verdict(_PLAN_ACTIONS[step.action], step.reason, step.version)
+    Action = promotion.PromotionAction
+    if step.action in (Action.PROMOTE, Action.ROLLBACK) and step.version is not None:
+        version = state.version(step.version)
+        assert version is not None and step.decision is not None
+        data = {"versionDigest": version.digest, "previous": state.ledger.champion(), "pin": state.spec.promotion.pin}
+        verb = "promoted" if step.action is Action.PROMOTE else "rolled back to"
+        message = f"{verb} version {step.version}: {step.reason}"
+        return [RecordDecision(step.decision, step.version, message, data), Promotion("champion", message)], verdict
+    if step.action is Action.BLOCK:
+        intents: list[Intent] = [Block((PIN_RULE,), step.reason)]
+        if not state.ledger.last_blocked_with(step.reason):
+            intents.append(RecordDecision(LedgerKind.BLOCKED, step.version, step.reason, {"rules": [PIN_RULE]}))
+        return intents, verdict
+    standing: PromotionState = "none"
+    if step.action is Action.WAIT:
+        standing = "waiting"
+    elif state.ledger.champion() is not None:
+        standing = "champion"
+    elif state.latest is not None and step.standing is promotion.Standing.GATES_FAILED:
+        standing = "gates-failed"
+    return [Promotion(standing, step.reason)], verdict

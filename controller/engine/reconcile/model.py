@@ -1,0 +1,183 @@
+"""``ModelReconciler``: one QuantumModel against its registry in Git, the engine both shells drive.
+
+``reconcile`` runs the model's steps (``steps.MODEL_STEPS``) with the Git recorder: each decision is
+one commit by the controller; the commits are pushed at the end (rebased and retried on rejection).
+If another controller decided about the same model first, this one's commits are dropped and it
+decides again on the history that won. An unchanged repository makes no commit. ``plan`` runs the
+same steps with the dry run: nothing is trained or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.quantummodel import QuantumModel, QuantumModelStatus, TrainingStatus, Usage, VersionRef
+from controller.engine import status as model_status
+from controller.engine.decisions import LedgerKind, PlanAction
+from controller.engine.reconcile.intents import StepContext, Verdict, run_steps
+from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
+from controller.engine.reconcile.services import Services
+from controller.engine.reconcile.state import Due, Observed, State, next_cron_tick, training
+from controller.engine.reconcile.steps import MODEL_STEPS
+from controller.engine.reconcile.workspace import MODEL_OWNER, Workspace
+from controller.engine.registry.store import TRAILER_MODEL
+from controller.engine.registry.versions import Version
+
+ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``qmlops plan`` prints: the verdict of the last step the dry run reached. ``changes``:
+    whether ``run`` would train or commit anything."""
+
+    action: PlanAction
+    reason: str
+    version: int | None = None
+    changes: bool = False
+
+
+@dataclass
+class Outcome:
+    status: QuantumModelStatus
+    decisions: list[Decision]
+    requeue_after: float | None
+
+
+class ModelReconciler(Services):
+    steps = MODEL_STEPS
+
+    def context(self, observed: Observed) -> StepContext:
+        return StepContext(observed, self.state(observed.model), self)
+
+    # --- plan ---------------------------------------------------------------------------------
+
+    def plan(self, observed: Observed) -> Plan:
+        """What :meth:`reconcile` would do now, and why; nothing is trained or written."""
+        applied = run_steps(self.context(observed), self.steps, DryRun(), model_status.Facts())
+        verdict = applied.verdict or Verdict(PlanAction.NOTHING, "nothing to do")
+        reason = verdict.reason
+        approvals = len(applied.recorded(LedgerKind.APPROVED))
+        if approvals:
+            reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
+        return Plan(verdict.action, reason, verdict.version, applied.changes)
+
+    # --- reconcile ------------------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        observed: Observed,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        may_train: bool = True,
+    ) -> Outcome:
+        """Carry out the plan: train, register, record, promote; commit each decision and push.
+        With ``may_train`` false, a due training raises :class:`TrainingDue` instead of starting."""
+        model = observed.model
+        ns, name = model.metadata.namespace, model.metadata.name
+        self.registry.sync()
+        for _ in range(ATTEMPTS):
+            self.registry.discard_uncommitted(ns, name)
+            ctx = self.context(observed)
+            recorder = GitRecorder(on_progress=on_progress, should_stop=should_stop, may_train=may_train)
+            facts = model_status.Facts(
+                generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
+            )
+            run_steps(ctx, self.steps, recorder, facts)
+            outcome = self._outcome(model, ctx.state, facts)
+            published = self.registry.publish()
+            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
+                break
+        self.sweep(ctx)
+        commits = self.registry.entry_commits(ns, name)
+        outcome.decisions = [
+            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
+            for d in recorder.decisions
+        ]
+        return outcome
+
+    # --- the outcome ------------------------------------------------------------------------------
+
+    def _outcome(self, model: QuantumModel, state: State, facts: model_status.Facts) -> Outcome:
+        ns, name = state.namespace, state.name
+        commits = self.registry.entry_commits(ns, name)
+        registered = {e.version: e for e in state.ledger.of_kind(LedgerKind.REGISTERED)}
+
+        def ref(version: Version | None) -> VersionRef | None:
+            if version is None:
+                return None
+            entry = registered.get(version.number)
+            commit = commits.get(entry.digest) if entry else None
+            return VersionRef(
+                version=version.number,
+                digest=version.digest,
+                metrics=version.scalar_metrics(),
+                commit=commit.sha if commit else None,
+                backend=version.backend,
+            )
+
+        facts.latest = ref(state.latest)
+        facts.champion = ref(state.version(state.ledger.champion()))
+        if facts.training is None and state.latest is not None:
+            facts.training = TrainingStatus(backend=state.latest.backend)
+        usage = state.ledger.usage(state.now)
+        facts.usage = Usage(
+            qpu_seconds=usage["qpuSeconds"], primitive_jobs=int(usage["primitiveJobs"]), shots=int(usage["shots"])
+        )
+        status = model_status.build(model.status, facts, state.now)
+        requeue = None
+        if state.spec.training.schedule and not state.spec.suspend:
+            requeue = max(1.0, (next_cron_tick(state.spec.training.schedule, state.now) - state.now).total_seconds())
+        return Outcome(status, [], requeue)
+
+    # --- the workspaces ----------------------------------------------------------------------------
+
+    def sweep(self, ctx: StepContext) -> list[str]:
+        """Drop the workspaces this model no longer needs; the keys dropped. A training's folder goes
+        once its version is in Git and pushed; the model's own trainings that are no longer due go
+        too (the spec moved on). A folder in use (locked) or still due is never touched, nor another
+        kind's (a pipeline's cells), nor anything while the reconcile could not tell what is due."""
+        state = ctx.state
+        pushed = not self.registry.git.unpushed()
+        registered = self.registry.ledger(state.namespace, state.name).registered_digests()
+        due: Due | None = ctx.notes.get("due")
+        digests: tuple[str, str] | None = ctx.notes.get("digests")
+        dropped = []
+        workspaces = self.workspaces(state.namespace, state.name)
+        for workspace in workspaces.all():
+            if workspace.busy():
+                continue
+            raw = workspace.finished()
+            if raw is not None and _artifact_digest(raw) in registered:
+                drop = pushed  # its version is in Git: kept until the push, in case the commit is dropped
+            else:
+                still_due = due is not None and workspace.key == due.key
+                drop = not still_due and self._stale(workspace, raw, digests)
+            if drop:
+                workspace.clear()
+                dropped.append(workspace.key)
+        workspaces.drop_if_empty()
+        return dropped
+
+    @staticmethod
+    def _stale(workspace: Workspace, raw: bytes | None, digests: tuple[str, str] | None) -> bool:
+        """One of this model's own trainings, not registered, that is not the finished training of the
+        spec and data the model has now (which waits to be registered)."""
+        about = workspace.about()
+        if digests is None or about.get("owner", MODEL_OWNER) != MODEL_OWNER:
+            return False
+        waiting = raw is not None and (about.get("specDigest"), about.get("datasetDigest")) == digests
+        return not waiting
+
+
+def _artifact_digest(raw: bytes) -> str | None:
+    try:
+        return str(training().ModelArtifact.from_json(raw).digest)
+    except Exception:
+        return None
+
+
+Reconciler = ModelReconciler  # the name the shells knew it by

@@ -1,0 +1,87 @@
+"""The effects steps are run with: the Git recorder (``reconcile``) and the dry run (``plan``).
+
+:class:`GitRecorder` writes each decision as one commit (``Registry.record``), reads the model's ledger
+and versions again after it, and trains when a step asks; :class:`DryRun` writes nothing, extends the
+ledger in memory so that the steps after a decision see it as it would be, and stops at the first
+piece of work (a training, a registration), whose result it cannot know without doing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from controller.engine.decisions import LedgerKind
+from controller.engine.reconcile import actions
+from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Work
+from controller.engine.registry.ledger import Ledger, draft, format_time
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One ledger entry written (the operator turns each into a Kubernetes Event); ``commit`` is the
+    entry's digest until the push, then the sha of the commit that carries it."""
+
+    kind: LedgerKind
+    version: int | None
+    message: str
+    commit: str | None
+
+
+class GitRecorder:
+    def __init__(
+        self,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        may_train: bool = True,
+    ) -> None:
+        self.decisions: list[Decision] = []
+        self.on_progress, self.should_stop, self.may_train = on_progress, should_stop, may_train
+
+    def record(self, ctx: StepContext, intent: RecordDecision) -> None:
+        state, registry = ctx.state, ctx.services.registry
+        recorded = registry.record(
+            state.namespace,
+            state.name,
+            at=format_time(ctx.services.now()),
+            kind=intent.kind,
+            version=intent.version,
+            message=intent.message,
+            data=intent.data,
+            files=intent.files,
+            trailers=intent.trailers,
+        )
+        # the commit is found again by the entry's digest after the push (a rebase changes shas)
+        self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))
+        state.ledger = registry.ledger(state.namespace, state.name)
+        state.versions = registry.versions(state.namespace, state.name)
+
+    def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
+        if isinstance(intent, Register):
+            self.record(ctx, intent.decision)
+            return []
+        if not isinstance(intent, Train):
+            raise TypeError(f"{type(intent).__name__} is carried out by a pipeline's recorder")
+        return actions.train(
+            ctx, intent.due, on_progress=self.on_progress, should_stop=self.should_stop, may_train=self.may_train
+        )
+
+
+class DryRun:
+    def record(self, ctx: StepContext, intent: RecordDecision) -> None:
+        state = ctx.state
+        entry = draft(
+            state.ledger.last,
+            at=format_time(state.now),
+            kind=intent.kind,
+            model=state.key,
+            version=intent.version,
+            message=intent.message,
+            data=intent.data,
+        )
+        state.ledger = Ledger((*state.ledger.entries, entry))
+
+    def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
+        return None
