@@ -549,6 +549,19 @@ class PolicyReport(SpecModel):
     summary: PolicySummary = Field(default_factory=PolicySummary)
 
 
+class MonitoringStatus(SpecModel):
+    """The champion's last monitoring check (see spec.monitoring)."""
+
+    last_check: str | None = None
+    version: int | None = None
+    verdict: str | None = None  # ok, drift, not-run, not-applicable
+    esp: float | None = None  # the champion's ESP on its layout under today's calibration
+    esp_at_training: float | None = None
+    replay_accuracy: float | None = None  # its accuracy replayed under today's noise
+    champion_accuracy: float | None = None  # its test accuracy as registered
+    drifted: list[str] = Field(default_factory=list)  # the checks that drifted
+
+
 class QuantumModelStatus(SpecModel):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Phase | None = None
@@ -560,6 +573,7 @@ class QuantumModelStatus(SpecModel):
     champion: VersionRef | None = None
     usage: Usage | None = None
     policy: PolicyReport | None = None
+    monitoring: MonitoringStatus | None = None
     last_handled_reconcile_at: str | None = None
 
 
