@@ -169,6 +169,8 @@ def _today(context: Context) -> Any:
         )
     except SourceUnavailable as err:
         return Check(CheckKind.CALIBRATION, Verdict.NOT_RUN, {}, scrub(str(err)))
+    except Exception as err:  # a malformed calibrations/<device>.json: its located error, not a fallback
+        return Check(CheckKind.CALIBRATION, Verdict.NOT_RUN, {}, scrub(_describe(err)))
 
 
 def _dates(before: dict[str, Any], today: Any) -> dict[str, Any]:
