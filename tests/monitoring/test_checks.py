@@ -126,3 +126,30 @@ def test_an_ibm_calibration_is_fetched_at_most_once_per_period(tmp_path: Path) -
         assert len(factory.services) == 2 and len(calls) == 2
     with pytest.raises(SourceUnavailable, match="no IBM Quantum credentials"):
         CalibrationSource(tmp_path).today("ibm:fake_lima", now=NOW, period=hour)
+
+
+def test_qmlops_validate_refuses_a_calibration_file_with_impossible_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.monitoring.world import SPEC, SPEC_PATH
+    from tests.training import calibrations
+
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "--quiet", str(repo))
+    (repo / "specs").mkdir()
+    (repo / SPEC_PATH).write_text(SPEC.format(actions="alert"))
+    (repo / "data").mkdir()
+    (repo / "data/iris01.csv").write_text("petal_length,petal_width,species\n1.4,0.2,setosa\n")
+    assert main(["validate", str(repo / SPEC_PATH)]) == 0
+    data = calibrations.packaged()
+    data["qubits"][2][0]["value"] = -12.0  # a negative T1
+    calibrations.write(repo, data)
+    assert main(["validate", str(repo / SPEC_PATH)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.training.backend: the calibration it runs under is refused: " in out
+    assert "calibrations/fake_manila.json: qubits[2].T1: a duration cannot be negative" in out
+    del data["qubits"][4]  # a missing qubit
+    data["qubits"][2][0]["value"] = 50.0
+    calibrations.write(repo, data)
+    assert main(["validate", str(repo / SPEC_PATH)]) == 1
+    assert "qubits: fake_manila has 5 qubits, the file lists 4" in capsys.readouterr().out
