@@ -103,6 +103,16 @@ def test_a_champion_is_watched_through_a_calibration_refresh(
     world.reconcile()
     assert kinds(world) == before
 
+    # the audit shows the drift on the timeline and plots ESP (and the replayed accuracy) over time
+    assert main(["audit", "--repo", str(world.work), "demo/watched", "--format", "json"]) == 0
+    timeline = json.loads(capsys.readouterr().out)["models"][0]["timeline"]
+    assert any(e["kind"] == "drift-detected" and e["data"]["check"] == "calibration" for e in timeline)
+    page = tmp_path / "audit.html"
+    assert main(["audit", "--repo", str(world.work), "--format", "html", "--output", str(page)]) == 0
+    html = page.read_text()
+    assert "Hardware drift" in html and "ESP and replayed accuracy over time" in html
+    assert f"{hardware['esp']:.4f}" in html and f"{figures['esp']['after']:.4f}" in html
+
 
 def test_block_promotion_holds_a_new_version_until_a_human_pins_one(tmp_path: Path) -> None:
     world = World.create(tmp_path, actions="blockPromotion")
