@@ -72,9 +72,20 @@ def test_changed_data_names_the_features_that_moved_and_faults_are_not_run(
     (world.work / "calibrations/fake_manila.json").write_text('{"backend_name": "fake_manila"}')
     git(world.work, "checkout", "--quiet", "HEAD~1", "--", "data/iris01.csv")
     code = main(["monitor", "--repo", str(world.work), "watched"])
-    out = capsys.readouterr().out
-    assert code == 2
-    assert "not-run" in out and "calibrations/fake_manila.json: last_update_date" in out
+    assert code == 2  # the spec is refused with it, as qmlops validate refuses it
+    assert "calibrations/fake_manila.json: last_update_date" in capsys.readouterr().err
+    # checked on its own (an operator reading the file after the spec was admitted): not run, located
+    from controller.engine.monitoring import monitor
+    from controller.runner.specs import observe
+
+    (world.work / "calibrations/fake_manila.json").unlink()
+    model = observe(Registry(world.work).git, world.work / "specs").models[0][0].model
+    (world.work / "calibrations/fake_manila.json").write_text('{"backend_name": "fake_manila"}')
+    report = monitor(Registry(world.work), [model], now=NOW)[0]
+    assert report.verdict is Verdict.NOT_RUN
+    hardware = [c for c in report.checks if c.kind in (CheckKind.CALIBRATION, CheckKind.REPLAY)]
+    assert all(c.verdict is Verdict.NOT_RUN for c in hardware) and len(hardware) == 2
+    assert "calibrations/fake_manila.json: last_update_date" in hardware[0].reason
 
 
 def test_an_unreachable_service_is_not_run_never_no_drift(tmp_path: Path) -> None:

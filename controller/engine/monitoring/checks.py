@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.api.quantummodel import CalibrationCheck, DataCheck, Monitoring, QuantumModelSpec, ReplayCheck
+from controller.engine.memo import Memo
 from controller.engine.registry.versions import Version
 from controller.engine.text import scrub
 
@@ -246,7 +247,12 @@ def replay_check(context: Context, today: Any) -> Check:
     def replay(calibration: Any) -> Any:
         return evaluate(model, spec, on, shots=shots, repo_root=root, calibration=calibration)
 
-    before = replay(trained_under)
+    # the replay under the training's calibration does not change while the champion, its test data and
+    # the shots do not: made once per process (the same seed gives the same figures)
+    from controller.engine.training import dataset_digest
+
+    key = (context.champion.digest, trained_under.digest, on, shots, dataset_digest(spec, root))
+    before = _BASELINES.get(key, lambda: replay(trained_under))
     after = before if today.digest == trained_under.digest else replay(today)
     drop = float(before.metrics["accuracy"]) - float(after.metrics["accuracy"])
     figures = {
@@ -261,6 +267,9 @@ def replay_check(context: Context, today: Any) -> Check:
     }
     verdict = Verdict.DRIFT if drop > settings.max_accuracy_drop else Verdict.OK
     return Check(CheckKind.REPLAY, verdict, figures, key=today.digest)
+
+
+_BASELINES: Memo[Any] = Memo(256)
 
 
 def data_check(context: Context) -> Check:
