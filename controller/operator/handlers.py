@@ -7,7 +7,9 @@
   and kopf holds the finalizer for as long as it runs, so deleting a model mid-training stops the
   training, closes its Runtime session and only then lets the model go;
 - a timer per scheduled model pokes the worker when the engine's requeue time has come;
-- QuantumPipelines are validated and get a status (pipelines.py);
+- every watch event of a QuantumPipeline goes to its worker (pipelines.py), which validates it and
+  runs it with the engine; a training daemon runs while its status says Running (a run is under
+  way), licensing its cells' trainings, and a model's events wake the pipelines of that model;
 - the admission webhook (webhook.py).
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from controller.api import GROUP, VERSION
+from controller.api import API_VERSION, GROUP, VERSION
 from controller.api.quantummodel import Phase
 from controller.operator import pipelines, webhook
 from controller.operator.runtime import Runtime
@@ -50,13 +52,20 @@ class Models:
     ) -> None:
         if event.get("type") == "DELETED":
             await self.gone(uid)
-        else:
-            worker = self.worker(uid, name, namespace)
-            worker.seen(body)
-            if _held_without_daemon(body, worker):
-                await self.release(worker, body)  # before kopf lets the model go, in this same cycle
-        if (namespace or "", name) in self.pipelines.waiting:
-            await self.pipelines.model_seen(namespace or "", name)
+            self.pipelines.model_gone(namespace or "", name)
+            return
+        worker = self.worker(uid, name, namespace)
+        worker.seen(body)
+        if _held_without_daemon(body, worker):
+            await self.release(worker, body)  # before kopf lets the model go, in this same cycle
+        await self.pipelines.model_seen(namespace or "", name, (body.get("metadata") or {}).get("generation"))
+
+    def poke(self, namespace: str, name: str) -> None:
+        """A pipeline changed the model's versions or champion: its worker looks again."""
+        for worker in self.workers.values():
+            if (worker.ref.namespace, worker.ref.name) == (namespace, name):
+                worker.next_at = 0.0  # due now, as a schedule that came due
+                worker.poke()
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
@@ -87,7 +96,7 @@ class Models:
     async def cleanup(self, **kwargs: Any) -> None:
         """The operator stops: trainings stop at their next iteration, checkpoints kept."""
         self.runtime.closing.set()
-        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())))
+        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())), self.pipelines.cleanup())
         await self.runtime.cleanup(**kwargs)
 
 
@@ -111,11 +120,12 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     registry = kopf.OperatorRegistry()
     reviewer = pipelines.Pipelines(runtime)
     models = Models(runtime, reviewer)
+    reviewer.on_model_moved = models.poke
     kopf.on.login(registry=registry)(login or runtime.login)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
-        webhook.register(registry)
+        webhook.register(registry, lambda namespace, name: runtime.read(API_VERSION, "quantummodels", namespace, name))
 
     kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(
@@ -137,10 +147,19 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         registry=registry,
     )(models.timer)
 
-    kopf.on.event(GROUP, VERSION, "quantumpipelines", id="validate", registry=registry)(reviewer.event)
+    kopf.on.event(GROUP, VERSION, "quantumpipelines", id="reconcile", registry=registry)(reviewer.event)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        "quantumpipelines",
+        id="training",
+        when=pipelines.running,
+        cancellation_polling=STOP_POLL_SECONDS,
+        registry=registry,
+    )(reviewer.training)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:
-        return {"models": len(models.workers)}
+        return {"models": len(models.workers), "pipelines": len(reviewer.workers)}
 
     return registry

@@ -43,6 +43,15 @@ class Metrics:
             "qmlops_model_champion_accuracy", "The champion's test accuracy as registered", per_model, registry=r
         )
         self.champion_version = Gauge("qmlops_model_champion_version", "The champion's version", per_model, registry=r)
+        self.pipeline_runs = Counter(
+            "qmlops_pipeline_runs", "QuantumPipeline runs finished, by result", ["result"], registry=r
+        )
+        self.pipeline_cells = Counter(
+            "qmlops_pipeline_cells",
+            "Cells of pipeline train steps, by source: from the cache or trained",
+            ["source"],
+            registry=r,
+        )
         self.queue_depth = Gauge("qmlops_queue_depth", "Reconciles waiting for a worker", registry=r)
         self.running = Gauge("qmlops_reconciles_running", "Reconciles running on the worker pool", registry=r)
 

@@ -9,14 +9,15 @@ See ``checks.py`` for what happens to the work behind a late review."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from controller.api import GROUP, VERSION
-from controller.engine.validation import validate_object
+from controller.engine.documents import LoadedDocument
+from controller.engine.validation import validate_documents, validate_object
 from controller.operator import checks
 
 # The path kopf serves each handler at (``/<id>``): deploy/webhook.yaml names the same paths.
@@ -39,11 +40,19 @@ class Review:
         return "\n".join(self.errors)
 
 
-def review(obj: Mapping[str, Any]) -> Review:
-    """The verdict on one object as the apiserver sends it, in ``qmlops validate``'s words."""
+def review(obj: Mapping[str, Any], model: Mapping[str, Any] | None = None) -> Review:
+    """The verdict on one object as the apiserver sends it, in ``qmlops validate``'s words; a pipeline
+    is judged with its ``model`` (as read from the API) beside it: by the model's governance."""
     meta = obj.get("metadata") or {}
     source = f"{obj.get('kind', 'object')} {meta.get('namespace', 'default')}/{meta.get('name', '?')}"
-    problems = validate_object(authored(obj), source)
+    if model is None:
+        problems = validate_object(authored(obj), source)
+    else:
+        documents = [
+            LoadedDocument(file=source, index=0, data=authored(obj), start=(0, 0)),
+            LoadedDocument(file="model", index=0, data=authored(model), start=(0, 0)),
+        ]
+        problems = [p for p in validate_documents(documents, in_files=False).problems if p.file == source]
     lines = [(p.severity, f"{p.path}: {p.message}" if p.path else p.message) for p in problems]
     return Review(
         errors=[text for severity, text in lines if severity == "error"],
@@ -62,9 +71,12 @@ def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-async def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+ModelReader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
+
+
+async def admit(body: kopf.Body, warnings: list[str], model: Mapping[str, Any] | None = None, **_: Any) -> None:
     try:
-        verdict = await checks.run(lambda: review(body), checks.WEBHOOK_BUDGET_SECONDS)
+        verdict = await checks.run(lambda: review(body, model), checks.WEBHOOK_BUDGET_SECONDS)
     except checks.CheckTimedOut as late:
         raise kopf.AdmissionError(str(late), code=503) from None
     warnings.extend(verdict.warnings)
@@ -72,7 +84,23 @@ async def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
         raise kopf.AdmissionError(verdict.message(), code=422)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, read_model: ModelReader | None = None) -> None:
+    """The admission handlers; with ``read_model``, a pipeline is judged by its model's governance (the
+    model read from the API; a pipeline whose model does not exist yet is admitted with a warning and
+    judged when the operator sees both)."""
+
+    async def admit_pipeline(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        name = spec.get("model") if isinstance(spec, Mapping) else None
+        model = None
+        if read_model is not None and isinstance(name, str) and name:
+            model = await read_model(str(meta.get("namespace") or "default"), name)
+            if model is None:
+                warnings.append(
+                    f"spec.model: no QuantumModel {name!r} in this namespace yet: no run starts until it exists"
+                )
+        await admit(body, warnings, model=model, **kwargs)
+
     for plural, handler_id in WEBHOOKS.items():
         kopf.on.validate(
             GROUP,
@@ -81,4 +109,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
             id=handler_id,
             operations=["CREATE", "UPDATE"],
             registry=registry,
-        )(admit)
+        )(admit_pipeline if plural == "quantumpipelines" else admit)

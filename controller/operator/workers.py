@@ -22,13 +22,21 @@ import kopf
 from pydantic import ValidationError
 
 from controller.api import API_VERSION, QuantumModel
-from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
+from controller.api.quantummodel import (
+    REVISION_PATTERN,
+    Phase,
+    QuantumModelStatus,
+    Serving,
+    SourceRef,
+    TrainingStatus,
+)
 from controller.engine import status as engine_status
 from controller.engine import training
 from controller.engine.decisions import CHAMPION_KINDS, LedgerKind
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
 from controller.engine.text import scrub
 from controller.operator import checkpoints, checks
+from controller.operator import serving as serving_objects
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
@@ -140,6 +148,7 @@ class ModelWorker:
         self._settled = asyncio.Event()  # no reconcile in flight
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
+        self.serving = False  # this worker wrote the model's serving Deployment and Service
 
     @property
     def status_path(self) -> str:
@@ -225,7 +234,8 @@ class ModelWorker:
     async def reconcile(self, body: kopf.Body, reason: str) -> None:
         self._settled.clear()
         try:
-            await self._reconcile_once(body, reason)
+            async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):  # its pipelines wait
+                await self._reconcile_once(body, reason)
         finally:
             self._settled.set()
 
@@ -275,7 +285,7 @@ class ModelWorker:
         self.retry_at = None
         self._handled(reading)
         self.next_at = self._next_look(outcome)
-        await self._apply(body, outcome)
+        await self._apply(body, outcome, observed.model.spec.serving)
         metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
 
     async def _training_due(self, body: Mapping[str, Any], reading: Reading, due: TrainingDue) -> None:
@@ -382,7 +392,7 @@ class ModelWorker:
 
     # --- carrying out what the engine decided ------------------------------------------------------
 
-    async def _apply(self, body: kopf.Body, outcome: Outcome) -> None:
+    async def _apply(self, body: kopf.Body, outcome: Outcome, serving: Serving | None = None) -> None:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
@@ -392,11 +402,25 @@ class ModelWorker:
                 continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
         self._count(before, new, outcome.decisions, alert)
+        await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
         try:
             await self.runtime.checkpoints.save(self.ref, folder)
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _serve(self, serving: Serving | None) -> None:
+        """``spec.serving``: the model's Deployment and Service brought to what it asks (or removed)."""
+        if serving is None and not self.serving:
+            return
+        config = self.runtime.config
+        setup = serving_objects.ServingSetup(
+            image=config.serving_image, repo=config.repo, branch=config.branch, git_secret=config.serving_git_secret
+        )
+        try:
+            self.serving = await serving_objects.sync(self.runtime.client, self.ref, serving, setup, wrote=self.serving)
+        except Exception as err:  # serving is not the reconcile: its trouble is logged and tried again next time
+            log.warning("%s/%s: serving objects not written: %s", self.ref.namespace, self.ref.name, redacted(err))
 
     async def _write_status(self, new: dict[str, Any]) -> None:
         """Write ``new`` as the whole status: a merge patch from what the status is now (what this

@@ -65,9 +65,19 @@ def printer_columns(live: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-# The calls only a pipeline makes: its model read by name, its status written.
-USED_BY_PIPELINES = {("qmlops.io", "quantummodels", "get"), ("qmlops.io", "quantumpipelines/status", "patch")}
+# The calls only a pipeline makes: its model read by name, its status written, its finalizer while it runs.
+USED_BY_PIPELINES = {
+    ("qmlops.io", "quantummodels", "get"),
+    ("qmlops.io", "quantumpipelines/status", "patch"),
+    ("qmlops.io", "quantumpipelines", "patch"),
+}
 USED_BY_A_NEW_POD = {("", "configmaps", "get")}  # a checkpoint restored: the restart test
+# The calls only a model with spec.serving makes: its Deployment and Service read, written, removed.
+USED_BY_SERVING = {
+    (group, plural, verb)
+    for group, plural in (("apps", "deployments"), ("", "services"))
+    for verb in ("get", "create", "patch", "delete")
+}
 
 
 @pytest.fixture
@@ -168,11 +178,83 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
     # every rule of deploy/rbac.yaml is used: here, by pipelines or by a new pod (the env checks every
     # call is allowed)
     unused = allowed_by_cluster_role() - env.kube.calls("kopf/", "qmlops-operator/")
-    assert unused == USED_BY_PIPELINES | USED_BY_A_NEW_POD
+    assert unused == USED_BY_PIPELINES | USED_BY_A_NEW_POD | USED_BY_SERVING
 
     # the secrets never left their Secrets
     everything = str(env.kube.list("QuantumModel")) + str(env.kube.list("Event")) + env.remote_files() + caplog.text
     assert GIT_TOKEN not in everything and IBM_TOKEN not in everything
+
+
+async def test_spec_serving_makes_the_operator_own_a_deployment_and_a_service_running_qmlops_serve(
+    env: OperatorEnv,
+) -> None:
+    """With spec.serving the operator writes a Deployment running ``qmlops serve`` for the model (ready on
+    /v2/health/ready) and a Service, both owned by the model; a change is patched in, taking
+    spec.serving away deletes them, and a model without it makes no such call."""
+    resources = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    async with env.operator(serving_image="registry.example/qmlops:test"):
+        await env.client.create(tiny_model("plain"))
+        await env.client.create(tiny_model(serving={"replicas": 2, "resources": resources}))
+        await env.until_phase("Ready")
+        await env.until_phase("Ready", name="plain")
+        await env.until(lambda: env.kube.read("Service", NAMESPACE, "iris-tiny-serving"), 30)
+        deployment = env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving")
+        service = env.kube.read("Service", NAMESPACE, "iris-tiny-serving")
+        assert deployment is not None and service is not None
+        model = env.model()
+        assert model is not None
+        for obj in (deployment, service):
+            [ref] = obj["metadata"]["ownerReferences"]
+            assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+                "QuantumModel",
+                "iris-tiny",
+                model["metadata"]["uid"],
+                True,
+            )
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2
+        selector = spec["selector"]["matchLabels"]
+        assert selector == {"qmlops.io/model": "iris-tiny", "app.kubernetes.io/component": "serving"}
+        assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+        [container] = spec["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/qmlops:test"
+        assert container["args"][:4] == [
+            "serve",
+            f"--repo={env.remote}",
+            f"--models={NAMESPACE}/iris-tiny",
+            "--port=8080",
+        ]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["resources"] == resources
+        assert spec["template"]["spec"]["automountServiceAccountToken"] is False, "serving reads no Kubernetes API"
+        assert service["spec"]["selector"] == selector
+        assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        assert env.kube.list("Deployment", NAMESPACE) == [deployment], (
+            "no serving objects for a model without spec.serving"
+        )
+
+        edited = {"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http", "protocol": "TCP"}]}}
+        await env.client.patch("Service", NAMESPACE, "iris-tiny-serving", edited)  # someone edits it by hand
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"serving": {"replicas": 3}}})
+        await env.until(
+            lambda: (
+                (env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving") or {}).get("spec", {}).get("replicas") == 3
+            ),
+            60,
+        )
+        await env.until(
+            lambda: (
+                (env.kube.read("Service", NAMESPACE, "iris-tiny-serving") or {}).get("spec", {}).get("ports")
+                == service["spec"]["ports"]
+            ),
+            30,
+        )
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"serving": None}})
+        await env.until(lambda: env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving") is None, 60)
+        await env.until(lambda: env.kube.read("Service", NAMESPACE, "iris-tiny-serving") is None, 60)
+    used = env.kube.calls("kopf/", "qmlops-operator/")
+    assert used >= USED_BY_SERVING, USED_BY_SERVING - used
 
 
 def allowed_by_role(folder: Path) -> set[tuple[str, str, str]]:
@@ -197,7 +279,7 @@ async def test_the_namespaced_install_calls_only_into_its_namespace_with_exactly
     used = {(group, plural, verb) for _, group, plural, verb in calls}
     role = allowed_by_role(DEPLOY / "namespaced")
     assert used <= role, used - role
-    assert role - used == USED_BY_PIPELINES | USED_BY_A_NEW_POD
+    assert role - used == USED_BY_PIPELINES | USED_BY_A_NEW_POD | USED_BY_SERVING
 
 
 class Hold:
@@ -463,21 +545,26 @@ async def test_a_spec_the_types_refuse_is_reported_not_a_crash(env: OperatorEnv)
 
 
 async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
+    """Validation only (suspended: no run starts); tests/operator/test_pipelines.py runs pipelines."""
     pipeline: dict[str, Any] = {
         "apiVersion": "qmlops.io/v1alpha1",
         "kind": "QuantumPipeline",
         "metadata": {"name": "nightly", "namespace": NAMESPACE},
         "spec": {
             "model": "iris-tiny",
+            "suspend": True,
             "triggers": [{"schedule": "0 2 * * *"}],
             "steps": [
                 {"name": "sweep", "train": {"matrix": {"circuit.ansatz.reps": [1, 2]}}},
-                {"name": "promote", "dependsOn": ["sweep"], "promote": {}},
+                {"name": "score", "dependsOn": ["sweep"], "evaluate": {"backends": ["local:aer"]}},
+                {"name": "pick", "dependsOn": ["score"], "select": {}},
+                {"name": "promote", "dependsOn": ["pick"], "promote": {}},
             ],
         },
     }
     forbidden: dict[str, Any] = {**pipeline, "metadata": {"name": "on-ibm", "namespace": NAMESPACE}}
-    forbidden["spec"] = {**pipeline["spec"], "steps": [{"name": "check", "evaluate": {"backends": ["ibm:ibm_kyiv"]}}]}
+    on_ibm = {"name": "check", "dependsOn": ["sweep"], "evaluate": {"backends": ["ibm:ibm_kyiv"]}}
+    forbidden["spec"] = {**pipeline["spec"], "steps": [pipeline["spec"]["steps"][0], on_ibm]}
 
     def pipeline_status(name: str) -> dict[str, Any]:
         return dict((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {})
@@ -487,14 +574,17 @@ async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
         await env.until(lambda: pipeline_status("nightly").get("phase") == "Pending", 30)
         conditions = {c["type"]: c for c in pipeline_status("nightly")["conditions"]}
         assert conditions["Ready"]["reason"] == "ModelNotFound" and conditions["Validated"]["status"] == "True"
+        assert conditions["Stalled"]["status"] == "True"
         await env.client.create(tiny_model())
         await env.until(lambda: pipeline_status("nightly").get("phase") == "Ready", 60)
         assert pipeline_status("nightly")["observedGeneration"] == 1
+        assert "suspend" in pipeline_status("nightly")["message"]
         await env.client.create(forbidden)
         await env.until(lambda: pipeline_status("on-ibm").get("phase") == "Failed", 30)
         stalled = {c["type"]: c for c in pipeline_status("on-ibm")["conditions"]}["Stalled"]
-        assert stalled["status"] == "True" and "spec.steps[0].evaluate.backends[0]" in stalled["message"]
-    assert env.kube.calls("kopf/", "qmlops-operator/") >= USED_BY_PIPELINES
+        assert stalled["status"] == "True" and "spec.steps[1].evaluate.backends[0]" in stalled["message"]
+    no_run = USED_BY_PIPELINES - {("qmlops.io", "quantumpipelines", "patch")}  # the finalizer: while a run trains
+    assert env.kube.calls("kopf/", "qmlops-operator/") >= no_run
 
 
 async def test_a_scheduled_model_retrains_when_its_schedule_comes_due(env: OperatorEnv) -> None:
@@ -535,7 +625,7 @@ async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: Operato
     assert samples["qmlops_promotions_total"] == 1
     assert samples['qmlops_decisions_total{kind="registered"}'] == 1
     assert {"qmlops_qpu_seconds_total", "qmlops_queue_depth", "qmlops_reconciles_running"} <= set(samples)
-    assert probes["workers"] == {"models": 1}
+    assert probes["workers"] == {"models": 1, "pipelines": 0}
 
 
 def harness_kubeconfig(env: OperatorEnv, folder: Path) -> Path:
