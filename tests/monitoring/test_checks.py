@@ -67,6 +67,13 @@ def test_changed_data_names_the_features_that_moved_and_faults_are_not_run(
     assert data["verdict"] == "drift" and data["figures"]["moved"] == ["petal_length"]
     assert data["figures"]["datasetDigest"]["before"] != data["figures"]["datasetDigest"]["after"]
     assert "3." not in json.dumps(data["figures"]["features"][0]["rows"])  # counts, no rows
+    assert main(["monitor", "--repo", str(world.work)]) == 1  # the table: every check, its figures, the verdict
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["MODEL", "VERSION", "CHECK", "VERDICT", "FIGURES", "CALIBRATION"]
+    rows = {line.split()[2]: line for line in table[1:-1]}
+    assert "ESP " in rows["calibration"] and " -> " in rows["calibration"] and rows["calibration"].split()[3] == "ok"
+    assert "moved: petal_length" in rows["data"] and rows["data"].split()[3] == "drift"
+    assert table[-1] == "1 model(s) checked, 1 drifted"
     # a malformed calibration file: the hardware checks are not run, with the located reason; exit 2
     (world.work / "calibrations").mkdir()
     (world.work / "calibrations/fake_manila.json").write_text('{"backend_name": "fake_manila"}')
