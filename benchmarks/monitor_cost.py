@@ -164,7 +164,8 @@ def main() -> int:
         same = replay_check(context(0, champions[0]), today)
         print(
             f"noisy replay under an untouched calibration: {time.perf_counter() - started:.2f} s, "
-            f"CPU {time.process_time() - cpu_started:.2f} s (one evaluation), verdict {same.verdict.value}, "
+            f"CPU {time.process_time() - cpu_started:.2f} s (today = the training calibration: its remembered baseline, "
+            f"no evaluation), verdict {same.verdict.value}, "
             f"drop {same.figures['drop']}"
         )
         print(f"load average while measuring: {', '.join(f'{v:.1f}' for v in __import__('os').getloadavg())}")
