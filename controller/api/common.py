@@ -67,6 +67,17 @@ else:
     Email = _pattern_type(EMAIL_PATTERN, "email address", 254)
     Duration = _pattern_type(DURATION_PATTERN, "duration (like 30m, 6h, 1h30m)")
 
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float:
+    """A duration as DURATION_PATTERN writes it (``6h``, ``1h30m``, ``90s``) in seconds."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a valid duration (like 30m, 6h, 1h30m)")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text))
+
+
 # --- cron ------------------------------------------------------------------------------------------
 
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from controller.api import limits
 from controller.api.cel import rule, rules
@@ -22,6 +22,7 @@ from controller.api.common import (
     Email,
     SpecModel,
     check_repo_path,
+    duration_seconds,
 )
 from controller.api.meta import Condition, ObjectMeta
 from controller.api.qasm import MAX_QASM_BYTES
@@ -321,6 +322,72 @@ class ModelCard(SpecModel):
     caveats: str | None = Field(default=None, max_length=8192)
 
 
+MIN_MONITORING_SECONDS = 60
+
+
+class CalibrationCheck(SpecModel):
+    """The champion's ESP on its own layout under today's calibration against its ESP at training."""
+
+    max_esp_drop: float = Field(default=0.10, gt=0.0, le=1.0)  # relative drop
+
+
+class ReplayCheck(SpecModel):
+    """The champion re-scored on its test split under today's noise against the same replay under the
+    calibration it was trained on."""
+
+    max_accuracy_drop: float = Field(default=0.05, gt=0.0, le=1.0)  # absolute drop
+
+
+class DataCheck(SpecModel):
+    """file: datasets: each feature of the current data against the training data's summary (KS test)."""
+
+    p_value: float = Field(default=0.01, gt=0.0, lt=1.0)
+    min_effect: float = Field(default=0.1, gt=0.0, le=1.0)  # the KS statistic below which nothing moved
+
+
+class DriftAction(StrEnum):
+    RETRAIN = "retrain"
+    BLOCK_PROMOTION = "blockPromotion"
+    ALERT = "alert"
+
+
+class Monitoring(SpecModel):
+    """How the champion is watched on drifting hardware and data (see docs/monitoring.md)."""
+
+    model_config = rules(
+        rule("duration(self.every) >= duration('60s')", "monitoring.every must be at least 1m", ".every"),
+        rule(
+            "!has(self.onDrift) || self.onDrift.all(a, self.onDrift.exists_one(b, b == a))",
+            "monitoring.onDrift lists an action twice",
+            ".onDrift",
+        ),
+    )
+
+    every: Duration = "6h"
+    calibration: CalibrationCheck | None = None
+    replay: ReplayCheck | None = None
+    data: DataCheck | None = None
+    on_drift: list[DriftAction] = Field(default_factory=list, max_length=3)
+
+    @field_validator("every")
+    @classmethod
+    def _at_least_a_minute(cls, every: str) -> str:
+        if duration_seconds(every) < MIN_MONITORING_SECONDS:
+            raise ValueError(f"{every!r} is under one minute: checks run at most once a minute")
+        return every
+
+    @field_validator("on_drift")
+    @classmethod
+    def _each_once(cls, actions: list[DriftAction]) -> list[DriftAction]:
+        if len(set(actions)) != len(actions):
+            raise ValueError("an action is listed twice")
+        return actions
+
+    @property
+    def seconds(self) -> float:
+        return duration_seconds(self.every)
+
+
 # Kubernetes quantities as people write them for containers: cpu "500m" or "2", memory "512Mi" or "1G".
 CPU_PATTERN = r"^([0-9]{1,6}m|[0-9]{1,4}(\.[0-9]{1,3})?)$"
 MEMORY_PATTERN = r"^[0-9]{1,12}(Ki|Mi|Gi|Ti|k|M|G|T)?$"
@@ -392,6 +459,7 @@ class QuantumModelSpec(SpecModel):
     promotion: Promotion = Field(default_factory=Promotion)
     governance: Governance = Field(default_factory=Governance)
     model_card: ModelCard | None = None
+    monitoring: Monitoring | None = None
     serving: Serving | None = None
     suspend: bool = False
 
@@ -517,6 +585,19 @@ class PolicyReport(SpecModel):
     floors: list[PolicyFloor] = Field(default_factory=list)
 
 
+class MonitoringStatus(SpecModel):
+    """The champion's last monitoring check (see spec.monitoring)."""
+
+    last_check: str | None = None
+    version: int | None = None
+    verdict: str | None = None  # ok, drift, not-run, not-applicable
+    esp: float | None = None  # the champion's ESP on its layout under today's calibration
+    esp_at_training: float | None = None
+    replay_accuracy: float | None = None  # its accuracy replayed under today's noise
+    champion_accuracy: float | None = None  # its test accuracy as registered
+    drifted: list[str] = Field(default_factory=list)  # the checks that drifted
+
+
 class QuantumModelStatus(SpecModel):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Phase | None = None
@@ -528,6 +609,7 @@ class QuantumModelStatus(SpecModel):
     champion: VersionRef | None = None
     usage: Usage | None = None
     policy: PolicyReport | None = None
+    monitoring: MonitoringStatus | None = None
     last_handled_reconcile_at: str | None = None
 
 

@@ -64,8 +64,79 @@ def _model(audit: ModelAudit) -> str:
     curves = [_curve(v) for v in audit.versions if len(v.loss_curve) >= 2]
     if curves:
         parts.append("<h3>Loss curves</h3><div class='curves'>" + "".join(curves) + "</div>")
+    hardware = _hardware(audit)
+    if hardware:
+        parts.append("<h3>Hardware drift</h3>" + hardware)
     parts.append("<h3>Timeline</h3>" + _timeline(audit.events))
     return "\n".join(parts)
+
+
+def hardware_points(audit: ModelAudit) -> list[tuple[str, str, float | None, float | None]]:
+    """ESP and replayed accuracy over time, from Git alone: each version's ESP at training (its lineage)
+    and each drift-detected entry's figures after (today's ESP, the replayed accuracy).
+    ``(time, label, esp, replay accuracy)`` in time order."""
+    points: list[tuple[str, str, float | None, float | None]] = []
+    for version in audit.versions:
+        hardware = ((version.artifact.get("lineage") or {}).get("calibration")) or {}
+        if isinstance(hardware.get("esp"), int | float):
+            points.append((version.registered_at, f"version {version.number} trained", float(hardware["esp"]), None))
+    for event in audit.events:
+        if event.kind != "drift-detected":
+            continue
+        figures = event.data.get("figures") or {}
+        esp = (figures.get("esp") or {}).get("after")
+        accuracy = (figures.get("accuracy") or {}).get("after")
+        if isinstance(esp, int | float) or isinstance(accuracy, int | float):
+            points.append(
+                (
+                    event.at,
+                    f"drift on version {event.version} ({event.data.get('check')})",
+                    float(esp) if isinstance(esp, int | float) else None,
+                    float(accuracy) if isinstance(accuracy, int | float) else None,
+                )
+            )
+    return sorted(points, key=lambda p: p[0])
+
+
+def _hardware(audit: ModelAudit) -> str:
+    """ESP (blue) and replayed accuracy (orange) over time, on a 0..1 axis, with a table of the points."""
+    points = hardware_points(audit)
+    if not points:
+        return ""
+    inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
+    step = inner_w / max(1, len(points) - 1)
+
+    def series(index: int, colour: str) -> str:
+        xy = []
+        for i, point in enumerate(points):
+            value = point[index]
+            if isinstance(value, float):
+                xy.append((PAD + i * step, PAD + inner_h - value * inner_h))
+        if not xy:
+            return ""
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
+        dots = "".join(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='{colour}'/>" for x, y in xy)
+        return f"<polyline fill='none' stroke='{colour}' stroke-width='2' points='{line}'/>{dots}"
+
+    axis = (
+        f"<line x1='{PAD}' y1='{PAD}' x2='{PAD}' y2='{PAD + inner_h}' stroke='#9ca3af'/>"
+        f"<line x1='{PAD}' y1='{PAD + inner_h}' x2='{PAD + inner_w}' y2='{PAD + inner_h}' stroke='#9ca3af'/>"
+        f"<text x='{PAD - 4}' y='{PAD + 4}' font-size='10' text-anchor='end'>1</text>"
+        f"<text x='{PAD - 4}' y='{PAD + inner_h}' font-size='10' text-anchor='end'>0</text>"
+        f"<text x='{WIDTH / 2}' y='{HEIGHT - 2}' font-size='10' text-anchor='middle'>time</text>"
+    )
+    svg = (
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' viewBox='0 0 {WIDTH} {HEIGHT}' "
+        f"role='img' aria-label='ESP and replayed accuracy over time'>{axis}"
+        f"{series(2, '#2563eb')}{series(3, '#ea580c')}</svg>"
+    )
+    rows = "".join(
+        f"<tr><td>{escape(at)}</td><td>{escape(label)}</td><td>{_number(esp)}</td><td>{_number(accuracy)}</td></tr>"
+        for at, label, esp, accuracy in points
+    )
+    table = f"<table><tr><th>at</th><th>what</th><th>ESP</th><th>replayed accuracy</th></tr>{rows}</table>"
+    caption = "ESP (blue) at each training and at each drift; replayed accuracy (orange) at each drift"
+    return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>{table}"
 
 
 def _verification(audit: ModelAudit) -> str:
@@ -143,6 +214,10 @@ def _run(run: dict[str, Any]) -> str:
     failed = [f"{name}: {step['message']}" for name, step in run["steps"].items() if step["phase"] == "Failed"]
     notes = "".join(f"<p class='bad'>{escape(text)}</p>" for text in failed)
     return f"{title}<table>{head}{''.join(rows)}</table>{notes}"
+
+
+def _number(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "<span class='muted'>-</span>"
 
 
 def _figure(value: Any) -> str:

@@ -22,6 +22,7 @@ class LedgerKind(StrEnum):
     ROLLED_BACK = "rolled-back"
     BLOCKED = "blocked"
     FAILED = "failed"
+    DRIFT_DETECTED = "drift-detected"  # a monitoring check saw the champion drift (issue 11)
     # a QuantumPipeline run's life (issue 10: runs, evaluations, selection)
     RUN_STARTED = "run-started"
     STEP_SUCCEEDED = "step-succeeded"
@@ -51,12 +52,15 @@ MODEL_KINDS = frozenset(
         LedgerKind.ROLLED_BACK,
         LedgerKind.BLOCKED,
         LedgerKind.FAILED,
+        LedgerKind.DRIFT_DETECTED,
     }
 )
 PIPELINE_KINDS = frozenset(LedgerKind) - MODEL_KINDS
 CHAMPION_KINDS = (LedgerKind.PROMOTED, LedgerKind.ROLLED_BACK)  # entries that make a version the champion
 GATE_KINDS = (LedgerKind.GATE_PASSED, LedgerKind.GATE_FAILED)
-WARNING_KINDS = frozenset({LedgerKind.GATE_FAILED, LedgerKind.BLOCKED, LedgerKind.FAILED, LedgerKind.STEP_FAILED})
+WARNING_KINDS = frozenset(
+    {LedgerKind.GATE_FAILED, LedgerKind.BLOCKED, LedgerKind.FAILED, LedgerKind.STEP_FAILED, LedgerKind.DRIFT_DETECTED}
+)
 
 
 class PlanAction(StrEnum):

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from controller.api.meta import Condition, ConditionStatus, ConditionType
 from controller.api.quantummodel import (
+    MonitoringStatus,
     Phase,
     PolicyReport,
     QuantumModelStatus,
@@ -54,6 +55,7 @@ class Facts:
     source: SourceRef | None = None
     requested_at: str | None = None
     error: str = ""  # the reconcile itself failed (Git, the cluster): the next one retries
+    monitoring: Any = None  # the last monitoring report (monitoring.Report) when checks ran
 
 
 _ORDER = {c.value: i for i, c in enumerate(ConditionType)}
@@ -153,7 +155,27 @@ def build(previous: QuantumModelStatus | None, facts: Facts, now: datetime) -> Q
         champion=facts.champion,
         usage=facts.usage,
         policy=facts.policy,
+        monitoring=_monitoring(facts, previous),
         last_handled_reconcile_at=facts.requested_at,
+    )
+
+
+def _monitoring(facts: Facts, previous: QuantumModelStatus | None) -> MonitoringStatus | None:
+    """status.monitoring: the last check's figures; kept from the previous status between checks."""
+    report = facts.monitoring
+    if report is None:
+        return previous.monitoring if previous is not None else None
+    gauges = report.gauges()
+    champion_accuracy = facts.champion.metrics.get("accuracy") if facts.champion is not None else None
+    return MonitoringStatus(
+        last_check=report.checked_at,
+        version=report.version,
+        verdict=report.verdict.value,
+        esp=gauges.get("esp"),
+        esp_at_training=gauges.get("esp_at_training"),
+        replay_accuracy=gauges.get("replay_accuracy"),
+        champion_accuracy=champion_accuracy,
+        drifted=[c.kind.value for c in report.drifted],
     )
 
 

@@ -484,6 +484,7 @@ def check_document(
         _machine_limits(reporter, resource)
     if repo_root is not None and isinstance(resource, QuantumModel):
         _dataset_file(reporter, resource, repo_root)
+        _calibration_file(reporter, resource, repo_root)
     if any(p.severity == "error" for p in reporter.problems):
         return None, reporter.problems
     return LoadedResource(document, resource), reporter.problems
@@ -591,6 +592,33 @@ def _dataset_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> N
     too_large = _dataset_size(path, dataset.source)
     if too_large is not None:
         reporter.at(["spec", "dataset", "source"], too_large)
+
+
+def _calibration_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> None:
+    """A fake device's ``calibrations/<device>.json`` in the repository is the calibration it trains,
+    is evaluated and is monitored under: checked here, field by field (see training/calibration.py)."""
+    kind, _, name = model.spec.training.backend.partition(":")
+    if kind != "fake":
+        return
+    device = f"fake_{name}"
+    relative = f"calibrations/{device}.json"
+    try:
+        path = inside_work_tree(repo_root, relative)
+    except OutsideWorkTree as err:
+        reporter.at(["spec", "training", "backend"], f"{relative} {err.reason}")
+        return
+    if not path.is_file():
+        return
+    from controller.api.devices import fake_device_qubits
+    from controller.engine.training.calibration import CalibrationError, parse
+
+    try:
+        raw = path.read_bytes()
+        parse(raw, relative, device, fake_device_qubits(name))
+    except CalibrationError as err:
+        reporter.at(["spec", "training", "backend"], f"the calibration it runs under is refused: {err}")
+    except OSError as err:
+        reporter.at(["spec", "training", "backend"], f"{relative} cannot be read: {err.strerror}")
 
 
 def _csv_header(path: str) -> list[str] | None:

@@ -22,6 +22,27 @@ class Metrics:
         self.decisions = Counter("qmlops_decisions", "Decisions written to the ledger, by kind", ["kind"], registry=r)
         self.promotions = Counter("qmlops_promotions", "Versions promoted to champion", registry=r)
         self.failures = Counter("qmlops_failures", "Reconciles that failed, by reason", ["reason"], registry=r)
+        self.drifts = Counter(
+            "qmlops_drift_detected",
+            "Drifts detected on a champion and alerted (monitoring.onDrift: alert), by model",
+            ["namespace", "model"],
+            registry=r,
+        )
+        per_model = ["namespace", "model"]
+        self.esp = Gauge("qmlops_model_esp", "The champion's ESP under today's calibration", per_model, registry=r)
+        self.esp_at_training = Gauge(
+            "qmlops_model_esp_at_training", "The champion's ESP under its training calibration", per_model, registry=r
+        )
+        self.replay_accuracy = Gauge(
+            "qmlops_model_replay_accuracy",
+            "The champion's accuracy replayed under today's noise",
+            per_model,
+            registry=r,
+        )
+        self.champion_accuracy = Gauge(
+            "qmlops_model_champion_accuracy", "The champion's test accuracy as registered", per_model, registry=r
+        )
+        self.champion_version = Gauge("qmlops_model_champion_version", "The champion's version", per_model, registry=r)
         self.pipeline_runs = Counter(
             "qmlops_pipeline_runs", "QuantumPipeline runs finished, by result", ["result"], registry=r
         )

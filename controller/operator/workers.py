@@ -32,7 +32,7 @@ from controller.api.quantummodel import (
 )
 from controller.engine import status as engine_status
 from controller.engine import training
-from controller.engine.decisions import CHAMPION_KINDS
+from controller.engine.decisions import CHAMPION_KINDS, LedgerKind
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
 from controller.engine.text import scrub
 from controller.operator import checkpoints, checks
@@ -396,9 +396,12 @@ class ModelWorker:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
+        alert = "alert" in (((body.get("spec") or {}).get("monitoring") or {}).get("onDrift") or [])
         for decision in outcome.decisions:
+            if decision.kind == LedgerKind.DRIFT_DETECTED and not alert:
+                continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
-        self._count(before, new, outcome.decisions)
+        self._count(before, new, outcome.decisions, alert)
         await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
         try:
@@ -441,12 +444,29 @@ class ModelWorker:
         version = f"version {decision.version}: " if decision.version is not None else ""
         kopf.event(body, type=kind, reason=reason, message=scrub(f"{version}{decision.message}{where}"))
 
-    def _count(self, before: Mapping[str, Any], after: Mapping[str, Any], decisions: list[Decision]) -> None:
+    def _count(
+        self, before: Mapping[str, Any], after: Mapping[str, Any], decisions: list[Decision], alert: bool = False
+    ) -> None:
         metrics = self.runtime.metrics
+        labels = {"namespace": self.ref.namespace, "model": self.ref.name}
         for decision in decisions:
             metrics.decisions.labels(kind=decision.kind).inc()
             if decision.kind in CHAMPION_KINDS:
                 metrics.promotions.inc()
+            if decision.kind == LedgerKind.DRIFT_DETECTED and alert:
+                metrics.drifts.labels(**labels).inc()
+        champion = after.get("champion") or {}
+        if champion.get("version"):
+            metrics.champion_version.labels(**labels).set(champion["version"])
+        watched = after.get("monitoring") or {}
+        for gauge, field in (
+            (metrics.esp, "esp"),
+            (metrics.esp_at_training, "espAtTraining"),
+            (metrics.replay_accuracy, "replayAccuracy"),
+            (metrics.champion_accuracy, "championAccuracy"),
+        ):
+            if isinstance(watched.get(field), int | float):
+                gauge.labels(**labels).set(watched[field])
         used = (after.get("usage") or {}).get("qpuSeconds", 0.0) - (before.get("usage") or {}).get("qpuSeconds", 0.0)
         if used > 0:
             metrics.qpu_seconds.inc(used)

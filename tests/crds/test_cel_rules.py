@@ -175,6 +175,27 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
         changed(P, spec__steps__2__name="promote-it"),
         True,
     ),
+    (
+        "monitoring more often than once a minute",
+        changed(M, spec__monitoring={"every": "30s", "onDrift": ["alert"]}),
+        "monitoring.every must be at least 1m",
+        changed(M, spec__monitoring={"every": "1m", "onDrift": ["alert"]}),
+        True,
+    ),
+    (
+        "monitoring every 90 minutes written as 1h30m",
+        changed(M, spec__monitoring={"every": "0h0m59s"}),
+        "monitoring.every must be at least 1m",
+        changed(M, spec__monitoring={"every": "1h30m"}),
+        True,
+    ),
+    (
+        "a drift action listed twice",
+        changed(M, spec__monitoring={"onDrift": ["retrain", "alert", "retrain"]}),
+        "monitoring.onDrift lists an action twice",
+        changed(M, spec__monitoring={"onDrift": ["retrain", "alert", "blockPromotion"]}),
+        True,
+    ),
 ]
 
 

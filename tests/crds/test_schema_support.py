@@ -63,6 +63,16 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
             "summary": {"pass": 1, "fail": 0, "warn": 0, "skip": 0},
             "floors": [{"field": "governance.maxShots", "value": "100000", "source": "QuantumPolicy/production-floor"}],
         },
+        "monitoring": {
+            "lastCheck": "2026-01-02T03:04:05Z",
+            "version": 3,
+            "verdict": "drift",
+            "esp": 0.61,
+            "espAtTraining": 0.8,
+            "replayAccuracy": 0.85,
+            "championAccuracy": 0.9,
+            "drifted": ["calibration"],
+        },
         "lastHandledReconcileAt": "2026-01-02T03:04:05Z",
     }
 )

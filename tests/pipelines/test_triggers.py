@@ -10,6 +10,7 @@ from controller.engine.pipelines.triggers import (
     LastRun,
     RunCause,
     due_run,
+    fired_by_drift,
     glob_matches,
     pipeline_digest,
     waiting_for_monitoring,
@@ -91,6 +92,25 @@ def test_run_ids_follow_from_cause_and_revision() -> None:
 
 def test_drift_triggers_are_shown_as_waiting_for_monitoring() -> None:
     assert waiting_for_monitoring(pipeline()) == ["drift of accuracy by 0.05 every 6h on fake:manila"]
+
+
+def test_a_drift_trigger_fires_on_the_models_replay_drift_beyond_its_threshold() -> None:
+    spec = pipeline()  # drift of accuracy by 0.05 on fake:manila
+
+    def replay(drop: float, backend: str = "fake:manila") -> tuple[str, str, dict[str, object]]:
+        return (
+            f"sha256:{int(drop * 1000):064d}",
+            "ccc",
+            {"check": "replay", "figures": {"drop": drop, "backend": backend}},
+        )
+
+    calibration = ("sha256:" + "1" * 64, "ccc", {"check": "calibration", "figures": {"relativeDrop": 0.4}})
+    assert fired_by_drift(spec, [calibration, replay(0.04)]) is None  # below the threshold, not its metric
+    assert fired_by_drift(spec, [replay(0.2, backend="fake:kyiv")]) is None  # measured on another backend
+    start = fired_by_drift(spec, [calibration, replay(0.08)])
+    assert start is not None and start.cause is RunCause.DRIFT and start.revision == "ccc"
+    assert start.slot == replay(0.08)[0]  # one run per drift entry
+    assert "drift (replay)" in start.reason
 
 
 def test_globs_span_folders_only_with_two_stars() -> None:

@@ -4,7 +4,8 @@ A run starts, in this order of precedence, when a run was requested (``qmlops ru
 ``reconcile.qmlops.io/requestedAt`` annotation in the cluster), when the pipeline's own spec changed
 since its last run (a new pipeline included), when a commit since the last run touched one of a
 ``gitChange`` trigger's globs, or when a ``schedule`` ticked since the last run (missed ticks run
-once). ``drift`` triggers wait for monitoring to fire them.
+once), or when the model's monitoring recorded a drift since the last run that a ``drift`` trigger
+asks for (``fired_by_drift``: the same checks, the trigger's metric and threshold).
 
 A run's id is derived from its cause and the revision it runs at, so two controllers that see the
 same trigger start the same run, never two.
@@ -94,6 +95,29 @@ def due_run(
                 return Start(
                     RunCause.SCHEDULE, f"the schedule {trigger.schedule!r} came due at {moment}", revision, moment
                 )
+    return None
+
+
+def fired_by_drift(spec: QuantumPipelineSpec, drifts: Iterable[tuple[str, str, dict[str, object]]]) -> Start | None:
+    """The run a drift trigger starts: the first of ``drifts`` (``(entry digest, revision, data)`` of
+    the model's ``drift-detected`` entries since the last run, oldest first) that a trigger asks for.
+    An accuracy trigger fires on a replay whose accuracy dropped by at least its threshold; a trigger
+    on another metric on any drift of the champion. A trigger naming a backend fires only on drifts
+    measured on it. Each drift entry starts at most one run (its digest is the run's slot)."""
+    triggers = [t.drift for t in spec.triggers if t.drift is not None]
+    for digest, revision, data in drifts:
+        figures = data.get("figures") if isinstance(data.get("figures"), dict) else {}
+        assert isinstance(figures, dict)
+        for trigger in triggers:
+            backend = figures.get("backend") or data.get("backend")
+            if trigger.backend and backend and backend != trigger.backend:
+                continue
+            if trigger.metric.value == "accuracy":
+                drop = figures.get("drop")
+                if data.get("check") != "replay" or not isinstance(drop, int | float) or drop < trigger.threshold:
+                    continue
+            reason = f"monitoring detected a drift ({data.get('check')}) that the drift trigger on {trigger.metric.value} fires on"
+            return Start(RunCause.DRIFT, reason, revision, digest)
     return None
 
 

@@ -7,6 +7,7 @@ promote through the model's gates and approvals).
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -131,7 +132,24 @@ def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any
         trailers = run_trailers(state, pipeline)
     files = {version_files.file_name(number): version_files.encode(manifest)}
     message = f"registered version {number}{accuracy}, trained because {due.reason}"
-    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers))
+    shared = calibration_snapshot(ctx, due, artifact)
+    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers, shared))
+
+
+def calibration_snapshot(ctx: StepContext, due: Due, artifact: Any) -> dict[str, bytes]:
+    """The calibration snapshot the version was trained under, for ``registry/calibrations/<device>/
+    <digest>.json`` (kept once per snapshot, so an auditor recomputes the ESP from Git alone)."""
+    hardware = (artifact.manifest.get("lineage") or {}).get("calibration")
+    if not isinstance(hardware, dict):
+        return {}
+    registry = ctx.services.registry
+    device, digest = str(hardware.get("device", "")), str(hardware.get("digest", ""))
+    path = registry.calibration_path(device, digest)
+    if registry.calibration(device, digest) is not None:
+        return {}
+    folder = ctx.services.workspaces(ctx.state.namespace, ctx.state.name).of(due.key).checkpoint_dir
+    snapshot = importlib.import_module("controller.engine.training.calibration").recall(hardware, folder)
+    return {path: snapshot.to_bytes()} if snapshot is not None else {}
 
 
 def run_trailers(state: State, pipeline: dict[str, Any]) -> tuple[tuple[str, str], ...]:

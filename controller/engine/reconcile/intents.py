@@ -33,6 +33,7 @@ class RecordDecision:
     data: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     trailers: tuple[tuple[str, str], ...] = ()  # beyond the model's, version's, decision's and entry's
+    shared: dict[str, bytes] = field(default_factory=dict)  # content-addressed registry files (calibrations)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Watched:
+    """The monitoring checks ran on the champion: their report (``monitoring.Report``), for the status."""
+
+    report: Any
+
+
+@dataclass(frozen=True)
 class Training:
     """The training state to show: ``running`` while a training goes, ``done`` once registered."""
 
@@ -122,7 +130,7 @@ class EvaluateVersions:
 
 
 Work = Train | Register | TrainCells | EvaluateVersions  # intents the effects carry out (or a dry run stops at)
-Intent = RecordDecision | Work | Suspend | Assess | Block | Fail | Training | Promotion
+Intent = RecordDecision | Work | Suspend | Assess | Block | Fail | Training | Promotion | Watched
 WRITES = (RecordDecision, Train, Register, TrainCells, EvaluateVersions)  # what changes something (plan's ``changes``)
 
 
@@ -233,6 +241,8 @@ def summarise(intent: Intent, facts: Facts) -> None:
             facts.training_state, facts.training_message = state, message
         case Promotion(state, message):
             facts.promotion_state, facts.promotion_message = state, message
+        case Watched(report):
+            facts.monitoring = report
 
 
 PIN_RULE = "promotion.pin"

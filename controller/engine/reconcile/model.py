@@ -134,6 +134,8 @@ class ModelReconciler(Services):
         requeue = None
         if state.spec.training.schedule and not state.spec.suspend:
             requeue = max(1.0, (next_cron_tick(state.spec.training.schedule, state.now) - state.now).total_seconds())
+        if state.spec.monitoring is not None and not state.spec.suspend:  # the next check is due then
+            requeue = min(requeue or state.spec.monitoring.seconds, state.spec.monitoring.seconds)
         return Outcome(status, [], requeue)
 
     # --- the workspaces ----------------------------------------------------------------------------

@@ -191,6 +191,8 @@ def start_run(ctx: PipelineContext) -> StepResult:
         requested_at=ctx.seen.requested_at,
         changed_paths=ctx.seen.changed_paths,
     )
+    if start is None and last is not None:
+        start = _drift_start(ctx, last.started)
     if start is None:
         waiting = waiting_for_monitoring(ctx.pipeline.spec)
         more = (
@@ -200,6 +202,18 @@ def start_run(ctx: PipelineContext) -> StepResult:
         return StepResult(verdict=Verdict(PlanAction.NOTHING, f"no trigger is due{failed}{more}"), stop=True)
     ctx.notes["start"] = f"run {start.id} starts: {start.reason}"
     return StepResult((_run_started(ctx, start),), Verdict(PlanAction.RUN, ctx.notes["start"]))
+
+
+def _drift_start(ctx: PipelineContext, since: Any) -> Start | None:
+    """A run a drift trigger starts: the model's drift-detected entries since the last run started."""
+    from controller.engine.pipelines.triggers import fired_by_drift
+
+    drifts = [
+        (e.digest, ctx.seen.revision, dict(e.data))
+        for e in ctx.state.ledger.of_kind(LedgerKind.DRIFT_DETECTED)
+        if e.time > since
+    ]
+    return fired_by_drift(ctx.pipeline.spec, drifts) if drifts else None
 
 
 def _run_started(ctx: PipelineContext, start: Start) -> RecordDecision:

@@ -52,6 +52,7 @@ class GitRecorder:
             data=intent.data,
             files=intent.files,
             trailers=intent.trailers,
+            shared=intent.shared,
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))

@@ -18,6 +18,7 @@ from controller.engine.memo import Memo
 from controller.engine.reconcile.state import Governance, State, judge, training, utcnow
 from controller.engine.reconcile.workspace import Workspaces
 from controller.engine.registry.store import Registry
+from controller.engine.registry.versions import Version
 
 TrainerFn = Callable[..., Any]
 CredentialsLookup = Callable[[str, str], Any]
@@ -43,6 +44,9 @@ class Services:
         self.policies = policies or (lambda: [])  # the QuantumPolicies in force (read at every reconcile)
         self._builtin_digests: Memo[str] = Memo(MEMO_LIMIT)
         self._policies: Memo[Governance] = Memo(MEMO_LIMIT)
+        self._watched: dict[str, tuple[datetime, str]] = {}  # model -> (last check, what it was checked on)
+        self._calibrations: Any = None
+        self.live: Any = None  # monitoring's live-accuracy hook (serving, issue 14), installed by a shell
 
     def now(self) -> datetime:
         now = self.clock()
@@ -69,6 +73,56 @@ class Services:
             return training().dataset_digest(spec, repo_root=self.registry.repo)
         key = (spec.dataset.model_dump_json(), spec.circuit.qubits)
         return self._builtin_digests.get(key, lambda: training().dataset_digest(spec, repo_root=self.registry.repo))
+
+    def calibrations(self) -> Any:
+        """Today's calibrations (monitoring.CalibrationSource): one per reconciler, so an ibm: device's
+        properties are fetched at most once per monitoring period."""
+        if self._calibrations is None:
+            from controller.engine.monitoring import CalibrationSource
+
+            self._calibrations = CalibrationSource(self.registry.repo)
+        return self._calibrations
+
+    def watch(self, model: QuantumModel, champion: Version) -> Any:
+        """The champion's monitoring checks (a ``monitoring.Report``) when due: ``monitoring.every``
+        after the last check, or at once when what it would be checked on changed (a new calibration
+        of its device, another dataset, another champion). None when not due."""
+        from controller.engine.monitoring import monitor_model
+
+        spec = model.spec
+        assert spec.monitoring is not None
+        key = f"{model.metadata.namespace}/{model.metadata.name}"
+        now = self.now()
+        seen = f"{champion.digest}|{self._seen(spec, champion, now)}"
+        last = self._watched.get(key)
+        if last is not None and last[1] == seen and (now - last[0]).total_seconds() < spec.monitoring.seconds:
+            return None
+        report = monitor_model(
+            self.registry, model, source=self.calibrations(), now=now, credentials=self.credentials, live=self.live
+        )
+        self._watched[key] = (now, seen)
+        return report
+
+    def _seen(self, spec: QuantumModelSpec, champion: Version, now: datetime) -> str:
+        """What a check would look at today: the calibration's digest and the dataset's (cheap: a fake
+        device's file is read again, an ibm: device's properties are fetched once per period)."""
+        from datetime import timedelta
+
+        assert spec.monitoring is not None
+        parts = []
+        backend = str((champion.artifact.get("lineage") or {}).get("backend") or spec.training.backend)
+        if backend.startswith(("fake:", "ibm:")) and backend != "ibm:least-busy":
+            try:
+                period = timedelta(seconds=spec.monitoring.seconds)
+                parts.append(self.calibrations().today(backend, now=now, period=period).digest)
+            except Exception:  # the check itself reports why (not run)
+                parts.append("")
+        if spec.dataset.source.startswith("file:"):
+            try:
+                parts.append(self._dataset_digest(spec))
+            except Exception:
+                parts.append("")
+        return "|".join(parts)
 
     def governance(self, spec: QuantumModelSpec) -> Governance:
         """Governance is a function of the spec alone: judged once per spec a reconciler sees (the

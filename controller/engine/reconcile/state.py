@@ -142,4 +142,19 @@ def training_due(state: State, source: SourceRef, spec_digest: str, dataset_dige
         tick = last_cron_tick(schedule, parse_time(latest.registered_at), state.now)
         if tick is not None:
             return due(f"the schedule {schedule!r} came due at {format_time(tick)}", format_time(tick))
+    drift = drift_to_retrain(state)
+    if drift is not None:
+        return due(f"a drift was detected ({drift.data.get('check')}: {drift.message})", drift.digest)
+    return None
+
+
+def drift_to_retrain(state: State) -> Any:
+    """The last ``drift-detected`` entry asking to retrain (``onDrift: retrain``) that no version was
+    registered after: each drift retrains once."""
+    entries = state.ledger.entries
+    for entry in reversed(entries):
+        if entry.kind == LedgerKind.REGISTERED:
+            return None
+        if entry.kind == LedgerKind.DRIFT_DETECTED and "retrain" in (entry.data.get("actions") or []):
+            return entry
     return None

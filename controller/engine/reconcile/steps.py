@@ -13,6 +13,8 @@ Each step is ``(StepContext) -> StepResult``: it reads, and returns intents and 
 
 from __future__ import annotations
 
+from typing import Any
+
 from controller.api.quantummodel import PolicyFloor
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
@@ -23,6 +25,7 @@ from controller.engine.reconcile.intents import (
     Block,
     Fail,
     Intent,
+    Promotion,
     RecordDecision,
     Step,
     StepContext,
@@ -31,8 +34,9 @@ from controller.engine.reconcile.intents import (
     Train,
     Training,
     Verdict,
+    Watched,
 )
-from controller.engine.reconcile.state import training_due
+from controller.engine.reconcile.state import State, training_due
 from controller.engine.status import describe_failure
 
 SUSPENDED = "spec.suspend is true: nothing is trained or promoted"
@@ -118,6 +122,9 @@ def evaluate_gates(ctx: StepContext) -> StepResult:
 
 def promote(ctx: StepContext) -> StepResult:
     state = ctx.state
+    held = held_by_drift(state)
+    if held is not None:
+        return StepResult((Promotion("blocked", held),), Verdict(PlanAction.BLOCK, held))
     pin = state.spec.promotion.pin
     asked_by = state.policy.pin_requires_approval if state.policy is not None else None
     if pin is not None and asked_by and pin != state.ledger.champion():
@@ -139,4 +146,68 @@ def promote(ctx: StepContext) -> StepResult:
     return StepResult(tuple(intents), verdict)
 
 
-MODEL_STEPS: tuple[Step, ...] = (govern, train, record_approvals, evaluate_gates, promote)
+def watch(ctx: StepContext) -> StepResult:
+    """``spec.monitoring``: the champion's checks when due; each drift not acted on before (same
+    check, same calibration or dataset, same champion) is a ``drift-detected`` entry with its evidence
+    and the actions it asks for (the train step retrains on it, promote holds on it, the shells alert)."""
+    state = ctx.state
+    monitoring = state.spec.monitoring
+    champion = state.version(state.ledger.champion())
+    if monitoring is None or champion is None:
+        return StepResult()
+    report = ctx.services.watch(ctx.observed.model, champion)
+    if report is None:
+        return StepResult()
+    intents: list[Intent] = [Watched(report)]
+    acted = {
+        (e.data.get("check"), e.data.get("key"), e.version) for e in state.ledger.of_kind(LedgerKind.DRIFT_DETECTED)
+    }
+    wanted = [a.value for a in monitoring.on_drift]
+    for check in report.drifted:
+        if (check.kind.value, check.key, champion.number) in acted:
+            continue
+        data = {
+            "check": check.kind.value,
+            "key": check.key,
+            "figures": check.figures,
+            "actions": wanted,
+            "checkedAt": report.checked_at,
+        }
+        message = f"drift detected on version {champion.number}: {drift_summary(check)}"
+        intents.append(RecordDecision(LedgerKind.DRIFT_DETECTED, champion.number, message, data))
+    verdict = None
+    if len(intents) > 1:
+        verdict = Verdict(PlanAction.NOTHING, f"drift detected: {', '.join(c.kind.value for c in report.drifted)}")
+    return StepResult(tuple(intents), verdict)
+
+
+def drift_summary(check: Any) -> str:
+    """One line for a drift's ledger message: the check and its figures before and after."""
+    f = check.figures
+    if "esp" in f:
+        return f"ESP {f['esp']['before']:.4f} -> {f['esp']['after']:.4f} on today's calibration ({f['calibration']['after']['lastUpdate']})"
+    if "accuracy" in f:
+        return f"replayed accuracy {f['accuracy']['before']:.3f} -> {f['accuracy']['after']:.3f} under today's noise"
+    if f.get("moved"):
+        return f"the data moved on {', '.join(str(m) for m in f['moved'])}"
+    return check.kind.value
+
+
+def held_by_drift(state: State) -> str | None:
+    """``onDrift: blockPromotion``: the drift that holds promotions until a human pins a version or
+    approves one (an approval recorded after the drift), or None."""
+    drifts = [
+        e for e in state.ledger.of_kind(LedgerKind.DRIFT_DETECTED) if "blockPromotion" in (e.data.get("actions") or [])
+    ]
+    if not drifts or state.spec.promotion.pin is not None:
+        return None
+    last = drifts[-1]
+    after = state.ledger.entries[state.ledger.entries.index(last) + 1 :]
+    if any(e.kind == LedgerKind.APPROVED for e in after):
+        return None
+    return (
+        f"promotions are held by a drift (monitoring.onDrift blockPromotion): {last.message}; pin or approve a version"
+    )
+
+
+MODEL_STEPS: tuple[Step, ...] = (govern, watch, train, record_approvals, evaluate_gates, promote)

@@ -13,6 +13,8 @@ commit again after a rebase changed its sha).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +26,7 @@ from controller.engine.decisions import LedgerKind
 from controller.engine.errors import StallingError
 from controller.engine.memo import Memo
 from controller.engine.registry import approvals, index, versions
+from controller.engine.registry.canonical import digest_of
 from controller.engine.registry.git import DEFAULT_IDENTITY, Commit, Git, GitError, GitIdentity, PublishResult
 from controller.engine.registry.ledger import LEDGER_FILE, Entry, Ledger, LedgerError, draft, parse
 from controller.engine.registry.trust import Signature, Trust, signing_settings
@@ -41,6 +44,8 @@ TRAILER_RUN = "Qmlops-Run"  # the run's id
 
 T = TypeVar("T")
 PARSED_FILES_LIMIT = 20_000
+MAX_CALIBRATION_BYTES = 8 * 1024 * 1024
+CALIBRATIONS_DIR = "calibrations"  # registry/calibrations/<device>/<digest>.json: shared by every model
 
 
 class RegistryError(Exception):
@@ -110,6 +115,30 @@ class Registry:
         except OutsideWorkTree as err:
             raise RegistryError(f"{relative}: {err}") from None
 
+    def calibration_path(self, device: str, digest: str) -> str:
+        """Where a device's calibration snapshot is kept, content-addressed (see training/calibration.py)."""
+        if not re.fullmatch(r"[a-z0-9_]{1,100}", device) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise RegistryError(f"calibration {device[:40]!r} {digest[:19]!r}: not a device name and digest")
+        return f"{self.root}/{CALIBRATIONS_DIR}/{device}/{digest.removeprefix('sha256:')}.json"
+
+    def calibration(self, device: str, digest: str) -> bytes | None:
+        """The snapshot kept under ``digest``, or None; a file whose content does not match its digest
+        is an error (an auditor recomputes the ESP from it)."""
+        relative = self.calibration_path(device, digest)
+        path = self.real_path(relative)
+        if not path.is_file():
+            return None
+        raw = path.read_bytes()
+        if len(raw) > MAX_CALIBRATION_BYTES:
+            raise RegistryError(f"{relative}: larger than {MAX_CALIBRATION_BYTES} bytes")
+        try:
+            found = digest_of(json.loads(raw))
+        except ValueError:
+            raise RegistryError(f"{relative}: not JSON") from None
+        if found != digest:
+            raise RegistryError(f"{relative}: its content does not match its digest")
+        return raw
+
     def private_dir(self) -> Path:
         """Inside .git: never committed, shared by work trees. Checkpoints and finished artifacts live here."""
         return self.git.common_dir() / "qmlops"
@@ -160,7 +189,11 @@ class Registry:
         if not base.is_dir():
             return []
         return sorted(
-            (ns.name, model.name) for ns in base.iterdir() if ns.is_dir() for model in ns.iterdir() if model.is_dir()
+            (ns.name, model.name)
+            for ns in base.iterdir()
+            if ns.is_dir() and ns.name != CALIBRATIONS_DIR
+            for model in ns.iterdir()
+            if model.is_dir()
         )
 
     def models_in_history(self) -> list[tuple[str, str]]:
@@ -318,14 +351,18 @@ class Registry:
         data: dict[str, Any] | None = None,
         files: dict[str, bytes] | None = None,
         trailers: tuple[tuple[str, str], ...] = (),
+        shared: dict[str, bytes] | None = None,
     ) -> Recorded:
         """Append one decision to the ledger, write ``files`` (paths relative to the model's folder,
-        never overwriting one that exists), refresh model.yaml, and commit it all as one commit."""
+        never overwriting one that exists), refresh model.yaml, and commit it all as one commit.
+        ``shared`` are content-addressed files of the whole registry (paths from :meth:`calibration_path`):
+        written once, left alone when they exist."""
         model = f"{namespace}/{name}"
         base = self.model_path(namespace, name)
         # every path is checked before anything is written: a symlinked registry/<namespace> (or any
         # other part) would otherwise send versions and ledgers outside the repository
         targets = {relative: self.real_path(f"{base}/{relative}") for relative in (files or {})}
+        shared_targets = {relative: self.real_path(relative) for relative in (shared or {})}
         ledger_file = self.real_path(f"{base}/{LEDGER_FILE}")
         index_file = self.real_path(f"{base}/{index.INDEX_FILE}")
         ledger = self.ledger(namespace, name)
@@ -335,6 +372,9 @@ class Registry:
             if target.exists():
                 raise RegistryError(f"{self.model_path(namespace, name)}/{relative} exists: versions are immutable")
             write_atomic(target, raw)
+        for relative, raw in (shared or {}).items():
+            if not shared_targets[relative].exists():
+                write_atomic(shared_targets[relative], raw)
         before = ledger_file.read_bytes() if ledger_file.exists() else b""
         write_atomic(ledger_file, before + entry.to_line().encode())
         after = Ledger((*ledger.entries, entry))
@@ -350,7 +390,8 @@ class Registry:
         lines += [(TRAILER_DECISION, kind), *trailers, (TRAILER_ENTRY, entry.digest)]
         subject = f"qmlops: {model}: {entry.message}"  # as scrubbed for the ledger
         try:
-            sha = self.git.commit([self.model_path(namespace, name)], _subject(subject), lines)
+            paths = [self.model_path(namespace, name), *sorted(shared or {})]
+            sha = self.git.commit(paths, _subject(subject), lines)
         except GitError as err:
             raise RegistryError(f"committing {kind} for {model}: {err}") from None
         return Recorded(entry, sha)

@@ -17,13 +17,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controller.api import limits
 from controller.api.quantummodel import ExecutionMode, QuantumModelSpec
+from controller.engine.training import calibration as calibrations
 from controller.engine.training import circuits, failures
+from controller.engine.training.calibration import Calibration
 from controller.engine.training.credentials import Credentials, CredentialsSource, resolve
 from controller.engine.training.errors import CircuitError, RuntimeFailure, TrainingError
 
@@ -134,6 +137,7 @@ class Target:
     ref: str
     device: str
     local: bool = True
+    calibration: Calibration | None = None  # the device's calibration it runs under (fake: and ibm:)
 
     @property
     def session_id(self) -> str | None:
@@ -227,6 +231,8 @@ class RuntimeTarget(Target):
         credentials: CredentialsSource,
         resume_session: str | None,
         sleep: Callable[[float], None] = time.sleep,
+        repo_root: Path | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.ref = spec.training.backend
         kind, _, name = self.ref.partition(":")
@@ -245,6 +251,7 @@ class RuntimeTarget(Target):
             raise CircuitError(
                 f"circuit.qubits: {self.ref} ({self.device}) has {own} qubits; circuit.qubits is {spec.circuit.qubits}"
             )
+        self.calibration = self._calibrate(repo_root, calibration)
         self._guarded(lambda: self._open(resume_session))
 
     def _guarded(self, step: Callable[[], None]) -> None:
@@ -278,6 +285,22 @@ class RuntimeTarget(Target):
         self._tokens.add(self._credentials.token)
         self._service = self._factory.service(self._credentials)
         self._backend = self._factory.backend(self._service, self._name, self._spec.circuit.qubits)
+
+    def _calibrate(self, repo_root: Path | None, given: Calibration | None) -> Calibration | None:
+        """A fake backend runs under ``given``, else the repository's calibrations/<device>.json, else
+        its packaged snapshot; an IBM backend under the service's current properties (``given`` is
+        ignored: the hardware is what it is today). A malformed file is an error, never skipped."""
+        if self.local:
+            if given is not None:
+                calibrations.apply(self._backend, given)
+                return given
+            return calibrations.for_fake_backend(self._backend, repo_root)
+        properties = None
+        with contextlib.suppress(Exception):  # a simulator or a backend without properties: none
+            properties = self._backend.properties()
+        if properties is None:
+            return None
+        return calibrations.from_properties(properties, self.device, getattr(self._backend, "num_qubits", None))
 
     def _open(self, resume: str | None) -> None:
         self.close()  # a session replaced (closed, or opened with credentials that were rotated) ends here
@@ -366,13 +389,18 @@ def open_target(
     credentials: CredentialsSource = None,
     resume_session: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    repo_root: Path | None = None,
+    calibration: Calibration | None = None,
 ) -> Target:
+    """The backend ``spec`` trains on. ``repo_root`` is the spec repository (a fake backend takes its
+    ``calibrations/<device>.json`` from there); ``calibration`` runs a fake backend under that snapshot."""
     ref = spec.training.backend
     if ref == "local:statevector":
         return StatevectorTarget(ref)
     if ref == "local:aer":
         return AerTarget(ref)
-    return RuntimeTarget(spec, runtime_factory(), credentials, resume_session, sleep)
+    return RuntimeTarget(spec, runtime_factory(), credentials, resume_session, sleep, repo_root, calibration)
 
 
 def release_session(spec: QuantumModelSpec, session_id: str | None, credentials: CredentialsSource = None) -> bool:

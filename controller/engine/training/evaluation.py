@@ -20,6 +20,7 @@ from controller.api.quantummodel import ExecutionMode, QuantumModelSpec
 from controller.engine.training import artifact as artifacts
 from controller.engine.training import backends, circuits, data
 from controller.engine.training.artifact import ModelArtifact
+from controller.engine.training.calibration import Calibration
 from controller.engine.training.credentials import CredentialsSource
 from controller.engine.training.errors import BudgetExceeded, DatasetError
 
@@ -35,6 +36,8 @@ class Evaluation:
     rows: int
     calibration: str | None = None  # the device's calibration date (fake: its snapshot's; ibm: today's)
     usage: dict[str, float] = field(default_factory=dict)
+    # lineage.calibration: device, lastUpdate, digest, layout and ESP of the circuit as it ran (fake:, ibm:)
+    hardware: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -47,6 +50,8 @@ class Evaluation:
         }
         if self.calibration:
             out["calibration"] = self.calibration
+        if self.hardware:
+            out["lineage"] = {"calibration": self.hardware}
         return out
 
 
@@ -59,9 +64,14 @@ def evaluate(
     repo_root: Path | None = None,
     credentials: CredentialsSource = None,
     budget_used_seconds: float = 0.0,
+    calibration: Calibration | None = None,
 ) -> Evaluation:
     """``model`` scored on ``spec``'s test split on ``backend``. The model's own preprocessing applies;
-    ``spec`` names the data and the governance whose shot and QPU limits hold (as for its training)."""
+    ``spec`` names the data and the governance whose shot and QPU limits hold (as for its training).
+
+    A fake backend runs under ``calibration`` when given (monitoring replays a champion under the
+    calibration it was trained on and under today's), else under the repository's
+    ``calibrations/<device>.json`` (in ``repo_root``), else under its packaged snapshot."""
     artifact = model if isinstance(model, ModelArtifact) else ModelArtifact(dict(model))
     check_limits(spec, backend, shots or spec.training.shots, budget_used_seconds, "evaluating")
     table = data.load(spec.dataset, repo_root, spec.circuit.qubits)
@@ -78,9 +88,12 @@ def evaluate(
         credentials=credentials,
         budget_used_seconds=budget_used_seconds,
         purpose="evaluating",
+        repo_root=repo_root,
+        calibration=calibration,
     )
     metrics = artifacts.metrics(run.evs, split.y_test, len(artifact.classes))
-    return Evaluation(backend, run.device, metrics, run.shots, len(split.y_test), run.calibration, run.usage)
+    rows = len(split.y_test)
+    return Evaluation(backend, run.device, metrics, run.shots, rows, run.calibration, run.usage, run.hardware)
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ class BackendRun:
     shots: int
     usage: dict[str, float]
     calibration: str | None = None
+    hardware: dict[str, Any] | None = None  # lineage.calibration of the run (fake:, ibm:)
 
 
 def check_limits(
@@ -119,6 +133,8 @@ def run_rows(
     credentials: CredentialsSource = None,
     budget_used_seconds: float = 0.0,
     purpose: str = "running",
+    repo_root: Path | None = None,
+    calibration: Calibration | None = None,
 ) -> BackendRun:
     """The model's circuit run on ``backend`` for raw rows of its input features (its preprocessing
     applies), as one primitive job: the circuit transpiled for the backend, its observables laid out,
@@ -143,16 +159,24 @@ def run_rows(
         }
     )
     seed = spec.training.seed
-    target = backends.open_target(on, credentials)
+    target = backends.open_target(on, credentials, repo_root=repo_root, calibration=calibration)
     try:
         isa, angles = target.executable(model_circuit.circuit, model_circuit.features, seed)
         observables = target.layout_observables(isa, model_circuit.observables)
         values = circuits.parameter_table(isa, features, weights, model_circuit, angles)
         job = target.run(isa, observables, values, shots, seed)
+        hardware = calibration_lineage(target, isa)
     finally:
         target.close()
     usage = {"qpuSeconds": job.qpu_seconds, "primitiveJobs": 1.0, "shots": float(job.shots)}
-    return BackendRun(np.asarray(job.evs, dtype=float), target.device, shots, usage, calibration_date(target))
+    evs = np.asarray(job.evs, dtype=float)
+    return BackendRun(evs, target.device, shots, usage, calibration_date(target), hardware)
+
+
+def calibration_lineage(target: backends.Target, isa: Any) -> dict[str, Any] | None:
+    from controller.engine.training.trainer import calibration_lineage as lineage
+
+    return lineage(target, isa)
 
 
 def calibration_date(target: backends.Target) -> str | None:

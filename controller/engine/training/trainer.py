@@ -15,7 +15,8 @@ from controller.api import limits
 from controller.api.quantummodel import GRADIENT_OPTIMIZERS, QuantumModelSpec
 from controller.engine.registry.canonical import digest_of
 from controller.engine.training import artifact as artifacts
-from controller.engine.training import backends, circuits, data, optimizers
+from controller.engine.training import backends, circuits, data, optimizers, summary
+from controller.engine.training import calibration as calibrations
 from controller.engine.training.artifact import ModelArtifact
 from controller.engine.training.checkpoint import Checkpoint
 from controller.engine.training.credentials import CredentialsSource
@@ -72,7 +73,7 @@ def train(
     _check_estimate(spec, prepared, budget_used_seconds)
     fingerprint = digest_of([spec_digest(spec), prepared.digest])
     checkpoint = Checkpoint.open(checkpoint_dir, fingerprint)
-    target = backends.open_target(spec, credentials, checkpoint.session_id, sleep)
+    target = backends.open_target(spec, credentials, checkpoint.session_id, sleep, repo_root=repo_root)
     try:
         isa, angles = target.executable(model.circuit, model.features, spec.training.seed)
         observables = target.layout_observables(isa, model.observables)
@@ -104,7 +105,22 @@ def train(
         raise
     target.close()
     metrics = artifacts.metrics(evs, prepared.split.y_test, len(prepared.classes))
-    return _artifact(spec, prepared, model, weights, metrics, objective, target, time.perf_counter() - started)
+    hardware = calibration_lineage(target, isa, checkpoint_dir)
+    elapsed = time.perf_counter() - started
+    return _artifact(spec, prepared, model, weights, metrics, objective, target, elapsed, hardware)
+
+
+def calibration_lineage(target: backends.Target, isa: Any, keep_in: Path | None = None) -> dict[str, Any] | None:
+    """``lineage.calibration`` of a circuit transpiled for a device: the calibration's date and digest,
+    the circuit's layout and its ESP under that calibration. The snapshot is remembered by its digest
+    (and kept in ``keep_in``, the training's checkpoint folder, until it is registered)."""
+    used = target.calibration
+    if used is None:
+        return None
+    calibrations.remember(used)
+    if keep_in is not None:
+        calibrations.keep(used, keep_in)
+    return used.lineage(calibrations.footprint_of(isa))
 
 
 def _check_qubits(spec: QuantumModelSpec) -> None:
@@ -139,6 +155,7 @@ def _artifact(
     objective: Objective,
     target: backends.Target,
     wall_seconds: float,
+    hardware: dict[str, Any] | None = None,
 ) -> ModelArtifact:
     checkpoint = objective.checkpoint
     usage = {
@@ -149,7 +166,7 @@ def _artifact(
         "runSeconds": round(checkpoint.totals.run_seconds, 3),
         "resumes": checkpoint.resumes,
     }
-    body = {
+    body: dict[str, Any] = {
         "task": spec.task.value,
         "circuit": {
             **artifacts.encode_circuit(model.circuit),
@@ -184,6 +201,11 @@ def _artifact(
         },
         "usage": usage,
     }
+    lineage = body["lineage"]
+    if hardware is not None:
+        lineage["calibration"] = hardware
+    if spec.dataset.source.startswith("file:"):  # what data drift is measured against: never a row
+        lineage["dataSummary"] = summary.summarize(prepared.split.x_train, prepared.split.features)
     return ModelArtifact.create(body)
 
 
