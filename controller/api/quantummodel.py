@@ -439,6 +439,7 @@ class TrainingStatus(SpecModel):
     backend: str | None = None
     session_id: str | None = None
     started: str | None = None
+    job: str | None = Field(default=None, max_length=63)  # the Kubernetes Job running it (the jobs executor)
 
 
 class VersionRef(SpecModel):

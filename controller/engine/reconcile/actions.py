@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.errors import RetryableError
+from controller.engine.reconcile.executor import Running, TrainingRequest
 from controller.engine.reconcile.intents import (
     PIN_RULE,
     Block,
@@ -118,8 +120,10 @@ def train(
     should_stop: Callable[[], bool] | None,
     may_train: bool,
 ) -> list[Intent]:
-    """Train for ``due`` in its own workspace (resuming from its checkpoint), keep the artifact beside
-    it, and register it; a failed training is a failure, a stopped one (Ctrl-C, shutdown) raises."""
+    """Train for ``due`` in its own workspace (resuming from its checkpoint) with the reconciler's
+    executor, keep the artifact beside it, and register it; a failed training is a failure, a stopped
+    one (Ctrl-C, shutdown) raises; a training still running elsewhere (a Job) is shown as running and
+    the reconcile stops there."""
     state, services = ctx.state, ctx.services
     if not may_train:
         raise TrainingDue(due.reason)
@@ -129,34 +133,42 @@ def train(
         raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
         if raw is None:
             try:
-                artifact = _run_trainer(services, state, workspace.checkpoint_dir, on_progress, should_stop)
+                result = services.executor.train(
+                    _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop)
+                )
             except Exception as err:
                 if isinstance(err, training().TrainingStopped):
                     raise
                 return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
-            raw = artifact.to_json()
+            if isinstance(result, Running):
+                return [Training("running", result.message, job=result.job)]
+            raw = result
             workspace.keep(raw)
     registered = registration(ctx, due, raw)
     return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
 
 
-def _run_trainer(
+def _request(
     services: Services,
     state: State,
-    checkpoint_dir: Any,
+    due: Due,
+    checkpoint_dir: Path,
     on_progress: Callable[[Any], None] | None,
     should_stop: Callable[[], bool] | None,
-) -> Any:
+) -> TrainingRequest:
     spec = state.spec
     credentials = None
     lookup, secret = services.credentials, spec.training.credentials_secret
     if secret and lookup is not None:
         # read when a backend asks (ibm: only), and again after a 401: a rotated Secret is picked up
         credentials = lambda: lookup(state.namespace, secret)  # noqa: E731
-    return services.trainer(
-        spec,
-        repo_root=services.registry.repo,
+    return TrainingRequest(
+        namespace=state.namespace,
+        name=state.name,
+        spec=spec,
+        due=due,
         checkpoint_dir=checkpoint_dir,
+        repo_root=services.registry.repo,
         credentials=credentials,
         budget_used_seconds=state.ledger.qpu_seconds(state.now),
         on_progress=on_progress,
