@@ -21,7 +21,7 @@ import kopf
 
 from controller.api import GROUP, VERSION
 from controller.api.quantummodel import Phase
-from controller.operator import pipelines, webhook
+from controller.operator import jobs, pipelines, webhook
 from controller.operator.runtime import Runtime
 from controller.operator.settings import FINALIZER
 from controller.operator.workers import ModelWorker
@@ -38,6 +38,7 @@ class Models:
         self.runtime = runtime
         self.pipelines = pipelines
         self.workers: dict[str, ModelWorker] = {}
+        self.jobs = jobs.JobWatch(runtime.client, runtime.metrics)
 
     def worker(self, uid: str, name: str, namespace: str | None) -> ModelWorker:
         found = self.workers.get(uid)
@@ -57,6 +58,20 @@ class Models:
                 await self.release(worker, body)  # before kopf lets the model go, in this same cycle
         if (namespace or "", name) in self.pipelines.waiting:
             await self.pipelines.model_seen(namespace or "", name)
+
+    async def job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        """A training Job changed (the jobs executor): Events on the model for a retry, a failure or
+        its end, and its model's worker looks again (it registers what finished)."""
+        owners = (body.get("metadata") or {}).get("ownerReferences") or ()
+        worker = next((self.workers[o["uid"]] for o in owners if o.get("uid") in self.workers), None)
+        if event.get("type") == "DELETED":
+            self.jobs.forget(str(body.get("metadata", {}).get("uid")))
+            return
+        for kind, reason, message in await self.jobs.observe(body):
+            if worker is not None:
+                kopf.event(worker.body, type=kind, reason=reason, message=message)
+        if worker is not None:
+            worker.job_moved()
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
@@ -115,7 +130,7 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
-        webhook.register(registry)
+        webhook.register(registry, runtime.config.job_ceiling)
 
     kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(
@@ -138,6 +153,10 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     )(models.timer)
 
     kopf.on.event(GROUP, VERSION, "quantumpipelines", id="validate", registry=registry)(reviewer.event)
+    if runtime.config.executor == "jobs":  # the Jobs' own watch: no pod is polled
+        kopf.on.event(
+            "batch", "v1", "jobs", id="training-jobs", labels={jobs.COMPONENT_LABEL: jobs.COMPONENT}, registry=registry
+        )(models.job)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:

@@ -22,6 +22,16 @@ class Metrics:
         self.decisions = Counter("qmlops_decisions", "Decisions written to the ledger, by kind", ["kind"], registry=r)
         self.promotions = Counter("qmlops_promotions", "Versions promoted to champion", registry=r)
         self.failures = Counter("qmlops_failures", "Reconciles that failed, by reason", ["reason"], registry=r)
+        self.jobs_started = Counter("qmlops_training_jobs_started", "Training Jobs created", registry=r)
+        self.jobs_retried = Counter(
+            "qmlops_training_jobs_retried",
+            "Training Job pods that ended and were replaced, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.jobs_failed = Counter(
+            "qmlops_training_jobs_failed", "Training Jobs that failed, by reason", ["reason"], registry=r
+        )
         self.queue_depth = Gauge("qmlops_queue_depth", "Reconciles waiting for a worker", registry=r)
         self.running = Gauge("qmlops_reconciles_running", "Reconciles running on the worker pool", registry=r)
 

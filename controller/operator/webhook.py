@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from controller.api import GROUP, VERSION
+from controller.engine.quantities import ceiling_problems
 from controller.engine.validation import validate_object
 from controller.operator import checks
 
@@ -51,6 +52,15 @@ def review(obj: Mapping[str, Any]) -> Review:
     )
 
 
+def within(verdict: Review, obj: Mapping[str, Any], ceiling: Mapping[str, str] | None) -> Review:
+    """``verdict`` with a QuantumModel's ``training.resources`` above the cluster's ``ceiling`` (the
+    operator's ``--job-max-cpu``, ``--job-max-memory``) added as errors, each naming its field."""
+    if not ceiling or obj.get("kind") != "QuantumModel":
+        return verdict
+    over = [f"{path}: {message}" for path, message in ceiling_problems(obj.get("spec") or {}, ceiling)]
+    return Review(errors=[*verdict.errors, *over], warnings=verdict.warnings)
+
+
 def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     plain = copy.deepcopy(dict(obj))
     for key in _SERVER_FIELDS:
@@ -62,9 +72,9 @@ def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-async def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
+async def admit(body: kopf.Body, warnings: list[str], ceiling: Mapping[str, str] | None = None, **_: Any) -> None:
     try:
-        verdict = await checks.run(lambda: review(body), checks.WEBHOOK_BUDGET_SECONDS)
+        verdict = await checks.run(lambda: within(review(body), body, ceiling), checks.WEBHOOK_BUDGET_SECONDS)
     except checks.CheckTimedOut as late:
         raise kopf.AdmissionError(str(late), code=503) from None
     warnings.extend(verdict.warnings)
@@ -72,7 +82,12 @@ async def admit(body: kopf.Body, warnings: list[str], **_: Any) -> None:
         raise kopf.AdmissionError(verdict.message(), code=422)
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
+def register(registry: kopf.OperatorRegistry, ceiling: Mapping[str, str] | None = None) -> None:
+    limits = dict(ceiling or {})
+
+    async def handler(body: kopf.Body, warnings: list[str], **_: Any) -> None:  # a coroutine function: kopf awaits it
+        await admit(body, warnings, ceiling=limits)
+
     for plural, handler_id in WEBHOOKS.items():
         kopf.on.validate(
             GROUP,
@@ -81,4 +96,4 @@ def register(registry: kopf.OperatorRegistry) -> None:
             id=handler_id,
             operations=["CREATE", "UPDATE"],
             registry=registry,
-        )(admit)
+        )(handler)

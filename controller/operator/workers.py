@@ -27,8 +27,9 @@ from controller.engine import status as engine_status
 from controller.engine import training
 from controller.engine.decisions import CHAMPION_KINDS
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
+from controller.engine.reconcile.workspace import KEY
 from controller.engine.text import scrub
-from controller.operator import checkpoints, checks
+from controller.operator import checkpoints, checks, jobs
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
@@ -134,6 +135,7 @@ class ModelWorker:
         self.body = kopf.Body(cast(kopf.RawBody, {}))  # until the first event
         self.written: dict[str, Any] | None = None
         self.training_due = False  # the last reconcile stopped at a training it was not licensed to start
+        self.job_changed = False  # a training Job of this model changed since the last reconcile began
         self.licence: kopf.DaemonStopped | None = None  # the training daemon's stop flag, while it runs
         self.released = False
         self.closed = False
@@ -155,6 +157,11 @@ class ModelWorker:
     def poke(self) -> None:
         self.wake.set()
 
+    def job_moved(self) -> None:
+        """One of the model's training Jobs changed (the jobs executor): look again."""
+        self.job_changed = True
+        self.wake.set()
+
     def schedule_due(self) -> bool:
         return self.next_at is not None and time.monotonic() >= self.next_at
 
@@ -169,6 +176,8 @@ class ModelWorker:
             return "spec changed"
         if (meta.get("annotations") or {}).get(REQUESTED_AT) != self.requested_at:
             return "requested"
+        if self.job_changed:
+            return "training job changed"
         if self.retry_at is not None and time.monotonic() >= self.retry_at:
             return "retry"
         if self.schedule_due():
@@ -233,6 +242,7 @@ class ModelWorker:
         return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
 
     async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
+        self.job_changed = False
         current = self._current(body)
         try:  # off the event loop: an OpenQASM ansatz is parsed here
             reading = await checks.run(lambda: read(body, current), checks.RECONCILE_BUDGET_SECONDS)
@@ -361,6 +371,8 @@ class ModelWorker:
         closed = False
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
+            if self.runtime.config.executor == "jobs":
+                await self._stop_jobs()
             spec = reading.observed.model.spec
             kept = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).all()
             secret = spec.training.credentials_secret
@@ -386,14 +398,52 @@ class ModelWorker:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
+        job = (new.get("training") or {}).get("job")
+        if job and job != (before.get("training") or {}).get("job"):
+            kopf.info(body, reason="TrainingJobStarted", message=f"training in Job {job}")
         for decision in outcome.decisions:
             self._event(body, decision)
+        if (
+            self.runtime.config.executor == "jobs"
+            and before.get("phase") == "Training"
+            and new.get("phase") != "Training"
+        ):
+            await self._clear_jobs()
         self._count(before, new, outcome.decisions)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
         try:
             await self.runtime.checkpoints.save(self.ref, folder)
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _clear_jobs(self) -> None:
+        """The training ended (registered, or its failure recorded): its finished Jobs and their
+        ConfigMaps go."""
+        try:
+            for job in await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name):
+                if jobs.finished(job):
+                    await jobs.delete_training(self.runtime.client, self.ref.namespace, job["metadata"]["name"])
+        except Exception as err:  # they go with the model at the latest
+            log.warning("%s/%s: training Jobs not cleared: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _stop_jobs(self) -> None:
+        """The model is deleted: its training Jobs are stopped (deleted), and their checkpoints brought
+        here so that the Runtime sessions they kept open are closed."""
+        client = self.runtime.client
+        workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
+        try:
+            for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
+                name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
+                await client.call(
+                    "DELETE",
+                    resource_path("batch/v1", "jobs", self.ref.namespace, name),
+                    {"propagationPolicy": "Background"},
+                )
+                if KEY.fullmatch(key):
+                    workspace = workspaces.of(key)
+                    await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
+        except Exception as err:  # best effort: the Jobs go with the model (owner references)
+            log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
     async def _write_status(self, new: dict[str, Any]) -> None:
         """Write ``new`` as the whole status: a merge patch from what the status is now (what this
