@@ -128,3 +128,35 @@ def topological_order(steps: list[tuple[str, list[str]]]) -> list[str]:
         done.append(ready[0][0])
         pending.remove(ready[0])
     return done
+
+
+# What each kind of step works on: the nearest step it depends on (directly or not) of one of these kinds
+# (a select step without an evaluate step picks on the versions' own test-split figures).
+STEP_INPUTS = {"evaluate": ("train",), "select": ("evaluate", "train"), "promote": ("select",)}
+
+
+def check_step_inputs(steps: list[tuple[str, str, list[str]]]) -> None:
+    """Each evaluate, select and promote step depends (directly or not) on a step it works on:
+    ``steps`` are ``(name, action, dependsOn)``."""
+    actions = {name: action for name, action, _ in steps}
+    graph = {name: deps for name, _, deps in steps}
+    for name, action, _ in steps:
+        wanted = STEP_INPUTS.get(action)
+        if wanted is None:
+            continue
+        queue, seen = list(graph[name]), set()
+        while queue:
+            dep = queue.pop(0)
+            if dep in seen:
+                continue
+            seen.add(dep)
+            if actions.get(dep) in wanted:
+                break
+            queue.extend(graph.get(dep, []))
+        else:
+            kinds = " or ".join(wanted)
+            article = "an" if kinds[0] in "aeiou" else "a"
+            raise ValueError(
+                f"steps.{name}.dependsOn: a {action} step works on what {article} {kinds} step made: "
+                "it must depend on one (directly or through other steps)"
+            )

@@ -220,9 +220,10 @@ class QuantumPipelineSpec(SpecModel):
 
     @model_validator(mode="after")
     def _steps_form_a_dag(self) -> QuantumPipelineSpec:
-        from controller.api.paths import check_step_graph
+        from controller.api.paths import check_step_graph, check_step_inputs
 
         check_step_graph([(s.name, list(s.depends_on)) for s in self.steps])
+        check_step_inputs([(s.name, s.action, list(s.depends_on)) for s in self.steps])
         return self
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.engine.reconcile import Plan, Reconciler
+from controller.engine.reconcile.pipeline import PipelineReconciler
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.status import describe_failure
 from controller.engine.text import escape_control
@@ -47,9 +48,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             version = f" version {row['version']}" if row["version"] is not None and row["action"] != "train" else ""
-            print(escape_control(f"{row['model']} ({row['path']}): {row['action']}{version}: {row['reason']}"))
+            what = row["model"] if "model" in row else f"pipeline {row['pipeline']}"
+            print(escape_control(f"{what} ({row['path']}): {row['action']}{version}: {row['reason']}"))
+            for label, why in (row.get("cells") or {}).items():
+                print(escape_control(f"  cell {label}: {why}"))
         changed = sum(1 for r in rows if r["changes"])
-        print(f"qmlops plan: {len(rows)} model{'s' if len(rows) != 1 else ''}, {changed} to change", file=sys.stderr)
+        models = sum(1 for r in rows if "model" in r)
+        pipelines = len(rows) - models
+        counted = f"{models} model{'s' if models != 1 else ''}"
+        if pipelines:
+            counted += f", {pipelines} pipeline{'s' if pipelines != 1 else ''}"
+        print(f"qmlops plan: {counted}, {changed} to change", file=sys.stderr)
     if problems:
         return EXIT_ERROR
     return EXIT_CHANGES if any(r["changes"] for r in rows) else EXIT_NOTHING
@@ -83,6 +92,26 @@ def _plan(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
             problems.append(f"{path}: {model}: cannot plan: {describe_failure(err)}")
             continue
         rows.append(_row(model, path, plan))
+    pipelines = PipelineReconciler(registry, checkpoint_root=registry.private_dir() / "checkpoints")
+    for seen, path in observation.pipelines:
+        if changed is not None and path not in changed:
+            continue
+        try:
+            pipeline_plan = pipelines.plan(seen)
+        except Exception as err:
+            problems.append(f"{path}: pipeline {seen.key}: cannot plan: {describe_failure(err)}")
+            continue
+        rows.append(
+            {
+                "pipeline": seen.key,
+                "path": path,
+                "action": pipeline_plan.action,
+                "reason": pipeline_plan.reason,
+                "version": pipeline_plan.version,
+                "changes": pipeline_plan.changes,
+                "cells": pipeline_plan.cells,
+            }
+        )
     return rows, problems
 
 

@@ -1,4 +1,5 @@
-"""``qmlops run``: reconcile the QuantumModels committed in a Git repository on this machine."""
+"""``qmlops run``: reconcile the QuantumModels and QuantumPipelines committed in a Git repository on this
+machine."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Reconcile the QuantumModels committed in a Git repository: validate, check governance, train when "
             "due (no version yet, spec or dataset changed, schedule due), register the version, evaluate the "
-            "gates, promote, and commit every decision (pushed to the upstream when there is one). Without "
+            "gates, promote, and commit every decision (pushed to the upstream when there is one); then run the "
+            "QuantumPipelines whose triggers are due (or named with --pipeline). Without "
             "--once it keeps polling the repository. Exit 0 when every model reconciled, 1 when a spec or a "
             "reconcile failed, 2 for unusable input, 130 when interrupted (the checkpoint is kept)."
         ),
@@ -34,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--remote", default="origin", help="the remote to pull from and push to (default: origin)")
     parser.add_argument("--no-push", action="store_true", help="commit locally only; never fetch or push")
+    parser.add_argument(
+        "--pipeline",
+        action="append",
+        default=[],
+        metavar="NS/NAME",
+        help="run this QuantumPipeline now, whatever its triggers (repeatable); answered once",
+    )
     parser.add_argument(
         "--allowed-signers",
         metavar="FILE",
@@ -55,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     if not repo.is_dir():
         print(f"qmlops run: --repo: {repo} is not a folder", file=sys.stderr)
         return EXIT_UNUSABLE
+    for key in args.pipeline:
+        namespace, _, name = key.partition("/")
+        if not namespace or not name or "/" in name:
+            print(f"qmlops run: --pipeline: {key!r} is not NAMESPACE/NAME", file=sys.stderr)
+            return EXIT_UNUSABLE
     specs = Path(args.specs)
     config = RunnerConfig(
         repo=repo,
@@ -64,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         once=args.once,
         remote=None if args.no_push else args.remote,
         allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+        requested=tuple(args.pipeline),
     )
     try:
         runner = Runner(config)

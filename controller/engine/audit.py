@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.engine.decisions import LedgerKind
+from controller.engine.pipelines.runs import runs_of
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.approvals import TRAILER as APPROVE_TRAILER
 from controller.engine.registry.approvals import judge
@@ -339,6 +340,65 @@ class ModelAudit:
     model_card: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
     verification: Verification | None = None
+    ledger: Ledger = field(default_factory=Ledger)
+
+    def evaluations(self, version: int) -> list[dict[str, Any]]:
+        """Each ``evaluated`` entry of ``version``: where, with which figures, when (and which run)."""
+        out = []
+        for entry in self.ledger.for_version(version, LedgerKind.EVALUATED):
+            item = {
+                "backend": entry.data.get("backend"),
+                "metrics": entry.data.get("metrics") or {},
+                "at": entry.at,
+                "calibration": entry.data.get("calibration"),
+                "run": (entry.data.get("pipeline") or {}).get("run"),
+            }
+            out.append({k: v for k, v in item.items() if v is not None})
+        return out
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every pipeline run of this model: its cells x backends with the figures, the selected version."""
+        pipelines = sorted({e.pipeline for e in self.ledger.entries if e.pipeline})
+        out = []
+        for pipeline in pipelines:
+            for run in runs_of(self.ledger, pipeline):
+                selected = next((e.version for e in run.entries if e.kind == LedgerKind.SELECTED), None)
+                cells = []
+                for step in run.steps.values():
+                    labels = step.outputs.get("labels") or {}
+                    for cell, version in (step.outputs.get("cells") or {}).items():
+                        scores = {
+                            str(e.data.get("backend")): e.data.get("metrics") or {}
+                            for e in run.entries
+                            if e.kind == LedgerKind.EVALUATED and e.version == version
+                        }
+                        if not scores:  # evaluated in an earlier run and reused: the newest figures
+                            scores = {str(ev["backend"]): ev["metrics"] for ev in self.evaluations(int(version))}
+                        cells.append(
+                            {
+                                "cell": cell,
+                                "label": labels.get(cell, cell),
+                                "version": version,
+                                "cached": cell in (step.outputs.get("cached") or {}),
+                                "scores": scores,
+                            }
+                        )
+                out.append(
+                    {
+                        "pipeline": pipeline,
+                        "id": run.id,
+                        "cause": run.cause,
+                        "reason": run.reason,
+                        "revision": run.revision,
+                        "phase": run.phase.value,
+                        "started": run.started,
+                        "finished": run.finished,
+                        "steps": {n: {"phase": r.phase.value, "message": r.message} for n, r in run.steps.items()},
+                        "cells": cells,
+                        "selected": selected,
+                    }
+                )
+        return out
 
     @property
     def model(self) -> str:
@@ -350,7 +410,8 @@ class ModelAudit:
             "specPaths": self.spec_paths,
             "champion": self.champion,
             "modelCard": self.model_card,
-            "versions": [_version_summary(v) for v in self.versions],
+            "versions": [{**_version_summary(v), "evaluations": self.evaluations(v.number)} for v in self.versions],
+            "runs": self.runs(),
             "timeline": [e.to_json() for e in self.events],
             "verification": self.verification.to_json() if self.verification else None,
         }
@@ -369,6 +430,7 @@ def _version_summary(version: Version) -> dict[str, Any]:
         "datasetDigest": version.dataset_digest,
         "usage": version.usage,
         "lineage": lineage,
+        "pipeline": version.pipeline,
     }
 
 
@@ -458,6 +520,7 @@ def model_audit(
         ledger.champion(),
         model_card=card,
         spec=spec,
+        ledger=ledger,
     )
 
 

@@ -58,6 +58,9 @@ def _model(audit: ModelAudit) -> str:
         parts.append(f"<p class='muted'>Spec: {files}</p>")
     parts.append(_model_card(audit.model_card))
     parts.append("<h3>Versions</h3>" + _versions(audit.versions, audit.champion))
+    runs = audit.runs()
+    if runs:
+        parts.append("<h3>Pipeline runs</h3>" + "".join(_run(run) for run in runs[-10:]))
     curves = [_curve(v) for v in audit.versions if len(v.loss_curve) >= 2]
     if curves:
         parts.append("<h3>Loss curves</h3><div class='curves'>" + "".join(curves) + "</div>")
@@ -116,6 +119,34 @@ def _versions(versions: list[Version], champion: int | None) -> str:
             f"<td class='mono'>{escape(v.digest[:23])}…</td></tr>"
         )
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _run(run: dict[str, Any]) -> str:
+    """One run as a table: a row per cell, a column per backend it was evaluated on (accuracy), the
+    selected version marked."""
+    backends = sorted({b for cell in run["cells"] for b in cell["scores"]})
+    phase = "ok" if run["phase"] == "Succeeded" else "bad" if run["phase"] == "Failed" else "muted"
+    title = (
+        f"<p><b>{escape(run['pipeline'])}</b> run <code>{escape(run['id'])}</code> "
+        f"<span class='{phase}'>{escape(run['phase'])}</span> <span class='muted'>({escape(run['cause'])}: "
+        f"{escape(run['reason'])}; started {escape(run['started'])})</span></p>"
+    )
+    head = "<tr><th>cell</th><th>version</th>" + "".join(f"<th>{escape(b)}</th>" for b in backends) + "</tr>"
+    rows = []
+    for cell in run["cells"]:
+        selected = cell["version"] == run["selected"]
+        marks = (" ★ selected" if selected else "") + (" (cache)" if cell["cached"] else "")
+        scores = "".join(f"<td>{_figure((cell['scores'].get(b) or {}).get('accuracy'))}</td>" for b in backends)
+        rows.append(
+            f"<tr><td class='mono'>{escape(cell['label'])}</td><td><b>{cell['version']}</b>{escape(marks)}</td>{scores}</tr>"
+        )
+    failed = [f"{name}: {step['message']}" for name, step in run["steps"].items() if step["phase"] == "Failed"]
+    notes = "".join(f"<p class='bad'>{escape(text)}</p>" for text in failed)
+    return f"{title}<table>{head}{''.join(rows)}</table>{notes}"
+
+
+def _figure(value: Any) -> str:
+    return f"accuracy {value:.3f}" if isinstance(value, int | float) else "<span class='muted'>-</span>"
 
 
 def _timeline(events: list[Event]) -> str:

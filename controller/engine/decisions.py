@@ -69,4 +69,5 @@ class PlanAction(StrEnum):
     BLOCK = "block"
     WAIT = "wait"
     SUSPEND = "suspend"
+    RUN = "run"  # a QuantumPipeline's run starts or goes on
     NOTHING = "nothing"

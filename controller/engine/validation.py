@@ -708,18 +708,34 @@ def _cross_document(resources: list[LoadedResource]) -> tuple[list[LoadedResourc
         seen[key] = res
         kept.append(res)
     models = {(r.namespace, r.name) for r in kept if isinstance(r.resource, QuantumModel)}
-    if models:
-        for res in kept:
-            if isinstance(res.resource, QuantumPipeline) and (res.namespace, res.resource.spec.model) not in models:
-                problems.append(
-                    _problem_at(
-                        res.document,
-                        ["spec", "model"],
-                        f"no QuantumModel {res.resource.spec.model!r} in namespace {res.namespace!r} "
-                        "among the validated documents",
-                        severity="warning",
-                    )
+    promoting: dict[tuple[str, str], LoadedResource] = {}
+    for res in kept:
+        if not isinstance(res.resource, QuantumPipeline):
+            continue
+        target = (res.namespace, res.resource.spec.model)
+        if models and target not in models:  # the repository's models are here: this one is not among them
+            problems.append(
+                _problem_at(
+                    res.document,
+                    ["spec", "model"],
+                    f"no QuantumModel {res.resource.spec.model!r} in namespace {res.namespace!r} "
+                    "among the validated documents",
                 )
+            )
+        promote = next((i for i, s in enumerate(res.resource.spec.steps) if s.promote is not None), None)
+        if promote is None:
+            continue
+        other = promoting.setdefault(target, res)
+        if other is not res:
+            line = other.document.key_position(["metadata", "name"])[0]
+            problems.append(
+                _problem_at(
+                    res.document,
+                    ["spec", "steps", promote, "promote"],
+                    f"QuantumPipeline {other.namespace}/{other.name} ({other.file}:{line}) promotes model "
+                    f"{target[1]!r} already: one pipeline promotes a model",
+                )
+            )
     return kept, problems
 
 

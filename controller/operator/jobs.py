@@ -269,10 +269,12 @@ class JobExecutor:
     def client(self) -> KubeClient:
         return self.runtime.client
 
-    def train(self, request: TrainingRequest) -> bytes | Running:
+    elsewhere = True
+
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
         return self.runtime.on_loop(self.carry_out(request))
 
-    async def carry_out(self, request: TrainingRequest) -> bytes | Running:
+    async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
         if not request.spec.dataset.source.startswith("builtin:"):
             raise JobFailed("dataset.source: the jobs executor trains builtin datasets only (a Job has no checkout)")
         over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
@@ -282,6 +284,8 @@ class JobExecutor:
         ref = ModelRef(request.namespace, request.name, uid)
         name = job_name(request.name, request.due.key)
         job = await self._get("batch/v1", "jobs", request.namespace, name)
+        if job is None and not request.start:
+            return None
         if job is None:
             await self._configmap(request, ref)
             try:

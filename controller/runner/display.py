@@ -1,5 +1,6 @@
-"""The runner's view: one row per model (phase, training progress, champion, accuracy, backend), live
-in a terminal and as plain log lines elsewhere (CI, pipes), where a redrawn table would be noise."""
+"""The runner's view: one row per model (phase, training progress, champion, accuracy, backend) and per
+pipeline (its latest run: phase, cells done / total, current step), live in a terminal and as plain log
+lines elsewhere (CI, pipes), where a redrawn table would be noise."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from controller.engine.text import escape_control
 
 PHASE_STYLE = {
     "Ready": "green",
+    "Succeeded": "green",
+    "Running": "cyan",
     "Training": "cyan",
     "Evaluating": "yellow",
     "Pending": "white",
@@ -103,6 +106,13 @@ class Board:
             status.latest_version.backend if status.latest_version else None
         )
         row.backend = backend or row.backend
+        self.refresh()
+
+    def pipeline(self, key: str, phase: str, progress: str, message: str) -> None:
+        """A pipeline's row: its latest run's phase, where the run stands (cells done / total, the
+        current step) and what it last said."""
+        row = self.row(key)
+        row.phase, row.progress, row.message = phase, progress, message
         self.refresh()
 
     def failed(self, model: str, message: str) -> None:

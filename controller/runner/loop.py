@@ -1,5 +1,6 @@
 """The local runner: ``qmlops run``. Polls a spec repository (pulling from its remote when it has one),
-reconciles every committed QuantumModel with the engine, and shows a live table.
+reconciles every committed QuantumModel, then every QuantumPipeline, with the engine, and shows a live
+table.
 
 Ctrl-C is safe: the first one stops the training after its current iteration (the checkpoint is kept,
 the next run resumes), a second one quits at once. Either way nothing half-written is committed.
@@ -18,8 +19,13 @@ from typing import Any
 from rich.console import Console
 
 from controller.api.quantummodel import Phase, QuantumModelStatus
+from controller.api.quantumpipeline import RunPhase
+from controller.engine.pipelines.cells import cells_of
+from controller.engine.pipelines.runs import Run
 from controller.engine.reconcile import Outcome, Reconciler, TrainerFn, training, utcnow
+from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineReconciler
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
+from controller.engine.registry.ledger import format_time
 from controller.engine.status import describe_failure
 from controller.runner.display import Board
 from controller.runner.interrupts import stop_after_iteration
@@ -37,6 +43,7 @@ class RunnerConfig:
     once: bool = False
     remote: str | None = "origin"
     allowed_signers: Path | None = None
+    requested: tuple[str, ...] = ()  # pipelines (namespace/name) to run now, whatever their triggers
 
 
 class Runner:
@@ -53,13 +60,15 @@ class Runner:
         self.registry = Registry(
             config.repo, identity=config.identity, remote=config.remote, allowed_signers=config.allowed_signers
         )
+        checkpoints, credentials = self.registry.private_dir() / "checkpoints", _local_credentials(config.repo)
         self.reconciler = Reconciler(
-            self.registry,
-            trainer=trainer,
-            clock=clock,
-            checkpoint_root=self.registry.private_dir() / "checkpoints",
-            credentials=_local_credentials(config.repo),
+            self.registry, trainer=trainer, clock=clock, checkpoint_root=checkpoints, credentials=credentials
         )
+        self.pipelines = PipelineReconciler(
+            self.registry, trainer=trainer, clock=clock, checkpoint_root=checkpoints, credentials=credentials
+        )
+        asked = format_time(clock())
+        self.requested = {key: asked for key in config.requested}  # answered once: the run records it
         self.stop = threading.Event()
         self.previous: dict[str, QuantumModelStatus] = {}
         self._said: set[str] = set()
@@ -90,7 +99,7 @@ class Runner:
         except (GitError, RegistryError) as err:
             self._say_once(board, f"qmlops run: cannot sync with the remote: {err}")
             code = EXIT_PROBLEMS
-        observation = observe(self.registry.git, self.config.specs)
+        observation = observe(self.registry.git, self.config.specs, requested=self.requested)
         for problem in observation.problems:
             self._say_once(board, problem.format())
             code = EXIT_PROBLEMS
@@ -100,6 +109,13 @@ class Runner:
             )
         if not observation.models and not observation.problems:
             self._say_once(board, f"qmlops run: no QuantumModel under {self.config.specs}")
+        found = {seen.key for seen, _ in observation.pipelines}
+        for key in self.requested:
+            if key not in found:
+                self._say_once(
+                    board, f"qmlops run: --pipeline {key}: no such QuantumPipeline under {self.config.specs}"
+                )
+                code = EXIT_PROBLEMS
         for observed, _ in observation.models:
             if self.stop.is_set():
                 break
@@ -111,7 +127,41 @@ class Runner:
                 continue
             if outcome.status.phase is Phase.FAILED:
                 code = EXIT_PROBLEMS
+        for seen, _ in observation.pipelines:
+            if self.stop.is_set():
+                break
+            if not self._reconcile_pipeline(board, seen):
+                code = EXIT_PROBLEMS if not self.stop.is_set() else code
         return code
+
+    def _reconcile_pipeline(self, board: Board, seen: ObservedPipeline) -> bool:
+        """One pipeline's reconcile; False when it failed or its latest run failed."""
+        key = f"pipeline {seen.key}"
+        board.row(key)
+
+        def progress(update: Any) -> None:
+            board.pipeline(key, "Running", f"cells training: iter {getattr(update, 'iteration', '?')}", "")
+
+        try:
+            outcome = self.pipelines.reconcile(seen, on_progress=progress, should_stop=self.stop.is_set)
+        except Exception as err:
+            if isinstance(err, training().TrainingStopped):
+                board.failed(key, "stopped: the checkpoints are kept; run again to resume")
+                self.stop.set()
+                return False
+            message = describe_failure(err)
+            board.failed(key, message)
+            self._say_once(board, f"{key}: {message}")
+            return False
+        for decision in outcome.decisions:
+            where = f" (commit {decision.commit[:12]})" if decision.commit else ""
+            board.say(f"{seen.key}: {decision.kind}: {decision.message}{where}")
+        run = outcome.runs[-1] if outcome.runs else None
+        if run is None:
+            board.pipeline(key, "Ready" if seen.model else "Pending", "", outcome.message)
+            return seen.model is not None
+        board.pipeline(key, run.phase.value, run_progress(seen, run), outcome.message or run.reason)
+        return run.phase is not RunPhase.FAILED
 
     def _reconcile_one(self, board: Board, key: str, observed: Any) -> Outcome | None:
         previous = self.previous.get(key)
@@ -168,3 +218,17 @@ def _local_credentials(repo: Path) -> Callable[[str, str], Any] | None:
         return lookup(namespace, secret)
 
     return find
+
+
+def run_progress(seen: ObservedPipeline, run: Run) -> str:
+    """``run-1a2b…: 4/6 cells, step noise``: where a run stands, for the live table."""
+    steps = seen.pipeline.spec.steps
+    total = sum(len(cells_of(s.train)) for s in steps if s.train)
+    done = 0
+    for step in steps:
+        record = run.step(step.name)
+        if step.train and record is not None:
+            done += len(record.outputs.get("cells") or {})
+    current = next((s.name for s in steps if run.step(s.name) is None), None)
+    where = f", step {current}" if current and run.open else ""
+    return f"{run.id}: {done}/{total} cells{where}"

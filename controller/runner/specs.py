@@ -1,16 +1,19 @@
-"""What the local shell observes in a spec repository: the committed QuantumModels and where each
-came from (the last commit that changed its file, as ``main@sha1:<sha>``, and that commit's author)."""
+"""What the local shell observes in a spec repository: the committed QuantumModels and QuantumPipelines
+and where each came from (the last commit that changed its file, as ``main@sha1:<sha>``, and that
+commit's author)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.api import QuantumModel
+from controller.api import QuantumModel, QuantumPipeline
 from controller.api.quantummodel import SourceRef
 from controller.engine.documents import Problem
 from controller.engine.reconcile import Observed
+from controller.engine.reconcile.pipeline import ObservedPipeline
 from controller.engine.registry.git import Git
 from controller.engine.validation import load_resources
 
@@ -25,7 +28,13 @@ class Observation:
     models: list[tuple[Observed, str]] = field(default_factory=list)  # (observed, spec path in the repo)
     problems: list[Problem] = field(default_factory=list)
     uncommitted: list[str] = field(default_factory=list)
-    pipelines: int = 0
+    pipelines: list[tuple[ObservedPipeline, str]] = field(default_factory=list)  # (observed, spec path)
+
+    def model(self, namespace: str, name: str) -> Observed | None:
+        return next(
+            (o for o, _ in self.models if (o.model.metadata.namespace, o.model.metadata.name) == (namespace, name)),
+            None,
+        )
 
 
 def repository_name(git: Git) -> str:
@@ -51,9 +60,14 @@ def spec_source(git: Git, relative: str, repository: str) -> SourceRef:
     )
 
 
-def observe(git: Git, specs: Path, *, committed_only: bool = True) -> Observation:
-    """Every valid QuantumModel under ``specs``. With ``committed_only``, files with uncommitted
-    changes are left out (``run`` reconciles what is committed; ``plan`` previews the work tree)."""
+def observe(
+    git: Git, specs: Path, *, committed_only: bool = True, requested: dict[str, str] | None = None
+) -> Observation:
+    """Every valid QuantumModel and QuantumPipeline under ``specs``. With ``committed_only``, files
+    with uncommitted changes are left out (``run`` reconciles what is committed; ``plan`` previews the
+    work tree). ``requested``: pipeline (``namespace/name``) -> the time a run of it was requested."""
+    requested = requested or {}
+    pipelines: list[tuple[QuantumPipeline, str]] = []
     root = git.root.resolve()
     found = Observation()
     if not specs.exists():
@@ -71,10 +85,33 @@ def observe(git: Git, specs: Path, *, committed_only: bool = True) -> Observatio
         if isinstance(resource.resource, QuantumModel):
             source = spec_source(git, relative, repository)
             found.models.append((Observed(model=resource.resource, source=source), relative))
-        else:
-            found.pipelines += 1
+        elif isinstance(resource.resource, QuantumPipeline):
+            pipelines.append((resource.resource, relative))
     found.models.sort(key=lambda pair: (pair[0].model.metadata.namespace, pair[0].model.metadata.name))
+    revision = git.head() or ""
+    for pipeline, relative in sorted(pipelines, key=lambda p: (p[0].metadata.namespace, p[0].metadata.name)):
+        model = found.model(pipeline.metadata.namespace, pipeline.spec.model)
+        seen = ObservedPipeline(pipeline, model, revision, requested.get(pipeline_key(pipeline)), changes(git))
+        found.pipelines.append((seen, relative))
     return found
+
+
+def pipeline_key(pipeline: QuantumPipeline) -> str:
+    return f"{pipeline.metadata.namespace}/{pipeline.metadata.name}"
+
+
+def changes(git: Git, ignored: str = "registry/") -> Callable[[str], list[str]]:
+    """The files changed by the commits after ``since`` up to HEAD, the controller's own registry left
+    out (its decisions never trigger a run). A revision that is not in this history changed nothing
+    that can be named: an empty list."""
+
+    def changed(since: str) -> list[str]:
+        done = git.run("diff", "--name-only", "--no-renames", f"{since}..HEAD", "--", ".", check=False)
+        if done.returncode != 0:
+            return []
+        return [line for line in done.stdout.splitlines() if line and not line.startswith(ignored)]
+
+    return changed
 
 
 def _relative(path: Path, root: Path) -> str:

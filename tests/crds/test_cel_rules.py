@@ -158,7 +158,7 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
         "step with two actions",
         changed(P, spec__steps__2={"name": "promote", "promote": {}, "select": {}}),
         "a step has exactly one of train, evaluate, select, promote",
-        changed(P, spec__steps__2={"name": "promote", "select": {}}),
+        changed(P, spec__steps__2={"name": "promote", "dependsOn": ["pick"], "select": {}}),
         True,
     ),
     (

@@ -108,3 +108,17 @@ def test_the_design_pipeline_sweeps_six_cells() -> None:
 def test_a_value_listed_twice_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"matrix\.circuit\.ansatz\.reps: 2 is listed twice"):
         TrainStep.model_validate({"matrix": {"circuit.ansatz.reps": [1, 2, 2]}})
+
+
+def test_each_step_depends_on_what_it_works_on() -> None:
+    data = specs.pipeline()["spec"]
+    data["steps"][1]["dependsOn"] = []  # noise-check evaluates nothing without the sweep before it
+    with pytest.raises(ValidationError, match=r"steps\.noise-check\.dependsOn: a evaluate step|an? evaluate step"):
+        QuantumPipelineSpec.model_validate(data)
+    data = specs.pipeline()["spec"]
+    data["steps"] = [s for s in data["steps"] if "evaluate" not in s]
+    data["steps"][1]["dependsOn"] = ["sweep"]  # select straight after train: on the versions' own figures
+    assert QuantumPipelineSpec.model_validate(data).steps[1].select is not None
+    data["steps"][2]["dependsOn"] = ["sweep"]  # promote needs a selection
+    with pytest.raises(ValidationError, match=r"steps\.promote\.dependsOn: a promote step works on what a select"):
+        QuantumPipelineSpec.model_validate(data)

@@ -240,3 +240,27 @@ def test_an_included_cell_is_judged_by_the_models_governance(
         "spec.steps[0].train.include[0][training.backend]" in line and "allowed-backends" in line
         for line in result.lines
     ), result.lines
+
+
+def test_two_pipelines_may_not_promote_one_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, "m.yaml", to_yaml(BASE))
+    write(tmp_path, "a.yaml", to_yaml(pipeline()))
+    second = write(tmp_path, "b.yaml", to_yaml(changed(pipeline(), "metadata.name", "iris-weekly")))
+    result = qmlops(capsys, "validate", str(tmp_path))
+    assert result.code == 1
+    assert any(
+        line.startswith(f"{second}:")
+        and "spec.steps[3].promote: QuantumPipeline team-quantum/iris-nightly" in line
+        and "promotes model 'iris-vqc' already: one pipeline promotes a model" in line
+        for line in result.lines
+    ), result.lines
+
+
+def test_a_pipeline_naming_a_model_the_repository_lacks_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, "m.yaml", to_yaml(BASE))
+    spec = write(tmp_path, "p.yaml", to_yaml(changed(pipeline(), "spec.model", "nope")))
+    result = qmlops(capsys, "validate", str(tmp_path))
+    assert result.code == 1
+    assert any(line.startswith(f"{spec}:") and "spec.model: no QuantumModel 'nope'" in line for line in result.lines)

@@ -169,7 +169,7 @@ def test_duplicates_and_unknown_models_across_documents(tmp_path: Path, capsys: 
     assert result.lines == [
         f"{tmp_path}/m2.yaml:5:9: metadata.name: duplicate QuantumModel team-quantum/iris-vqc: "
         f"also defined in {tmp_path}/m.yaml:4",
-        f"{tmp_path}/p.yaml:5:10: spec.model: warning: no QuantumModel 'iris' in namespace 'team-quantum' "
+        f"{tmp_path}/p.yaml:5:10: spec.model: no QuantumModel 'iris' in namespace 'team-quantum' "
         "among the validated documents",
     ]
 

@@ -30,9 +30,11 @@ from controller.engine.reconcile.intents import (
 )
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, State, training
+from controller.engine.reconcile.workspace import MODEL_OWNER
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.ledger import Ledger, format_time
+from controller.engine.registry.store import TRAILER_PIPELINE, TRAILER_RUN
 from controller.engine.registry.versions import Provenance, Version
 from controller.engine.status import PromotionState, describe_failure
 from controller.engine.text import scrub
@@ -53,7 +55,7 @@ class TrainingDue(RetryableError):
 def failed_before(ledger: Ledger, due: Due) -> str | None:
     """The failure already recorded for this very training (same key), if any."""
     for entry in reversed(ledger.entries):
-        if entry.kind == LedgerKind.REGISTERED:
+        if entry.kind == LedgerKind.REGISTERED and entry.pipeline is None:
             return None
         if entry.kind == LedgerKind.FAILED and entry.data.get("trainingKey") == due.key:
             return entry.message
@@ -64,16 +66,17 @@ def failure(state: State, message: str, spec_digest: str, dataset_digest: str, d
     """A training that failed (or could not start): the status says so; the ledger too, unless its
     newest entry says it already."""
     intents: list[Intent] = [Fail(message)]
-    last = state.ledger.last
+    last = state.ledger.last_own
     if last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):  # as the ledger keeps it
         data = {"specDigest": spec_digest, "datasetDigest": dataset_digest, "trainingKey": due.key if due else None}
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
 
 
-def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
+def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:
     """The registration of a finished training's artifact, or None when its digest is registered
-    already (a crash between the commit and the workspace's cleanup: never twice)."""
+    already (a crash between the commit and the workspace's cleanup: never twice). ``pipeline``:
+    ``{name, run, step, cell}`` of the pipeline run that trained it, recorded in the version."""
     state, services = ctx.state, ctx.services
     artifact = training().ModelArtifact.from_json(raw)
     digest = str(artifact.digest)
@@ -91,6 +94,7 @@ def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
         dataset_digest=due.dataset_digest,
         artifact=json.loads(raw),
         artifact_digest=digest,
+        pipeline=pipeline,
     )
     version = Version(number, manifest)
     metrics = version.scalar_metrics()
@@ -107,9 +111,21 @@ def registration(ctx: StepContext, due: Due, raw: bytes) -> Register | None:
         "metrics": metrics,
         "usage": usage_of(artifact),
     }
+    trailers: tuple[tuple[str, str], ...] = ()
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+        trailers = run_trailers(state, pipeline)
     files = {version_files.file_name(number): version_files.encode(manifest)}
     message = f"registered version {number}{accuracy}, trained because {due.reason}"
-    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files))
+    return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers))
+
+
+def run_trailers(state: State, pipeline: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The trailers of a commit a pipeline run makes: which pipeline, which run."""
+    return (
+        (TRAILER_PIPELINE, f"{state.namespace}/{pipeline['name']}"),
+        (TRAILER_RUN, str(pipeline["run"])),
+    )
 
 
 def train(
@@ -124,28 +140,49 @@ def train(
     executor, keep the artifact beside it, and register it; a failed training is a failure, a stopped
     one (Ctrl-C, shutdown) raises; a training still running elsewhere (a Job) is shown as running and
     the reconcile stops there."""
-    state, services = ctx.state, ctx.services
+    state = ctx.state
     if not may_train:
         raise TrainingDue(due.reason)
-    workspace = services.workspaces(state.namespace, state.name).of(due.key)
-    with workspace.hold():
-        workspace.begin(due)
-        raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
-        if raw is None:
-            try:
-                result = services.executor.train(
-                    _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop)
-                )
-            except Exception as err:
-                if isinstance(err, training().TrainingStopped):
-                    raise
-                return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
-            if isinstance(result, Running):
-                return [Training("running", result.message, job=result.job)]
-            raw = result
-            workspace.keep(raw)
+    try:
+        raw = train_in_workspace(ctx.services, state, due, on_progress=on_progress, should_stop=should_stop)
+    except Exception as err:
+        if isinstance(err, training().TrainingStopped):
+            raise
+        return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due)
+    if isinstance(raw, Running):
+        return [Training("running", raw.message, job=raw.job)]
+    assert raw is not None  # started when not found
     registered = registration(ctx, due, raw)
     return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
+
+
+def train_in_workspace(
+    services: Services,
+    state: State,
+    due: Due,
+    *,
+    owner: str = MODEL_OWNER,
+    on_progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    start: bool = True,
+) -> bytes | Running | None:
+    """The artifact of the training ``due`` of ``state.spec``: trained by the reconciler's executor in
+    the training's own workspace under its lock (resuming from its checkpoint), or found there
+    finished; :class:`Running` while it runs elsewhere (a Job); None when ``start`` is false and it
+    has not started (an executor that runs trainings elsewhere starts no more than asked). Raises
+    what the trainer raises. Safe to call from several threads for different keys (a pipeline's cells)."""
+    workspace = services.workspaces(state.namespace, state.name).of(due.key)
+    with workspace.hold():
+        workspace.begin(due, owner=owner)
+        raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
+        if raw is None:
+            request = _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop, start)
+            result = services.executor.train(request)
+            if not isinstance(result, bytes):
+                return result
+            raw = result
+            workspace.keep(raw)
+    return raw
 
 
 def _request(
@@ -155,6 +192,7 @@ def _request(
     checkpoint_dir: Path,
     on_progress: Callable[[Any], None] | None,
     should_stop: Callable[[], bool] | None,
+    start: bool = True,
 ) -> TrainingRequest:
     spec = state.spec
     credentials = None
@@ -173,6 +211,7 @@ def _request(
         budget_used_seconds=state.ledger.qpu_seconds(state.now),
         on_progress=on_progress,
         should_stop=should_stop,
+        start=start,
     )
 
 

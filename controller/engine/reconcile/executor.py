@@ -38,6 +38,7 @@ class TrainingRequest:
     budget_used_seconds: float
     on_progress: Callable[[Any], None] | None
     should_stop: Callable[[], bool] | None
+    start: bool = True  # false: report on a training started before, start none (a pipeline's parallelism)
 
 
 @dataclass(frozen=True)
@@ -49,17 +50,24 @@ class Running:
 
 
 class Executor(Protocol):
-    def train(self, request: TrainingRequest) -> bytes | Running:
-        """The finished artifact's JSON, or :class:`Running`; raises when the training failed."""
+    # whether trainings run elsewhere: ``train`` then returns at once, and a pipeline starts its cells
+    # ``parallelism`` at a time by asking, rather than by threads that each wait for one
+    elsewhere: bool
+
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
+        """The finished artifact's JSON, or :class:`Running`, or None when ``request.start`` is false
+        and the training was not started; raises when the training failed."""
 
 
 class InProcess:
     """Trains in the calling thread with ``trainer`` (``training.train``'s signature)."""
 
+    elsewhere = False
+
     def __init__(self, trainer: Callable[..., Any]) -> None:
         self.trainer = trainer
 
-    def train(self, request: TrainingRequest) -> bytes | Running:
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
         artifact = self.trainer(
             request.spec,
             repo_root=request.repo_root,

@@ -33,6 +33,7 @@ class RecordDecision:
     message: str
     data: dict[str, Any] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    trailers: tuple[tuple[str, str], ...] = ()  # beyond the model's, version's, decision's and entry's
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,35 @@ class Promotion:
     message: str
 
 
-Intent = RecordDecision | Train | Register | Suspend | Assess | Block | Fail | Training | Promotion
-WRITES = (RecordDecision, Train, Register)  # intents that change something (``plan``'s ``changes``)
+@dataclass(frozen=True)
+class TrainCells:
+    """Train a pipeline step's cells (at most ``parallelism`` at a time), each in its own workspace,
+    and register every artifact as a version that names its run, step and cell. ``cells`` are the
+    engine's ``CellTraining`` objects (see ``reconcile/pipeline.py``)."""
+
+    step: str
+    cells: tuple[Any, ...]
+    parallelism: int
+    retries: int
+    backoff: float
+    fail_fast: bool
+
+
+@dataclass(frozen=True)
+class EvaluateVersions:
+    """Score versions on backends (one primitive job each) and record each result as ``evaluated``.
+    ``pairs`` are ``(version, backend)``."""
+
+    step: str
+    pairs: tuple[tuple[int, str], ...]
+    shots: int | None
+    retries: int
+    backoff: float
+
+
+Work = Train | Register | TrainCells | EvaluateVersions  # intents the effects carry out (or a dry run stops at)
+Intent = RecordDecision | Work | Suspend | Assess | Block | Fail | Training | Promotion
+WRITES = (RecordDecision, Train, Register, TrainCells, EvaluateVersions)  # what changes something (plan's ``changes``)
 
 
 @dataclass(frozen=True)
@@ -141,9 +169,10 @@ class Effects(Protocol):
     def record(self, ctx: StepContext, intent: RecordDecision) -> None:
         """Write the decision and bring ``ctx.state`` up to date with it."""
 
-    def work(self, ctx: StepContext, intent: Train | Register) -> list[Intent] | None:
-        """Train or register; the intents that follow (a training's registration or failure), or
-        None: the steps stop here (``plan``: what follows a piece of work depends on its result)."""
+    def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
+        """Train, register or evaluate; the intents that follow (a training's registration or
+        failure), or None: the steps stop here (``plan``: what follows a piece of work depends on its
+        result)."""
 
 
 @dataclass
@@ -177,7 +206,7 @@ def run_steps(ctx: StepContext, steps: Sequence[Step], effects: Effects, facts: 
             applied.intents.append(intent)
             if isinstance(intent, RecordDecision):
                 effects.record(ctx, intent)
-            elif isinstance(intent, Train | Register):
+            elif isinstance(intent, Train | Register | TrainCells | EvaluateVersions):
                 follow = effects.work(ctx, intent)
                 if follow is None:  # the effects stop here: nothing after this piece of work is known
                     applied.halted = True

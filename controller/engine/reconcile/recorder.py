@@ -14,7 +14,7 @@ from typing import Any
 
 from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import actions
-from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train
+from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Work
 from controller.engine.registry.ledger import Ledger, draft, format_time
 
 
@@ -51,16 +51,19 @@ class GitRecorder:
             message=intent.message,
             data=intent.data,
             files=intent.files,
+            trailers=intent.trailers,
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))
         state.ledger = registry.ledger(state.namespace, state.name)
         state.versions = registry.versions(state.namespace, state.name)
 
-    def work(self, ctx: StepContext, intent: Train | Register) -> list[Intent] | None:
+    def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
         if isinstance(intent, Register):
             self.record(ctx, intent.decision)
             return []
+        if not isinstance(intent, Train):
+            raise TypeError(f"{type(intent).__name__} is carried out by a pipeline's recorder")
         return actions.train(
             ctx, intent.due, on_progress=self.on_progress, should_stop=self.should_stop, may_train=self.may_train
         )
@@ -80,5 +83,5 @@ class DryRun:
         )
         state.ledger = Ledger((*state.ledger.entries, entry))
 
-    def work(self, ctx: StepContext, intent: Train | Register) -> list[Intent] | None:
+    def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 from controller.api import limits
 from controller.api.quantummodel import QuantumModel, QuantumModelSpec, SourceRef
 from controller.engine import governance
+from controller.engine.decisions import LedgerKind
 from controller.engine.registry.canonical import digest_of
 from controller.engine.registry.ledger import Ledger, format_time, parse_time
 from controller.engine.registry.versions import Version
@@ -60,6 +61,19 @@ class State:
     @property
     def numbers(self) -> list[int]:
         return [v.number for v in self.versions]
+
+    @property
+    def candidates(self) -> list[int]:
+        """The versions the model's own gates and promotion consider: those its own spec trained and
+        those a pipeline run selected (a pipeline's other candidates are never promoted unless pinned)."""
+        selected = {e.version for e in self.ledger.of_kind(LedgerKind.SELECTED)}
+        return [v.number for v in self.versions if v.pipeline is None or v.number in selected]
+
+    def trained_from(self, spec_digest: str) -> Version | None:
+        """The newest version the model's training is measured against: its own newest, or a newer one a
+        pipeline trained from this very spec (then the model need not train it again)."""
+        found = [v for v in self.versions if v.pipeline is None or v.spec_digest == spec_digest]
+        return found[-1] if found else None
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,7 @@ def training_due(state: State, source: SourceRef, spec_digest: str, dataset_dige
     """The training the model's own spec makes due: no version yet, the spec or the dataset changed
     since the latest version, or the cron schedule came due."""
     base = f"{spec_digest}|{dataset_digest}" + limits.timeout_key(state.spec.training)  # retried on a new timeout
-    latest = state.latest
+    latest = state.trained_from(spec_digest)
 
     def due(reason: str, slot: str = "") -> Due:
         return Due(reason, digest_of([base, slot])[7:23], spec_digest, dataset_digest)

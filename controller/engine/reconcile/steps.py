@@ -101,15 +101,19 @@ def record_approvals(ctx: StepContext) -> StepResult:
 
 
 def evaluate_gates(ctx: StepContext) -> StepResult:
-    latest = ctx.state.latest
-    if latest is None or ctx.state.ledger.gate_entry(latest.number) is not None:
+    state = ctx.state
+    candidates = state.candidates
+    latest = state.version(candidates[-1]) if candidates else None
+    if latest is None or state.ledger.gate_entry(latest.number) is not None:
         return StepResult()
-    return StepResult((actions.gate_decision(ctx.services, ctx.state, latest),))
+    return StepResult((actions.gate_decision(ctx.services, state, latest),))
 
 
 def promote(ctx: StepContext) -> StepResult:
     state = ctx.state
-    step = promotion.decide(state.spec, state.ledger, state.numbers, namespace=state.namespace, name=state.name)
+    # a pin may name any version; otherwise only the model's own and the pipelines' selected ones
+    numbers = state.numbers if state.spec.promotion.pin is not None else state.candidates
+    step = promotion.decide(state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name)
     intents, verdict = actions.promote(state, step)
     return StepResult(tuple(intents), verdict)
 

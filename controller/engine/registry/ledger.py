@@ -18,6 +18,8 @@ from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
+# entries whose ``data.usage`` spent shots and QPU time (counted against the model's budget)
+SPENDING_KINDS = (LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED, LedgerKind.EVALUATED)
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 
@@ -69,6 +71,12 @@ class Entry:
     @property
     def time(self) -> datetime:
         return parse_time(self.at)
+
+    @property
+    def pipeline(self) -> str | None:
+        """The QuantumPipeline whose run wrote this entry (its name), or None: the model's own."""
+        value = self.data.get("pipeline")
+        return str(value["name"]) if isinstance(value, dict) and value.get("name") else None
 
     def describe(self) -> str:
         version = f" version {self.version}" if self.version is not None else ""
@@ -195,6 +203,11 @@ class Ledger:
     def last(self) -> Entry | None:
         return self.entries[-1] if self.entries else None
 
+    @property
+    def last_own(self) -> Entry | None:
+        """The newest entry the model's own reconcile wrote (a pipeline's runs write theirs in between)."""
+        return next((e for e in reversed(self.entries) if e.pipeline is None), None)
+
     def of_kind(self, *kinds: str) -> list[Entry]:
         return [e for e in self.entries if e.kind in kinds]
 
@@ -242,9 +255,10 @@ class Ledger:
         return [e for e in self.entries if e.time >= moment]
 
     def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
-        """QPU seconds that trainings recorded in the ledger spent in the rolling window before ``now``."""
+        """QPU seconds that trainings and evaluations recorded in the ledger spent in the rolling
+        window before ``now``."""
         total = 0.0
-        for entry in self.of_kind(LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED):
+        for entry in self.of_kind(*SPENDING_KINDS):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 total += float(usage.get("qpuSeconds", 0.0) or 0.0)
@@ -252,7 +266,7 @@ class Ledger:
 
     def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
-        for entry in self.of_kind(LedgerKind.REGISTERED, LedgerKind.FAILED, LedgerKind.BLOCKED):
+        for entry in self.of_kind(*SPENDING_KINDS):
             if entry.time >= now - window:
                 usage = entry.data.get("usage") or {}
                 for key in totals:
@@ -261,7 +275,7 @@ class Ledger:
 
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
-        last = self.last
+        last = self.last_own
         return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
 
 

@@ -32,6 +32,8 @@ TRAILER_MODEL = "Qmlops-Model"
 TRAILER_VERSION = "Qmlops-Version"
 TRAILER_DECISION = "Qmlops-Decision"
 TRAILER_ENTRY = "Qmlops-Entry"
+TRAILER_PIPELINE = "Qmlops-Pipeline"  # <namespace>/<name> of the QuantumPipeline whose run decided
+TRAILER_RUN = "Qmlops-Run"  # the run's id
 
 
 T = TypeVar("T")
@@ -220,6 +222,7 @@ class Registry:
         message: str,
         data: dict[str, Any] | None = None,
         files: dict[str, bytes] | None = None,
+        trailers: tuple[tuple[str, str], ...] = (),
     ) -> Recorded:
         """Append one decision to the ledger, write ``files`` (paths relative to the model's folder,
         never overwriting one that exists), refresh model.yaml, and commit it all as one commit."""
@@ -246,13 +249,13 @@ class Registry:
             name,
             index.summary(namespace, name, after, self.versions(namespace, name)),
         )
-        trailers = [(TRAILER_MODEL, model)]
+        lines = [(TRAILER_MODEL, model)]
         if version is not None:
-            trailers.append((TRAILER_VERSION, str(version)))
-        trailers += [(TRAILER_DECISION, kind), (TRAILER_ENTRY, entry.digest)]
+            lines.append((TRAILER_VERSION, str(version)))
+        lines += [(TRAILER_DECISION, kind), *trailers, (TRAILER_ENTRY, entry.digest)]
         subject = f"qmlops: {model}: {entry.message}"  # as scrubbed for the ledger
         try:
-            sha = self.git.commit([self.model_path(namespace, name)], _subject(subject), trailers)
+            sha = self.git.commit([self.model_path(namespace, name)], _subject(subject), lines)
         except GitError as err:
             raise RegistryError(f"committing {kind} for {model}: {err}") from None
         return Recorded(entry, sha)

@@ -96,6 +96,12 @@ class Version:
         return dict(self.artifact.get("usage") or self.lineage.get("usage") or {})
 
     @property
+    def pipeline(self) -> dict[str, Any] | None:
+        """``{name, run, step, cell}`` of the pipeline run that trained it; None: the model's own spec did."""
+        value = self.manifest.get("pipeline")
+        return dict(value) if isinstance(value, dict) else None
+
+    @property
     def loss_curve(self) -> list[float]:
         curve = self.artifact.get("lossCurve") or self.artifact.get("loss_curve") or []
         return [float(x) for x in curve if isinstance(x, int | float)]
@@ -112,8 +118,9 @@ def manifest(
     dataset_digest: str,
     artifact: dict[str, Any],
     artifact_digest: str,
+    pipeline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A version's manifest with its digest."""
+    """A version's manifest with its digest; ``pipeline``: the run, step and cell that trained it."""
     body: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": VERSION_KIND,
@@ -126,6 +133,8 @@ def manifest(
         "artifactDigest": artifact_digest,
         "artifact": artifact,
     }
+    if pipeline is not None:
+        body["pipeline"] = pipeline
     return {**body, "digest": digest_of(body)}
 
 

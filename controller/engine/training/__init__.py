@@ -20,8 +20,9 @@ from controller.engine.training.errors import (
     TrainingStopped,
     TrainingTimedOut,
 )
+from controller.engine.training.evaluation import Evaluation, evaluate
 from controller.engine.training.objective import Progress
-from controller.engine.training.trainer import dataset_digest, release, score, spec_digest, train
+from controller.engine.training.trainer import dataset_digest, package_versions, release, score, spec_digest, train
 
 __all__ = [
     "ArtifactError",
@@ -30,6 +31,7 @@ __all__ = [
     "Credentials",
     "CredentialsError",
     "DatasetError",
+    "Evaluation",
     "LimitExceeded",
     "ModelArtifact",
     "Progress",
@@ -39,7 +41,9 @@ __all__ = [
     "TrainingStopped",
     "TrainingTimedOut",
     "dataset_digest",
+    "evaluate",
     "local_credentials",
+    "package_versions",
     "release",
     "runtime_factory",
     "score",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -189,6 +190,16 @@ def _artifact(
 def _curve(objective: Objective) -> list[float]:
     """One loss per iteration: the point each job was about (SPSA's and the gradient's centre)."""
     return [e.values[0] for e in objective.checkpoint.entries if e.kind != "test" and e.values]
+
+
+def package_versions() -> dict[str, str]:
+    """The versions of the packages a training depends on, as recorded in its lineage."""
+    return dict(_installed_packages())
+
+
+@functools.cache
+def _installed_packages() -> tuple[tuple[str, str], ...]:
+    return tuple(_packages().items())
 
 
 def _packages() -> dict[str, str]:

@@ -1,0 +1,941 @@
+"""``PipelineReconciler``: one QuantumPipeline's runs, on its model's registry in Git.
+
+A reconcile of a pipeline runs these steps (the same framework as a model's: ``intents.run_steps``
+with the Git recorder, or with the dry run for ``plan``):
+
+1. ``check``: a suspended pipeline, a missing model or a model its governance blocks starts nothing;
+2. ``start_run``: the open run goes on; otherwise a run starts when a trigger is due (``triggers.py``)
+   and is written as ``run-started``;
+3. for each step of the pipeline, in dependency order, a *work* step and a *conclude* step:
+   ``train`` trains the cells that neither this run nor the cache has (``TrainCells``) and concludes
+   with ``step-succeeded`` (cells, cached, trained) or ``step-failed``; ``evaluate`` scores every
+   candidate on every backend (``EvaluateVersions``, each result an ``evaluated`` entry); ``select``
+   writes ``selected``; ``promote`` sends the selected version through the model's own gates,
+   approvals and pin;
+4. ``finish_run``: ``run-finished`` once every step succeeded, or one failed.
+
+Everything a run did is in the model's ledger, so a controller killed at any point resumes the run
+where the ledger says it stands: cells already registered in the run are not trained again, a cell
+in training resumes from its checkpoint (its workspace is keyed by the cell's effective input), and a
+version is registered once (by artifact digest, and by run and cell).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api import limits
+from controller.api.paths import topological_order
+from controller.api.quantummodel import QuantumModelSpec
+from controller.api.quantumpipeline import QuantumPipeline, RunPhase, Step
+from controller.engine import promotion
+from controller.engine import status as model_status
+from controller.engine.decisions import LedgerKind, PlanAction
+from controller.engine.errors import stalls
+from controller.engine.pipelines import selection
+from controller.engine.pipelines.cells import Cell, cells_of
+from controller.engine.pipelines.runs import Run, runs_of
+from controller.engine.pipelines.triggers import Start, due_run, waiting_for_monitoring
+from controller.engine.reconcile import actions
+from controller.engine.reconcile.executor import Running
+from controller.engine.reconcile.intents import (
+    EvaluateVersions,
+    Intent,
+    RecordDecision,
+    StepContext,
+    StepResult,
+    TrainCells,
+    Verdict,
+    run_steps,
+)
+from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
+from controller.engine.reconcile.services import Services
+from controller.engine.reconcile.state import Due, Observed, training
+from controller.engine.registry.canonical import digest_of
+from controller.engine.registry.ledger import Entry
+from controller.engine.registry.store import TRAILER_MODEL
+from controller.engine.registry.versions import Version
+from controller.engine.status import describe_failure
+
+PIPELINE_OWNER = "pipeline"  # the owner a cell's workspace records (the model's sweep leaves it alone)
+ATTEMPTS = 3
+PipelineStep = Callable[["PipelineContext"], StepResult]
+
+
+@dataclass(frozen=True)
+class ObservedPipeline:
+    """What a shell observed about one QuantumPipeline: the pipeline, its model as observed (None
+    when the model does not exist), the revision of the repository it is seen at (a run starts at
+    it), a pending run request, and the files changed since a revision (for ``gitChange``)."""
+
+    pipeline: QuantumPipeline
+    model: Observed | None
+    revision: str = ""
+    requested_at: str | None = None
+    changed_paths: Callable[[str], Iterable[str]] | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.pipeline.metadata.namespace}/{self.pipeline.metadata.name}"
+
+
+@dataclass(kw_only=True)
+class PipelineContext(StepContext):
+    """A step's view: the model's state (the shared actions read it) and the pipeline with its runs."""
+
+    seen: ObservedPipeline
+
+    @property
+    def pipeline(self) -> QuantumPipeline:
+        return self.seen.pipeline
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.metadata.name
+
+    def runs(self) -> list[Run]:
+        return runs_of(self.state.ledger, self.name)
+
+    def open_run(self) -> Run | None:
+        runs = self.runs()
+        return runs[-1] if runs and runs[-1].open else None
+
+    def about(self, run: Run, step: str | None = None, cell: str | None = None) -> dict[str, Any]:
+        """``data.pipeline`` of an entry of ``run``."""
+        about: dict[str, Any] = {"name": self.name, "run": run.id}
+        if step is not None:
+            about["step"] = step
+        if cell is not None:
+            about["cell"] = cell
+        return about
+
+    def tagged(self, run: Run, step: str, intent: RecordDecision) -> RecordDecision:
+        """A model decision (gates, promotion) the run's step made, marked as such in data and trailers."""
+        about = self.about(run, step)
+        return dataclasses.replace(
+            intent, data={**intent.data, "pipeline": about}, trailers=actions.run_trailers(self.state, about)
+        )
+
+    def decision(self, run: Run, kind: LedgerKind, version: int | None, message: str, **data: Any) -> RecordDecision:
+        step = data.pop("step", None)
+        about = self.about(run, step)
+        return RecordDecision(
+            kind,
+            version,
+            message,
+            {"pipeline": about, **data},
+            trailers=actions.run_trailers(self.state, about),
+        )
+
+
+@dataclass(frozen=True)
+class CellTraining:
+    """One cell to train: its variant of the model's spec, the training it is due as, and what its
+    version will record of the run."""
+
+    cell: Cell
+    spec: QuantumModelSpec
+    due: Due
+    about: dict[str, Any]
+
+
+@dataclass
+class CellPlan:
+    """Where a train step's cells stand now."""
+
+    done: dict[str, int] = field(default_factory=dict)  # cell id -> version registered in this run
+    cached: dict[str, tuple[int, str]] = field(default_factory=dict)  # cell id -> (version, why)
+    pending: list[CellTraining] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # cell id -> why it cannot train
+    misses: dict[str, str] = field(default_factory=dict)  # cell id -> why the cache had nothing
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def versions(self) -> dict[str, int]:
+        return {**{c: v for c, (v, _) in self.cached.items()}, **self.done}
+
+
+# --- the steps --------------------------------------------------------------------------------------------
+
+
+def check(ctx: PipelineContext) -> StepResult:
+    pipeline = ctx.pipeline
+    if pipeline.spec.suspend:
+        return StepResult(verdict=Verdict(PlanAction.SUSPEND, "spec.suspend is true: no run starts"), stop=True)
+    if ctx.seen.model is None:
+        why = f"waiting for QuantumModel {pipeline.spec.model!r} to exist in namespace {pipeline.metadata.namespace!r}"
+        return StepResult(verdict=Verdict(PlanAction.WAIT, why), stop=True)
+    governance = ctx.services.governance(ctx.state.spec)
+    if governance.blockers:
+        why = f"its model is blocked: {governance.message}"
+        return StepResult(verdict=Verdict(PlanAction.BLOCK, why), stop=True)
+    return StepResult()
+
+
+def start_run(ctx: PipelineContext) -> StepResult:
+    if ctx.open_run() is not None:
+        return StepResult()
+    runs = ctx.runs()
+    last = runs[-1].last_run() if runs else None
+    start = due_run(
+        ctx.pipeline.spec,
+        last,
+        revision=ctx.seen.revision,
+        now=ctx.state.now,
+        requested_at=ctx.seen.requested_at,
+        changed_paths=ctx.seen.changed_paths,
+    )
+    if start is None:
+        waiting = waiting_for_monitoring(ctx.pipeline.spec)
+        more = (
+            f"; {len(waiting)} drift trigger{'s' if len(waiting) != 1 else ''} wait for monitoring" if waiting else ""
+        )
+        failed = f"; the last run ({runs[-1].id}) failed" if runs and runs[-1].phase is RunPhase.FAILED else ""
+        return StepResult(verdict=Verdict(PlanAction.NOTHING, f"no trigger is due{failed}{more}"), stop=True)
+    ctx.notes["start"] = f"run {start.id} starts: {start.reason}"
+    return StepResult((_run_started(ctx, start),), Verdict(PlanAction.RUN, ctx.notes["start"]))
+
+
+def _run_started(ctx: PipelineContext, start: Start) -> RecordDecision:
+    from controller.engine.pipelines.triggers import pipeline_digest
+
+    about = {"name": ctx.name, "run": start.id}
+    data = {
+        "pipeline": about,
+        "cause": start.cause.value,
+        "reason": start.reason,
+        "revision": start.revision,
+        "specDigest": pipeline_digest(ctx.pipeline.spec),
+        "request": ctx.seen.requested_at if start.cause.value == "request" else None,
+    }
+    message = f"pipeline {ctx.name}: run {start.id} started: {start.reason}"
+    return RecordDecision(LedgerKind.RUN_STARTED, None, message, data, trailers=actions.run_trailers(ctx.state, about))
+
+
+def _ready(ctx: PipelineContext, step: Step) -> Run | None:
+    """The open run when ``step`` is next in it: not recorded yet, every dependency succeeded."""
+    run = ctx.open_run()
+    if run is None or run.step(step.name) is not None:
+        return None
+    if not all(run.succeeded(d) for d in step.depends_on):
+        return None
+    return run
+
+
+def _upstream(ctx: PipelineContext, step: Step, action: str) -> Step | None:
+    """The nearest step ``step`` depends on (directly or not) whose action is ``action``."""
+    by_name = {s.name: s for s in ctx.pipeline.spec.steps}
+    queue, seen = list(step.depends_on), set()
+    while queue:
+        name = queue.pop(0)
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        if by_name[name].action == action:
+            return by_name[name]
+        queue.extend(by_name[name].depends_on)
+    return None
+
+
+# --- train ------------------------------------------------------------------------------------------------
+
+
+def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
+    """Each cell of ``step``: registered in this run already, found in the cache (a version trained
+    from the same effective input: spec, dataset, backend (in the spec) and package versions), refused
+    (its variant is not a valid spec), or pending."""
+    assert step.train is not None
+    state, services = ctx.state, ctx.services
+    plan = CellPlan()
+    model_wire = state.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    in_run = {
+        (v.pipeline or {}).get("cell"): v.number
+        for v in state.versions
+        if (v.pipeline or {}).get("run") == run.id and (v.pipeline or {}).get("step") == step.name
+    }
+    packages = training().package_versions()
+    for cell in cells_of(step.train):
+        plan.labels[cell.id] = cell.label
+        if cell.id in in_run:
+            plan.done[cell.id] = in_run[cell.id]
+            continue
+        try:
+            variant = QuantumModelSpec.model_validate(cell.apply(model_wire))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "spec"
+            plan.refused[cell.id] = f"its spec is not valid: {where}: {first['msg']}"
+            continue
+        try:
+            spec_digest, dataset_digest = services.digests(variant)
+        except Exception as err:
+            plan.refused[cell.id] = f"its training data cannot be prepared: {describe_failure(err)}"
+            continue
+        hit, miss = _cached(state.versions, spec_digest, dataset_digest, packages)
+        if hit is not None:
+            plan.cached[cell.id] = (hit.number, f"version {hit.number} was trained from the same input")
+            continue
+        plan.misses[cell.id] = miss
+        key = digest_of([f"{spec_digest}|{dataset_digest}", ""])[7:23]
+        due = Due(
+            f"pipeline {ctx.name} run {run.id} step {step.name} cell {cell.label}", key, spec_digest, dataset_digest
+        )
+        plan.pending.append(CellTraining(cell, variant, due, ctx.about(run, step.name, cell.id)))
+    return plan
+
+
+def _cached(
+    versions: Sequence[Version], spec_digest: str, dataset_digest: str, packages: dict[str, str]
+) -> tuple[Version | None, str]:
+    same_input = [v for v in versions if (v.spec_digest, v.dataset_digest) == (spec_digest, dataset_digest)]
+    if not same_input:
+        return None, "no version was trained from this input"
+    for version in reversed(same_input):
+        recorded = version.lineage.get("packages") or {}
+        if all(recorded.get(name) == installed for name, installed in packages.items() if name != "qmlops"):
+            return version, ""
+    newest = same_input[-1]
+    changed = sorted(
+        f"{name} {(newest.lineage.get('packages') or {}).get(name)} -> {installed}"
+        for name, installed in packages.items()
+        if name != "qmlops" and (newest.lineage.get("packages") or {}).get(name) != installed
+    )
+    return None, f"version {newest.number} was trained with other packages ({', '.join(changed[:3])})"
+
+
+def train_cells(step: Step) -> PipelineStep:
+    def work(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.train is None:
+            return StepResult()
+        plan = plan_cells(ctx, run, step)
+        ctx.notes[f"cells:{step.name}"] = plan
+        if not plan.pending or (plan.refused and ctx.pipeline.spec.fail_fast):
+            return StepResult()
+        cached = f" ({len(plan.cached)} cached)" if plan.cached else ""
+        why = f"run {run.id}: step {step.name}: train {len(plan.pending)} of {len(plan.labels)} cells{cached}"
+        intent = TrainCells(
+            step.name,
+            tuple(plan.pending),
+            step.train.parallelism,
+            step.retries,
+            _seconds(step.retry_backoff),
+            ctx.pipeline.spec.fail_fast,
+        )
+        return StepResult((intent,), Verdict(PlanAction.TRAIN, why))
+
+    return work
+
+
+def conclude_train(step: Step) -> PipelineStep:
+    def conclude(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.train is None:
+            return StepResult()
+        plan = plan_cells(ctx, run, step)
+        failures = {**plan.refused, **ctx.notes.get(f"cell-failures:{step.name}", {})}
+        if failures:
+            shown = "; ".join(f"cell {plan.labels.get(c, c)}: {why}" for c, why in sorted(failures.items())[:5])
+            more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+            message = f"pipeline {ctx.name} run {run.id}: step {step.name} failed: {shown}{more}"
+            return StepResult((ctx.decision(run, LedgerKind.STEP_FAILED, None, message, step=step.name),))
+        if plan.pending:
+            return StepResult()  # not trained (the dry run stops before): nothing to conclude yet
+        versions = plan.versions
+        outputs = {
+            "cells": {c: versions[c] for c in plan.labels},
+            "labels": plan.labels,
+            "cached": {c: why for c, (_, why) in plan.cached.items()},
+            "trained": sorted(plan.done),
+            "misses": plan.misses,
+        }
+        message = (
+            f"pipeline {ctx.name} run {run.id}: step {step.name}: {len(versions)} cells, "
+            f"{len(plan.cached)} from the cache, {len(plan.done)} trained in this run"
+        )
+        decision = ctx.decision(run, LedgerKind.STEP_SUCCEEDED, None, message, step=step.name, outputs=outputs)
+        return StepResult((decision,))
+
+    return conclude
+
+
+def carry_out_cells(
+    ctx: StepContext,
+    intent: TrainCells,
+    record: Callable[[StepContext, RecordDecision], None],
+    *,
+    on_progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Intent]:
+    """Train the cells ``parallelism`` at a time; register each finished one in the order they end
+    (Git is written by this thread only). A failed cell is retried ``retries`` times with backoff
+    when retrying can help; with ``fail_fast`` the cells not started yet are then left."""
+    failures: dict[str, str] = ctx.notes.setdefault(f"cell-failures:{intent.step}", {})
+    if ctx.services.executor.elsewhere:
+        return _cells_elsewhere(ctx, intent, record, failures, on_progress=on_progress, should_stop=should_stop)
+    stopped: list[BaseException] = []
+
+    def one(cell: CellTraining) -> bytes:
+        state = dataclasses.replace(ctx.state, spec=cell.spec)
+        for attempt in range(intent.retries + 1):
+            try:
+                raw = actions.train_in_workspace(
+                    ctx.services,
+                    state,
+                    cell.due,
+                    owner=PIPELINE_OWNER,
+                    on_progress=on_progress,
+                    should_stop=should_stop,
+                )
+                assert isinstance(raw, bytes), "an executor that trains here returns the artifact"
+                return raw
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped) or stalls(err) or attempt == intent.retries:
+                    raise
+                sleep(intent.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=intent.parallelism, thread_name_prefix="qmlops-cell"
+    ) as pool:
+        futures = {pool.submit(one, cell): cell for cell in intent.cells}
+        for future in concurrent.futures.as_completed(futures):
+            cell = futures[future]
+            try:
+                raw = future.result()
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped):
+                    stopped.append(err)
+                else:
+                    failures[cell.cell.id] = describe_failure(err)
+                if intent.fail_fast or stopped:
+                    for other in futures:
+                        other.cancel()  # not started yet: left for the next run (or never, failed fast)
+                continue
+            if future.cancelled():
+                continue
+            cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+            registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
+            if registered is not None:
+                record(ctx, registered.decision)
+    if stopped:
+        raise stopped[0]
+    return []
+
+
+def _cells_elsewhere(
+    ctx: StepContext,
+    intent: TrainCells,
+    record: Callable[[StepContext, RecordDecision], None],
+    failures: dict[str, str],
+    *,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> list[Intent]:
+    """The cells when the executor trains elsewhere (the operator's Jobs): each is asked, in order,
+    without waiting; a finished one is registered, a running one counts against ``parallelism``, and
+    new ones start while fewer than ``parallelism`` run. Those still running or not started stay
+    pending: the step concludes in a later reconcile (the operator's, when a Job changes). A failed
+    Job is the cell's failure (its pods were retried up to the Job's backoffLimit)."""
+    running = 0
+    not_started: list[CellTraining] = []
+
+    def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
+        state = dataclasses.replace(ctx.state, spec=cell.spec)
+        return actions.train_in_workspace(
+            ctx.services,
+            state,
+            cell.due,
+            owner=PIPELINE_OWNER,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            start=start,
+        )
+
+    def settle(cell: CellTraining, start: bool) -> bool:
+        """Ask about ``cell``; False when it failed and the run fails fast."""
+        nonlocal running
+        try:
+            result = ask(cell, start)
+        except Exception as err:
+            if isinstance(err, training().TrainingStopped):
+                raise
+            failures[cell.cell.id] = describe_failure(err)
+            return not intent.fail_fast
+        if result is None:
+            not_started.append(cell)
+        elif isinstance(result, Running):
+            running += 1
+        else:
+            cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+            registered = actions.registration(cell_ctx, cell.due, result, cell.about)
+            if registered is not None:
+                record(ctx, registered.decision)
+        return True
+
+    for cell in intent.cells:
+        if not settle(cell, start=False):
+            return []
+    for cell in list(not_started):
+        if running >= intent.parallelism:
+            break
+        not_started.remove(cell)
+        if not settle(cell, start=True):
+            return []
+    return []
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------
+
+
+def candidates_of(ctx: PipelineContext, run: Run, step: Step) -> list[int]:
+    """The versions ``step`` works on: the cells of the train step it depends on, in this run."""
+    train_step = _upstream(ctx, step, "train")
+    if train_step is None:
+        return []
+    record = run.step(train_step.name)
+    cells = (record.outputs.get("cells") if record else None) or {}
+    return sorted({int(v) for v in cells.values()})
+
+
+def _evaluation(ctx: PipelineContext, run: Run, version: int, backend: str, shots: int) -> Entry | None:
+    """The evaluation of ``version`` on ``backend`` with ``shots`` this run may use: one made in this
+    run, or on a simulator or fake device (whose noise is a fixed snapshot) in any run."""
+    for entry in reversed(ctx.state.ledger.for_version(version, LedgerKind.EVALUATED)):
+        if entry.data.get("backend") != backend or entry.data.get("shots") != shots:
+            continue
+        if (entry.data.get("pipeline") or {}).get("run") == run.id or not backend.startswith("ibm:"):
+            return entry
+    return None
+
+
+def evaluate(step: Step) -> PipelineStep:
+    def work(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.evaluate is None:
+            return StepResult()
+        shots = step.evaluate.shots or ctx.state.spec.training.shots
+        pairs = tuple(
+            (version, backend)
+            for version in candidates_of(ctx, run, step)
+            for backend in step.evaluate.backends
+            if _evaluation(ctx, run, version, backend, shots) is None
+        )
+        if not pairs:
+            return StepResult()
+        intent = EvaluateVersions(step.name, pairs, shots, step.retries, _seconds(step.retry_backoff))
+        versions = len({v for v, _ in pairs})
+        why = f"run {run.id}: step {step.name}: evaluate {versions} versions ({len(pairs)} jobs)"
+        return StepResult((intent,), Verdict(PlanAction.TRAIN, why))
+
+    return work
+
+
+def conclude_evaluate(step: Step) -> PipelineStep:
+    def conclude(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.evaluate is None:
+            return StepResult()
+        shots = step.evaluate.shots or ctx.state.spec.training.shots
+        candidates = candidates_of(ctx, run, step)
+        failures = ctx.notes.get(f"evaluation-failures:{step.name}", {})
+        if failures or not candidates:
+            shown = "; ".join(f"version {v} on {b}: {why}" for (v, b), why in sorted(failures.items())[:5])
+            message = (
+                f"pipeline {ctx.name} run {run.id}: step {step.name} failed: {shown or 'no candidate to evaluate'}"
+            )
+            return StepResult((ctx.decision(run, LedgerKind.STEP_FAILED, None, message, step=step.name),))
+        found = {(v, b): _evaluation(ctx, run, v, b, shots) for v in candidates for b in step.evaluate.backends}
+        if any(entry is None for entry in found.values()):
+            return StepResult()
+        outputs = {
+            "versions": candidates,
+            "backends": list(step.evaluate.backends),
+            "evaluations": {f"{v}@{b}": entry.digest for (v, b), entry in found.items() if entry is not None},
+        }
+        message = (
+            f"pipeline {ctx.name} run {run.id}: step {step.name}: {len(candidates)} versions evaluated on "
+            f"{', '.join(step.evaluate.backends)}"
+        )
+        return StepResult(
+            (ctx.decision(run, LedgerKind.STEP_SUCCEEDED, None, message, step=step.name, outputs=outputs),)
+        )
+
+    return conclude
+
+
+def carry_out_evaluations(
+    ctx: StepContext,
+    intent: EvaluateVersions,
+    *,
+    credentials: Callable[[], Any] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Intent]:
+    """Each (version, backend) scored in one job, in turn; each result an ``evaluated`` entry."""
+    assert isinstance(ctx, PipelineContext)
+    run = ctx.open_run()
+    assert run is not None
+    failures: dict[tuple[int, str], str] = ctx.notes.setdefault(f"evaluation-failures:{intent.step}", {})
+    out: list[Intent] = []
+    evaluate_fn = training().evaluate
+    for number, backend in intent.pairs:
+        version = ctx.state.version(number)
+        if version is None:
+            failures[(number, backend)] = "the version is not in the registry"
+            continue
+        spec = _spec_of(ctx, version)
+        result = None
+        for attempt in range(intent.retries + 1):
+            try:
+                result = evaluate_fn(
+                    version.artifact,
+                    spec,
+                    backend,
+                    shots=intent.shots,
+                    repo_root=ctx.services.registry.repo,
+                    credentials=credentials,
+                    budget_used_seconds=ctx.state.ledger.qpu_seconds(ctx.state.now),
+                )
+                break
+            except Exception as err:
+                if stalls(err) or attempt == intent.retries:
+                    failures[(number, backend)] = describe_failure(err)
+                    break
+                sleep(intent.backoff * 2**attempt)
+        if result is None:
+            continue
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+        accuracy = f": accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
+        calibration = f" (calibration of {result.calibration})" if result.calibration else ""
+        message = f"version {number} evaluated on {backend}{calibration}{accuracy}"
+        data = {**result.to_json(), "metrics": metrics, "versionDigest": version.digest}
+        out.append(ctx.decision(run, LedgerKind.EVALUATED, number, message, step=intent.step, **data))
+    return out
+
+
+def _spec_of(ctx: PipelineContext, version: Version) -> QuantumModelSpec:
+    """The spec a version is scored with: the model's, with the data settings of the cell that trained
+    it (a cell may sweep the dataset's settings too)."""
+    about = version.pipeline or {}
+    step = next((s for s in ctx.pipeline.spec.steps if s.name == about.get("step") and s.train), None)
+    if step is None or step.train is None:
+        return ctx.state.spec
+    cell = next((c for c in cells_of(step.train) if c.id == about.get("cell")), None)
+    if cell is None:
+        return ctx.state.spec
+    return QuantumModelSpec.model_validate(
+        cell.apply(ctx.state.spec.model_dump(mode="json", by_alias=True, exclude_none=True))
+    )
+
+
+# --- select and promote ------------------------------------------------------------------------------------
+
+
+def select(step: Step) -> PipelineStep:
+    def choose(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.select is None:
+            return StepResult()
+        metric = step.select.metric.value
+        scores = _scores(ctx, run, step, metric)
+        candidates = []
+        for number, by_backend in sorted(scores.items()):
+            version = ctx.state.version(number)
+            jobs = int(float((version.usage if version else {}).get("primitiveJobs", 0) or 0))
+            cell = str(((version.pipeline if version else None) or {}).get("cell", "")) or "(model's own)"
+            candidates.append(selection.Candidate(number, cell, by_backend, jobs))
+        chosen = selection.select(step.select, candidates)
+        if chosen.version is None:
+            message = f"pipeline {ctx.name} run {run.id}: step {step.name} failed: {chosen.reason}"
+            return StepResult((ctx.decision(run, LedgerKind.STEP_FAILED, None, message, step=step.name),))
+        selected = ctx.decision(
+            run,
+            LedgerKind.SELECTED,
+            chosen.version,
+            f"pipeline {ctx.name} run {run.id} selected version {chosen.version}: {chosen.reason}",
+            step=step.name,
+            metric=metric,
+            mode=step.select.mode.value,
+            aggregate=step.select.aggregate.value,
+            candidates=chosen.figures,
+        )
+        done = ctx.decision(
+            run,
+            LedgerKind.STEP_SUCCEEDED,
+            None,
+            f"pipeline {ctx.name} run {run.id}: step {step.name}: version {chosen.version} selected",
+            step=step.name,
+            outputs={"selected": chosen.version},
+        )
+        return StepResult((selected, done), Verdict(PlanAction.PROMOTE, chosen.reason, chosen.version))
+
+    return choose
+
+
+def _scores(ctx: PipelineContext, run: Run, step: Step, metric: str) -> dict[int, dict[str, float]]:
+    """version -> backend -> ``metric``: from the evaluate step before ``step`` or, without one, each
+    candidate's own test-split figure on the backend it trained on."""
+    scores: dict[int, dict[str, float]] = {}
+
+    def put(version: int, backend: str, value: Any) -> None:
+        scores.setdefault(version, {})[backend] = float(value) if isinstance(value, int | float) else float("nan")
+
+    evaluate_step = _upstream(ctx, step, "evaluate")
+    record = run.step(evaluate_step.name) if evaluate_step else None
+    if record is not None:
+        by_digest = {e.digest: e for e in ctx.state.ledger.of_kind(LedgerKind.EVALUATED)}
+        for pair, digest in (record.outputs.get("evaluations") or {}).items():
+            at, _, backend = str(pair).partition("@")
+            entry = by_digest.get(str(digest))
+            put(int(at), backend, (entry.data.get("metrics") or {}).get(metric) if entry else None)
+        return scores
+    for number in candidates_of(ctx, run, step):
+        version = ctx.state.version(number)
+        if version is not None:
+            put(number, version.backend or "its own backend", version.scalar_metrics().get(metric))
+    return scores
+
+
+def _selected(ctx: PipelineContext, run: Run, step: Step) -> int | None:
+    select_step = _upstream(ctx, step, "select")
+    record = run.step(select_step.name) if select_step else None
+    value = record.outputs.get("selected") if record else None
+    return int(value) if isinstance(value, int) else None
+
+
+def promote_gates(step: Step) -> PipelineStep:
+    """The selected version judged by the model's gates (once), before promotion decides."""
+
+    def gates(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.promote is None or ctx.state.spec.promotion.pin is not None:
+            return StepResult()
+        number = _selected(ctx, run, step)
+        version = ctx.state.version(number) if number is not None else None
+        if version is None or ctx.state.ledger.gate_entry(version.number) is not None:
+            return StepResult()
+        return StepResult((ctx.tagged(run, step.name, actions.gate_decision(ctx.services, ctx.state, version)),))
+
+    return gates
+
+
+def conclude_promote(step: Step) -> PipelineStep:
+    def conclude(ctx: PipelineContext) -> StepResult:
+        run = _ready(ctx, step)
+        if run is None or step.promote is None:
+            return StepResult()
+        number = _selected(ctx, run, step)
+        state = ctx.state
+        if number is None or state.version(number) is None:
+            message = f"pipeline {ctx.name} run {run.id}: step {step.name} failed: no version was selected"
+            return StepResult((ctx.decision(run, LedgerKind.STEP_FAILED, None, message, step=step.name),))
+        pin = state.spec.promotion.pin
+        if pin is not None:
+            outcome = f"promotion.pin {pin} holds the model: version {number} stays a candidate"
+            intents: list[Intent] = []
+            verdict = Verdict(PlanAction.NOTHING, outcome, number)
+        else:
+            candidates = [n for n in state.candidates if n <= number]
+            decided = promotion.decide(state.spec, state.ledger, candidates, namespace=state.namespace, name=state.name)
+            intents, verdict = actions.promote(state, decided)
+            intents = [ctx.tagged(run, step.name, i) if isinstance(i, RecordDecision) else i for i in intents]
+            outcome = decided.reason
+        message = f"pipeline {ctx.name} run {run.id}: step {step.name}: {outcome}"
+        done = ctx.decision(
+            run,
+            LedgerKind.STEP_SUCCEEDED,
+            None,
+            message,
+            step=step.name,
+            outputs={"version": number, "outcome": outcome},
+        )
+        return StepResult((*intents, done), verdict)
+
+    return conclude
+
+
+def finish_run(ctx: PipelineContext) -> StepResult:
+    run = ctx.open_run()
+    if run is None:
+        return StepResult()
+    steps = ctx.pipeline.spec.steps
+    failed = [s.name for s in steps if (r := run.step(s.name)) is not None and r.phase is RunPhase.FAILED]
+    blocked = _blocked_by(steps, set(failed))
+    unfinished = [s.name for s in steps if run.step(s.name) is None and s.name not in blocked]
+    if unfinished:
+        return StepResult()
+    phase = RunPhase.FAILED if failed else RunPhase.SUCCEEDED
+    how = f"failed at step {', '.join(failed)}" if failed else "succeeded"
+    message = f"pipeline {ctx.name}: run {run.id} {how}"
+    return StepResult((ctx.decision(run, LedgerKind.RUN_FINISHED, None, message, phase=phase.value),))
+
+
+def _blocked_by(steps: Sequence[Step], failed: set[str]) -> set[str]:
+    """The steps that cannot run because a step they depend on (directly or not) failed."""
+    blocked: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for s in steps:
+            if s.name not in blocked and any(d in failed or d in blocked for d in s.depends_on):
+                blocked.add(s.name)
+                changed = True
+    return blocked
+
+
+def _seconds(duration: str) -> float:
+    return limits.duration_seconds(duration)
+
+
+_WORK: dict[str, tuple[Callable[[Step], PipelineStep], ...]] = {
+    "train": (train_cells, conclude_train),
+    "evaluate": (evaluate, conclude_evaluate),
+    "select": (select,),
+    "promote": (promote_gates, conclude_promote),
+}
+
+
+def steps_of(pipeline: QuantumPipeline) -> list[Callable[[StepContext], StepResult]]:
+    """The reconcile steps of ``pipeline``: check, start, each step's work and conclusion in
+    dependency order, finish."""
+    by_name = {s.name: s for s in pipeline.spec.steps}
+    order = topological_order([(s.name, list(s.depends_on)) for s in pipeline.spec.steps])
+    chain: list[PipelineStep] = [check, start_run]
+    for name in order:
+        step = by_name[name]
+        chain.extend(make(step) for make in _WORK[step.action])
+    chain.append(finish_run)
+    return [_as_step(s) for s in chain]
+
+
+def _as_step(fn: PipelineStep) -> Callable[[StepContext], StepResult]:
+    def step(ctx: StepContext) -> StepResult:
+        assert isinstance(ctx, PipelineContext), "a pipeline's steps run with a PipelineContext"
+        return fn(ctx)
+
+    step.__name__ = getattr(fn, "__name__", "step")
+    return step
+
+
+# --- the reconciler -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    action: PlanAction
+    reason: str
+    version: int | None = None
+    changes: bool = False
+    cells: dict[str, str] = field(default_factory=dict)  # cell label -> "cached: ..." or "train: ..."
+
+
+@dataclass
+class PipelineOutcome:
+    runs: list[Run]
+    decisions: list[Decision]
+    message: str
+
+
+class PipelineRecorder(GitRecorder):
+    """The Git recorder, carrying out a pipeline's work too: cells and evaluations."""
+
+    def __init__(self, credentials: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.credentials = credentials
+
+    def work(self, ctx: StepContext, intent: Any) -> list[Intent] | None:
+        if isinstance(intent, TrainCells):
+            if not self.may_train:
+                raise actions.TrainingDue(f"pipeline step {intent.step} has cells to train")
+            return carry_out_cells(ctx, intent, self.record, on_progress=self.on_progress, should_stop=self.should_stop)
+        if isinstance(intent, EvaluateVersions):
+            if not self.may_train:
+                raise actions.TrainingDue(f"pipeline step {intent.step} has versions to evaluate")
+            return carry_out_evaluations(ctx, intent, credentials=self.credentials)
+        result: list[Intent] | None = super().work(ctx, intent)
+        return result
+
+
+class PipelineReconciler(Services):
+    """Runs a QuantumPipeline against its model's registry; shares the model's services."""
+
+    def context(self, seen: ObservedPipeline) -> PipelineContext:
+        assert seen.model is not None
+        return PipelineContext(seen.model, self.state(seen.model.model), self, seen=seen)
+
+    def plan(self, seen: ObservedPipeline) -> PipelinePlan:
+        if seen.model is None:
+            applied_verdict = check_without_model(seen)
+            return PipelinePlan(applied_verdict.action, applied_verdict.reason)
+        ctx = self.context(seen)
+        open_run = ctx.open_run()
+        applied = run_steps(ctx, steps_of(seen.pipeline), DryRun(), model_status.Facts())
+        verdict = applied.verdict or Verdict(PlanAction.NOTHING, "the open run has nothing to do now")
+        if applied.changes:  # a run starts or goes on: say which, and the furthest step the dry run saw
+            head = ctx.notes.get("start") or f"run {open_run.id if open_run else ''} goes on"
+            detail = f"; then {verdict.reason}" if verdict.reason != head else ""
+            verdict = Verdict(PlanAction.RUN, f"{head}{detail}", verdict.version)
+        cells: dict[str, str] = {}
+        for key, plan in ctx.notes.items():
+            if key.startswith("cells:") and isinstance(plan, CellPlan):
+                for cell, (_, why) in plan.cached.items():
+                    cells[plan.labels[cell]] = f"cached: {why}"
+                for pending in plan.pending:
+                    cells[pending.cell.label] = f"train: {plan.misses.get(pending.cell.id, '')}"
+                for cell, version in plan.done.items():
+                    cells[plan.labels[cell]] = f"done: version {version} in this run"
+        return PipelinePlan(verdict.action, verdict.reason, verdict.version, applied.changes, cells)
+
+    def reconcile(
+        self,
+        seen: ObservedPipeline,
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        may_train: bool = True,
+    ) -> PipelineOutcome:
+        if seen.model is None:
+            return PipelineOutcome([], [], check_without_model(seen).reason)
+        model = seen.model.model
+        ns, name = model.metadata.namespace, model.metadata.name
+        self.registry.sync()
+        credentials = self._credentials(model.metadata.namespace, model.spec)
+        for _ in range(ATTEMPTS):
+            self.registry.discard_uncommitted(ns, name)
+            ctx = self.context(seen)
+            recorder = PipelineRecorder(
+                credentials, on_progress=on_progress, should_stop=should_stop, may_train=may_train
+            )
+            applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+            published = self.registry.publish()
+            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
+                break
+        commits = self.registry.entry_commits(ns, name)
+        decisions = [
+            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
+            for d in recorder.decisions
+        ]
+        verdict = applied.verdict
+        return PipelineOutcome(ctx.runs(), decisions, verdict.reason if verdict else "")
+
+    def _credentials(self, namespace: str, spec: QuantumModelSpec) -> Callable[[], Any] | None:
+        lookup, secret = self.credentials, spec.training.credentials_secret
+        if not secret or lookup is None:
+            return None
+        return lambda: lookup(namespace, secret)
+
+
+def check_without_model(seen: ObservedPipeline) -> Verdict:
+    pipeline = seen.pipeline
+    if pipeline.spec.suspend:
+        return Verdict(PlanAction.SUSPEND, "spec.suspend is true: no run starts")
+    why = f"waiting for QuantumModel {pipeline.spec.model!r} to exist in namespace {pipeline.metadata.namespace!r}"
+    return Verdict(PlanAction.WAIT, why)
