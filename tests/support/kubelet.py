@@ -53,6 +53,7 @@ class Kubelet:
     kube: KubeApi
     root: Path
     poll: float = 0.05
+    capacity: int | None = None  # pods the node runs at once (None: any number); the others wait
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
     _task: asyncio.Task[None] | None = None
@@ -117,7 +118,8 @@ class Kubelet:
                 job = self.kube.read("Job", namespace, name)  # as it is now, after the pods that ended
                 if job is None or (namespace, name) in self.pods or self._finished(job):
                     continue
-                if not job["metadata"].get("deletionTimestamp"):
+                full = self.capacity is not None and len(self.pods) >= self.capacity
+                if not job["metadata"].get("deletionTimestamp") and not full:
                     await self._start(job)
             await asyncio.sleep(self.poll)
 
