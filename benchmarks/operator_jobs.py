@@ -58,11 +58,12 @@ def start_operator(remote: Path, workdir: Path, kubeconfig: Path, executor: str)
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def stop(process: subprocess.Popen[bytes]) -> float:
-    """SIGTERM, as Kubernetes stops a pod; the operator's CPU until then."""
+async def stop(process: subprocess.Popen[bytes]) -> float:
+    """SIGTERM, as Kubernetes stops a pod; the operator's CPU until then. (Waited for off the event
+    loop: the harness it talks to while it stops runs on this loop.)"""
     cpu = cpu_of(psutil.Process(process.pid))
     process.send_signal(signal.SIGTERM)
-    process.wait(120)
+    await asyncio.to_thread(process.wait, 120)
     return cpu
 
 
@@ -94,7 +95,7 @@ async def run(mode: str, models: int, iterations: int, capacity: int, tmp: Path)
                 return sum(1 for n in names if env.status(n).get("phase") == "Ready")
 
             await kube.wait_for(lambda: ready() >= models // 2, timeout=1800)
-            operator_cpu = stop(operator) - start_cpu
+            operator_cpu = await stop(operator) - start_cpu
             restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
             await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
             await asyncio.sleep(0)
@@ -104,7 +105,7 @@ async def run(mode: str, models: int, iterations: int, capacity: int, tmp: Path)
             operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
             # every pod has ended and been waited for: the children's CPU is the operators' and the pods'
             pods_cpu = children_cpu() - before_children
-            stop(restarted)
+            await stop(restarted)
             registered = {n: env.decisions(n).count("registered") for n in names}
             pods = list(kubelet.started)
     if mode == "jobs":
