@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from controller.api import GROUP, VERSION
+from controller.api import API_VERSION, GROUP, VERSION
 from controller.api.quantummodel import Phase
 from controller.operator import jobs, pipelines, webhook
 from controller.operator.runtime import Runtime
@@ -61,7 +61,7 @@ class Models:
 
     async def job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """A training Job changed (the jobs executor): Events on the model for a retry, a failure or
-        its end, and its model's worker looks again (it registers what finished)."""
+        its end; once it has ended, its model's worker looks again (it registers what finished)."""
         owners = (body.get("metadata") or {}).get("ownerReferences") or ()
         worker = next((self.workers[o["uid"]] for o in owners if o.get("uid") in self.workers), None)
         if event.get("type") == "DELETED":
@@ -70,7 +70,7 @@ class Models:
         for kind, reason, message in await self.jobs.observe(body):
             if worker is not None:
                 kopf.event(worker.body, type=kind, reason=reason, message=message)
-        if worker is not None:
+        if worker is not None and jobs.finished(body):  # only an ended Job changes what a reconcile does
             worker.job_moved()
 
     async def training(
@@ -130,7 +130,8 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
-        webhook.register(registry, runtime.config.job_ceiling)
+        read = lambda namespace, name: runtime.read(API_VERSION, "quantummodels", namespace, name)  # noqa: E731
+        webhook.register(registry, read, ceiling=runtime.config.job_ceiling)
 
     kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(

@@ -186,7 +186,7 @@ async def ceiling_webhook(kube: KubeApi, client: Client, tmp_path: Path) -> Asyn
     )
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(login_to(kube))
-    webhook.register(registry, {"cpu": "4", "memory": "8Gi"})
+    webhook.register(registry, ceiling={"cpu": "4", "memory": "8Gi"})
     async with kopf_running(registry, settings=kopf_settings(config), ready=lambda: port_open("127.0.0.1", port)):
         yield f"http://127.0.0.1:{port}"
 

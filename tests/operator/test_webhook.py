@@ -179,7 +179,7 @@ async def test_a_review_that_does_not_finish_in_time_is_denied_and_never_piles_u
     release = threading.Event()
     started: list[str] = []
 
-    def stuck(obj: Any) -> webhook.Review:
+    def stuck(obj: Any, model: Any = None) -> webhook.Review:
         started.append(obj["metadata"]["name"])
         release.wait(30)
         return webhook.Review(errors=[], warnings=[])
@@ -204,3 +204,37 @@ def test_the_review_answers_before_the_apiserver_gives_up() -> None:
     timeouts = [hook["timeoutSeconds"] for hook in config["webhooks"]]
     assert timeouts and all(t >= checks.WEBHOOK_BUDGET_SECONDS + 1 for t in timeouts)
     assert all(hook["failurePolicy"] == "Fail" for hook in config["webhooks"])
+
+
+async def test_a_pipeline_is_judged_by_its_models_governance_read_from_the_api(
+    kube: KubeApi, client: Client, tmp_path: Path
+) -> None:
+    kube.register_crds()
+    await client.namespace("team-quantum")
+    await client.create(model())  # its governance: no QPU budget, so no ibm: backend
+    port = free_port()
+    config = OperatorConfig(
+        repo=str(tmp_path / "repo"), workdir=tmp_path, webhook=WebhookConfig(port=port, addr="127.0.0.1", insecure=True)
+    )
+    read: list[tuple[str, str]] = []
+
+    async def read_model(namespace: str, name: str) -> dict[str, Any] | None:
+        read.append((namespace, name))
+        return kube.read("QuantumModel", namespace, name)
+
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login_to(kube))
+    webhook.register(registry, read_model)
+    async with kopf_running(registry, settings=kopf_settings(config), ready=lambda: port_open("127.0.0.1", port)):
+        url = f"http://127.0.0.1:{port}"
+        assert (await post_review(url, pipeline()))["allowed"] is True
+        outside = changed(pipeline(), spec__steps__0__train__matrix={"training.backend": ["ibm:ibm_kyiv"]})
+        denied = await post_review(url, outside)
+        assert denied["allowed"] is False
+        assert "spec.steps[0].train.matrix[training.backend][0]" in denied["status"]["message"]
+        assert "blocked by governance rule" in denied["status"]["message"]
+        orphan = changed(pipeline(), spec__model="not-there")
+        answer = await post_review(url, orphan)
+        assert answer["allowed"] is True
+        assert any("no QuantumModel 'not-there'" in w for w in answer.get("warnings", []))
+    assert read == [("team-quantum", "iris-vqc"), ("team-quantum", "iris-vqc"), ("team-quantum", "not-there")]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.engine import training
 from controller.engine.decisions import PlanAction
 from tests.pipelines.runs import Controller, Trainer, kinds, ledger, pipeline_spec, seeded
 from tests.registry.repos import Repos, git
@@ -158,3 +159,90 @@ def test_a_commit_touching_a_glob_starts_a_run_and_the_registry_never_does(repos
     (outcome,) = controller.once()
     assert [r.cause for r in outcome.runs] == ["specChange", "gitChange"]
     assert "data/new.txt changed since the last run" in outcome.runs[-1].reason
+
+
+def test_a_cell_stopped_in_training_resumes_from_its_checkpoint(repos: Repos, tmp_path: Path) -> None:
+    work = seeded(repos, pipeline_spec(matrix='{"circuit.ansatz.reps": [2]}'))
+    controller = Controller(work, tmp_path)
+    ((observed, _),) = controller.observe().models
+    controller.models.reconcile(observed)
+    seen: list[int] = []
+
+    def progress(update: object) -> None:
+        seen.append(int(update.iteration))  # type: ignore[attr-defined]
+
+    with pytest.raises(training.TrainingStopped):
+        controller.pipelines.reconcile(
+            controller.observe().pipelines[0][0], on_progress=progress, should_stop=lambda: len(seen) >= 2
+        )
+    assert seen == [1, 2]
+    seen.clear()
+    (outcome,) = [controller.pipelines.reconcile(controller.observe().pipelines[0][0], on_progress=progress)]
+    assert seen and seen[0] == 3  # the third iteration: the first two came from the checkpoint
+    assert outcome.runs[-1].phase == "Succeeded" and len(outcome.runs) == 1
+
+
+def test_a_failure_retrying_can_fix_is_retried_and_without_fail_fast_the_other_cells_still_run(
+    repos: Repos, tmp_path: Path
+) -> None:
+    spec = pipeline_spec(matrix='{"circuit.ansatz.reps": [2, 3, 4]}', fail_fast=False).replace(
+        "      retryBackoff: 0s\n", "      retryBackoff: 0s\n      retries: 1\n"
+    )
+    work = seeded(repos, spec)
+    attempts: dict[int, int] = {}
+
+    def flaky(spec: object) -> None:
+        reps = spec.circuit.ansatz.reps  # type: ignore[attr-defined]
+        attempts[reps] = attempts.get(reps, 0) + 1
+        if reps == 3 and attempts[reps] == 1:
+            raise ConnectionError("the simulator's host went away")  # retryable: not a spec or data error
+        if reps == 4:
+            raise training.DatasetError("dataset.source: a failure retrying cannot fix")
+
+    controller = Controller(work, tmp_path, Trainer(fail=flaky))
+    (outcome,) = controller.once()
+    assert attempts[3] == 2 and attempts[4] == 1  # retried once; a stalling error is not retried
+    run = outcome.runs[-1]
+    sweep = run.step("sweep")
+    assert run.phase == "Failed" and sweep is not None and "circuit.ansatz.reps=4" in sweep.message
+    cells = [e for e in ledger(work) if e["kind"] == "registered" and e["data"].get("pipeline")]
+    assert len(cells) == 2  # reps 2 and 3 (after its retry) registered; reps 4 failed
+
+
+def test_two_controllers_racing_on_one_run_register_each_cell_once(repos: Repos, tmp_path: Path) -> None:
+    import threading
+
+    work_a = seeded(repos)
+    first = Controller(work_a, tmp_path)
+    ((observed, _),) = first.observe().models
+    first.models.reconcile(observed)
+    work_b = repos.clone("work-b")
+    a_done = threading.Event()
+
+    def wait_for_a(spec: object) -> None:
+        a_done.wait(120)
+
+    second = Controller(work_b, tmp_path, Trainer(fail=wait_for_a))
+    seen_b = second.observe().pipelines[0][0]
+    failures: list[BaseException] = []
+
+    def run_b() -> None:
+        try:
+            second.pipelines.reconcile(seen_b)
+        except BaseException as err:  # surfaced below
+            failures.append(err)
+
+    thread = threading.Thread(target=run_b)
+    thread.start()
+    try:
+        (outcome,) = [first.pipelines.reconcile(first.observe().pipelines[0][0])]
+    finally:
+        a_done.set()
+        thread.join(180)
+    assert not failures, failures
+    assert outcome.runs[-1].phase == "Succeeded"
+    repos.pull(work_a)
+    registered = [e for e in ledger(work_a) if e["kind"] == "registered"]
+    assert len(registered) == 2  # the model's own and the one cell: B's work was dropped, not registered again
+    assert [e["kind"] for e in ledger(work_a)].count("run-started") == 1
+    assert [e["kind"] for e in ledger(work_a)].count("run-finished") == 1
