@@ -7,7 +7,9 @@
   and kopf holds the finalizer for as long as it runs, so deleting a model mid-training stops the
   training, closes its Runtime session and only then lets the model go;
 - a timer per scheduled model pokes the worker when the engine's requeue time has come;
-- QuantumPipelines are validated and get a status (pipelines.py);
+- every watch event of a QuantumPipeline goes to its worker (pipelines.py), which validates it and
+  runs it with the engine; a training daemon runs while its status says Running (a run is under
+  way), licensing its cells' trainings, and a model's events wake the pipelines of that model;
 - the admission webhook (webhook.py).
 """
 
@@ -51,13 +53,20 @@ class Models:
     ) -> None:
         if event.get("type") == "DELETED":
             await self.gone(uid)
-        else:
-            worker = self.worker(uid, name, namespace)
-            worker.seen(body)
-            if _held_without_daemon(body, worker):
-                await self.release(worker, body)  # before kopf lets the model go, in this same cycle
-        if (namespace or "", name) in self.pipelines.waiting:
-            await self.pipelines.model_seen(namespace or "", name)
+            self.pipelines.model_gone(namespace or "", name)
+            return
+        worker = self.worker(uid, name, namespace)
+        worker.seen(body)
+        if _held_without_daemon(body, worker):
+            await self.release(worker, body)  # before kopf lets the model go, in this same cycle
+        await self.pipelines.model_seen(namespace or "", name, (body.get("metadata") or {}).get("generation"))
+
+    def poke(self, namespace: str, name: str) -> None:
+        """A pipeline changed the model's versions or champion: its worker looks again."""
+        for worker in self.workers.values():
+            if (worker.ref.namespace, worker.ref.name) == (namespace, name):
+                worker.next_at = 0.0  # due now, as a schedule that came due
+                worker.poke()
 
     async def job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """A training Job changed (the jobs executor): Events on the model for a retry, a failure or
@@ -70,8 +79,12 @@ class Models:
         for kind, reason, message in await self.jobs.observe(body):
             if worker is not None:
                 kopf.event(worker.body, type=kind, reason=reason, message=message)
-        if worker is not None and jobs.finished(body):  # only an ended Job changes what a reconcile does
-            worker.job_moved()
+        if jobs.finished(body):  # only an ended Job changes what a reconcile does
+            if worker is not None:
+                worker.job_moved()
+            model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
+            if model:  # a pipeline's cell: its pipelines look again
+                self.pipelines.job_ended(str(body.get("metadata", {}).get("namespace")), str(model))
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
@@ -102,7 +115,7 @@ class Models:
     async def cleanup(self, **kwargs: Any) -> None:
         """The operator stops: trainings stop at their next iteration, checkpoints kept."""
         self.runtime.closing.set()
-        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())))
+        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())), self.pipelines.cleanup())
         await self.runtime.cleanup(**kwargs)
 
 
@@ -126,6 +139,7 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     registry = kopf.OperatorRegistry()
     reviewer = pipelines.Pipelines(runtime)
     models = Models(runtime, reviewer)
+    reviewer.on_model_moved = models.poke
     kopf.on.login(registry=registry)(login or runtime.login)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
@@ -153,7 +167,16 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         registry=registry,
     )(models.timer)
 
-    kopf.on.event(GROUP, VERSION, "quantumpipelines", id="validate", registry=registry)(reviewer.event)
+    kopf.on.event(GROUP, VERSION, "quantumpipelines", id="reconcile", registry=registry)(reviewer.event)
+    kopf.daemon(
+        GROUP,
+        VERSION,
+        "quantumpipelines",
+        id="training",
+        when=pipelines.running,
+        cancellation_polling=STOP_POLL_SECONDS,
+        registry=registry,
+    )(reviewer.training)
     if runtime.config.executor == "jobs":  # the Jobs' own watch: no pod is polled
         kopf.on.event(
             "batch", "v1", "jobs", id="training-jobs", labels={jobs.COMPONENT_LABEL: jobs.COMPONENT}, registry=registry
@@ -161,6 +184,6 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:
-        return {"models": len(models.workers)}
+        return {"models": len(models.workers), "pipelines": len(reviewer.workers)}
 
     return registry

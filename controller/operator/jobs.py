@@ -52,6 +52,7 @@ class Host(Protocol):
 log = logging.getLogger(__name__)
 
 KEY_LABEL = f"{GROUP}/training-key"
+OWNER_LABEL = f"{GROUP}/training-owner"  # "model" (its own training) or "pipeline" (a cell)
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "training"
 SPEC_KEY = "spec.json"
@@ -88,8 +89,14 @@ def job_name(model: str, key: str) -> str:
     return f"{NAME_PREFIX}{model[:36].rstrip('-.')}-{key[:12]}"
 
 
-def labels(model: str, key: str) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": "qmlops", COMPONENT_LABEL: COMPONENT, MODEL_LABEL: model, KEY_LABEL: key}
+def labels(model: str, key: str, owner: str = "model") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "qmlops",
+        COMPONENT_LABEL: COMPONENT,
+        MODEL_LABEL: model,
+        KEY_LABEL: key,
+        OWNER_LABEL: owner,
+    }
 
 
 def finished(job: Mapping[str, Any]) -> str | None:
@@ -155,7 +162,7 @@ def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> 
         "metadata": {
             "name": name,
             "namespace": request.namespace,
-            "labels": labels(request.name, request.due.key),
+            "labels": labels(request.name, request.due.key, request.owner),
             "ownerReferences": [ref.owner_reference()],
         },
         "spec": {
@@ -168,7 +175,7 @@ def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> 
                     }
                 ]
             },
-            "template": {"metadata": {"labels": labels(request.name, request.due.key)}, "spec": pod},
+            "template": {"metadata": {"labels": labels(request.name, request.due.key, request.owner)}, "spec": pod},
         },
     }
 
@@ -181,7 +188,7 @@ def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
         "metadata": {
             "name": job_name(request.name, request.due.key),
             "namespace": request.namespace,
-            "labels": labels(request.name, request.due.key),
+            "labels": labels(request.name, request.due.key, request.owner),
             "ownerReferences": [ref.owner_reference()],
         },
         "data": {SPEC_KEY: spec},
@@ -348,9 +355,14 @@ async def delete_training(client: KubeClient, namespace: str, name: str) -> None
             continue
 
 
-async def model_trainings(client: KubeClient, namespace: str, model: str) -> list[dict[str, Any]]:
-    """The model's training Jobs (one list, when its training ended or it was deleted)."""
+async def model_trainings(
+    client: KubeClient, namespace: str, model: str, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The model's training Jobs, or those of ``owner`` only (one list, when its training ended or it
+    was deleted)."""
     selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{COMPONENT}"
+    if owner is not None:
+        selector += f",{OWNER_LABEL}%3D{owner}"
     path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
     return list((await client.get(path)).get("items") or ())
 

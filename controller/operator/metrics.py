@@ -32,6 +32,15 @@ class Metrics:
         self.jobs_failed = Counter(
             "qmlops_training_jobs_failed", "Training Jobs that failed, by reason", ["reason"], registry=r
         )
+        self.pipeline_runs = Counter(
+            "qmlops_pipeline_runs", "QuantumPipeline runs finished, by result", ["result"], registry=r
+        )
+        self.pipeline_cells = Counter(
+            "qmlops_pipeline_cells",
+            "Cells of pipeline train steps, by source: from the cache or trained",
+            ["source"],
+            registry=r,
+        )
         self.queue_depth = Gauge("qmlops_queue_depth", "Reconciles waiting for a worker", registry=r)
         self.running = Gauge("qmlops_reconciles_running", "Reconciles running on the worker pool", registry=r)
 

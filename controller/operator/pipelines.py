@@ -1,28 +1,69 @@
-"""QuantumPipelines: validated (with their model, when it exists) and given a status and conditions.
-Running their steps comes in a later issue; a valid pipeline is Ready and waits for its triggers."""
+"""QuantumPipelines: validated (with their model, when it exists), then run by the engine's
+``PipelineReconciler``, the same engine ``qmlops run`` drives.
+
+One worker per pipeline, an asyncio task started at its first watch event, reconciles it when asked:
+its first event, a new generation, the ``requestedAt`` annotation, its model's new generation (or the
+model appearing), a ``schedule`` trigger's next tick, a look at Git for ``gitChange`` triggers, or a
+retry after a failure. A reconcile:
+
+- reads the model by name and reviews the pipeline against it (the webhook's review): an invalid
+  pipeline, or one whose model does not exist, is Stalled and starts nothing;
+- runs the engine on a pool thread, on that thread's Git work tree (the revision a run starts at is
+  its HEAD; ``gitChange`` looks at the files changed since the last run's revision, the registry's
+  own folder left out), while holding the model's ledger lock: the model's worker and its pipelines
+  write the same ledger and share the model's training folder (its ConfigMap checkpoint covers the
+  cells), so one of them at a time;
+- trains only with a licence: a training daemon kopf runs while the pipeline's status says Running
+  (as a model's while it says Training). Unlicensed, the engine stops where cells would train or
+  versions be evaluated (``TrainingDue``, after the run's start is pushed); the worker writes the
+  Running status, which spawns the daemon, which wakes the worker. kopf holds the pipeline's
+  finalizer while the daemon runs: a pipeline deleted mid-run stops its training (the cell's
+  checkpoint is kept for the model) before it goes;
+- writes the status (``engine.pipelines.status``: conditions and the last runs), an Event per run
+  started, finished, failed step and promotion, and counts runs and cells (cached or trained).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from pydantic import ValidationError
 
-from controller.api import API_VERSION, ConditionType
-from controller.api.quantumpipeline import QuantumPipelineStatus
+from controller.api import API_VERSION
+from controller.api.quantumpipeline import QuantumPipeline, QuantumPipelineStatus, RunPhase
 from controller.engine import status as engine_status
+from controller.engine import training
+from controller.engine.decisions import CHAMPION_KINDS, LedgerKind
 from controller.engine.documents import LoadedDocument, Problem
+from controller.engine.pipelines.runs import KEPT_IN_STATUS, Run, runs_of
+from controller.engine.pipelines.status import pipeline_status
+from controller.engine.reconcile import Observed, Reconciler, TrainingDue
+from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
+from controller.engine.reconcile.state import next_cron_tick
+from controller.engine.registry import Git
+from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
-from controller.operator import checks
+from controller.operator import checkpoints, checks, workers
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
 from controller.operator.settings import REQUESTED_AT
 from controller.operator.webhook import authored
 
 log = logging.getLogger(__name__)
+
+_local = threading.local()  # each pool thread's PipelineReconciler, over that thread's work tree
+_CELL_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_CELL_POOLS_LOCK = threading.Lock()
 
 
 def review(pipeline: Mapping[str, Any], model: Mapping[str, Any] | None) -> list[Problem]:
@@ -36,97 +77,539 @@ def review(pipeline: Mapping[str, Any], model: Mapping[str, Any] | None) -> list
     return [p for p in report.problems if p.file == source]
 
 
-def build_status(
-    previous: Mapping[str, Any] | None,
-    problems: list[Problem],
-    model_found: bool,
-    generation: int | None,
-    requested_at: str | None,
-    now: datetime,
-) -> QuantumPipelineStatus:
-    try:
-        before = QuantumPipelineStatus.model_validate(previous or {})
-    except ValidationError:
-        before = QuantumPipelineStatus()
-    errors = [f"{p.path}: {p.message}" if p.path else p.message for p in problems if p.severity == "error"]
-    conditions = list(before.conditions)
+def located(problems: Iterable[Problem]) -> list[str]:
+    return [f"{p.path}: {p.message}" if p.path else p.message for p in problems if p.severity == "error"]
 
-    def put(kind: ConditionType, value: bool, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = engine_status.set_condition(
-            conditions, kind, value, reason, message, generation=generation, now=now
+
+def changed_since(git: Git, ignored: str) -> Callable[[str], list[str]]:
+    """The files changed by the commits after ``since`` up to the work tree's HEAD, the controller's own
+    registry folder (``ignored``) left out: its decisions never trigger a run. A revision that is not
+    in this history changed nothing that can be named."""
+
+    def changed(since: str) -> list[str]:
+        done = git.run("diff", "--name-only", "--no-renames", f"{since}..HEAD", "--", ".", check=False)
+        if done.returncode != 0:
+            return []
+        return [line for line in done.stdout.splitlines() if line and not line.startswith(ignored)]
+
+    return changed
+
+
+def cell_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's threads for pipeline cells, ``workers`` of them (every pipeline's cells share them),
+    made on first use and never shut down: see ``runtime.reconcile_pool``."""
+    with _CELL_POOLS_LOCK:
+        pool = _CELL_POOLS.get(workers)
+        if pool is None:
+            pool = _CELL_POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="qmlops-cell"
+            )
+        return pool
+
+
+def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
+    """This pool thread's PipelineReconciler: the services of its model Reconciler, same work tree."""
+    found: PipelineReconciler | None = getattr(_local, "reconciler", None)
+    if found is None or found.registry is not base.registry:
+        found = _local.reconciler = PipelineReconciler(
+            base.registry,
+            trainer=base.trainer,
+            clock=base.clock,
+            checkpoint_root=base.checkpoint_root,
+            credentials=base.credentials,
+            executor=base.executor,  # a cell trains where the model's trainings do (in-process, or Jobs)
+            cell_pool=cell_pool(workers),
         )
+    return found
 
-    if errors:
-        phase, message = "Failed", "; ".join(errors)
-        put(ConditionType.VALIDATED, False, "Invalid", message)
-        put(ConditionType.READY, False, "Invalid", message)
-        put(ConditionType.STALLED, True, "Invalid", message)
-    elif not model_found:
-        phase, message = "Pending", "waiting for its QuantumModel to exist in this namespace"
-        put(ConditionType.VALIDATED, True, "Valid", "spec is valid")
-        put(ConditionType.READY, False, "ModelNotFound", message)
-        put(ConditionType.STALLED, False, "Progressing", "")
-    else:
-        phase, message = "Ready", "valid; runs start from its triggers"
-        put(ConditionType.VALIDATED, True, "Valid", "spec is valid and keeps its model's governance")
-        put(ConditionType.READY, True, "Ready", message)
-        put(ConditionType.STALLED, False, "Progressing", "")
-    put(ConditionType.RECONCILING, False, "Idle", "")
-    return QuantumPipelineStatus(
-        observed_generation=generation,
-        phase=phase,
-        message=message,
-        conditions=engine_status.in_order(conditions),
-        runs=before.runs,
-        last_handled_reconcile_at=requested_at,
-    )
+
+@dataclass
+class PipelineDue(Exception):
+    """The run has cells to train or versions to evaluate and the pipeline holds no licence; its runs
+    as the ledger has them now (the run's start pushed)."""
+
+    reason: str
+    runs: list[Run]
+
+
+@dataclass
+class Looked:
+    outcome: PipelineOutcome
+    next_in: float | None  # seconds until the next look (a schedule tick, a look at Git)
+
+
+class PipelineWorker:
+    """One pipeline's reconcile loop (see the module's docstring)."""
+
+    def __init__(self, owner: Pipelines, namespace: str, name: str, uid: str) -> None:
+        self.owner = owner
+        self.runtime = owner.runtime
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.body = kopf.Body(cast(kopf.RawBody, {}))
+        self.wake = asyncio.Event()
+        self.first = True
+        self.generation: int | None = None
+        self.requested_at: str | None = None
+        self.model_changed = False
+        self.next_at: float | None = None
+        self.retry_at: float | None = None
+        self.failures = 0
+        self.training_due = False
+        self.licence: kopf.DaemonStopped | None = None
+        self.written: dict[str, Any] | None = None
+        self.closed = False
+        self._restored = False
+        self._settled = asyncio.Event()
+        self._settled.set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def model_name(self) -> str:
+        return str((self.body.get("spec") or {}).get("model") or "")
+
+    def seen(self, body: kopf.Body) -> None:
+        self.body = body
+        if self._task is None and not self.closed:
+            self._task = asyncio.create_task(self.run(), name=f"qmlops-pipeline:{self.namespace}/{self.name}")
+        self.wake.set()
+
+    def poke(self, model_changed: bool = False) -> None:
+        self.model_changed = self.model_changed or model_changed
+        self.wake.set()
+
+    def due(self) -> str | None:
+        meta = self.body.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return None
+        if self.first:
+            return "start"
+        if meta.get("generation") != self.generation:
+            return "spec changed"
+        if (meta.get("annotations") or {}).get(REQUESTED_AT) != self.requested_at:
+            return "requested"
+        if self.model_changed:
+            return "model changed"
+        now = time.monotonic()
+        if self.retry_at is not None and now >= self.retry_at:
+            return "retry"
+        if self.next_at is not None and now >= self.next_at:
+            return "next look"
+        return None
+
+    def _waiting_for_licence(self) -> bool:
+        return self.training_due and self.licence is None
+
+    async def run(self) -> None:
+        while not self.closed:
+            if self.due() is not None and not self._waiting_for_licence():
+                await self.reconcile()
+                continue
+            self.wake.clear()
+            if self.closed or self.due() is None or self._waiting_for_licence():
+                moments = [t for t in (self.retry_at, self.next_at) if t is not None]
+                timeout = None
+                if moments and not self._waiting_for_licence():
+                    timeout = max(0.0, min(moments) - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def close(self) -> None:
+        """Stop the loop: a cell in training stops before its next job (its checkpoint is kept)."""
+        self.closed = True
+        self.wake.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def licensed(self, stopped: kopf.DaemonStopped) -> None:
+        """The training daemon's life: cells may train and versions be evaluated until kopf stops it
+        (the status no longer says Running, the pipeline is deleted, or the operator exits)."""
+        self.licence = stopped
+        self.wake.set()
+        try:
+            await stopped.wait()
+        finally:
+            if self.licence is stopped:
+                self.licence = None
+            await self._settled.wait()
+
+    def _stop_for(self, licence: kopf.DaemonStopped | None) -> Callable[[], bool]:
+        return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
+
+    # --- one reconcile -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        self._settled.clear()
+        try:
+            await self._reconcile_once(self.body)
+        finally:
+            self._settled.set()
+
+    async def _reconcile_once(self, body: kopf.Body) -> None:
+        meta = body.get("metadata") or {}
+        generation = meta.get("generation")
+        requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
+        self.model_changed = False
+        model_name = self.model_name
+        try:
+            model = await self.runtime.read(API_VERSION, "quantummodels", self.namespace, model_name)
+            # off the event loop: the model's OpenQASM ansatz is parsed here
+            problems, reading = await checks.run(
+                lambda: (review(body, model), workers.read(model) if model is not None else None),
+                checks.RECONCILE_BUDGET_SECONDS,
+            )
+        except Exception as err:
+            await self._failed(err, generation, requested)
+            return
+        errors = located(problems)
+        pipeline = self._read(body)
+        if not errors and pipeline is None:
+            errors = ["spec: not a valid QuantumPipeline"]
+        if not errors and reading is not None and reading.observed is None:
+            errors = [f"spec.model: QuantumModel {model_name!r} is not valid: {reading.problem}"]
+        if errors or model is None or pipeline is None or reading is None or reading.observed is None:
+            stalled = pipeline_status(
+                self._before(), problems=errors, model_found=model is not None, **self._at(generation)
+            )
+            stalled.last_handled_reconcile_at = requested
+            try:
+                await self._write(stalled)
+            except Exception as err:
+                await self._failed(err, generation, requested)
+                return
+            self._handled(generation, requested)
+            if model is None and not errors:
+                self.owner.wait_for_model(self.namespace, model_name, self)
+            result = "invalid" if errors else "ok"
+            self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result=result).inc()
+            return
+        observed = reading.observed
+        ref = checkpoints.ModelRef(self.namespace, model_name, str((model.get("metadata") or {}).get("uid", "")))
+        async with self.runtime.ledger_lock(self.namespace, model_name):
+            await self._restore(ref, model)
+            licence = self.licence
+            if licence is not None:
+                self.training_due = False
+            stop = self._stop_for(licence)
+            try:
+                looked = await self.runtime.off_loop(
+                    lambda: self._look(pipeline, observed, requested, ref, stop, licence is not None)
+                )
+            except PipelineDue as due:
+                await self._running(due, pipeline, generation, requested)
+                return
+            except training.TrainingStopped as err:
+                if not stop():
+                    await self._failed(err, generation, requested)
+                return
+            except Exception as err:  # the operator never dies on input: a failure is status and a retry
+                await self._failed(err, generation, requested)
+                return
+            finally:
+                await self._keep_checkpoint(ref)
+        self.failures, self.retry_at = 0, None
+        self._handled(generation, requested)
+        self.next_at = time.monotonic() + looked.next_in if looked.next_in is not None else None
+        outcome = looked.outcome
+        if any(d.kind in CHAMPION_KINDS or d.kind == LedgerKind.REGISTERED for d in outcome.decisions):
+            self.owner.model_moved(self.namespace, model_name)
+        before = self._before()
+        new = pipeline_status(
+            before,
+            runs=outcome.runs,
+            steps=[s.name for s in pipeline.spec.steps],
+            waiting=scrub(outcome.message),
+            **self._at(generation),
+        )
+        new.last_handled_reconcile_at = requested
+        try:
+            await self._write(new)
+        except Exception as err:  # the retry announces and counts what this status would have shown
+            await self._failed(err, generation, requested)
+            return
+        self._announce(before, outcome.runs)
+        for decision in outcome.decisions:
+            if decision.kind in CHAMPION_KINDS:
+                self._event(decision.kind, decision.message, decision.version, decision.commit)
+        self._count(before, outcome.runs)
+        self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="ok").inc()
+
+    def _look(
+        self,
+        pipeline: QuantumPipeline,
+        observed: Observed,
+        requested: str | None,
+        ref: checkpoints.ModelRef,
+        stop: Callable[[], bool],
+        may_train: bool,
+    ) -> Looked:
+        """In a pool thread: the engine's reconcile of the pipeline on this thread's work tree."""
+        base = self.runtime.reconciler()
+        reconciler = pipeline_reconciler(base, self.runtime.config.training_workers)
+        registry = reconciler.registry
+        registry.sync()
+        seen = ObservedPipeline(
+            pipeline,
+            observed,
+            registry.git.head() or "",
+            requested,
+            changed_since(registry.git, f"{registry.root}/"),
+        )
+        try:
+            outcome = reconciler.reconcile(
+                seen, on_progress=lambda _: self._progress(ref), should_stop=stop, may_train=may_train
+            )
+        except TrainingDue as due:
+            registry.publish()  # the run's start, recorded before the work it cannot do unlicensed
+            runs = runs_of(registry.ledger(ref.namespace, ref.name), pipeline.metadata.name)
+            raise PipelineDue(str(due), runs) from due
+        return Looked(outcome, self._next_in(pipeline, outcome.runs, reconciler.now()))
+
+    def _next_in(self, pipeline: QuantumPipeline, runs: list[Run], now: datetime) -> float | None:
+        """Seconds to the next schedule tick, or to the next look at Git: for a gitChange trigger, or
+        for a run left open (its promotion waits for approvals, which arrive as commits)."""
+        if pipeline.spec.suspend:
+            return None
+        delays = [
+            max(1.0, (next_cron_tick(t.schedule, now) - now).total_seconds())
+            for t in pipeline.spec.triggers
+            if t.schedule
+        ]
+        if any(t.git_change for t in pipeline.spec.triggers) or (runs and runs[-1].open):
+            delays.append(self.runtime.config.approval_poll)
+        return min(delays) if delays else None
+
+    def _progress(self, ref: checkpoints.ModelRef) -> None:
+        """In a pool thread, after each iteration of a cell: count it, keep the model's checkpoints."""
+        self.runtime.metrics.iterations.inc()
+        try:
+            self.runtime.on_loop(self._keep_checkpoint(ref))
+        except Exception as err:
+            log.debug("%s/%s: checkpoint not kept: %s", self.namespace, self.name, type(err).__name__)
+
+    async def _keep_checkpoint(self, ref: checkpoints.ModelRef) -> None:
+        """The model's training folder (its cells' workspaces with it) copied to its ConfigMap."""
+        folder = self.runtime.checkpoint_dir(ref.namespace, ref.name)
+        try:
+            await self.runtime.checkpoints.save(ref, folder)
+        except checkpoints.CheckpointTooLarge as err:
+            log.warning("%s/%s: %s; kept on this pod only", self.namespace, self.name, err)
+        except Exception as err:
+            log.warning("%s/%s: checkpoint not kept: %s", self.namespace, self.name, type(err).__name__)
+
+    async def _restore(self, ref: checkpoints.ModelRef, model: Mapping[str, Any]) -> None:
+        """Once: the model's training folder a previous pod kept in its ConfigMap, unless this pod has
+        one (the model's worker may have restored it first)."""
+        if self._restored:
+            return
+        self._restored = True
+        folder = self.runtime.checkpoint_dir(ref.namespace, ref.name)
+        if folder.is_dir() and any(folder.iterdir()):
+            return
+        try:
+            await self.runtime.checkpoints.restore(ref, folder, checkpoints.recorded_digest(model))
+        except Exception as err:  # the cells then train from scratch
+            log.warning("%s/%s: checkpoint not restored: %s", self.namespace, self.name, type(err).__name__)
+
+    # --- status, events, metrics -------------------------------------------------------------------
+
+    def _read(self, body: Mapping[str, Any]) -> QuantumPipeline | None:
+        try:
+            return QuantumPipeline.model_validate(authored(body))
+        except ValidationError:
+            return None
+
+    def _before(self) -> QuantumPipelineStatus:
+        current = self.written if self.written is not None else dict(self.body.get("status") or {})
+        try:
+            return QuantumPipelineStatus.model_validate(current)
+        except ValidationError:
+            return QuantumPipelineStatus()
+
+    def _at(self, generation: int | None) -> dict[str, Any]:
+        return {"generation": generation, "now": self.runtime.clock()}
+
+    async def _running(
+        self, due: PipelineDue, pipeline: QuantumPipeline, generation: int | None, requested: str | None
+    ) -> None:
+        """Say the run is Running: the phase that spawns the training daemon."""
+        new = pipeline_status(
+            self._before(),
+            runs=due.runs,
+            steps=[s.name for s in pipeline.spec.steps],
+            waiting=scrub(due.reason),
+            **self._at(generation),
+        )
+        new.last_handled_reconcile_at = requested
+        if new.phase != RunPhase.RUNNING.value:  # the ledger has no open run: nothing to license
+            await self._failed(RuntimeError(due.reason), generation, requested)
+            return
+        before = self._before()
+        try:
+            await self._write(new)
+        except Exception as err:
+            await self._failed(err, generation, requested)
+            return
+        self._announce(before, due.runs)
+        self.training_due = True
+
+    async def _write(self, new: QuantumPipelineStatus) -> None:
+        wire = new.to_wire()
+        current = self.written if self.written is not None else dict(self.body.get("status") or {})
+        patch = merge_diff(current, wire)
+        if patch:
+            path = resource_path(API_VERSION, "quantumpipelines", self.namespace, self.name, "status")
+            await self.runtime.client.merge_patch(path, {"status": patch})
+        self.written = wire
+
+    def _event(self, kind: LedgerKind, message: str, version: int | None = None, commit: str | None = None) -> None:
+        where = f" (commit {commit[:12]})" if commit else ""
+        at = f"version {version}: " if version is not None else ""
+        text = scrub(f"{at}{message}{where}")
+        kopf.event(self.body, type="Warning" if kind.warns else "Normal", reason=kind.event_reason, message=text)
+
+    def _announce(self, before: QuantumPipelineStatus, runs: list[Run]) -> None:
+        """An Event per run started, step failed and run finished since the status before (read from the
+        runs, so that a run started by a reconcile that stopped for its licence is announced too)."""
+        shown = {r.id: r for r in before.runs}
+        for run in runs[-KEPT_IN_STATUS:]:
+            earlier = shown.get(run.id)
+            if earlier is None:
+                self._event(LedgerKind.RUN_STARTED, f"run {run.id} started: {run.reason}")
+            failed_before = {s.name for s in (earlier.steps if earlier else []) if s.phase is RunPhase.FAILED}
+            for name, record in run.steps.items():
+                if record.phase is RunPhase.FAILED and name not in failed_before:
+                    self._event(LedgerKind.STEP_FAILED, record.message)
+            if not run.open and (earlier is None or earlier.finished is None):
+                self._event(LedgerKind.RUN_FINISHED, f"run {run.id} {run.phase.value.lower()}")
+
+    def _count(self, before: QuantumPipelineStatus, runs: list[Run]) -> None:
+        """Runs finished and train steps concluded since the status before: by result, by cell source."""
+        metrics = self.runtime.metrics
+        shown = {r.id: r for r in before.runs}
+        for run in runs:
+            earlier = shown.get(run.id)
+            if not run.open and (earlier is None or earlier.phase not in (RunPhase.SUCCEEDED, RunPhase.FAILED)):
+                metrics.pipeline_runs.labels(result=run.phase.value.lower()).inc()
+            done_before = {s.name for s in (earlier.steps if earlier else []) if s.phase is RunPhase.SUCCEEDED}
+            for name, record in run.steps.items():
+                if name in done_before or record.phase is not RunPhase.SUCCEEDED or "cached" not in record.outputs:
+                    continue
+                metrics.pipeline_cells.labels(source="cache").inc(len(record.outputs.get("cached") or {}))
+                metrics.pipeline_cells.labels(source="trained").inc(len(record.outputs.get("trained") or []))
+
+    def _handled(self, generation: int | None, requested: str | None) -> None:
+        self.first = False
+        self.generation = generation
+        self.requested_at = requested
+
+    async def _failed(self, err: Exception, generation: int | None, requested: str | None) -> None:
+        backoff = self.runtime.config.retry_backoff
+        delay = backoff[min(self.failures, len(backoff) - 1)]
+        self.failures += 1
+        self.retry_at = time.monotonic() + delay
+        self._handled(generation, requested)
+        reason = type(err).__name__
+        message = engine_status.describe_failure(workers.redacted(err))
+        log.warning(
+            "%s/%s: pipeline reconcile failed (%s), retrying in %.0fs: %s",
+            self.namespace,
+            self.name,
+            reason,
+            delay,
+            message,
+        )
+        self.runtime.metrics.failures.labels(reason=reason).inc()
+        self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="failed").inc()
+        failed = pipeline_status(self._before(), error=f"{reason}: {message}", **self._at(generation))
+        failed.last_handled_reconcile_at = requested
+        try:
+            await self._write(failed)
+        except Exception as write_err:
+            log.warning("%s/%s: status not written: %s", self.namespace, self.name, type(write_err).__name__)
 
 
 class Pipelines:
+    """The pipelines' workers, and which of them wait for their model."""
+
     def __init__(self, runtime: Runtime, clock: Callable[[], datetime] | None = None) -> None:
         self.runtime = runtime
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.handled: dict[str, tuple[Any, ...]] = {}
-        self.waiting: dict[tuple[str, str], dict[str, kopf.Body]] = {}  # (namespace, model) -> pipelines
+        self.workers: dict[str, PipelineWorker] = {}
+        self.waiting: dict[tuple[str, str], dict[str, PipelineWorker]] = {}  # (namespace, model) -> pipelines
+        self.model_generations: dict[tuple[str, str], Any] = {}
+        self.on_model_moved: Callable[[str, str], None] | None = None  # the model's worker looks again
+
+    def worker(self, uid: str, namespace: str, name: str) -> PipelineWorker:
+        found = self.workers.get(uid)
+        if found is None:
+            found = self.workers[uid] = PipelineWorker(self, namespace, name, uid)
+        return found
 
     async def event(self, *, body: kopf.Body, uid: str, type: str | None, **_: Any) -> None:
         meta = body.get("metadata") or {}
-        if type == "DELETED" or meta.get("deletionTimestamp"):
-            self.handled.pop(uid, None)
+        if type == "DELETED":
+            await self.gone(uid)
+            return
+        worker = self.worker(uid, meta.get("namespace", ""), meta.get("name", ""))
+        worker.seen(body)
+        if meta.get("deletionTimestamp") and worker.licence is None:
+            await self.gone(uid)  # nothing trains: nothing holds it
+
+    async def training(self, *, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        worker = self.worker(uid, meta.get("namespace", ""), meta.get("name", ""))
+        if not worker.body:
+            worker.seen(body)
+        await worker.licensed(stopped)
+        if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            await self.gone(uid)
+
+    async def gone(self, uid: str) -> None:
+        worker = self.workers.pop(uid, None)
+        if worker is not None:
             for waiting in self.waiting.values():
                 waiting.pop(uid, None)
-            return
-        await self.reconcile(body, uid)
+            await worker.close()
 
-    async def model_seen(self, namespace: str, model: str) -> None:
-        for uid, body in list(self.waiting.pop((namespace, model), {}).items()):
-            self.handled.pop(uid, None)
-            await self.reconcile(body, uid)
+    def wait_for_model(self, namespace: str, model: str, worker: PipelineWorker) -> None:
+        self.waiting.setdefault((namespace, model), {})[worker.uid] = worker
 
-    async def reconcile(self, body: kopf.Body, uid: str) -> None:
-        meta = body.get("metadata") or {}
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        generation = meta.get("generation")
-        requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
-        key = (generation, requested)
-        if self.handled.get(uid) == key:
+    async def model_seen(self, namespace: str, model: str, generation: Any = None) -> None:
+        """A watch event of a QuantumModel: its pipelines look again when it appeared or its spec changed."""
+        key = (namespace, model)
+        for worker in self.waiting.pop(key, {}).values():
+            worker.poke(model_changed=True)
+        if generation is None or self.model_generations.get(key) == generation:
             return
-        model_name = (body.get("spec") or {}).get("model")
-        model = await self.runtime.read(API_VERSION, "quantummodels", namespace, model_name) if model_name else None
-        try:  # off the event loop: the model's OpenQASM ansatz is parsed here
-            problems = await checks.run(lambda: review(body, model), checks.RECONCILE_BUDGET_SECONDS)
-        except checks.CheckTimedOut as late:
-            log.warning("%s/%s: %s; tried again at its next event", namespace, name, late)
-            return
-        new = build_status(body.get("status"), problems, model is not None, generation, requested, self.clock())
-        patch = merge_diff(body.get("status") or {}, new.to_wire())
-        if patch:
-            path = resource_path(API_VERSION, "quantumpipelines", namespace, name, "status")
-            await self.runtime.client.merge_patch(path, {"status": patch})
-        self.handled[uid] = key
-        if model is None and model_name:
-            self.waiting.setdefault((namespace, model_name), {})[uid] = body
-        self.runtime.metrics.reconciles.labels(
-            kind="QuantumPipeline", result="invalid" if new.phase == "Failed" else "ok"
-        ).inc()
+        known = key in self.model_generations
+        self.model_generations[key] = generation
+        if known:
+            for worker in list(self.workers.values()):
+                if (worker.namespace, worker.model_name) == key:
+                    worker.poke(model_changed=True)
+
+    def model_gone(self, namespace: str, model: str) -> None:
+        self.model_generations.pop((namespace, model), None)
+        for worker in list(self.workers.values()):
+            if (worker.namespace, worker.model_name) == (namespace, model):
+                worker.poke(model_changed=True)
+
+    def job_ended(self, namespace: str, model: str) -> None:
+        """A training Job of the model ended (the jobs executor): its pipelines look again (a cell's
+        artifact is theirs to register)."""
+        for worker in list(self.workers.values()):
+            if (worker.namespace, worker.model_name) == (namespace, model):
+                worker.poke(model_changed=True)
+
+    def model_moved(self, namespace: str, model: str) -> None:
+        """A pipeline registered or promoted versions of the model: its status follows."""
+        if self.on_model_moved is not None:
+            self.on_model_moved(namespace, model)
+
+    async def cleanup(self) -> None:
+        await asyncio.gather(*(worker.close() for worker in list(self.workers.values())))
+
+
+def running(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
+    """The training daemon's filter: a run is under way, and the pipeline is not suspended."""
+    return status.get("phase") == RunPhase.RUNNING.value and not spec.get("suspend")

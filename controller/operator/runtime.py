@@ -83,6 +83,7 @@ class Runtime:
         self._slots = itertools.count()
         self._metrics_server: Any = None
         self._git_credentials: GitCredentials | None = None
+        self._ledger_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- lifecycle (kopf startup and cleanup activities) -------------------------------------------
 
@@ -157,6 +158,15 @@ class Runtime:
         """From a pool thread: run ``coro`` on the event loop and wait for its result."""
         assert self.loop is not None, "the runtime has not started"
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def ledger_lock(self, namespace: str, model: str) -> asyncio.Lock:
+        """Held by a model's reconcile and its pipelines' reconciles: they write the same ledger and share
+        the model's training folder (and its ConfigMap), so one at a time."""
+        key = (namespace, model)
+        lock = self._ledger_locks.get(key)
+        if lock is None:
+            lock = self._ledger_locks[key] = asyncio.Lock()
+        return lock
 
     # --- the engine, one per pool thread -----------------------------------------------------------
 

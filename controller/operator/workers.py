@@ -234,7 +234,8 @@ class ModelWorker:
     async def reconcile(self, body: kopf.Body, reason: str) -> None:
         self._settled.clear()
         try:
-            await self._reconcile_once(body, reason)
+            async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):  # its pipelines wait
+                await self._reconcile_once(body, reason)
         finally:
             self._settled.set()
 
@@ -420,7 +421,8 @@ class ModelWorker:
         """The training ended (registered, or its failure recorded): its finished Jobs and their
         ConfigMaps go."""
         try:
-            for job in await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name):
+            own = await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name, owner="model")
+            for job in own:  # a pipeline's cells are its own to register
                 if jobs.finished(job):
                     await jobs.delete_training(self.runtime.client, self.ref.namespace, job["metadata"]["name"])
         except Exception as err:  # they go with the model at the latest

@@ -65,8 +65,12 @@ def printer_columns(live: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-# The calls only a pipeline makes: its model read by name, its status written.
-USED_BY_PIPELINES = {("qmlops.io", "quantummodels", "get"), ("qmlops.io", "quantumpipelines/status", "patch")}
+# The calls only a pipeline makes: its model read by name, its status written, its finalizer while it runs.
+USED_BY_PIPELINES = {
+    ("qmlops.io", "quantummodels", "get"),
+    ("qmlops.io", "quantumpipelines/status", "patch"),
+    ("qmlops.io", "quantumpipelines", "patch"),
+}
 USED_BY_A_NEW_POD = {("", "configmaps", "get")}  # a checkpoint restored: the restart test
 
 
@@ -463,21 +467,26 @@ async def test_a_spec_the_types_refuse_is_reported_not_a_crash(env: OperatorEnv)
 
 
 async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
+    """Validation only (suspended: no run starts); tests/operator/test_pipelines.py runs pipelines."""
     pipeline: dict[str, Any] = {
         "apiVersion": "qmlops.io/v1alpha1",
         "kind": "QuantumPipeline",
         "metadata": {"name": "nightly", "namespace": NAMESPACE},
         "spec": {
             "model": "iris-tiny",
+            "suspend": True,
             "triggers": [{"schedule": "0 2 * * *"}],
             "steps": [
                 {"name": "sweep", "train": {"matrix": {"circuit.ansatz.reps": [1, 2]}}},
-                {"name": "promote", "dependsOn": ["sweep"], "promote": {}},
+                {"name": "score", "dependsOn": ["sweep"], "evaluate": {"backends": ["local:aer"]}},
+                {"name": "pick", "dependsOn": ["score"], "select": {}},
+                {"name": "promote", "dependsOn": ["pick"], "promote": {}},
             ],
         },
     }
     forbidden: dict[str, Any] = {**pipeline, "metadata": {"name": "on-ibm", "namespace": NAMESPACE}}
-    forbidden["spec"] = {**pipeline["spec"], "steps": [{"name": "check", "evaluate": {"backends": ["ibm:ibm_kyiv"]}}]}
+    on_ibm = {"name": "check", "dependsOn": ["sweep"], "evaluate": {"backends": ["ibm:ibm_kyiv"]}}
+    forbidden["spec"] = {**pipeline["spec"], "steps": [pipeline["spec"]["steps"][0], on_ibm]}
 
     def pipeline_status(name: str) -> dict[str, Any]:
         return dict((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {})
@@ -487,14 +496,17 @@ async def test_pipelines_are_validated_and_get_status(env: OperatorEnv) -> None:
         await env.until(lambda: pipeline_status("nightly").get("phase") == "Pending", 30)
         conditions = {c["type"]: c for c in pipeline_status("nightly")["conditions"]}
         assert conditions["Ready"]["reason"] == "ModelNotFound" and conditions["Validated"]["status"] == "True"
+        assert conditions["Stalled"]["status"] == "True"
         await env.client.create(tiny_model())
         await env.until(lambda: pipeline_status("nightly").get("phase") == "Ready", 60)
         assert pipeline_status("nightly")["observedGeneration"] == 1
+        assert "suspend" in pipeline_status("nightly")["message"]
         await env.client.create(forbidden)
         await env.until(lambda: pipeline_status("on-ibm").get("phase") == "Failed", 30)
         stalled = {c["type"]: c for c in pipeline_status("on-ibm")["conditions"]}["Stalled"]
-        assert stalled["status"] == "True" and "spec.steps[0].evaluate.backends[0]" in stalled["message"]
-    assert env.kube.calls("kopf/", "qmlops-operator/") >= USED_BY_PIPELINES
+        assert stalled["status"] == "True" and "spec.steps[1].evaluate.backends[0]" in stalled["message"]
+    no_run = USED_BY_PIPELINES - {("qmlops.io", "quantumpipelines", "patch")}  # the finalizer: while a run trains
+    assert env.kube.calls("kopf/", "qmlops-operator/") >= no_run
 
 
 async def test_a_scheduled_model_retrains_when_its_schedule_comes_due(env: OperatorEnv) -> None:
@@ -535,7 +547,7 @@ async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: Operato
     assert samples["qmlops_promotions_total"] == 1
     assert samples['qmlops_decisions_total{kind="registered"}'] == 1
     assert {"qmlops_qpu_seconds_total", "qmlops_queue_depth", "qmlops_reconciles_running"} <= set(samples)
-    assert probes["workers"] == {"models": 1}
+    assert probes["workers"] == {"models": 1, "pipelines": 0}
 
 
 def harness_kubeconfig(env: OperatorEnv, folder: Path) -> Path:

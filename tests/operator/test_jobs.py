@@ -1,5 +1,6 @@
 """Trainings as Kubernetes Jobs (``--executor jobs``), end to end against the harness with the kubelet
-stand-in running each Job's pod as a ``qmlops train-job`` process: a model trains in a Job to Ready;
+stand-in running each Job's pod as a ``qmlops train-job`` process: a model trains in a Job to Ready, and
+a 4-cell sweep's cells each in a Job, ``parallelism`` at a time;
 a pod evicted mid-run is replaced and resumes from its checkpoint; an operator restarted while its Job
 runs adopts it and starts no second one; a deleted model's Job goes; an OOMKilled pod is a failure
 that says so. Every call the operator and the Jobs make is allowed by deploy/ (and every rule used)."""
@@ -170,3 +171,55 @@ async def test_an_oom_killed_pod_fails_the_training_and_says_why(env: OperatorEn
         assert env.decisions() == ["failed"]
         await env.until(lambda: "TrainingJobFailed" in env.reasons(), 30)
         assert runtime.metrics.jobs_failed.labels(reason="OOMKilled")._value.get() == 1
+
+
+def cell_sweep() -> dict[str, Any]:
+    """Four cells (none the model's own spec), two at a time."""
+    return {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPipeline",
+        "metadata": {"name": "sweep", "namespace": NAMESPACE},
+        "spec": {
+            "model": "iris-tiny",
+            "steps": [
+                {
+                    "name": "sweep",
+                    "train": {
+                        "matrix": {"training.optimizer.maxIterations": [5, 6], "training.seed": [8, 9]},
+                        "parallelism": 2,
+                    },
+                },
+                {"name": "noise", "dependsOn": ["sweep"], "evaluate": {"backends": ["local:aer"], "shots": 128}},
+                {"name": "pick", "dependsOn": ["noise"], "select": {"metric": "accuracy", "mode": "max"}},
+                {"name": "promote", "dependsOn": ["pick"], "promote": {}},
+            ],
+        },
+    }
+
+
+async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        assert kubelet.peak == 1 and len(kubelet.started) == 1
+        kubelet.peak = 0
+        await env.client.create(cell_sweep())
+
+        def phase() -> str:
+            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
+
+        await env.until(lambda: phase() == "Succeeded", 300)
+        cells = [p for p in kubelet.started[1:]]
+        assert len(cells) == 4 and len({p.rsplit("-", 1)[0] for p in cells}) == 4, cells
+        assert kubelet.peak == 2, "parallelism: 2"
+        assert runtime.metrics.jobs_started._value.get() == 5
+        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
+        ledger = [
+            json.loads(line)
+            for line in git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
+            .strip()
+            .splitlines()
+        ]
+        registered = [e for e in ledger if e["kind"] == "registered"]
+        assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
+        assert [e for e in ledger if e["kind"] == "run-finished"]

@@ -56,6 +56,7 @@ class Kubelet:
     capacity: int | None = None  # pods the node runs at once (None: any number); the others wait
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
+    peak: int = 0  # the most pods that ran at once
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -174,6 +175,7 @@ class Kubelet:
         log.close()
         self.pods[(namespace, name)] = Pod(name, namespace, pod_name, process, root)
         self.started.append(pod_name)
+        self.peak = max(self.peak, len(self.pods))
         patch: JSON = {"status": {"active": 1}}
         if not status.get("startTime"):
             patch["status"]["startTime"] = _now()

@@ -176,7 +176,7 @@ def train_in_workspace(
         workspace.begin(due, owner=owner)
         raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
         if raw is None:
-            request = _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop, start)
+            request = _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop, start, owner)
             result = services.executor.train(request)
             if not isinstance(result, bytes):
                 return result
@@ -193,6 +193,7 @@ def _request(
     on_progress: Callable[[Any], None] | None,
     should_stop: Callable[[], bool] | None,
     start: bool = True,
+    owner: str = MODEL_OWNER,
 ) -> TrainingRequest:
     spec = state.spec
     credentials = None
@@ -212,6 +213,7 @@ def _request(
         on_progress=on_progress,
         should_stop=should_stop,
         start=start,
+        owner=owner,
     )
 
 

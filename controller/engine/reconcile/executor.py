@@ -39,6 +39,7 @@ class TrainingRequest:
     on_progress: Callable[[Any], None] | None
     should_stop: Callable[[], bool] | None
     start: bool = True  # false: report on a training started before, start none (a pipeline's parallelism)
+    owner: str = "model"  # whose training: the model's own, or a pipeline's cell ("pipeline")
 
 
 @dataclass(frozen=True)

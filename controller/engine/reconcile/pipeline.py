@@ -403,29 +403,41 @@ def carry_out_cells(
                 sleep(intent.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=intent.parallelism, thread_name_prefix="qmlops-cell"
-    ) as pool:
-        futures = {pool.submit(one, cell): cell for cell in intent.cells}
-        for future in concurrent.futures.as_completed(futures):
-            cell = futures[future]
-            try:
-                raw = future.result()
-            except Exception as err:
-                if isinstance(err, training().TrainingStopped):
-                    stopped.append(err)
-                else:
-                    failures[cell.cell.id] = describe_failure(err)
-                if intent.fail_fast or stopped:
-                    for other in futures:
-                        other.cancel()  # not started yet: left for the next run (or never, failed fast)
-                continue
-            if future.cancelled():
-                continue
-            cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-            registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
-            if registered is not None:
-                record(ctx, registered.decision)
+    shared: concurrent.futures.Executor | None = getattr(ctx.services, "cell_pool", None)
+    own = None
+    if shared is None:
+        own = concurrent.futures.ThreadPoolExecutor(max_workers=intent.parallelism, thread_name_prefix="qmlops-cell")
+    pool = shared or own
+    assert pool is not None
+    waiting = list(intent.cells)  # submitted ``parallelism`` at a time, so a shared pool keeps the bound
+    running: dict[concurrent.futures.Future[bytes], CellTraining] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < intent.parallelism:
+                cell = waiting.pop(0)
+                running[pool.submit(one, cell)] = cell
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                cell = running.pop(future)
+                try:
+                    raw = future.result()
+                except Exception as err:
+                    if isinstance(err, training().TrainingStopped):
+                        stopped.append(err)
+                    else:
+                        failures[cell.cell.id] = describe_failure(err)
+                    if intent.fail_fast or stopped:
+                        waiting.clear()  # not started yet: left for the next run (or never, failed fast)
+                    continue
+                cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+                registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
+                if registered is not None:
+                    record(ctx, registered.decision)
+    finally:
+        if own is not None:
+            own.shutdown(wait=True)
+        elif running:  # left by an error here: the shared pool's cells end before the step does
+            concurrent.futures.wait(running)
     if stopped:
         raise stopped[0]
     return []
@@ -865,7 +877,13 @@ class PipelineRecorder(GitRecorder):
 
 
 class PipelineReconciler(Services):
-    """Runs a QuantumPipeline against its model's registry; shares the model's services."""
+    """Runs a QuantumPipeline against its model's registry; shares the model's services. ``cell_pool``:
+    the threads a train step's cells train on (a shell whose threads must outlive each step passes a
+    pool of its own, e.g. the operator); by default, threads of the step's own."""
+
+    def __init__(self, *args: Any, cell_pool: concurrent.futures.Executor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cell_pool = cell_pool
 
     def context(self, seen: ObservedPipeline) -> PipelineContext:
         assert seen.model is not None
