@@ -10,8 +10,8 @@ stand-in runs as a ``qmlops train-job`` process (``--capacity`` at once, as a no
 so the trainings' CPU is those processes'. The operator is stopped (SIGTERM) once half the models are
 Ready, and a new one started: it must adopt the Jobs still running and start none twice.
 
-The models are 16 QuantumModels (2 qubits, statevector, COBYLA), not yet a pipeline's 16 cells: the
-operator does not run pipelines yet. Printed: per mode, wall seconds, the operator's CPU seconds, the
+The trainings are 16 QuantumModels' (2 qubits, statevector, COBYLA), not a pipeline's 16 cells (the
+benchmark was written before the operator ran pipelines). Printed: per mode, wall seconds, the operator's CPU seconds, the
 trainings' CPU seconds, operator CPU per training and its ratio to a training's own CPU; Jobs started,
 pods run, and versions registered per model (each must be 1).
 """

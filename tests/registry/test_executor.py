@@ -5,6 +5,7 @@ reconcile that finds it finished, as an in-process training would be."""
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,15 @@ _ELSEWHERE = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pr
 
 class Elsewhere:
     """Trains on a thread of its own, the way a Job trains in its own pod: the first call starts it,
-    later calls answer Running until it has finished, then the artifact."""
+    later calls answer Running until it has finished, then the artifact. Trainings begin only once
+    :meth:`join` lets them (so that "still running" is not a race)."""
 
     elsewhere = True
 
     def __init__(self) -> None:
         self.started: list[str] = []
         self.most_at_once = 0
+        self.go = threading.Event()
         self.runs: dict[str, concurrent.futures.Future[bytes]] = {}
 
     def running(self) -> int:
@@ -47,12 +50,20 @@ class Elsewhere:
         if run is None:
             self.started.append(key)
             spec, folder = request.spec, request.checkpoint_dir
-            self.runs[key] = _ELSEWHERE.submit(lambda: training.train(spec, checkpoint_dir=folder).to_json())
+            go = self.go
+
+            def run() -> bytes:
+                go.wait()
+                return bytes(training.train(spec, checkpoint_dir=folder).to_json())
+
+            self.runs[key] = _ELSEWHERE.submit(run)
             self.most_at_once = max(self.most_at_once, self.running())
         return Running(f"elsewhere-{key[:12]}", "training elsewhere")
 
     def join(self) -> None:
+        self.go.set()
         concurrent.futures.wait(self.runs.values())
+        self.go = threading.Event()
 
 
 def test_a_training_running_elsewhere_is_shown_then_registered_once(repos: Repos, tmp_path: Path) -> None:
