@@ -85,8 +85,11 @@ class JobSettings:
 
 def job_name(model: str, key: str) -> str:
     """The Job (and ConfigMap) of one training: from the model's name and the training key, so that
-    whoever looks for it finds the same one (63 characters at most: it becomes a pod label)."""
-    return f"{NAME_PREFIX}{model[:36].rstrip('-.')}-{key[:12]}"
+    whoever looks for it finds the same one (63 characters at most: it becomes a pod label). A long
+    name is cut and told apart by its digest."""
+    if len(model) > 36:
+        model = f"{model[:27].rstrip('-.')}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return f"{NAME_PREFIX}{model}-{key[:12]}"
 
 
 def labels(model: str, key: str, owner: str = "model") -> dict[str, str]:
@@ -305,7 +308,8 @@ class JobExecutor:
                 job = await self._get("batch/v1", "jobs", request.namespace, name)
             if job is None:
                 return Running(name, f"training because {request.due.reason}, in Job {name}")
-        if (job.get("metadata") or {}).get("labels", {}).get(KEY_LABEL) != request.due.key:
+        found = (job.get("metadata") or {}).get("labels") or {}
+        if (found.get(MODEL_LABEL), found.get(KEY_LABEL)) != (request.name, request.due.key):
             raise JobFailed(f"Job {name} exists for another training: delete it to train again")
         state = finished(job)
         if state == "Complete":

@@ -88,6 +88,12 @@ def test_the_job_runs_qmlops_with_the_secret_mounted_and_a_locked_down_container
     assert job["spec"]["backoffLimit"] == 3
 
 
+def test_job_names_are_short_and_told_apart() -> None:
+    long_a, long_b = "a" * 40 + "-first", "a" * 40 + "-second"
+    names = {jobs.job_name(long_a, KEY), jobs.job_name(long_b, KEY), jobs.job_name("iris-tiny", KEY)}
+    assert len(names) == 3 and all(len(n) <= 63 for n in names)
+
+
 def test_a_spec_without_resources_gets_the_clusters_default_and_no_secret() -> None:
     settings = jobs.JobSettings(image="i", resources={"cpu": "500m"})
     pod = jobs.job_body(request(), ModelRef("team-quantum", "iris-tiny", UID), settings)["spec"]["template"]["spec"]
