@@ -354,6 +354,29 @@ class ModelCard(SpecModel):
     caveats: str | None = Field(default=None, max_length=8192)
 
 
+# Kubernetes quantities as people write them for containers: cpu "500m" or "2", memory "512Mi" or "1G".
+CPU_PATTERN = r"^([0-9]{1,6}m|[0-9]{1,4}(\.[0-9]{1,3})?)$"
+MEMORY_PATTERN = r"^[0-9]{1,12}(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
+class ResourceAmounts(SpecModel):
+    cpu: str | None = Field(default=None, pattern=CPU_PATTERN)
+    memory: str | None = Field(default=None, pattern=MEMORY_PATTERN)
+
+
+class ServingResources(SpecModel):
+    requests: ResourceAmounts | None = None
+    limits: ResourceAmounts | None = None
+
+
+class Serving(SpecModel):
+    """The champion served in the cluster: the operator owns a Deployment and a Service running
+    ``qmlops serve`` for this model (see docs/serving.md)."""
+
+    replicas: int = Field(default=1, ge=0, le=64)
+    resources: ServingResources | None = None
+
+
 # Governance rules are refused at admission only under `enforcement: enforce`; under `audit` they are
 # reported (qmlops validate, status.policy) but the object is admitted, as the validator does.
 AUDIT_ONLY = "(has(self.governance) && has(self.governance.enforcement) && self.governance.enforcement == 'audit') "
@@ -402,6 +425,7 @@ class QuantumModelSpec(SpecModel):
     promotion: Promotion = Field(default_factory=Promotion)
     governance: Governance = Field(default_factory=Governance)
     model_card: ModelCard | None = None
+    serving: Serving | None = None
     suspend: bool = False
 
     @model_validator(mode="after")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from controller import __version__
 
 # Subcommand modules under controller.cli, in the order `qmlops --help` lists them.
-COMMANDS = ("validate", "plan", "run", "train", "operator", "audit", "crds", "trainjob")
+COMMANDS = ("validate", "plan", "run", "train", "predict", "serve", "operator", "audit", "crds", "trainjob")
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_UNUSABLE = 0, 1, 2
 

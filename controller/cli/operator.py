@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from controller.engine.text import EscapingFormatter
+from controller.cli import logs
 from controller.operator.gitsource import normalized_repo
 from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
 
@@ -87,6 +87,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="this replica's priority among its peers (default: drawn at random at start, so that one is active)",
     )
+    parser.add_argument(
+        "--serving-image",
+        default=env("QMLOPS_SERVING_IMAGE") or None,
+        help="image of the Deployments that serve models with spec.serving (env QMLOPS_SERVING_IMAGE; "
+        "default: this release's qmlops image)",
+    )
+    parser.add_argument(
+        "--serving-git-secret",
+        default=env("QMLOPS_SERVING_GIT_SECRET") or None,
+        metavar="NAME",
+        help="a Secret of this name in each served model's namespace, mounted into its serving pods as their "
+        "Git credentials (env QMLOPS_SERVING_GIT_SECRET; default: none, the repository is read anonymously)",
+    )
     jobs = parser.add_argument_group("trainings as Kubernetes Jobs (--executor jobs)")
     jobs.add_argument(
         "--executor",
@@ -161,6 +174,8 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         training_workers=args.training_workers,
         peering=args.peering,
         peering_priority=args.peering_priority,
+        serving_git_secret=args.serving_git_secret,
+        **({"serving_image": args.serving_image} if args.serving_image else {}),
         executor=args.executor,
         job_image=args.job_image,
         job_service_account=args.job_service_account,
@@ -193,9 +208,7 @@ def job_quantities(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    logs.configure(args.verbose)
     try:
         config = build_config(args)
     except UsageError as err:

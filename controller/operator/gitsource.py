@@ -58,6 +58,17 @@ class GitCredentials:
             token=token.decode().strip() if token else None,
         )
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> GitCredentials:
+        """A Secret mounted as files (a pod's volume): the same keys as :meth:`from_secret`."""
+        files = (
+            {p.name: p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+            if folder.is_dir()
+            else {}
+        )
+        encoded = {name: base64.b64encode(path.read_bytes()).decode() for name, path in files.items()}
+        return cls.from_secret({"metadata": {"name": str(folder)}, "data": encoded})
+
     def secrets(self) -> list[str]:
         return [s for s in (self.token, self.ssh_key.decode(errors="replace") if self.ssh_key else None) if s]
 

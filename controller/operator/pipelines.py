@@ -47,10 +47,10 @@ from controller.engine.decisions import CHAMPION_KINDS, LedgerKind
 from controller.engine.documents import LoadedDocument, Problem
 from controller.engine.pipelines.runs import KEPT_IN_STATUS, Run, runs_of
 from controller.engine.pipelines.status import pipeline_status
+from controller.engine.pipelines.triggers import changed_since
 from controller.engine.reconcile import Observed, Reconciler, TrainingDue
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
 from controller.engine.reconcile.state import next_cron_tick
-from controller.engine.registry import Git
 from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
 from controller.operator import checkpoints, checks, workers
@@ -79,20 +79,6 @@ def review(pipeline: Mapping[str, Any], model: Mapping[str, Any] | None) -> list
 
 def located(problems: Iterable[Problem]) -> list[str]:
     return [f"{p.path}: {p.message}" if p.path else p.message for p in problems if p.severity == "error"]
-
-
-def changed_since(git: Git, ignored: str) -> Callable[[str], list[str]]:
-    """The files changed by the commits after ``since`` up to the work tree's HEAD, the controller's own
-    registry folder (``ignored``) left out: its decisions never trigger a run. A revision that is not
-    in this history changed nothing that can be named."""
-
-    def changed(since: str) -> list[str]:
-        done = git.run("diff", "--name-only", "--no-renames", f"{since}..HEAD", "--", ".", check=False)
-        if done.returncode != 0:
-            return []
-        return [line for line in done.stdout.splitlines() if line and not line.startswith(ignored)]
-
-    return changed
 
 
 def cell_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:

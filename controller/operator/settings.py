@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from controller import __version__
 from controller.api import GROUP
 
 if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
@@ -62,6 +63,8 @@ class OperatorConfig:
     approval_poll: float = 60.0
     commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
+    serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
+    serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
     executor: str = "in-process"  # where trainings run: "in-process" (the pool) or "jobs" (a Job each)
     job_image: str | None = None  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
     job_service_account: str = "qmlops-training"
@@ -87,20 +90,21 @@ def repository_key(repo: str, branch: str | None) -> str:
     return hashlib.sha256(f"{repo}\n{branch or ''}".encode()).hexdigest()[:16]
 
 
-def default_workdir() -> Path:
-    """The operator's work folder when none is given: the user's own cache folder
+def default_workdir(component: str = "operator") -> Path:
+    """The operator's (or ``qmlops serve``'s) work folder when none is given: the user's own cache folder
     (``$XDG_CACHE_HOME/qmlops/operator``, else ``~/.cache/qmlops/operator``), never a folder shared
     by every user of the machine; ``<tmp>/qmlops-<uid>`` when there is no home."""
     cache = os.environ.get("XDG_CACHE_HOME")
     if cache and Path(cache).is_absolute():
-        return Path(cache) / "qmlops" / "operator"
+        return Path(cache) / "qmlops" / component
     try:
         home: Path | None = Path.home()
     except (RuntimeError, KeyError):  # no HOME and no passwd entry
         home = None
     if home is not None and home.is_dir() and os.access(home, os.W_OK):
-        return home / ".cache" / "qmlops" / "operator"
-    return Path(tempfile.gettempdir()) / f"qmlops-{os.getuid()}"
+        return home / ".cache" / "qmlops" / component
+    fallback = Path(tempfile.gettempdir()) / f"qmlops-{os.getuid()}"
+    return fallback if component == "operator" else fallback / component
 
 
 class WorkdirError(Exception):

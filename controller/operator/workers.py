@@ -22,7 +22,14 @@ import kopf
 from pydantic import ValidationError
 
 from controller.api import API_VERSION, QuantumModel
-from controller.api.quantummodel import REVISION_PATTERN, Phase, QuantumModelStatus, SourceRef, TrainingStatus
+from controller.api.quantummodel import (
+    REVISION_PATTERN,
+    Phase,
+    QuantumModelStatus,
+    Serving,
+    SourceRef,
+    TrainingStatus,
+)
 from controller.engine import status as engine_status
 from controller.engine import training
 from controller.engine.decisions import CHAMPION_KINDS
@@ -30,6 +37,7 @@ from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue
 from controller.engine.reconcile.workspace import KEY
 from controller.engine.text import scrub
 from controller.operator import checkpoints, checks, jobs
+from controller.operator import serving as serving_objects
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
@@ -142,6 +150,7 @@ class ModelWorker:
         self._settled = asyncio.Event()  # no reconcile in flight
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
+        self.serving = False  # this worker wrote the model's serving Deployment and Service
 
     @property
     def status_path(self) -> str:
@@ -286,7 +295,7 @@ class ModelWorker:
         self.retry_at = None
         self._handled(reading)
         self.next_at = self._next_look(outcome)
-        await self._apply(body, outcome)
+        await self._apply(body, outcome, observed.model.spec.serving)
         metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
 
     async def _training_due(self, body: Mapping[str, Any], reading: Reading, due: TrainingDue) -> None:
@@ -395,7 +404,7 @@ class ModelWorker:
 
     # --- carrying out what the engine decided ------------------------------------------------------
 
-    async def _apply(self, body: kopf.Body, outcome: Outcome) -> None:
+    async def _apply(self, body: kopf.Body, outcome: Outcome, serving: Serving | None = None) -> None:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
@@ -411,6 +420,7 @@ class ModelWorker:
         ):
             await self._clear_jobs()
         self._count(before, new, outcome.decisions)
+        await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
         try:
             await self.runtime.checkpoints.save(self.ref, folder)
@@ -446,6 +456,19 @@ class ModelWorker:
                     await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
         except Exception as err:  # best effort: the Jobs go with the model (owner references)
             log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _serve(self, serving: Serving | None) -> None:
+        """``spec.serving``: the model's Deployment and Service brought to what it asks (or removed)."""
+        if serving is None and not self.serving:
+            return
+        config = self.runtime.config
+        setup = serving_objects.ServingSetup(
+            image=config.serving_image, repo=config.repo, branch=config.branch, git_secret=config.serving_git_secret
+        )
+        try:
+            self.serving = await serving_objects.sync(self.runtime.client, self.ref, serving, setup, wrote=self.serving)
+        except Exception as err:  # serving is not the reconcile: its trouble is logged and tried again next time
+            log.warning("%s/%s: serving objects not written: %s", self.ref.namespace, self.ref.name, redacted(err))
 
     async def _write_status(self, new: dict[str, Any]) -> None:
         """Write ``new`` as the whole status: a merge patch from what the status is now (what this

@@ -5,16 +5,17 @@ commit's author)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.api import QuantumModel, QuantumPipeline
 from controller.api.quantummodel import SourceRef
 from controller.engine.documents import Problem
+from controller.engine.pipelines.triggers import changed_since
 from controller.engine.reconcile import Observed
 from controller.engine.reconcile.pipeline import ObservedPipeline
 from controller.engine.registry.git import Git
+from controller.engine.registry.store import REGISTRY_DIR
 from controller.engine.validation import load_resources
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
@@ -91,27 +92,15 @@ def observe(
     revision = git.head() or ""
     for pipeline, relative in sorted(pipelines, key=lambda p: (p[0].metadata.namespace, p[0].metadata.name)):
         model = found.model(pipeline.metadata.namespace, pipeline.spec.model)
-        seen = ObservedPipeline(pipeline, model, revision, requested.get(pipeline_key(pipeline)), changes(git))
+        seen = ObservedPipeline(
+            pipeline, model, revision, requested.get(pipeline_key(pipeline)), changed_since(git, f"{REGISTRY_DIR}/")
+        )
         found.pipelines.append((seen, relative))
     return found
 
 
 def pipeline_key(pipeline: QuantumPipeline) -> str:
     return f"{pipeline.metadata.namespace}/{pipeline.metadata.name}"
-
-
-def changes(git: Git, ignored: str = "registry/") -> Callable[[str], list[str]]:
-    """The files changed by the commits after ``since`` up to HEAD, the controller's own registry left
-    out (its decisions never trigger a run). A revision that is not in this history changed nothing
-    that can be named: an empty list."""
-
-    def changed(since: str) -> list[str]:
-        done = git.run("diff", "--name-only", "--no-renames", f"{since}..HEAD", "--", ".", check=False)
-        if done.returncode != 0:
-            return []
-        return [line for line in done.stdout.splitlines() if line and not line.startswith(ignored)]
-
-    return changed
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -72,6 +72,12 @@ USED_BY_PIPELINES = {
     ("qmlops.io", "quantumpipelines", "patch"),
 }
 USED_BY_A_NEW_POD = {("", "configmaps", "get")}  # a checkpoint restored: the restart test
+# The calls only a model with spec.serving makes: its Deployment and Service read, written, removed.
+USED_BY_SERVING = {
+    (group, plural, verb)
+    for group, plural in (("apps", "deployments"), ("", "services"))
+    for verb in ("get", "create", "patch", "delete")
+}
 
 
 @pytest.fixture
@@ -172,11 +178,83 @@ async def test_a_model_trains_is_promoted_and_released(env: OperatorEnv, caplog:
     # every rule of deploy/rbac.yaml is used: here, by pipelines or by a new pod (the env checks every
     # call is allowed)
     unused = allowed_by_cluster_role() - env.kube.calls("kopf/", "qmlops-operator/")
-    assert unused == USED_BY_PIPELINES | USED_BY_A_NEW_POD
+    assert unused == USED_BY_PIPELINES | USED_BY_A_NEW_POD | USED_BY_SERVING
 
     # the secrets never left their Secrets
     everything = str(env.kube.list("QuantumModel")) + str(env.kube.list("Event")) + env.remote_files() + caplog.text
     assert GIT_TOKEN not in everything and IBM_TOKEN not in everything
+
+
+async def test_spec_serving_makes_the_operator_own_a_deployment_and_a_service_running_qmlops_serve(
+    env: OperatorEnv,
+) -> None:
+    """With spec.serving the operator writes a Deployment running ``qmlops serve`` for the model (ready on
+    /v2/health/ready) and a Service, both owned by the model; a change is patched in, taking
+    spec.serving away deletes them, and a model without it makes no such call."""
+    resources = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    async with env.operator(serving_image="registry.example/qmlops:test"):
+        await env.client.create(tiny_model("plain"))
+        await env.client.create(tiny_model(serving={"replicas": 2, "resources": resources}))
+        await env.until_phase("Ready")
+        await env.until_phase("Ready", name="plain")
+        await env.until(lambda: env.kube.read("Service", NAMESPACE, "iris-tiny-serving"), 30)
+        deployment = env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving")
+        service = env.kube.read("Service", NAMESPACE, "iris-tiny-serving")
+        assert deployment is not None and service is not None
+        model = env.model()
+        assert model is not None
+        for obj in (deployment, service):
+            [ref] = obj["metadata"]["ownerReferences"]
+            assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+                "QuantumModel",
+                "iris-tiny",
+                model["metadata"]["uid"],
+                True,
+            )
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2
+        selector = spec["selector"]["matchLabels"]
+        assert selector == {"qmlops.io/model": "iris-tiny", "app.kubernetes.io/component": "serving"}
+        assert selector.items() <= spec["template"]["metadata"]["labels"].items()
+        [container] = spec["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/qmlops:test"
+        assert container["args"][:4] == [
+            "serve",
+            f"--repo={env.remote}",
+            f"--models={NAMESPACE}/iris-tiny",
+            "--port=8080",
+        ]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["resources"] == resources
+        assert spec["template"]["spec"]["automountServiceAccountToken"] is False, "serving reads no Kubernetes API"
+        assert service["spec"]["selector"] == selector
+        assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        assert env.kube.list("Deployment", NAMESPACE) == [deployment], (
+            "no serving objects for a model without spec.serving"
+        )
+
+        edited = {"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http", "protocol": "TCP"}]}}
+        await env.client.patch("Service", NAMESPACE, "iris-tiny-serving", edited)  # someone edits it by hand
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"serving": {"replicas": 3}}})
+        await env.until(
+            lambda: (
+                (env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving") or {}).get("spec", {}).get("replicas") == 3
+            ),
+            60,
+        )
+        await env.until(
+            lambda: (
+                (env.kube.read("Service", NAMESPACE, "iris-tiny-serving") or {}).get("spec", {}).get("ports")
+                == service["spec"]["ports"]
+            ),
+            30,
+        )
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", {"spec": {"serving": None}})
+        await env.until(lambda: env.kube.read("Deployment", NAMESPACE, "iris-tiny-serving") is None, 60)
+        await env.until(lambda: env.kube.read("Service", NAMESPACE, "iris-tiny-serving") is None, 60)
+    used = env.kube.calls("kopf/", "qmlops-operator/")
+    assert used >= USED_BY_SERVING, USED_BY_SERVING - used
 
 
 def allowed_by_role(folder: Path) -> set[tuple[str, str, str]]:
@@ -201,7 +279,7 @@ async def test_the_namespaced_install_calls_only_into_its_namespace_with_exactly
     used = {(group, plural, verb) for _, group, plural, verb in calls}
     role = allowed_by_role(DEPLOY / "namespaced")
     assert used <= role, used - role
-    assert role - used == USED_BY_PIPELINES | USED_BY_A_NEW_POD
+    assert role - used == USED_BY_PIPELINES | USED_BY_A_NEW_POD | USED_BY_SERVING
 
 
 class Hold:

@@ -126,6 +126,8 @@ BUILTIN_KINDS = (
     Kind("", "v1", "events", "Event", singular="event", short_names=("ev",)),
     Kind("", "v1", "pods", "Pod", singular="pod", short_names=("po",), status_subresource=True),
     Kind("batch", "v1", "jobs", "Job", singular="job", status_subresource=True),
+    Kind("", "v1", "services", "Service", singular="service", short_names=("svc",)),
+    Kind("apps", "v1", "deployments", "Deployment", singular="deployment", short_names=("deploy",)),
     Kind(
         "apiextensions.k8s.io",
         "v1",

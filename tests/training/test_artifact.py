@@ -150,3 +150,27 @@ def test_score_on_another_split(trained: tuple[QuantumModelSpec, training.ModelA
     classes = list(reversed(s.dataset.classes or []))
     with pytest.raises(training.DatasetError, match=r"^dataset.classes: the champion knows classes"):
         training.score(artifact, s.model_copy(update={"dataset": s.dataset.model_copy(update={"classes": classes})}))
+
+
+def test_fast_runs_many_rows_as_one_aer_job_with_the_statevectors_values(
+    trained: tuple[QuantumModelSpec, training.ModelArtifact], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qiskit_aer.primitives import EstimatorV2
+
+    s, artifact = trained
+    x_test, _ = raw_test_split(s)
+    jobs: list[int] = []
+    real = EstimatorV2.run
+
+    def counted(self: EstimatorV2, pubs: list[Any], **kwargs: Any) -> Any:
+        jobs.append(len(pubs))
+        return real(self, pubs, **kwargs)
+
+    monkeypatch.setattr(EstimatorV2, "run", counted)
+    exact = artifact.expectation_values(x_test)
+    assert jobs == [], "by default the StatevectorEstimator: what training measured, bit for bit"
+    batch = artifact.expectation_values(x_test, fast=True)
+    assert jobs == [1], "fast: the rows in one job on Aer's statevector"
+    assert np.allclose(batch, exact, atol=1e-12)
+    artifact.expectation_values(x_test[:1], fast=True)
+    assert jobs == [1], "a single row goes to the StatevectorEstimator, sooner"

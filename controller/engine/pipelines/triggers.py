@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from controller.api.quantumpipeline import QuantumPipelineSpec
 from controller.engine.registry.canonical import digest_of
+from controller.engine.registry.git import Git
 
 
 class RunCause(StrEnum):
@@ -140,3 +141,17 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
             out.append(re.escape(glob[i]))
             i += 1
     return re.compile("".join(out))
+
+
+def changed_since(git: Git, ignored: str) -> Callable[[str], list[str]]:
+    """``changed_paths`` for :func:`due_run` over a Git work tree: the files changed by the commits after
+    ``since`` up to HEAD, the controller's own registry folder (``ignored``) left out: its decisions
+    never trigger a run. A revision that is not in this history changed nothing that can be named."""
+
+    def changed(since: str) -> list[str]:
+        done = git.run("diff", "--name-only", "--no-renames", f"{since}..HEAD", "--", ".", check=False)
+        if done.returncode != 0:
+            return []
+        return [line for line in done.stdout.splitlines() if line and not line.startswith(ignored)]
+
+    return changed

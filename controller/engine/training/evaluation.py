@@ -63,22 +63,70 @@ def evaluate(
     """``model`` scored on ``spec``'s test split on ``backend``. The model's own preprocessing applies;
     ``spec`` names the data and the governance whose shot and QPU limits hold (as for its training)."""
     artifact = model if isinstance(model, ModelArtifact) else ModelArtifact(dict(model))
-    shots = shots or spec.training.shots
-    governance = spec.governance
-    if governance.max_shots is not None and shots > governance.max_shots:
-        raise BudgetExceeded(f"governance.maxShots: evaluating with {shots} shots exceeds {governance.max_shots}")
-    budget = governance.qpu_budget_seconds
-    if budget is not None and backend.startswith("ibm:") and budget_used_seconds >= budget:
-        raise BudgetExceeded(
-            f"governance.qpuBudgetSeconds: {budget_used_seconds:.1f} of {budget} QPU seconds are spent; "
-            f"evaluating on {backend} would spend more"
-        )
+    check_limits(spec, backend, shots or spec.training.shots, budget_used_seconds, "evaluating")
     table = data.load(spec.dataset, repo_root, spec.circuit.qubits)
     split = data.split(spec.dataset, table)
     if [str(c) for c in artifact.classes] != [str(c) for c in split.classes]:
         raise DatasetError(f"dataset.classes: the model knows classes {artifact.classes}, the spec {split.classes}")
-    preprocessing = artifact.preprocessing
-    x_test = preprocessing.apply(table.columns(preprocessing.features)[split.test_rows])
+    x_test = table.columns(artifact.preprocessing.features)[split.test_rows]
+    run = run_rows(
+        artifact,
+        spec,
+        backend,
+        x_test,
+        shots=shots,
+        credentials=credentials,
+        budget_used_seconds=budget_used_seconds,
+        purpose="evaluating",
+    )
+    metrics = artifacts.metrics(run.evs, split.y_test, len(artifact.classes))
+    return Evaluation(backend, run.device, metrics, run.shots, len(split.y_test), run.calibration, run.usage)
+
+
+@dataclass(frozen=True)
+class BackendRun:
+    """The model's expectation values for some rows on one backend, in one primitive job."""
+
+    evs: np.ndarray  # (rows,) for two classes, (classes, rows) for more
+    device: str
+    shots: int
+    usage: dict[str, float]
+    calibration: str | None = None
+
+
+def check_limits(
+    spec: QuantumModelSpec, backend: str, shots: int, budget_used_seconds: float = 0.0, purpose: str = "running"
+) -> None:
+    """The spec's governance on running its model: ``maxShots`` and, on IBM hardware, ``qpuBudgetSeconds``."""
+    governance = spec.governance
+    if governance.max_shots is not None and shots > governance.max_shots:
+        raise BudgetExceeded(f"governance.maxShots: {purpose} with {shots} shots exceeds {governance.max_shots}")
+    budget = governance.qpu_budget_seconds
+    if budget is not None and backend.startswith("ibm:") and budget_used_seconds >= budget:
+        raise BudgetExceeded(
+            f"governance.qpuBudgetSeconds: {budget_used_seconds:.1f} of {budget} QPU seconds are spent; "
+            f"{purpose} on {backend} would spend more"
+        )
+
+
+def run_rows(
+    artifact: ModelArtifact,
+    spec: QuantumModelSpec,
+    backend: str,
+    x_raw: np.ndarray,
+    *,
+    shots: int | None = None,
+    credentials: CredentialsSource = None,
+    budget_used_seconds: float = 0.0,
+    purpose: str = "running",
+) -> BackendRun:
+    """The model's circuit run on ``backend`` for raw rows of its input features (its preprocessing
+    applies), as one primitive job: the circuit transpiled for the backend, its observables laid out,
+    one parameter row per input row. ``ibm:`` backends go through the runtime factory, within the
+    spec's shot and QPU limits; ``spec`` also gives the seed and the credentials' Secret."""
+    shots = shots or spec.training.shots
+    check_limits(spec, backend, shots, budget_used_seconds, purpose)
+    features = artifact.preprocessing.apply(np.asarray(x_raw, dtype=float))
     weights = artifact.weights
     circuit = artifact.circuit()
     model_circuit = circuits.ModelCircuit(
@@ -99,13 +147,12 @@ def evaluate(
     try:
         isa, angles = target.executable(model_circuit.circuit, model_circuit.features, seed)
         observables = target.layout_observables(isa, model_circuit.observables)
-        values = circuits.parameter_table(isa, x_test, weights, model_circuit, angles)
+        values = circuits.parameter_table(isa, features, weights, model_circuit, angles)
         job = target.run(isa, observables, values, shots, seed)
     finally:
         target.close()
-    metrics = artifacts.metrics(np.asarray(job.evs, dtype=float), split.y_test, len(artifact.classes))
     usage = {"qpuSeconds": job.qpu_seconds, "primitiveJobs": 1.0, "shots": float(job.shots)}
-    return Evaluation(backend, target.device, metrics, shots, len(split.y_test), calibration_date(target), usage)
+    return BackendRun(np.asarray(job.evs, dtype=float), target.device, shots, usage, calibration_date(target))
 
 
 def calibration_date(target: backends.Target) -> str | None:

@@ -1,0 +1,57 @@
+"""spec.serving's Deployment and Service as the operator builds them: valid Kubernetes objects, the
+Git Secret mounted when one is named, and the comparison that keeps a steady model from patching."""
+
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+
+from controller.api.quantummodel import Serving
+from controller.operator.checkpoints import ModelRef
+from controller.operator.serving import ServingSetup, covers, deployment, object_name, service
+
+REF = ModelRef(namespace="team-q", name="iris-vqc", uid="0b9f4c1e-7d1a-4c55-9a55-2f4b1f0e6a11")
+SERVING = Serving.model_validate({"replicas": 2, "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}})
+SETUP = ServingSetup(image="registry.example/qmlops:1", repo="https://git.example/models.git", branch="main")
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.37"])
+def test_the_objects_are_valid_kubernetes(version: str) -> None:
+    secret = ServingSetup(**{**SETUP.__dict__, "git_secret": "models-read"})
+    for body in (deployment(REF, SERVING, SETUP), deployment(REF, SERVING, secret), service(REF)):
+        kubernetes_validate.validate(body, version, strict=True)
+
+
+def test_a_named_git_secret_is_mounted_read_only_and_passed_to_qmlops_serve() -> None:
+    plain = deployment(REF, SERVING, SETUP)["spec"]["template"]["spec"]
+    assert not any("--git-secret-dir" in a for a in plain["containers"][0]["args"])
+    setup = ServingSetup(**{**SETUP.__dict__, "git_secret": "models-read"})
+    pod = deployment(REF, SERVING, setup)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--git-secret-dir=/etc/qmlops/git" in container["args"] and "--branch=main" in container["args"]
+    assert {"name": "git-credentials", "mountPath": "/etc/qmlops/git", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "git-credentials", "secret": {"secretName": "models-read", "defaultMode": 0o440}} in pod["volumes"]
+
+
+def test_a_long_model_name_still_makes_a_dns_label() -> None:
+    name = "m" * 63
+    made = object_name(name)
+    assert len(made) <= 63 and made.endswith("-serving")
+    assert made != object_name("m" * 62), "names cut to the same prefix stay apart"
+
+
+def test_defaults_added_by_the_apiserver_do_not_count_as_a_change_an_edit_does() -> None:
+    want = deployment(REF, SERVING, SETUP)
+    live = copy.deepcopy(want)
+    live["metadata"]["uid"] = "x"
+    live["spec"]["strategy"] = {"type": "RollingUpdate"}
+    live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    live["status"] = {"readyReplicas": 2}
+    assert covers(live, want)
+    live["spec"]["replicas"] = 5
+    assert not covers(live, want)
+    edited = copy.deepcopy(want)
+    edited["spec"]["template"]["spec"]["containers"][0]["args"].append("--log-inputs")
+    assert not covers(edited, want)
