@@ -3,7 +3,7 @@
 The operator stays the only writer of Git and of status. For a training that is due it creates, once,
 a ConfigMap named like the Job (the resolved spec in ``data["spec.json"]``, labelled with the model
 and the training key) and the Job itself, from the operator's own image, running ``qmlops train-job``
-(``controller/cli/trainjob.py``) with the namespace, the ConfigMap and the training key as arguments.
+(``controller/cli/train_job.py``) with the namespace, the ConfigMap and the training key as arguments.
 The Job's pod restores its checkpoint from that ConfigMap, keeps it there after every iteration (a
 pod evicted or killed resumes in the next one, ``backoffLimit`` honoured), and puts the artifact
 there when it has finished, with its SHA-256 in an annotation. The operator then reads it, checks
