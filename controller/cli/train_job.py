@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.engine import training
     from controller.engine.status import describe_failure
     from controller.engine.text import scrub
-    from controller.operator import jobs
+    from controller.operator import checkpoints, jobs
 
     journal = Journal(args.namespace, args.configmap)
     try:
@@ -153,7 +153,10 @@ def run(args: argparse.Namespace) -> int:
             journal.failed(scrub(describe_failure(err)))
             log.error("training failed: %s", scrub(describe_failure(err)))
             return EXIT_FAILED
-        journal.keep(folder)
+        try:
+            journal.keep(folder)  # a checkpoint too large for a ConfigMap is not kept; the artifact is
+        except checkpoints.CheckpointTooLarge as err:
+            log.warning("checkpoint not kept: %s", err)
         journal.finish(artifact.to_json())
         log.info("trained: artifact %s", artifact.digest)
         return EXIT_OK
