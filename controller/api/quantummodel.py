@@ -201,6 +201,40 @@ class Optimizer(SpecModel):
     tolerance: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
+QUANTITY_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,6})?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=20)]
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(SpecModel):
+    key: str | None = Field(default=None, max_length=253)
+    operator: TolerationOperator = TolerationOperator.EQUAL
+    value: str | None = Field(default=None, max_length=63)
+    effect: TaintEffect | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0, le=86_400 * 7)
+
+
+class TrainingResources(SpecModel):
+    """Where and with what a training runs when the operator runs it as a Kubernetes Job: the pod's
+    CPU and memory (requested; memory also its limit), an optional node selector and tolerations (e.g.
+    for GPU nodes running Aer's GPU simulator). The in-process executor ignores them."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(default=None, max_length=16)
+    tolerations: list[Toleration] | None = Field(default=None, max_length=16)
+
+
 class Training(SpecModel):
     model_config = rules(
         rule(
@@ -219,6 +253,7 @@ class Training(SpecModel):
     schedule: Cron | None = None
     # Wall-clock time a training may run, summed over its resumes; then it stops (TrainingTimedOut).
     timeout: Duration = limits.DEFAULT_TRAINING_TIMEOUT
+    resources: TrainingResources | None = None
 
     @model_validator(mode="after")
     def _ibm_needs_credentials(self) -> Training:
@@ -533,6 +568,7 @@ class TrainingStatus(SpecModel):
     backend: str | None = None
     session_id: str | None = None
     started: str | None = None
+    job: str | None = Field(default=None, max_length=63)  # the Kubernetes Job running it (the jobs executor)
 
 
 class VersionRef(SpecModel):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from controller import __version__
 
 # Subcommand modules under controller.cli, in the order `qmlops --help` lists them.
-COMMANDS = ("validate", "plan", "run", "monitor", "train", "predict", "serve", "operator", "audit", "crds")
+COMMANDS = ("validate", "plan", "run", "monitor", "train", "predict", "serve", "operator", "audit", "crds", "train-job")
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_UNUSABLE = 0, 1, 2
 
@@ -28,7 +28,7 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qmlops {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in commands:
-        importlib.import_module(f"controller.cli.{name}").register(sub)
+        importlib.import_module(f"controller.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

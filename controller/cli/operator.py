@@ -108,6 +108,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a Secret of this name in each served model's namespace, mounted into its serving pods as their "
         "Git credentials (env QMLOPS_SERVING_GIT_SECRET; default: none, the repository is read anonymously)",
     )
+    jobs = parser.add_argument_group("trainings as Kubernetes Jobs (--executor jobs)")
+    jobs.add_argument(
+        "--executor",
+        choices=("in-process", "jobs"),
+        default=env("QMLOPS_EXECUTOR") or "in-process",
+        help="where trainings run: on the operator's own threads (default) or as a Job each (env QMLOPS_EXECUTOR)",
+    )
+    jobs.add_argument(
+        "--job-image",
+        default=env("QMLOPS_IMAGE") or None,
+        help="the Jobs' image: the operator's own (env QMLOPS_IMAGE)",
+    )
+    jobs.add_argument(
+        "--job-service-account", default="qmlops-training", help="the Jobs' ServiceAccount in each namespace"
+    )
+    jobs.add_argument("--job-backoff-limit", type=int, default=3, help="pods a Job may lose before it fails")
+    jobs.add_argument("--job-default-cpu", default=None, help="CPU a training gets when its spec names none")
+    jobs.add_argument("--job-default-memory", default=None, help="memory a training gets when its spec names none")
+    jobs.add_argument("--job-max-cpu", default=None, help="the most CPU a spec may ask for (refused at admission)")
+    jobs.add_argument(
+        "--job-max-memory", default=None, help="the most memory a spec may ask for (refused at admission)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.set_defaults(handler=run)
 
@@ -139,6 +161,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError("--peering-priority goes with --peering")
     if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
         raise UsageError("--webhook-self-signed goes with neither --webhook-cert nor --webhook-insecure")
+    if args.executor == "jobs" and not args.job_image:
+        raise UsageError(
+            "--executor jobs needs --job-image (or QMLOPS_IMAGE): the image the Jobs run, the operator's own"
+        )
+    if args.job_backoff_limit < 0:
+        raise UsageError("--job-backoff-limit must be at least 0")
+    resources, ceiling = job_quantities(args)
     webhook = None
     if args.webhook_port:
         webhook = WebhookConfig(
@@ -168,7 +197,35 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         peering_priority=args.peering_priority,
         serving_git_secret=args.serving_git_secret,
         **({"serving_image": args.serving_image} if args.serving_image else {}),
+        executor=args.executor,
+        job_image=args.job_image,
+        job_service_account=args.job_service_account,
+        job_backoff_limit=args.job_backoff_limit,
+        job_resources=resources,
+        job_ceiling=ceiling,
     )
+
+
+def job_quantities(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
+    """The Jobs' default resources and their ceiling, each a Kubernetes quantity."""
+    from controller.engine.quantities import QuantityError, parse
+
+    named = {
+        "--job-default-cpu": ("default", "cpu", args.job_default_cpu),
+        "--job-default-memory": ("default", "memory", args.job_default_memory),
+        "--job-max-cpu": ("ceiling", "cpu", args.job_max_cpu),
+        "--job-max-memory": ("ceiling", "memory", args.job_max_memory),
+    }
+    found: dict[str, dict[str, str]] = {"default": {}, "ceiling": {}}
+    for flag, (which, resource, value) in named.items():
+        if value is None:
+            continue
+        try:
+            parse(value)
+        except QuantityError as err:
+            raise UsageError(f"{flag}: {err}") from None
+        found[which][resource] = value
+    return found["default"], found["ceiling"]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import kopf
 
 from controller.api import API_VERSION, GROUP, VERSION
 from controller.api.quantummodel import Phase
-from controller.operator import pipelines, webhook
+from controller.operator import jobs, pipelines, webhook
 from controller.operator.runtime import Runtime
 from controller.operator.settings import FINALIZER
 from controller.operator.workers import ModelWorker
@@ -40,6 +40,7 @@ class Models:
         self.runtime = runtime
         self.pipelines = pipelines
         self.workers: dict[str, ModelWorker] = {}
+        self.jobs = jobs.JobWatch(runtime.client, runtime.metrics)
 
     def worker(self, uid: str, name: str, namespace: str | None) -> ModelWorker:
         found = self.workers.get(uid)
@@ -66,6 +67,24 @@ class Models:
             if (worker.ref.namespace, worker.ref.name) == (namespace, name):
                 worker.next_at = 0.0  # due now, as a schedule that came due
                 worker.poke()
+
+    async def job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        """A training Job changed (the jobs executor): Events on the model for a retry, a failure or
+        its end; once it has ended, its model's worker looks again (it registers what finished)."""
+        owners = (body.get("metadata") or {}).get("ownerReferences") or ()
+        worker = next((self.workers[o["uid"]] for o in owners if o.get("uid") in self.workers), None)
+        if event.get("type") == "DELETED":
+            self.jobs.forget(str(body.get("metadata", {}).get("uid")))
+            return
+        for kind, reason, message in await self.jobs.observe(body):
+            if worker is not None:
+                kopf.event(worker.body, type=kind, reason=reason, message=message)
+        if jobs.finished(body):  # only an ended Job changes what a reconcile does
+            if worker is not None:
+                worker.job_moved()
+            model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
+            if model:  # a pipeline's cell: its pipelines look again
+                self.pipelines.job_ended(str(body.get("metadata", {}).get("namespace")), str(model))
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
@@ -125,7 +144,8 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     kopf.on.startup(registry=registry)(runtime.startup)
     kopf.on.cleanup(registry=registry)(models.cleanup)
     if runtime.config.webhook is not None:  # kopf refuses admission handlers without a server to serve them
-        webhook.register(registry, lambda namespace, name: runtime.read(API_VERSION, "quantummodels", namespace, name))
+        read = lambda namespace, name: runtime.read(API_VERSION, "quantummodels", namespace, name)  # noqa: E731
+        webhook.register(registry, read, ceiling=runtime.config.job_ceiling)
 
     kopf.on.event(GROUP, VERSION, "quantummodels", id="reconcile", registry=registry)(models.event)
     kopf.daemon(
@@ -159,6 +179,10 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
     )(reviewer.training)
     if not runtime.config.namespaces:  # cluster-scoped: watched by a cluster-wide install only
         kopf.on.event(GROUP, VERSION, "quantumpolicies", id="policies", registry=registry)(runtime.policy_event)
+    if runtime.config.executor == "jobs":  # the Jobs' own watch: no pod is polled
+        kopf.on.event(
+            "batch", "v1", "jobs", id="training-jobs", labels={jobs.COMPONENT_LABEL: jobs.COMPONENT}, registry=registry
+        )(models.job)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:

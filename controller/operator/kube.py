@@ -100,8 +100,16 @@ def load_access(kubeconfig: str | None = None, context: str | None = None) -> Ap
 class KubeClient:
     """A small JSON client over aiohttp; one per operator, used from the event loop."""
 
-    def __init__(self, access: ApiAccess, *, backoffs: Iterable[float] = (0.2, 0.5, 1, 2, 4, 8), timeout: float = 30.0):
+    def __init__(
+        self,
+        access: ApiAccess,
+        *,
+        backoffs: Iterable[float] = (0.2, 0.5, 1, 2, 4, 8),
+        timeout: float = 30.0,
+        agent: str = f"qmlops-operator/{__version__}",
+    ):
         self.access = access
+        self.agent = agent
         self.backoffs = tuple(backoffs)
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
@@ -123,9 +131,7 @@ class KubeClient:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=32)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": f"qmlops-operator/{__version__}"}
-            )
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.agent})
         return self._session
 
     async def call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> JSON:

@@ -43,6 +43,16 @@ class Metrics:
             "qmlops_model_champion_accuracy", "The champion's test accuracy as registered", per_model, registry=r
         )
         self.champion_version = Gauge("qmlops_model_champion_version", "The champion's version", per_model, registry=r)
+        self.jobs_started = Counter("qmlops_training_jobs_started", "Training Jobs created", registry=r)
+        self.jobs_retried = Counter(
+            "qmlops_training_jobs_retried",
+            "Training Job pods that ended and were replaced, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.jobs_failed = Counter(
+            "qmlops_training_jobs_failed", "Training Jobs that failed, by reason", ["reason"], registry=r
+        )
         self.pipeline_runs = Counter(
             "qmlops_pipeline_runs", "QuantumPipeline runs finished, by result", ["result"], registry=r
         )

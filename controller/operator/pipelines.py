@@ -104,6 +104,7 @@ def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
             checkpoint_root=base.checkpoint_root,
             credentials=base.credentials,
             policies=base.policies,
+            executor=base.executor,  # a cell trains where the model's trainings do (in-process, or Jobs)
             cell_pool=cell_pool(workers),
         )
     return found
@@ -576,6 +577,13 @@ class Pipelines:
 
     def model_gone(self, namespace: str, model: str) -> None:
         self.model_generations.pop((namespace, model), None)
+        for worker in list(self.workers.values()):
+            if (worker.namespace, worker.model_name) == (namespace, model):
+                worker.poke(model_changed=True)
+
+    def job_ended(self, namespace: str, model: str) -> None:
+        """A training Job of the model ended (the jobs executor): its pipelines look again (a cell's
+        artifact is theirs to register)."""
         for worker in list(self.workers.values()):
             if (worker.namespace, worker.model_name) == (namespace, model):
                 worker.poke(model_changed=True)

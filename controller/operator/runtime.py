@@ -38,6 +38,7 @@ from controller.engine.registry import Git, GitIdentity
 from controller.engine.registry.trust import Trust, TrustError, check_signing_key, private_key_file
 from controller.operator import checkpoints, metrics
 from controller.operator.gitsource import GitCredentials, GitSource
+from controller.operator.jobs import JobExecutor, JobSettings
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
 from controller.operator.settings import OperatorConfig, private_folder
@@ -217,8 +218,23 @@ class Runtime:
             checkpoint_root=self.checkpoint_root,
             credentials=self.credentials,
             policies=lambda: list(self.policies.values()),
+            executor=self.job_executor(),
         )
         return reconciler
+
+    def job_executor(self) -> JobExecutor | None:
+        """With ``--executor jobs``, the executor that runs each training as a Job; else None (in-process)."""
+        config = self.config
+        if config.executor != "jobs":
+            return None
+        settings = JobSettings(
+            image=config.job_image or "",
+            service_account=config.job_service_account,
+            backoff_limit=config.job_backoff_limit,
+            resources=dict(config.job_resources),
+            ceiling=dict(config.job_ceiling),
+        )
+        return JobExecutor(self, settings)
 
     @property
     def checkpoint_root(self) -> Path:

@@ -69,6 +69,13 @@ class OperatorConfig:
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
     serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
     serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
+    executor: str = "in-process"  # where trainings run: "in-process" (the pool) or "jobs" (a Job each)
+    job_image: str | None = None  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
+    job_service_account: str = "qmlops-training"
+    job_backoff_limit: int = 3
+    # the jobs executor's training.resources: what a spec that names none gets, and what none may exceed
+    job_resources: dict[str, str] = field(default_factory=dict)
+    job_ceiling: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -17,6 +17,7 @@ import kopf
 
 from controller.api import GROUP, VERSION
 from controller.engine.documents import LoadedDocument
+from controller.engine.quantities import ceiling_problems
 from controller.engine.validation import validate_documents, validate_object
 from controller.operator import checks
 
@@ -60,6 +61,15 @@ def review(obj: Mapping[str, Any], model: Mapping[str, Any] | None = None) -> Re
     )
 
 
+def within(verdict: Review, obj: Mapping[str, Any], ceiling: Mapping[str, str] | None) -> Review:
+    """``verdict`` with a QuantumModel's ``training.resources`` above the cluster's ``ceiling`` (the
+    operator's ``--job-max-cpu``, ``--job-max-memory``) added as errors, each naming its field."""
+    if not ceiling or obj.get("kind") != "QuantumModel":
+        return verdict
+    over = [f"{path}: {message}" for path, message in ceiling_problems(obj.get("spec") or {}, ceiling)]
+    return Review(errors=[*verdict.errors, *over], warnings=verdict.warnings)
+
+
 def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
     plain = copy.deepcopy(dict(obj))
     for key in _SERVER_FIELDS:
@@ -74,9 +84,15 @@ def authored(obj: Mapping[str, Any]) -> dict[str, Any]:
 ModelReader = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 
 
-async def admit(body: kopf.Body, warnings: list[str], model: Mapping[str, Any] | None = None, **_: Any) -> None:
+async def admit(
+    body: kopf.Body,
+    warnings: list[str],
+    model: Mapping[str, Any] | None = None,
+    ceiling: Mapping[str, str] | None = None,
+    **_: Any,
+) -> None:
     try:
-        verdict = await checks.run(lambda: review(body, model), checks.WEBHOOK_BUDGET_SECONDS)
+        verdict = await checks.run(lambda: within(review(body, model), body, ceiling), checks.WEBHOOK_BUDGET_SECONDS)
     except checks.CheckTimedOut as late:
         raise kopf.AdmissionError(str(late), code=503) from None
     warnings.extend(verdict.warnings)
@@ -84,10 +100,17 @@ async def admit(body: kopf.Body, warnings: list[str], model: Mapping[str, Any] |
         raise kopf.AdmissionError(verdict.message(), code=422)
 
 
-def register(registry: kopf.OperatorRegistry, read_model: ModelReader | None = None) -> None:
+def register(
+    registry: kopf.OperatorRegistry, read_model: ModelReader | None = None, ceiling: Mapping[str, str] | None = None
+) -> None:
     """The admission handlers; with ``read_model``, a pipeline is judged by its model's governance (the
     model read from the API; a pipeline whose model does not exist yet is admitted with a warning and
-    judged when the operator sees both)."""
+    judged when the operator sees both); with ``ceiling``, a model asking for more ``training.resources``
+    than the cluster allows is refused."""
+    limits = dict(ceiling or {})
+
+    async def admit_model(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+        await admit(body, warnings, ceiling=limits, **kwargs)
 
     async def admit_pipeline(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
         meta, spec = body.get("metadata") or {}, body.get("spec") or {}
@@ -109,4 +132,4 @@ def register(registry: kopf.OperatorRegistry, read_model: ModelReader | None = N
             id=handler_id,
             operations=["CREATE", "UPDATE"],
             registry=registry,
-        )(admit_pipeline if plural == "quantumpipelines" else admit)
+        )(admit_pipeline if plural == "quantumpipelines" else admit_model)

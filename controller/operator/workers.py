@@ -34,8 +34,9 @@ from controller.engine import status as engine_status
 from controller.engine import training
 from controller.engine.decisions import CHAMPION_KINDS, LedgerKind
 from controller.engine.reconcile import Decision, Observed, Outcome, TrainingDue, Workspaces
+from controller.engine.reconcile.workspace import KEY
 from controller.engine.text import scrub
-from controller.operator import checkpoints, checks
+from controller.operator import checkpoints, checks, jobs
 from controller.operator import serving as serving_objects
 from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
@@ -142,6 +143,7 @@ class ModelWorker:
         self.body = kopf.Body(cast(kopf.RawBody, {}))  # until the first event
         self.written: dict[str, Any] | None = None
         self.training_due = False  # the last reconcile stopped at a training it was not licensed to start
+        self.job_changed = False  # a training Job of this model changed since the last reconcile began
         self.licence: kopf.DaemonStopped | None = None  # the training daemon's stop flag, while it runs
         self.released = False
         self.closed = False
@@ -164,6 +166,11 @@ class ModelWorker:
     def poke(self) -> None:
         self.wake.set()
 
+    def job_moved(self) -> None:
+        """One of the model's training Jobs changed (the jobs executor): look again."""
+        self.job_changed = True
+        self.wake.set()
+
     def schedule_due(self) -> bool:
         return self.next_at is not None and time.monotonic() >= self.next_at
 
@@ -178,6 +185,8 @@ class ModelWorker:
             return "spec changed"
         if (meta.get("annotations") or {}).get(REQUESTED_AT) != self.requested_at:
             return "requested"
+        if self.job_changed:
+            return "training job changed"
         if self.retry_at is not None and time.monotonic() >= self.retry_at:
             return "retry"
         if self.schedule_due():
@@ -243,6 +252,7 @@ class ModelWorker:
         return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
 
     async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
+        self.job_changed = False
         current = self._current(body)
         try:  # off the event loop: an OpenQASM ansatz is parsed here
             reading = await checks.run(lambda: read(body, current), checks.RECONCILE_BUDGET_SECONDS)
@@ -371,6 +381,8 @@ class ModelWorker:
         closed = False
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
+            if self.runtime.config.executor == "jobs":
+                await self._stop_jobs()
             spec = reading.observed.model.spec
             kept = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).all()
             secret = spec.training.credentials_secret
@@ -397,10 +409,19 @@ class ModelWorker:
         new = outcome.status.to_wire()
         await self._write_status(new)
         alert = "alert" in (((body.get("spec") or {}).get("monitoring") or {}).get("onDrift") or [])
+        job = (new.get("training") or {}).get("job")
+        if job and job != (before.get("training") or {}).get("job"):
+            kopf.info(body, reason="TrainingJobStarted", message=f"training in Job {job}")
         for decision in outcome.decisions:
             if decision.kind == LedgerKind.DRIFT_DETECTED and not alert:
                 continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
+        if (
+            self.runtime.config.executor == "jobs"
+            and before.get("phase") == "Training"
+            and new.get("phase") != "Training"
+        ):
+            await self._clear_jobs()
         self._count(before, new, outcome.decisions, alert)
         await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
@@ -408,6 +429,36 @@ class ModelWorker:
             await self.runtime.checkpoints.save(self.ref, folder)
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _clear_jobs(self) -> None:
+        """The training ended (registered, or its failure recorded): its finished Jobs and their
+        ConfigMaps go."""
+        try:
+            own = await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name, owner="model")
+            for job in own:  # a pipeline's cells are its own to register
+                if jobs.finished(job):
+                    await jobs.delete_training(self.runtime.client, self.ref.namespace, job["metadata"]["name"])
+        except Exception as err:  # they go with the model at the latest
+            log.warning("%s/%s: training Jobs not cleared: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+
+    async def _stop_jobs(self) -> None:
+        """The model is deleted: its training Jobs are stopped (deleted), and their checkpoints brought
+        here so that the Runtime sessions they kept open are closed."""
+        client = self.runtime.client
+        workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
+        try:
+            for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
+                name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
+                await client.call(
+                    "DELETE",
+                    resource_path("batch/v1", "jobs", self.ref.namespace, name),
+                    {"propagationPolicy": "Background"},
+                )
+                if KEY.fullmatch(key):
+                    workspace = workspaces.of(key)
+                    await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
+        except Exception as err:  # best effort: the Jobs go with the model (owner references)
+            log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
     async def _serve(self, serving: Serving | None) -> None:
         """``spec.serving``: the model's Deployment and Service brought to what it asks (or removed)."""

@@ -262,3 +262,40 @@ def test_the_dockerfile_runs_the_operator_as_non_root() -> None:
     text = (DEPLOY.parent / "Dockerfile").read_text()
     assert "USER 65532" in text and 'CMD ["operator"' in text
     assert "git" in text and "openssh-client" in text
+
+
+# --- deploy/jobs: trainings as Kubernetes Jobs -----------------------------------------------------------
+
+JOBS = DEPLOY / "jobs"
+
+
+def test_the_jobs_component_and_the_training_namespace_manifests_are_valid_and_line_up() -> None:
+    from controller.operator import jobs
+
+    docs = manifests(JOBS) + manifests(JOBS / "namespace")
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+    binding = one("ClusterRoleBinding", root=JOBS)
+    assert binding["roleRef"]["name"] == one("ClusterRole", root=JOBS)["metadata"]["name"]
+    assert binding["subjects"] == one("ClusterRoleBinding")["subjects"]
+    account = one("ServiceAccount", root=JOBS / "namespace")["metadata"]["name"]
+    assert account == jobs.DEFAULT_SERVICE_ACCOUNT
+    role_binding = one("RoleBinding", root=JOBS / "namespace")
+    assert role_binding["subjects"] == [{"kind": "ServiceAccount", "name": account}]
+    assert rules(one("Role", root=JOBS / "namespace")) == {("", "configmaps", "get"), ("", "configmaps", "patch")}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_jobs_component_runs_the_operator_with_the_jobs_executor_and_its_own_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(DEPLOY, tmp_path / "deploy")
+    kustomization = tmp_path / "deploy" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text().replace("  - cert-manager\n", "  - cert-manager\n  - jobs\n"))
+    (deployment,) = [d for d in rendered(tmp_path / "deploy") if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    image = next(e["value"] for e in container["env"] if e["name"] == "QMLOPS_IMAGE")
+    assert image == container["image"], "the Jobs run the operator's own image"
+    monkeypatch.setenv("QMLOPS_IMAGE", image)
+    args = operator_args(container["args"])
+    assert args.executor == "jobs" and args.job_image == image

@@ -124,6 +124,8 @@ BUILTIN_KINDS = (
     Kind("", "v1", "configmaps", "ConfigMap", singular="configmap", short_names=("cm",)),
     Kind("", "v1", "secrets", "Secret", singular="secret"),
     Kind("", "v1", "events", "Event", singular="event", short_names=("ev",)),
+    Kind("", "v1", "pods", "Pod", singular="pod", short_names=("po",), status_subresource=True),
+    Kind("batch", "v1", "jobs", "Job", singular="job", status_subresource=True),
     Kind("", "v1", "services", "Service", singular="service", short_names=("svc",)),
     Kind("apps", "v1", "deployments", "Deployment", singular="deployment", short_names=("deploy",)),
     Kind(

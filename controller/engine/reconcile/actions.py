@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.errors import RetryableError
+from controller.engine.reconcile.executor import Running, TrainingRequest
 from controller.engine.reconcile.intents import (
     PIN_RULE,
     Block,
@@ -168,8 +170,10 @@ def train(
     should_stop: Callable[[], bool] | None,
     may_train: bool,
 ) -> list[Intent]:
-    """Train for ``due`` in its own workspace (resuming from its checkpoint), keep the artifact beside
-    it, and register it; a failed training is a failure, a stopped one (Ctrl-C, shutdown) raises."""
+    """Train for ``due`` in its own workspace (resuming from its checkpoint) with the reconciler's
+    executor, keep the artifact beside it, and register it; a failed training is a failure, a stopped
+    one (Ctrl-C, shutdown) raises; a training still running elsewhere (a Job) is shown as running and
+    the reconcile stops there."""
     state = ctx.state
     if not may_train:
         raise TrainingDue(due.reason)
@@ -180,6 +184,9 @@ def train(
             raise
         usage = getattr(err, "usage", None)  # a TrainingError's: what its jobs spent
         return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due, usage)
+    if isinstance(raw, Running):
+        return [Training("running", raw.message, job=raw.job)]
+    assert raw is not None  # started when not found
     registered = registration(ctx, due, raw)
     return [*([registered] if registered else []), Training("done", f"trained because {due.reason}")]
 
@@ -192,42 +199,56 @@ def train_in_workspace(
     owner: str = MODEL_OWNER,
     on_progress: Callable[[Any], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> bytes:
-    """The artifact of the training ``due`` of ``state.spec``: trained in the training's own workspace
-    under its lock (resuming from its checkpoint), or found there finished. Raises what the trainer
-    raises. Safe to call from several threads for different keys (a pipeline's cells)."""
+    start: bool = True,
+) -> bytes | Running | None:
+    """The artifact of the training ``due`` of ``state.spec``: trained by the reconciler's executor in
+    the training's own workspace under its lock (resuming from its checkpoint), or found there
+    finished; :class:`Running` while it runs elsewhere (a Job); None when ``start`` is false and it
+    has not started (an executor that runs trainings elsewhere starts no more than asked). Raises
+    what the trainer raises. Safe to call from several threads for different keys (a pipeline's cells)."""
     workspace = services.workspaces(state.namespace, state.name).of(due.key)
     with workspace.hold():
         workspace.begin(due, owner=owner)
         raw = workspace.finished()  # another holder of the lock may have finished it meanwhile
         if raw is None:
-            artifact = _run_trainer(services, state, workspace.checkpoint_dir, on_progress, should_stop)
-            raw = artifact.to_json()
+            request = _request(services, state, due, workspace.checkpoint_dir, on_progress, should_stop, start, owner)
+            result = services.executor.train(request)
+            if not isinstance(result, bytes):
+                return result
+            raw = result
             workspace.keep(raw)
     return raw
 
 
-def _run_trainer(
+def _request(
     services: Services,
     state: State,
-    checkpoint_dir: Any,
+    due: Due,
+    checkpoint_dir: Path,
     on_progress: Callable[[Any], None] | None,
     should_stop: Callable[[], bool] | None,
-) -> Any:
+    start: bool = True,
+    owner: str = MODEL_OWNER,
+) -> TrainingRequest:
     spec = state.spec
     credentials = None
     lookup, secret = services.credentials, spec.training.credentials_secret
     if secret and lookup is not None:
         # read when a backend asks (ibm: only), and again after a 401: a rotated Secret is picked up
         credentials = lambda: lookup(state.namespace, secret)  # noqa: E731
-    return services.trainer(
-        spec,
-        repo_root=services.registry.repo,
+    return TrainingRequest(
+        namespace=state.namespace,
+        name=state.name,
+        spec=spec,
+        due=due,
         checkpoint_dir=checkpoint_dir,
+        repo_root=services.registry.repo,
         credentials=credentials,
         budget_used_seconds=state.ledger.qpu_seconds(state.now),
         on_progress=on_progress,
         should_stop=should_stop,
+        start=start,
+        owner=owner,
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from controller.api.quantummodel import TrainingStatus
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, Observed, State
@@ -89,10 +90,13 @@ class Watched:
 
 @dataclass(frozen=True)
 class Training:
-    """The training state to show: ``running`` while a training goes, ``done`` once registered."""
+    """The training state to show: ``running`` while a training goes, ``done`` once registered.
+    ``job`` names where a training runs elsewhere (its executor's Job): the steps stop there until
+    it has finished."""
 
     state: TrainingState
     message: str
+    job: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,9 @@ def run_steps(ctx: StepContext, steps: Sequence[Step], effects: Effects, facts: 
                 pending[:0] = follow
             else:
                 summarise(intent, facts)
-                applied.halted = applied.halted or isinstance(intent, Fail)  # the failure is still recorded
+                # a failure is still recorded; a training running elsewhere has nothing after it yet
+                elsewhere = isinstance(intent, Training) and intent.job is not None
+                applied.halted = applied.halted or isinstance(intent, Fail) or elsewhere
         if result.stop or applied.halted:
             break
     return applied
@@ -237,8 +243,10 @@ def summarise(intent: Intent, facts: Facts) -> None:
                 facts.promotion_state, facts.promotion_message = "blocked", message
         case Fail(message):
             facts.training_state, facts.training_message = "failed", message
-        case Training(state, message):
+        case Training(state, message, job):
             facts.training_state, facts.training_message = state, message
+            if job is not None:
+                facts.training = TrainingStatus(job=job)
         case Promotion(state, message):
             facts.promotion_state, facts.promotion_message = state, message
         case Watched(report):

@@ -44,6 +44,7 @@ from controller.engine.pipelines.cells import Cell, cells_of
 from controller.engine.pipelines.runs import Run, runs_of
 from controller.engine.pipelines.triggers import Start, due_run, waiting_for_monitoring
 from controller.engine.reconcile import actions
+from controller.engine.reconcile.executor import Running
 from controller.engine.reconcile.intents import (
     EvaluateVersions,
     Intent,
@@ -392,13 +393,15 @@ def carry_out_cells(
     (Git is written by this thread only). A failed cell is retried ``retries`` times with backoff
     when retrying can help; with ``fail_fast`` the cells not started yet are then left."""
     failures: dict[str, str] = ctx.notes.setdefault(f"cell-failures:{intent.step}", {})
+    if ctx.services.executor.elsewhere:
+        return _cells_elsewhere(ctx, intent, record, failures, on_progress=on_progress, should_stop=should_stop)
     stopped: list[BaseException] = []
 
     def one(cell: CellTraining) -> bytes:
         state = dataclasses.replace(ctx.state, spec=cell.spec)
         for attempt in range(intent.retries + 1):
             try:
-                return actions.train_in_workspace(
+                raw = actions.train_in_workspace(
                     ctx.services,
                     state,
                     cell.due,
@@ -406,6 +409,8 @@ def carry_out_cells(
                     on_progress=on_progress,
                     should_stop=should_stop,
                 )
+                assert isinstance(raw, bytes), "an executor that trains here returns the artifact"
+                return raw
             except Exception as err:
                 if isinstance(err, training().TrainingStopped) or stalls(err) or attempt == intent.retries:
                     raise
@@ -449,6 +454,68 @@ def carry_out_cells(
             concurrent.futures.wait(running)
     if stopped:
         raise stopped[0]
+    return []
+
+
+def _cells_elsewhere(
+    ctx: StepContext,
+    intent: TrainCells,
+    record: Callable[[StepContext, RecordDecision], None],
+    failures: dict[str, str],
+    *,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> list[Intent]:
+    """The cells when the executor trains elsewhere (the operator's Jobs): each is asked, in order,
+    without waiting; a finished one is registered, a running one counts against ``parallelism``, and
+    new ones start while fewer than ``parallelism`` run. Those still running or not started stay
+    pending: the step concludes in a later reconcile (the operator's, when a Job changes). A failed
+    Job is the cell's failure (its pods were retried up to the Job's backoffLimit)."""
+    running = 0
+    not_started: list[CellTraining] = []
+
+    def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
+        state = dataclasses.replace(ctx.state, spec=cell.spec)
+        return actions.train_in_workspace(
+            ctx.services,
+            state,
+            cell.due,
+            owner=PIPELINE_OWNER,
+            on_progress=on_progress,
+            should_stop=should_stop,
+            start=start,
+        )
+
+    def settle(cell: CellTraining, start: bool) -> bool:
+        """Ask about ``cell``; False when it failed and the run fails fast."""
+        nonlocal running
+        try:
+            result = ask(cell, start)
+        except Exception as err:
+            if isinstance(err, training().TrainingStopped):
+                raise
+            failures[cell.cell.id] = describe_failure(err)
+            return not intent.fail_fast
+        if result is None:
+            not_started.append(cell)
+        elif isinstance(result, Running):
+            running += 1
+        else:
+            cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+            registered = actions.registration(cell_ctx, cell.due, result, cell.about)
+            if registered is not None:
+                record(ctx, registered.decision)
+        return True
+
+    for cell in intent.cells:
+        if not settle(cell, start=False):
+            return []
+    for cell in list(not_started):
+        if running >= intent.parallelism:
+            break
+        not_started.remove(cell)
+        if not settle(cell, start=True):
+            return []
     return []
 
 

@@ -15,6 +15,7 @@ from controller.api.quantummodel import QuantumModel, QuantumModelSpec
 from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine import policy
 from controller.engine.memo import Memo
+from controller.engine.reconcile.executor import Executor, InProcess
 from controller.engine.reconcile.state import Governance, State, judge, training, utcnow
 from controller.engine.reconcile.workspace import Workspaces
 from controller.engine.registry.store import Registry
@@ -35,9 +36,12 @@ class Services:
         checkpoint_root: Path | None = None,
         credentials: CredentialsLookup | None = None,
         policies: Callable[[], list[QuantumPolicy]] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.registry = registry
         self.trainer = trainer or training().train
+        # where trainings run: here, with the trainer (the default), or elsewhere (the operator's Jobs)
+        self.executor: Executor = executor or InProcess(self.trainer)
         self.clock = clock
         self.checkpoint_root = checkpoint_root or registry.private_dir() / "checkpoints"
         self.credentials = credentials

@@ -28,9 +28,10 @@ PACKAGES = ("qmlops", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "numpy", "sc
 
 def spec_digest(spec: QuantumModelSpec) -> str:
     """What a training depends on in the spec: data, circuit and training settings. Promotion,
-    governance, the schedule, the timeout and the credentials' name do not change what is trained."""
+    governance, the schedule, the timeout, the credentials' name and where it runs (resources) do not
+    change what is trained."""
     training = spec.training.model_dump(
-        mode="json", by_alias=True, exclude={"schedule", "credentials_secret", "timeout"}
+        mode="json", by_alias=True, exclude={"schedule", "credentials_secret", "timeout", "resources"}
     )
     parts = {
         "task": spec.task.value,

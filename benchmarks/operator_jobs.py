@@ -1,0 +1,255 @@
+"""16 trainings through the jobs executor against the same 16 in-process: the operator's own CPU per
+training, and no duplicate version across an operator restarted in the middle.
+
+    .venv/bin/python benchmarks/operator_jobs.py [--models 16] [--iterations 40] [--capacity 4]
+
+The Kubernetes API harness and the kubelet stand-in run in this process; each operator is a
+``qmlops operator`` process of its own (``--kubeconfig`` to the harness), so its CPU (user + system,
+its git children included) is its own. With ``--executor jobs`` every training is a Job whose pod the
+stand-in runs as a ``qmlops train-job`` process (``--capacity`` at once, as a node's capacity would),
+so the trainings' CPU is those processes'. The operator is stopped (SIGTERM) once half the models are
+Ready, and a new one started: it must adopt the Jobs still running and start none twice.
+
+The trainings are 16 QuantumModels' (2 qubits, statevector, COBYLA), not a pipeline's 16 cells (the
+benchmark was written before the operator ran pipelines). Printed: per mode, wall seconds, the operator's CPU seconds, the
+trainings' CPU seconds, operator CPU per training and its ratio to a training's own CPU; Jobs started,
+pods run, and versions registered per model (each must be 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NAMESPACE = "team-quantum"
+
+
+def cpu_of(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system + times.children_user + times.children_system)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def start_operator(remote: Path, workdir: Path, kubeconfig: Path, executor: str) -> subprocess.Popen[bytes]:
+    command = [str(Path(sys.executable).parent / "qmlops"), "operator", "--repo", str(remote)]
+    command += ["--workdir", str(workdir), "--kubeconfig", str(kubeconfig), "-A", "--executor", executor]
+    command += ["--job-image", "ghcr.io/qmlops/qmlops:bench", "--webhook-port", "0", "--metrics-port", "0"]
+    command += ["--liveness-port", "0"]
+    log = (workdir.parent / f"{workdir.name}.log").open("wb")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def stop(process: subprocess.Popen[bytes]) -> float:
+    """SIGTERM, as Kubernetes stops a pod; the operator's CPU until then. (Waited for off the event
+    loop: the harness it talks to while it stops runs on this loop.)"""
+    cpu = cpu_of(psutil.Process(process.pid))
+    process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(process.wait, 120)
+    return cpu
+
+
+def sweep(cells: int, iterations: int, parallelism: int) -> dict[str, Any]:
+    """A pipeline of one train step: ``cells`` cells (optimizer iterations x seeds), ``parallelism`` at once."""
+    seeds = max(1, cells // 4)
+    counts = [iterations + i for i in range(cells // seeds)]
+    return {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPipeline",
+        "metadata": {"name": "sweep", "namespace": NAMESPACE},
+        "spec": {
+            "model": "m-00",
+            "steps": [
+                {
+                    "name": "sweep",
+                    "train": {
+                        "matrix": {
+                            "training.optimizer.maxIterations": counts,
+                            "training.seed": [100 + s for s in range(seeds)],
+                        },
+                        "parallelism": parallelism,
+                    },
+                }
+            ],
+        },
+    }
+
+
+def registered_cells(env: Any) -> list[str]:
+    from tests.operator.operator_env import git
+
+    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/m-00/ledger.jsonl")
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [e["data"]["pipeline"]["cell"] for e in entries if e["kind"] == "registered" and e["data"].get("pipeline")]
+
+
+async def run_cells(mode: str, cells: int, iterations: int, capacity: int, tmp: Path) -> dict[str, Any]:
+    """One model (trained first, not measured), then a ``cells``-cell sweep over it: the operator's
+    CPU while the cells train, stopped and replaced once half are registered."""
+    import kmock
+
+    from tests.operator.operator_env import OperatorEnv, make_remote, tiny_model
+    from tests.support.kube import Client, KubeApi
+    from tests.support.kubelet import Kubelet
+
+    tmp.mkdir(parents=True)
+    async with KubeApi() as kube, kmock.Server(kube):
+        kube.register_crds()
+        client = Client(kube)
+        await client.namespace(NAMESPACE)
+        env = OperatorEnv(kube, client, make_remote(tmp), tmp)
+        async with Kubelet(kube, tmp / "kubelet", capacity=capacity) as kubelet:
+            kubeconfig = kubelet.kubeconfig
+            operator = start_operator(env.remote, tmp / "pod-a", kubeconfig, mode)
+            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+            await client.create(tiny_model("m-00", iterations=3))
+            await kube.wait_for(lambda: env.status("m-00").get("phase") == "Ready", timeout=600)
+            before_children = children_cpu()
+            start_cpu = cpu_of(psutil.Process(operator.pid))
+            started = time.perf_counter()
+            await client.create(sweep(cells, iterations, capacity))
+            await kube.wait_for(lambda: len(registered_cells(env)) >= cells // 2, timeout=1800)
+            operator_cpu = await stop(operator) - start_cpu
+            restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
+            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+            b_start = cpu_of(psutil.Process(restarted.pid))
+
+            def finished() -> bool:
+                pipeline = kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}
+                return (pipeline.get("status") or {}).get("phase") == "Succeeded"
+
+            await kube.wait_for(finished, timeout=1800)
+            wall = time.perf_counter() - started
+            operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
+            pods_cpu = children_cpu() - before_children
+            await stop(restarted)
+            trained = registered_cells(env)
+            pods = list(kubelet.started)
+            peak = kubelet.peak
+    training_cpu = max(pods_cpu - operator_cpu - start_cpu, 0.0) if mode == "jobs" else 0.0
+    return {
+        "mode": mode,
+        "cells": cells,
+        "wall_seconds": round(wall, 1),
+        "operator_cpu_seconds": round(operator_cpu, 2),
+        "operator_cpu_per_training": round(operator_cpu / cells, 3),
+        "training_cpu_seconds": round(training_cpu, 1),
+        "training_cpu_per_training": round(training_cpu / cells, 2),
+        "operator_share_of_a_training": round(operator_cpu / training_cpu, 4) if training_cpu else None,
+        "jobs": len({p.rsplit("-", 1)[0] for p in pods}) - (1 if mode == "jobs" else 0),
+        "pods": len(pods) - (1 if mode == "jobs" else 0),
+        "peak_pods": peak,
+        "cells_registered": len(trained),
+        "cells_registered_twice": len(trained) - len(set(trained)),
+    }
+
+
+async def run(mode: str, models: int, iterations: int, capacity: int, tmp: Path) -> dict[str, Any]:
+    import kmock
+
+    from tests.operator.operator_env import OperatorEnv, make_remote, tiny_model
+    from tests.support.kube import Client, KubeApi
+    from tests.support.kubelet import Kubelet
+
+    tmp.mkdir(parents=True)
+    async with KubeApi() as kube, kmock.Server(kube):
+        kube.register_crds()
+        client = Client(kube)
+        await client.namespace(NAMESPACE)
+        env = OperatorEnv(kube, client, make_remote(tmp), tmp)
+        async with Kubelet(kube, tmp / "kubelet", capacity=capacity) as kubelet:
+            kubeconfig = kubelet.kubeconfig
+            operator = start_operator(env.remote, tmp / "pod-a", kubeconfig, mode)
+            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+            before_children = children_cpu()
+            start_cpu = cpu_of(psutil.Process(operator.pid))
+            started = time.perf_counter()
+            names = [f"m-{i:02d}" for i in range(models)]
+            for name in names:
+                await client.create(tiny_model(name, iterations=iterations))
+
+            def ready() -> int:
+                return sum(1 for n in names if env.status(n).get("phase") == "Ready")
+
+            await kube.wait_for(lambda: ready() >= models // 2, timeout=1800)
+            operator_cpu = await stop(operator) - start_cpu
+            restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
+            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+            await asyncio.sleep(0)
+            b_start = cpu_of(psutil.Process(restarted.pid))
+            await kube.wait_for(lambda: ready() == models, timeout=1800)
+            wall = time.perf_counter() - started
+            operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
+            # every pod has ended and been waited for: the children's CPU is the operators' and the pods'
+            pods_cpu = children_cpu() - before_children
+            await stop(restarted)
+            registered = {n: env.decisions(n).count("registered") for n in names}
+            pods = list(kubelet.started)
+    if mode == "jobs":
+        pods_cpu -= operator_cpu + start_cpu  # operator A was waited for: its CPU is in the children's
+        training_cpu = max(pods_cpu, 0.0)
+    else:
+        training_cpu = 0.0
+    return {
+        "mode": mode,
+        "models": models,
+        "wall_seconds": round(wall, 1),
+        "operator_cpu_seconds": round(operator_cpu, 2),
+        "operator_cpu_per_training": round(operator_cpu / models, 3),
+        "training_cpu_seconds": round(training_cpu, 1),
+        "training_cpu_per_training": round(training_cpu / models, 2),
+        "operator_share_of_a_training": round(operator_cpu / training_cpu, 4) if training_cpu else None,
+        "jobs": len({p.rsplit("-", 1)[0] for p in pods}),
+        "pods": len(pods),
+        "versions_per_model": sorted(set(registered.values())),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--capacity", type=int, default=4, help="pods the kubelet stand-in runs at once")
+    parser.add_argument("--mode", choices=("jobs", "in-process", "both"), default="both")
+    parser.add_argument("--what", choices=("cells", "models"), default="cells", help="a sweep's cells, or models")
+    args = parser.parse_args()
+    os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
+    modes = ("jobs", "in-process") if args.mode == "both" else (args.mode,)
+    with tempfile.TemporaryDirectory(prefix="qmlops-jobs-bench-") as folder:
+        for mode in modes:
+            where = Path(folder) / mode
+            if args.what == "cells":
+                result = asyncio.run(run_cells(mode, args.models, args.iterations, args.capacity, where))
+                print(json.dumps(result), flush=True)
+                if result["cells_registered_twice"] or result["cells_registered"] != args.models:
+                    print("duplicate or missing cells", file=sys.stderr)
+                    return 1
+                continue
+            result = asyncio.run(run(mode, args.models, args.iterations, args.capacity, where))
+            print(json.dumps(result), flush=True)
+            if result["versions_per_model"] != [1]:
+                print(f"duplicate or missing versions: {result['versions_per_model']}", file=sys.stderr)
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

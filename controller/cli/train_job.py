@@ -1,0 +1,164 @@
+"""``qmlops train-job``: one training inside the Job the operator's jobs executor created.
+
+The operator created the ConfigMap named on the command line (the resolved spec in ``spec.json``,
+labelled with the model and the training key) and the Job running this command. It reads the spec
+from there, restores the checkpoint an earlier pod of the same Job kept there, trains (keeping the
+checkpoint there after every iteration), and puts the artifact there with its SHA-256; the operator
+verifies it and registers it. It writes nothing else: no Git, no status. Its service account may get
+and patch ConfigMaps in its namespace, nothing more; credentials come from the mounted Secret
+(``QMLOPS_CREDENTIALS_DIR``).
+
+Exit 0 trained; 3 the training failed for good (its message is on the ConfigMap; the Job's pod failure
+policy fails the Job rather than retrying); 1 anything else (the Job retries in a new pod, from the
+checkpoint, up to its backoffLimit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("qmlops.train-job")
+EXIT_OK, EXIT_RETRY, EXIT_FAILED = 0, 1, 3
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "train-job",
+        help="run one training inside a Kubernetes Job the operator created (its jobs executor)",
+        description=(
+            "Train the spec held in ConfigMap NAME (namespace NS) for TRAINING-KEY, resuming from and keeping "
+            "the checkpoint in that ConfigMap, and leave the artifact there for the operator to register. "
+            "Exit 0 trained, 3 failed for good, 1 retry in a new pod."
+        ),
+    )
+    parser.add_argument("--namespace", required=True, metavar="NS")
+    parser.add_argument("--configmap", required=True, metavar="NAME")
+    parser.add_argument("--training-key", required=True, metavar="TRAINING-KEY")
+    parser.set_defaults(handler=run)
+
+
+class Journal:
+    """The training's ConfigMap, from inside the Job: read once, then patched (checkpoint files as
+    binaryData with their index, the artifact, a failure)."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        from controller import __version__
+        from controller.operator.kube import KubeClient, load_access
+
+        self.loop = asyncio.new_event_loop()
+        self.client = KubeClient(load_access(), agent=f"qmlops-training/{__version__}")
+        self.namespace, self.name = namespace, name
+        self.kept: dict[str, str] = {}
+
+    @property
+    def path(self) -> str:
+        from controller.operator.kube import resource_path
+
+        return resource_path("v1", "configmaps", self.namespace, self.name)
+
+    def call(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def read(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.call(self.client.get(self.path))
+        return found
+
+    def keep(self, folder: Path) -> None:
+        from controller.operator import checkpoints
+        from controller.operator.kube import merge_diff
+
+        data, index = checkpoints.encode(checkpoints.read_folder(folder))
+        if data == self.kept:
+            return
+        patch = {
+            "metadata": {"annotations": {checkpoints.FILES_ANNOTATION: json.dumps(index, sort_keys=True)}},
+            "binaryData": merge_diff(self.kept, data),
+        }
+        self.call(self.client.merge_patch(self.path, patch))
+        self.kept = data
+
+    def finish(self, raw: bytes) -> None:
+        from controller.operator import jobs
+
+        patch = {
+            "metadata": {"annotations": {jobs.ARTIFACT_DIGEST: hashlib.sha256(raw).hexdigest()}},
+            "binaryData": {jobs.ARTIFACT_KEY: base64.b64encode(raw).decode("ascii")},
+        }
+        self.call(self.client.merge_patch(self.path, patch))
+
+    def failed(self, message: str) -> None:
+        from controller.operator import jobs
+
+        self.call(self.client.merge_patch(self.path, {"metadata": {"annotations": {jobs.FAILURE: message}}}))
+
+    def close(self) -> None:
+        self.call(self.client.close())
+        self.loop.close()
+
+
+def restore(configmap: dict[str, Any], folder: Path) -> tuple[int, dict[str, str]]:
+    """The checkpoint files an earlier pod kept, written under ``folder`` (damaged ones: none)."""
+    from controller.operator import checkpoints
+
+    files = checkpoints.decode(configmap) or {}
+    for path, content in files.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return len(files), checkpoints.encode(files)[0] if files else {}
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from controller.api.quantummodel import QuantumModelSpec
+    from controller.engine import training
+    from controller.engine.status import describe_failure
+    from controller.engine.text import scrub
+    from controller.operator import checkpoints, jobs
+
+    journal = Journal(args.namespace, args.configmap)
+    try:
+        configmap = journal.read()
+        meta = configmap.get("metadata") or {}
+        if (meta.get("labels") or {}).get(jobs.KEY_LABEL) != args.training_key:
+            log.error("ConfigMap %s is not training %s", args.configmap, args.training_key)
+            return EXIT_FAILED
+        spec = QuantumModelSpec.model_validate(json.loads((configmap.get("data") or {})[jobs.SPEC_KEY]))
+        folder = Path(tempfile.gettempdir()) / "qmlops" / args.training_key
+        restored, journal.kept = restore(configmap, folder)
+        if restored:
+            log.info("resuming from the checkpoint kept in ConfigMap %s (%d files)", args.configmap, restored)
+        secret = spec.training.credentials_secret
+        credentials = (lambda: training.local_credentials(args.namespace, secret)) if secret else None
+
+        def progress(step: Any) -> None:
+            try:
+                journal.keep(folder)
+            except Exception as err:  # the training goes on; a later iteration keeps it
+                log.warning("checkpoint not kept: %s", type(err).__name__)
+            log.info("iteration %s of %s", step.iteration, step.max_iterations)
+
+        try:
+            artifact = training.train(spec, checkpoint_dir=folder, credentials=credentials, on_progress=progress)
+        except training.TrainingError as err:
+            journal.failed(scrub(describe_failure(err)))
+            log.error("training failed: %s", scrub(describe_failure(err)))
+            return EXIT_FAILED
+        try:
+            journal.keep(folder)  # a checkpoint too large for a ConfigMap is not kept; the artifact is
+        except checkpoints.CheckpointTooLarge as err:
+            log.warning("checkpoint not kept: %s", err)
+        journal.finish(artifact.to_json())
+        log.info("trained: artifact %s", artifact.digest)
+        return EXIT_OK
+    finally:
+        journal.close()

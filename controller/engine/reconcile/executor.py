@@ -1,0 +1,82 @@
+"""Where a training runs: the executor that carries out a ``Train`` intent.
+
+``actions.train`` hands every training (a model's own, a pipeline's cell) to the reconciler's
+executor with a :class:`TrainingRequest`. The executor answers with the finished artifact (its JSON,
+which ``actions.registration`` registers) or with :class:`Running`: the training goes on elsewhere
+(a Kubernetes Job, say), the reconcile stops there with the training shown as running, and whoever
+learns that it ended reconciles again, when the executor answers with the artifact. A failed
+training raises, as the trainer does; a stopped one raises ``TrainingStopped``.
+
+:class:`InProcess` trains here, in this thread, with the reconciler's trainer: what ``qmlops run``
+does and the operator's default. The operator's Jobs executor lives in the operator (the engine
+imports no Kubernetes client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from controller.api.quantummodel import QuantumModelSpec
+from controller.engine.reconcile.state import Due
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """One training, as its executor takes it: the model, the resolved spec, the training key (in
+    ``due``), where its checkpoint is kept here, and what the trainer is given."""
+
+    namespace: str
+    name: str
+    spec: QuantumModelSpec
+    due: Due
+    checkpoint_dir: Path
+    repo_root: Path
+    credentials: Callable[[], Any] | None
+    budget_used_seconds: float
+    on_progress: Callable[[Any], None] | None
+    should_stop: Callable[[], bool] | None
+    start: bool = True  # false: report on a training started before, start none (a pipeline's parallelism)
+    owner: str = "model"  # whose training: the model's own, or a pipeline's cell ("pipeline")
+
+
+@dataclass(frozen=True)
+class Running:
+    """The training runs elsewhere and has not finished: ``job`` names where (shown in status)."""
+
+    job: str
+    message: str
+
+
+class Executor(Protocol):
+    # whether trainings run elsewhere: ``train`` then returns at once, and a pipeline starts its cells
+    # ``parallelism`` at a time by asking, rather than by threads that each wait for one
+    elsewhere: bool
+
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
+        """The finished artifact's JSON, or :class:`Running`, or None when ``request.start`` is false
+        and the training was not started; raises when the training failed."""
+
+
+class InProcess:
+    """Trains in the calling thread with ``trainer`` (``training.train``'s signature)."""
+
+    elsewhere = False
+
+    def __init__(self, trainer: Callable[..., Any]) -> None:
+        self.trainer = trainer
+
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
+        artifact = self.trainer(
+            request.spec,
+            repo_root=request.repo_root,
+            checkpoint_dir=request.checkpoint_dir,
+            credentials=request.credentials,
+            budget_used_seconds=request.budget_used_seconds,
+            on_progress=request.on_progress,
+            should_stop=request.should_stop,
+        )
+        raw: bytes = artifact.to_json()
+        return raw

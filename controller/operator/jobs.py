@@ -1,0 +1,421 @@
+"""The jobs executor: each training runs as a ``batch/v1`` Job in the model's namespace.
+
+The operator stays the only writer of Git and of status. For a training that is due it creates, once,
+a ConfigMap named like the Job (the resolved spec in ``data["spec.json"]``, labelled with the model
+and the training key) and the Job itself, from the operator's own image, running ``qmlops train-job``
+(``controller/cli/train_job.py``) with the namespace, the ConfigMap and the training key as arguments.
+The Job's pod restores its checkpoint from that ConfigMap, keeps it there after every iteration (a
+pod evicted or killed resumes in the next one, ``backoffLimit`` honoured), and puts the artifact
+there when it has finished, with its SHA-256 in an annotation. The operator then reads it, checks
+that digest, the artifact's own digest and that its lineage is this training's spec and data, and
+hands it to the engine, which registers it exactly as an in-process training.
+
+Both objects are named from the model and the training key and labelled with both, and owned by the
+model: an operator restarted while Jobs run finds each by name and adopts it (it never starts a
+second one for the same training), and deleting the model deletes its Jobs.
+
+Nothing here blocks a reconcile thread: the executor answers ``Running`` at once and the worker is
+woken by the Job's watch event (``handlers.py``) when it has changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from controller.api import GROUP
+from controller.engine.quantities import ceiling_problems
+from controller.engine.reconcile.executor import Running, TrainingRequest
+from controller.engine.text import scrub
+from controller.operator.checkpoints import MODEL_LABEL, ModelRef
+from controller.operator.kube import Conflict, KubeClient, NotFound, resource_path
+
+T = TypeVar("T")
+
+
+class Host(Protocol):
+    """What the executor needs of the operator's runtime: its API client, its metrics, and a way to
+    run a coroutine on its event loop from a reconcile thread."""
+
+    client: KubeClient
+    metrics: Any
+
+    def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = ...) -> T: ...
+
+
+log = logging.getLogger(__name__)
+
+KEY_LABEL = f"{GROUP}/training-key"
+OWNER_LABEL = f"{GROUP}/training-owner"  # "model" (its own training) or "pipeline" (a cell)
+COMPONENT_LABEL = "app.kubernetes.io/component"
+COMPONENT = "training"
+SPEC_KEY = "spec.json"
+ARTIFACT_KEY = "artifact.json"  # binaryData key of the finished artifact
+ARTIFACT_DIGEST = f"{GROUP}/artifact-sha256"
+FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
+CONTAINER = "train"
+EXIT_FAILED_FOR_GOOD = 3  # `qmlops train-job`: the training failed and another pod cannot help
+CREDENTIALS_ROOT = "/var/run/qmlops/credentials"
+DEFAULT_SERVICE_ACCOUNT = "qmlops-training"
+NAME_PREFIX = "qmlops-"
+
+
+class JobFailed(Exception):
+    """The training's Job failed: the message says why (the trainer's, or the pod's termination)."""
+
+
+class JobResultRefused(Exception):
+    """A finished Job's result is not this training's artifact."""
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    image: str
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    backoff_limit: int = 3
+    resources: dict[str, Any] = field(default_factory=dict)  # the cluster's default training.resources
+    ceiling: dict[str, str] = field(default_factory=dict)  # the most cpu and memory a spec may ask for
+
+
+def job_name(model: str, key: str) -> str:
+    """The Job (and ConfigMap) of one training: from the model's name and the training key, so that
+    whoever looks for it finds the same one (63 characters at most: it becomes a pod label). A long
+    name is cut and told apart by its digest."""
+    if len(model) > 36:
+        model = f"{model[:27].rstrip('-.')}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"
+    return f"{NAME_PREFIX}{model}-{key[:12]}"
+
+
+def labels(model: str, key: str, owner: str = "model") -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "qmlops",
+        COMPONENT_LABEL: COMPONENT,
+        MODEL_LABEL: model,
+        KEY_LABEL: key,
+        OWNER_LABEL: owner,
+    }
+
+
+def finished(job: Mapping[str, Any]) -> str | None:
+    """ "Complete" or "Failed" once the Job has finished, else None."""
+    for condition in (job.get("status") or {}).get("conditions") or ():
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return str(condition["type"])
+    return None
+
+
+def pod_spec_resources(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's resources from ``training.resources`` (cpu, memory): requested, and the memory
+    also its limit (a pod over it is OOMKilled rather than starving its node)."""
+    requests = {k: str(resources[k]) for k in ("cpu", "memory") if resources.get(k) is not None}
+    limits = {"memory": requests["memory"]} if "memory" in requests else {}
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> dict[str, Any]:
+    name = job_name(request.name, request.due.key)
+    spec = request.spec
+    wanted = spec.training.resources.model_dump(by_alias=True, exclude_none=True) if spec.training.resources else {}
+    resources = {**settings.resources, **wanted}
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    env: list[dict[str, str]] = []
+    secret = spec.training.credentials_secret
+    if secret:  # mounted, never copied into env or args
+        mounts.append(
+            {"name": "credentials", "mountPath": f"{CREDENTIALS_ROOT}/{request.namespace}/{secret}", "readOnly": True}
+        )
+        volumes.append({"name": "credentials", "secret": {"secretName": secret, "defaultMode": 0o400}})
+        env.append({"name": "QMLOPS_CREDENTIALS_DIR", "value": CREDENTIALS_ROOT})
+    container = {
+        "name": CONTAINER,
+        "image": settings.image,
+        "command": ["qmlops"],
+        "args": ["train-job", "--namespace", request.namespace, "--configmap", name, "--training-key", request.due.key],
+        "env": env,
+        "resources": pod_spec_resources(resources),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod: dict[str, Any] = {
+        "serviceAccountName": settings.service_account,
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if resources.get("nodeSelector"):
+        pod["nodeSelector"] = dict(resources["nodeSelector"])
+    if resources.get("tolerations"):
+        pod["tolerations"] = [dict(t) for t in resources["tolerations"]]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": request.namespace,
+            "labels": labels(request.name, request.due.key, request.owner),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_FAILED_FOR_GOOD]},
+                    }
+                ]
+            },
+            "template": {"metadata": {"labels": labels(request.name, request.due.key, request.owner)}, "spec": pod},
+        },
+    }
+
+
+def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
+    spec = request.spec.model_dump_json(by_alias=True, exclude_none=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": job_name(request.name, request.due.key),
+            "namespace": request.namespace,
+            "labels": labels(request.name, request.due.key, request.owner),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "data": {SPEC_KEY: spec},
+    }
+
+
+def artifact_of(configmap: Mapping[str, Any], request: TrainingRequest, owner_uid: str) -> bytes:
+    """The finished training's artifact as the Job left it, checked: the model owns the ConfigMap,
+    the bytes match the SHA-256 beside them, the artifact matches its own digest and was trained on
+    this training's spec and data."""
+    from controller.engine.training import ModelArtifact
+
+    meta = configmap.get("metadata") or {}
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or ()}
+    if owner_uid not in owners or (meta.get("labels") or {}).get(KEY_LABEL) != request.due.key:
+        raise JobResultRefused(f"ConfigMap {meta.get('name')} is not this training's")
+    encoded = (configmap.get("binaryData") or {}).get(ARTIFACT_KEY)
+    if not encoded:
+        raise JobResultRefused(f"ConfigMap {meta.get('name')} holds no artifact")
+    raw = base64.b64decode(encoded)
+    recorded = (meta.get("annotations") or {}).get(ARTIFACT_DIGEST)
+    if recorded != hashlib.sha256(raw).hexdigest():
+        raise JobResultRefused(f"ConfigMap {meta.get('name')}: the artifact does not match its SHA-256")
+    artifact = ModelArtifact.from_json(raw)  # checks the artifact's own digest
+    lineage = artifact.manifest.get("lineage") or {}
+    if (lineage.get("specDigest"), lineage.get("datasetDigest")) != (
+        request.due.spec_digest,
+        request.due.dataset_digest,
+    ):
+        raise JobResultRefused(f"ConfigMap {meta.get('name')}: the artifact was not trained on this spec and data")
+    return raw
+
+
+# --- why a pod ended ----------------------------------------------------------------------------------
+
+# a pod's termination reason, as the kubelet reports it, in the trainer's words
+TERMINATIONS = {
+    "OOMKilled": "its pod ran out of memory (OOMKilled): raise spec.training.resources.memory",
+    "Evicted": "its pod was evicted from its node",
+    "DeadlineExceeded": "its pod ran past its deadline",
+    "Error": "its pod exited with an error",
+}
+
+
+def termination(pod: Mapping[str, Any]) -> tuple[str, int | None]:
+    """(reason, exit code) of a pod that ended: the node's eviction, else its container's."""
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        return "Evicted", None
+    for container in status.get("containerStatuses") or ():
+        ended = (container.get("state") or {}).get("terminated")
+        if ended:
+            return str(ended.get("reason") or "Error"), ended.get("exitCode")
+    return "Unknown", None
+
+
+def describe(reason: str, code: int | None) -> str:
+    text = TERMINATIONS.get(reason, f"its pod ended ({reason})")
+    return f"{text}, exit code {code}" if code not in (None, 0) else text
+
+
+async def last_termination(client: KubeClient, namespace: str, job: str) -> tuple[str, int | None]:
+    """Why the Job's newest ended pod ended (one list, on a failure only: pods are never polled)."""
+    path = resource_path("v1", "pods", namespace) + f"?labelSelector=job-name%3D{job}"
+    pods = (await client.get(path)).get("items") or []
+    ended = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    if not ended:
+        return "Unknown", None
+    newest = max(ended, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+    return termination(newest)
+
+
+# --- the executor -------------------------------------------------------------------------------------
+
+
+class JobExecutor:
+    """The engine's executor (``controller.engine.reconcile.executor.Executor``) over Jobs; called on a
+    reconcile thread, it does its API calls on the operator's event loop and never waits for a Job."""
+
+    def __init__(self, runtime: Host, settings: JobSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+
+    @property
+    def client(self) -> KubeClient:
+        return self.runtime.client
+
+    elsewhere = True
+
+    def train(self, request: TrainingRequest) -> bytes | Running | None:
+        return self.runtime.on_loop(self.carry_out(request))
+
+    async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
+        if not request.spec.dataset.source.startswith("builtin:"):
+            raise JobFailed("dataset.source: the jobs executor trains builtin datasets only (a Job has no checkout)")
+        over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
+        if over:  # the webhook refuses these; a spec applied while it was off is refused here
+            raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
+        uid = await self._model_uid(request)
+        ref = ModelRef(request.namespace, request.name, uid)
+        name = job_name(request.name, request.due.key)
+        job = await self._get("batch/v1", "jobs", request.namespace, name)
+        if job is None and not request.start:
+            return None
+        if job is None:
+            await self._configmap(request, ref)
+            try:
+                await self.client.create(
+                    resource_path("batch/v1", "jobs", request.namespace), job_body(request, ref, self.settings)
+                )
+                self.runtime.metrics.jobs_started.inc()
+                log.info("%s/%s: training %s runs in Job %s", request.namespace, request.name, request.due.key, name)
+            except Conflict:  # created meanwhile (another thread, a peer): adopted below
+                job = await self._get("batch/v1", "jobs", request.namespace, name)
+            if job is None:
+                return Running(name, f"training because {request.due.reason}, in Job {name}")
+        found = (job.get("metadata") or {}).get("labels") or {}
+        if (found.get(MODEL_LABEL), found.get(KEY_LABEL)) != (request.name, request.due.key):
+            raise JobFailed(f"Job {name} exists for another training: delete it to train again")
+        state = finished(job)
+        if state == "Complete":
+            configmap = await self.client.get(resource_path("v1", "configmaps", request.namespace, name))
+            return artifact_of(configmap, request, uid)
+        if state == "Failed":
+            raise JobFailed(await self.why_failed(request.namespace, name))
+        return Running(name, f"training because {request.due.reason}, in Job {name}")
+
+    async def why_failed(self, namespace: str, name: str) -> str:
+        """The trainer's own message when it failed for good, else why its last pod ended."""
+        configmap = await self._get("v1", "configmaps", namespace, name)
+        said = ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(FAILURE)
+        if said:
+            return scrub(str(said))
+        reason, code = await last_termination(self.client, namespace, name)
+        return f"training Job {name} failed: {describe(reason, code)}"
+
+    async def _configmap(self, request: TrainingRequest, ref: ModelRef) -> None:
+        body = configmap_body(request, ref)
+        with contextlib.suppress(Conflict):  # kept from an earlier Job of this training: its checkpoint resumes
+            await self.client.create(resource_path("v1", "configmaps", request.namespace), body)
+
+    async def _model_uid(self, request: TrainingRequest) -> str:
+        model = await self.client.get(
+            resource_path(f"{GROUP}/v1alpha1", "quantummodels", request.namespace, request.name)
+        )
+        return str(model["metadata"]["uid"])
+
+    async def _get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(resource_path(api_version, plural, namespace, name))
+        except NotFound:
+            return None
+
+
+async def delete_training(client: KubeClient, namespace: str, name: str) -> None:
+    """Delete a training's Job (its pods with it) and its ConfigMap."""
+    for api_version, plural in (("batch/v1", "jobs"), ("v1", "configmaps")):
+        path = resource_path(api_version, plural, namespace, name)
+        try:
+            if plural == "jobs":
+                await client.call("DELETE", path, {"propagationPolicy": "Background"})
+            else:
+                await client.delete(path)
+        except NotFound:
+            continue
+
+
+async def model_trainings(
+    client: KubeClient, namespace: str, model: str, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The model's training Jobs, or those of ``owner`` only (one list, when its training ended or it
+    was deleted)."""
+    selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{COMPONENT}"
+    if owner is not None:
+        selector += f",{OWNER_LABEL}%3D{owner}"
+    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
+    return list((await client.get(path)).get("items") or ())
+
+
+async def kept_checkpoint(client: KubeClient, namespace: str, name: str, folder: Path) -> int:
+    """A Job's checkpoint, from its ConfigMap into ``folder`` (to close its Runtime session)."""
+    from controller.operator.checkpoints import decode
+
+    try:
+        configmap = await client.get(resource_path("v1", "configmaps", namespace, name))
+    except NotFound:
+        return 0
+    files = decode(configmap) or {}
+    for path, content in files.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return len(files)
+
+
+class JobWatch:
+    """What the Jobs' watch events say, as Events on the model and counters: a pod replaced (retried,
+    with why the last one ended), the Job failed, the Job finished. Nothing is polled: each Job's
+    events come from kopf's watch, and pods are listed only on a retry or a failure."""
+
+    def __init__(self, client: KubeClient, metrics: Any) -> None:
+        self.client, self.metrics = client, metrics
+        self.seen: dict[str, tuple[int, str | None]] = {}  # Job uid -> (pods failed, finished)
+
+    def forget(self, uid: str) -> None:
+        self.seen.pop(uid, None)
+
+    async def observe(self, job: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """(type, reason, message) of the Events this change of ``job`` calls for."""
+        meta = job.get("metadata") or {}
+        uid, name, namespace = str(meta.get("uid")), str(meta.get("name")), str(meta.get("namespace"))
+        failed, state = int((job.get("status") or {}).get("failed") or 0), finished(job)
+        before = self.seen.get(uid, (failed, state))  # first sight (an operator restarted): no replay
+        self.seen[uid] = (failed, state)
+        events: list[tuple[str, str, str]] = []
+        if state == "Failed" and before[1] != "Failed":
+            reason, code = await last_termination(self.client, namespace, name)
+            self.metrics.jobs_failed.labels(reason=reason).inc()
+            events.append(("Warning", "TrainingJobFailed", f"Job {name} failed: {describe(reason, code)}"))
+        elif failed > before[0] and state is None:
+            reason, code = await last_termination(self.client, namespace, name)
+            self.metrics.jobs_retried.labels(reason=reason).inc()
+            message = f"Job {name}: {describe(reason, code)}; a new pod resumes from the checkpoint"
+            events.append(("Warning", "TrainingJobRetried", message))
+        elif state == "Complete" and before[1] != "Complete":
+            events.append(("Normal", "TrainingJobSucceeded", f"Job {name} finished its training"))
+        return events

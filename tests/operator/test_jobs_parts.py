@@ -1,0 +1,206 @@
+"""The jobs executor's parts: the Job it writes (command, Secret mounted, security context, resources
+and placement), the result it accepts, the resource ceiling at admission, the flags."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+
+from controller.api.quantummodel import QuantumModel
+from controller.cli import operator as operator_cli
+from controller.engine import training
+from controller.engine.quantities import QuantityError, parse
+from controller.engine.reconcile.executor import TrainingRequest
+from controller.engine.reconcile.state import Due
+from controller.operator import jobs, webhook
+from controller.operator.checkpoints import ModelRef
+from controller.operator.settings import OperatorConfig, WebhookConfig, kopf_settings
+from tests.operator.operator_env import tiny_model
+from tests.operator.test_webhook import post_review
+from tests.support.kube import Client, KubeApi, free_port, kopf_running, login_to, port_open
+
+UID = "0a0b0c0d-0000-4000-8000-000000000001"
+KEY = "0123456789abcdef0123"
+RESOURCES = {
+    "cpu": "2",
+    "memory": "3Gi",
+    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def request(**spec: Any) -> TrainingRequest:
+    body = tiny_model(**spec)
+    model = QuantumModel.model_validate(body)
+    digest = training.spec_digest(model.spec)
+    return TrainingRequest(
+        namespace="team-quantum",
+        name="iris-tiny",
+        spec=model.spec,
+        due=Due("no version yet", KEY, digest, "sha256:" + "d" * 64),
+        checkpoint_dir=Path("/nowhere"),
+        repo_root=Path("/nowhere"),
+        credentials=None,
+        budget_used_seconds=0.0,
+        on_progress=None,
+        should_stop=None,
+    )
+
+
+def training_spec(**changes: Any) -> dict[str, Any]:
+    return {**tiny_model()["spec"]["training"], **changes}
+
+
+def test_the_job_runs_qmlops_with_the_secret_mounted_and_a_locked_down_container() -> None:
+    settings = jobs.JobSettings(image="ghcr.io/qmlops/qmlops:0.1.0", resources={"cpu": "500m", "memory": "1Gi"})
+    req = request(training=training_spec(credentialsSecret="ibm-quantum", resources=RESOURCES))
+    job = jobs.job_body(req, ModelRef("team-quantum", "iris-tiny", UID), settings)
+    name = jobs.job_name("iris-tiny", KEY)
+    assert job["metadata"]["name"] == name and len(name) <= 63
+    assert job["metadata"]["ownerReferences"][0]["uid"] == UID  # deleting the model deletes its Job
+    assert job["metadata"]["labels"][jobs.KEY_LABEL] == KEY
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["qmlops"]
+    assert container["args"] == ["train-job", "--namespace", "team-quantum", "--configmap", name, "--training-key", KEY]
+    # the Secret is a volume; the environment names only where it is mounted
+    assert {"name": "credentials", "secret": {"secretName": "ibm-quantum", "defaultMode": 0o400}} in pod["volumes"]
+    assert container["env"] == [{"name": "QMLOPS_CREDENTIALS_DIR", "value": jobs.CREDENTIALS_ROOT}]
+    assert pod["serviceAccountName"] == "qmlops-training" and pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # the spec's resources win over the cluster's default; memory is also the limit
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "3Gi"}, "limits": {"memory": "3Gi"}}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert job["spec"]["backoffLimit"] == 3
+
+
+def test_job_names_are_short_and_told_apart() -> None:
+    long_a, long_b = "a" * 40 + "-first", "a" * 40 + "-second"
+    names = {jobs.job_name(long_a, KEY), jobs.job_name(long_b, KEY), jobs.job_name("iris-tiny", KEY)}
+    assert len(names) == 3 and all(len(n) <= 63 for n in names)
+
+
+def test_a_spec_without_resources_gets_the_clusters_default_and_no_secret() -> None:
+    settings = jobs.JobSettings(image="i", resources={"cpu": "500m"})
+    pod = jobs.job_body(request(), ModelRef("team-quantum", "iris-tiny", UID), settings)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "500m"}}
+    assert not [v for v in pod["volumes"] if "secret" in v] and pod["containers"][0]["env"] == []
+
+
+def test_where_a_training_runs_does_not_change_what_is_trained() -> None:
+    plain = QuantumModel.model_validate(tiny_model()).spec
+    placed = QuantumModel.model_validate(tiny_model(training=training_spec(resources=RESOURCES))).spec
+    assert training.spec_digest(plain) == training.spec_digest(placed)
+
+
+def result(raw: bytes, *, uid: str = UID, key: str = KEY, sha: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "x",
+            "labels": {jobs.KEY_LABEL: key},
+            "ownerReferences": [{"uid": uid}],
+            "annotations": {jobs.ARTIFACT_DIGEST: sha or hashlib.sha256(raw).hexdigest()},
+        },
+        "binaryData": {jobs.ARTIFACT_KEY: base64.b64encode(raw).decode()},
+    }
+
+
+def test_only_this_trainings_untampered_artifact_is_accepted() -> None:
+    req = request()
+    body = {
+        "task": "classification",
+        "lineage": {"specDigest": req.due.spec_digest, "datasetDigest": req.due.dataset_digest},
+    }
+    raw = training.ModelArtifact.create(body).to_json()
+    assert jobs.artifact_of(result(raw), req, UID) == raw
+    other = training.ModelArtifact.create({**body, "lineage": {"specDigest": "sha256:" + "0" * 64}}).to_json()
+    tampered = raw.replace(b"classification", b"regression")
+    for configmap, why in [
+        (result(raw, uid="someone-else"), "not this training's"),
+        (result(raw, key="f" * 20), "not this training's"),
+        (result(tampered), "digest"),  # its SHA-256 recomputed, but not the artifact's own digest
+        (result(raw, sha="0" * 64), "SHA-256"),
+        (result(other), "not trained on this spec"),
+    ]:
+        with pytest.raises((jobs.JobResultRefused, training.ArtifactError), match=why):
+            jobs.artifact_of(configmap, req, UID)
+
+
+def test_pod_terminations_are_said_in_the_trainers_words() -> None:
+    oom = {"status": {"containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}}
+    assert jobs.termination(oom) == ("OOMKilled", 137)
+    assert "spec.training.resources.memory" in jobs.describe(*jobs.termination(oom))
+    assert jobs.termination({"status": {"reason": "Evicted"}}) == ("Evicted", None)
+
+
+def test_quantities() -> None:
+    assert parse("500m") == parse("0.5") and parse("1Gi") == 2**30 and parse("2G") == 2 * 10**9
+    with pytest.raises(QuantityError):
+        parse("lots")
+
+
+def test_the_jobs_flags() -> None:
+    parser = argparse.ArgumentParser()
+    operator_cli.register(parser.add_subparsers())
+    with pytest.raises(operator_cli.UsageError, match="--job-image"):
+        operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--executor", "jobs"]))
+    with pytest.raises(operator_cli.UsageError, match="--job-max-memory"):
+        operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--job-max-memory", "much"]))
+    config = operator_cli.build_config(
+        parser.parse_args(
+            [
+                "operator",
+                "--repo",
+                "x",
+                "--executor",
+                "jobs",
+                "--job-image",
+                "i",
+                "--job-max-memory",
+                "4Gi",
+                "--job-default-cpu",
+                "1",
+            ]
+        )
+    )
+    assert (
+        config.executor == "jobs" and config.job_ceiling == {"memory": "4Gi"} and config.job_resources == {"cpu": "1"}
+    )
+    assert operator_cli.build_config(parser.parse_args(["operator", "--repo", "x"])).executor == "in-process"
+
+
+@pytest.fixture
+async def ceiling_webhook(kube: KubeApi, client: Client, tmp_path: Path) -> AsyncIterator[str]:
+    kube.register_crds()
+    port = free_port()
+    config = OperatorConfig(
+        repo=str(tmp_path / "repo"), workdir=tmp_path, webhook=WebhookConfig(port=port, addr="127.0.0.1", insecure=True)
+    )
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login_to(kube))
+    webhook.register(registry, ceiling={"cpu": "4", "memory": "8Gi"})
+    async with kopf_running(registry, settings=kopf_settings(config), ready=lambda: port_open("127.0.0.1", port)):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_spec_above_the_ceiling_is_refused_at_admission_naming_the_field(ceiling_webhook: str) -> None:
+    within = tiny_model(training=training_spec(resources={"cpu": "4", "memory": "512Mi"}))
+    assert (await post_review(ceiling_webhook, within))["allowed"] is True
+    above = tiny_model(training=training_spec(resources={"cpu": "500m", "memory": "16Gi"}))
+    answer = await post_review(ceiling_webhook, above)
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == "spec.training.resources.memory: 16Gi is above this cluster's ceiling of 8Gi"

@@ -1,0 +1,253 @@
+"""A kubelet (and Job controller) stand-in for the harness: it runs each Job's pod as a local process.
+
+For every ``batch/v1`` Job in the harness that has not finished and has no pod running, it creates a
+Pod (labelled ``job-name``, owned by the Job) and runs the container's ``command`` + ``args`` as a
+process (never through a shell), with the container's environment and its volumes laid out under a
+folder of the pod's own, as a container would see them: a Secret volume's keys as files (mode 0400),
+an emptyDir as an empty folder; environment values naming a mounted path are pointed at it there.
+The process reaches the harness as a pod reaches its apiserver, through a kubeconfig the stand-in
+gives it (``KUBECONFIG``: the service account's token and ``KUBERNETES_SERVICE_HOST`` in a cluster).
+
+When the process ends it writes the pod's and the Job's status back as the kubelet and the Job
+controller would: succeeded (``Complete``), failed with the exit code (a new pod, until
+``backoffLimit`` is exceeded, or at once ``Failed`` when the ``podFailurePolicy`` says ``FailJob``
+for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) and report it as
+``Evicted`` or ``OOMKilled``. A Job deleted meanwhile has its process killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.support.kube import Client, KubeApi
+
+JSON = dict[str, Any]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Pod:
+    job: str
+    namespace: str
+    name: str
+    process: subprocess.Popen[bytes]
+    root: Path
+    killed_for: str | None = None  # Evicted, OOMKilled
+
+
+@dataclass
+class Kubelet:
+    kube: KubeApi
+    root: Path
+    poll: float = 0.05
+    capacity: int | None = None  # pods the node runs at once (None: any number); the others wait
+    pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
+    started: list[str] = field(default_factory=list)  # pod names, in the order they were started
+    peak: int = 0  # the most pods that ran at once
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> Client:
+        return Client(self.kube)
+
+    async def __aenter__(self) -> Kubelet:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.kubeconfig = self.root / "kubeconfig"
+        server = str(self.kube.url).rstrip("/")
+        self.kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: harness, cluster: {{server: '{server}'}}}}]\n"
+            "users: [{name: pod, user: {token: pod-token}}]\n"
+            "contexts: [{name: pod, context: {cluster: harness, user: pod}}]\n"
+            "current-context: pod\n"
+        )
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for pod in list(self.pods.values()):
+            with contextlib.suppress(ProcessLookupError):
+                pod.process.kill()
+            await asyncio.to_thread(pod.process.wait)
+        self.pods.clear()
+
+    # --- faults ------------------------------------------------------------------------------------
+
+    def evict(self, job: str, namespace: str) -> None:
+        self._kill(job, namespace, "Evicted")
+
+    def oom_kill(self, job: str, namespace: str) -> None:
+        self._kill(job, namespace, "OOMKilled")
+
+    def _kill(self, job: str, namespace: str, why: str) -> None:
+        pod = self.pods[(namespace, job)]
+        pod.killed_for = why
+        pod.process.send_signal(signal.SIGKILL)
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            jobs = {(j["metadata"]["namespace"], j["metadata"]["name"]): j for j in self.kube.list("Job")}
+            for key, pod in list(self.pods.items()):
+                if key not in jobs:  # the Job was deleted: its pod goes
+                    with contextlib.suppress(ProcessLookupError):
+                        pod.process.kill()
+                    await asyncio.to_thread(pod.process.wait)
+                    del self.pods[key]
+                elif pod.process.poll() is not None:
+                    del self.pods[key]
+                    await self._ended(jobs[key], pod)
+            for namespace, name in jobs:
+                job = self.kube.read("Job", namespace, name)  # as it is now, after the pods that ended
+                if job is None or (namespace, name) in self.pods or self._finished(job):
+                    continue
+                full = self.capacity is not None and len(self.pods) >= self.capacity
+                if not job["metadata"].get("deletionTimestamp") and not full:
+                    await self._start(job)
+            await asyncio.sleep(self.poll)
+
+    @staticmethod
+    def _finished(job: JSON) -> bool:
+        return any(
+            c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+            for c in (job.get("status") or {}).get("conditions") or ()
+        )
+
+    async def _start(self, job: JSON) -> None:
+        meta, spec = job["metadata"], job["spec"]
+        namespace, name = meta["namespace"], meta["name"]
+        template = spec["template"]
+        status = job.get("status") or {}
+        number = int(status.get("failed") or 0) + int(status.get("succeeded") or 0)
+        pod_name = f"{name}-{number}"
+        root = self.root / namespace / pod_name
+        root.mkdir(parents=True, exist_ok=True)
+        container = template["spec"]["containers"][0]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(root / "home"),
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+        }
+        mounted = self._mount(namespace, template["spec"], container, root)
+        for item in container.get("env") or ():
+            env[item["name"]] = self._inside(str(item.get("value", "")), mounted)
+        if "/tmp" in mounted:
+            env["TMPDIR"] = mounted["/tmp"]
+        command = [*container.get("command", ()), *container.get("args", ())]
+        if command and command[0] == "qmlops":  # the image's entry point
+            command[0] = str(Path(sys.executable).parent / "qmlops")
+        pod_body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": namespace,
+                "labels": {**(template.get("metadata") or {}).get("labels", {}), "job-name": name},
+                "ownerReferences": [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": meta["uid"], "controller": True}
+                ],
+            },
+            "spec": template["spec"],
+        }
+        await self.client.create(pod_body)
+        await self.client.patch("Pod", namespace, pod_name, {"status": {"phase": "Running"}}, status=True)
+        log = (root / "log").open("wb")
+        process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.pods[(namespace, name)] = Pod(name, namespace, pod_name, process, root)
+        self.started.append(pod_name)
+        self.peak = max(self.peak, len(self.pods))
+        patch: JSON = {"status": {"active": 1}}
+        if not status.get("startTime"):
+            patch["status"]["startTime"] = _now()
+        await self.client.patch("Job", namespace, name, patch, status=True)
+
+    def _mount(self, namespace: str, pod_spec: JSON, container: JSON, root: Path) -> dict[str, str]:
+        """The container's volumes laid out under ``root``: mount path -> folder."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes") or ()}
+        mounted: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or ():
+            volume = volumes[mount["name"]]
+            folder = root / "fs" / mount["mountPath"].lstrip("/")
+            folder.mkdir(parents=True, exist_ok=True)
+            if "secret" in volume:
+                secret = self.kube.read("Secret", namespace, volume["secret"]["secretName"]) or {}
+                for key, value in (secret.get("data") or {}).items():
+                    target = folder / key
+                    target.write_bytes(base64.b64decode(value))
+                    target.chmod(volume["secret"].get("defaultMode", 0o644))
+            mounted[mount["mountPath"]] = str(folder)
+        return mounted
+
+    @staticmethod
+    def _inside(value: str, mounted: dict[str, str]) -> str:
+        """An environment value naming a path in the container, as the path under the pod's folder."""
+        for path, folder in sorted(mounted.items(), key=lambda item: -len(item[0])):
+            if value == path or value.startswith(path.rstrip("/") + "/"):
+                return folder + value[len(path) :]
+        for path, folder in mounted.items():  # a parent of a mount (a credentials root)
+            if path.startswith(value.rstrip("/") + "/"):
+                return folder[: len(folder) - len(path) + len(value)]
+        return value
+
+    async def _ended(self, job: JSON, pod: Pod) -> None:
+        code = pod.process.returncode
+        namespace, name = pod.namespace, job["metadata"]["name"]
+        exit_code = 137 if code < 0 else code
+        if pod.killed_for is not None or code < 0:
+            terminated = {"reason": pod.killed_for or "Error", "exitCode": exit_code}
+        else:
+            terminated = {"reason": "Completed" if code == 0 else "Error", "exitCode": code}
+        pod_status: JSON = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [{"name": "train", "state": {"terminated": terminated}}],
+        }
+        if pod.killed_for == "Evicted":
+            pod_status["reason"] = "Evicted"
+        with contextlib.suppress(Exception):  # the pod may have gone with its Job
+            await self.client.patch("Pod", namespace, pod.name, {"status": pod_status}, status=True)
+        if self.kube.read("Job", namespace, name) is None:
+            return
+        status = job.get("status") or {}
+        if code == 0:
+            done = {"type": "Complete", "status": "True", "lastTransitionTime": _now()}
+            patch = {"status": {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [done]}}
+            await self.client.patch("Job", namespace, name, patch, status=True)
+            return
+        failed = int(status.get("failed") or 0) + 1
+        reason = None
+        for rule in (job["spec"].get("podFailurePolicy") or {}).get("rules") or ():
+            codes = (rule.get("onExitCodes") or {}).get("values") or ()
+            if rule.get("action") == "FailJob" and exit_code in codes and pod.killed_for is None:
+                reason = "PodFailurePolicy"
+        if reason is None and failed > int(job["spec"].get("backoffLimit", 6)):
+            reason = "BackoffLimitExceeded"
+        patch = {"status": {"active": 0, "failed": failed}}
+        if reason is not None:
+            patch["status"]["conditions"] = [
+                {"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": _now()}
+            ]
+        await self.client.patch("Job", namespace, name, patch, status=True)
+
+    def log(self, pod_name: str) -> str:
+        found = next(self.root.glob(f"*/{pod_name}/log"), None)
+        return found.read_text(errors="replace") if found else ""
