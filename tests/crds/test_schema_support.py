@@ -54,6 +54,7 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
             "backend": "local:aer",
             "sessionId": "s1",
             "started": "2026-01-02T03:04:05Z",
+            "job": "iris-vqc-train-0123456789abcdef",
         },
         "latestVersion": _version(3),
         "champion": _version(3),

@@ -102,3 +102,12 @@ def test_a_decision_kind_given_as_the_enum_is_written_as_its_word(repos: Repos) 
     assert type(recorded.entry.kind) is str and recorded.entry.kind == "blocked"
     assert '"kind":"blocked"' in (work / "registry/demo/m/ledger.jsonl").read_text()
     assert git(work, "log", "-1", "--format=%(trailers:key=Qmlops-Decision,valueonly)") == "blocked"
+
+
+def test_the_shared_calibrations_folder_is_no_model_of_the_registry(repos: Repos) -> None:
+    work = repos.clone("calibrated")
+    repos.commit_file(work, "registry/calibrations/fake_manila/abc.json", "{}\n", "a calibration snapshot")
+    repos.commit_file(work, "registry/demo/tiny/ledger.jsonl", "", "a model's folder")
+    registry = Registry(work)
+    assert registry.models() == [("demo", "tiny")]
+    assert registry.models_in_history() == [("demo", "tiny")]

@@ -205,7 +205,7 @@ class Registry:
         found = set()
         for path in text.splitlines():
             parts = path.split("/")
-            if len(parts) >= 4 and parts[0] == self.root:
+            if len(parts) >= 4 and parts[0] == self.root and parts[1] != CALIBRATIONS_DIR:
                 found.add((parts[1], parts[2]))
         return sorted(found)
 
