@@ -106,6 +106,8 @@ def _dates(check: Any) -> str:
 
 
 def table(reports: list[Any]) -> str:
+    if not reports:
+        return "no model declares spec.monitoring: nothing to check (docs/monitoring.md)"
     rows = [("MODEL", "VERSION", "CHECK", "VERDICT", "FIGURES", "CALIBRATION")]
     for report in reports:
         model = f"{report.namespace}/{report.name}"

@@ -171,3 +171,9 @@ def test_qmlops_validate_refuses_a_calibration_file_with_impossible_values(
     calibrations.write(repo, data)
     assert main(["validate", str(repo / SPEC_PATH)]) == 1
     assert "qubits: fake_manila has 5 qubits, the file lists 4" in capsys.readouterr().out
+
+
+def test_a_repository_without_monitored_models_says_so_rather_than_an_empty_table() -> None:
+    from controller.cli.monitor import table
+
+    assert table([]) == "no model declares spec.monitoring: nothing to check (docs/monitoring.md)"
