@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -33,6 +33,7 @@ from controller.runner.display import Board
 from controller.runner.interrupts import stop_after_iteration
 from controller.runner.specs import observe
 
+T = TypeVar("T")
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -160,20 +161,12 @@ class Runner:
         def progress(update: Any) -> None:
             board.pipeline(key, "Running", f"cells training: iter {getattr(update, 'iteration', '?')}", "")
 
-        try:
-            outcome = self.pipelines.reconcile(seen, on_progress=progress, should_stop=self.stop.is_set)
-        except Exception as err:
-            if isinstance(err, training().TrainingStopped):
-                board.failed(key, "stopped: the checkpoints are kept; run again to resume")
-                self.stop.set()
-                return False
-            message = describe_failure(err)
-            board.failed(key, message)
-            self._say_once(board, f"{key}: {message}")
+        outcome = self._guarded(
+            board, key, lambda: self.pipelines.reconcile(seen, on_progress=progress, should_stop=self.stop.is_set)
+        )
+        if outcome is None:
             return False
-        for decision in outcome.decisions:
-            where = f" (commit {decision.commit[:12]})" if decision.commit else ""
-            board.say(f"{seen.key}: {decision.kind}: {decision.message}{where}")
+        self._say_decisions(board, seen.key, outcome.decisions)
         run = outcome.runs[-1] if outcome.runs else None
         if run is None:
             board.pipeline(key, "Ready" if seen.model else "Pending", "", outcome.message)
@@ -191,23 +184,36 @@ class Runner:
             total = getattr(update, "max_iterations", None) or observed.model.spec.training.optimizer.max_iterations
             board.training(key, iteration, total, getattr(update, "loss", None), backend)
 
+        outcome = self._guarded(
+            board, key, lambda: self.reconciler.reconcile(observed, on_progress=progress, should_stop=self.stop.is_set)
+        )
+        if outcome is None:
+            return None
+        self.previous[key] = outcome.status
+        self._say_decisions(board, key, outcome.decisions)
+        board.status(key, outcome.status)
+        return outcome
+
+    def _guarded(self, board: Board, key: str, reconcile: Callable[[], T]) -> T | None:
+        """One reconcile; None when it failed (said on the board) or was stopped (Ctrl-C: the checkpoints
+        are kept and the runner stops). One model's or pipeline's failure never stops the others."""
         try:
-            outcome = self.reconciler.reconcile(observed, on_progress=progress, should_stop=self.stop.is_set)
-        except Exception as err:  # one model's failure never stops the others
+            return reconcile()
+        except Exception as err:
             if isinstance(err, training().TrainingStopped):
-                board.failed(key, "stopped: the checkpoint is kept; run again to resume")
+                board.failed(key, "stopped: the checkpoints are kept; run again to resume")
                 self.stop.set()
                 return None
             message = describe_failure(err)
             board.failed(key, message)
             self._say_once(board, f"{key}: {message}")
             return None
-        self.previous[key] = outcome.status
-        for decision in outcome.decisions:
+
+    @staticmethod
+    def _say_decisions(board: Board, key: str, decisions: list[Any]) -> None:
+        for decision in decisions:
             where = f" (commit {decision.commit[:12]})" if decision.commit else ""
             board.say(f"{key}: {decision.kind}: {decision.message}{where}")
-        board.status(key, outcome.status)
-        return outcome
 
     def _say_once(self, board: Board, text: str) -> None:
         if text not in self._said:
