@@ -23,6 +23,7 @@ class LedgerKind(StrEnum):
     BLOCKED = "blocked"
     FAILED = "failed"
     DRIFT_DETECTED = "drift-detected"  # a monitoring check saw the champion drift (issue 11)
+    SUPERSEDED = "superseded"  # a finished training another controller registered first: not again
     # a QuantumPipeline run's life (issue 10: runs, evaluations, selection)
     RUN_STARTED = "run-started"
     STEP_SUCCEEDED = "step-succeeded"
@@ -53,13 +54,21 @@ MODEL_KINDS = frozenset(
         LedgerKind.BLOCKED,
         LedgerKind.FAILED,
         LedgerKind.DRIFT_DETECTED,
+        LedgerKind.SUPERSEDED,
     }
 )
 PIPELINE_KINDS = frozenset(LedgerKind) - MODEL_KINDS
 CHAMPION_KINDS = (LedgerKind.PROMOTED, LedgerKind.ROLLED_BACK)  # entries that make a version the champion
 GATE_KINDS = (LedgerKind.GATE_PASSED, LedgerKind.GATE_FAILED)
 WARNING_KINDS = frozenset(
-    {LedgerKind.GATE_FAILED, LedgerKind.BLOCKED, LedgerKind.FAILED, LedgerKind.STEP_FAILED, LedgerKind.DRIFT_DETECTED}
+    {
+        LedgerKind.GATE_FAILED,
+        LedgerKind.BLOCKED,
+        LedgerKind.FAILED,
+        LedgerKind.STEP_FAILED,
+        LedgerKind.DRIFT_DETECTED,
+        LedgerKind.SUPERSEDED,
+    }
 )
 
 

@@ -773,6 +773,7 @@ async def test_peered_operators_one_is_active_and_the_other_takes_over_when_it_s
     kubeconfig = harness_kubeconfig(env, tmp_path)
     processes: dict[str, asyncio.subprocess.Process] = {}
     standby_metrics = free_port()
+    said: list[str] = []  # the standby's output, shown when the decisions are not as expected
     try:
         for role, priority, metrics_port in (("active", 200, 0), ("standby", 100, standby_metrics)):
             command = [sys.executable, "-m", "controller", "operator", "--repo", str(env.remote)]
@@ -793,20 +794,21 @@ async def test_peered_operators_one_is_active_and_the_other_takes_over_when_it_s
         rest, _ = await asyncio.wait_for(processes["active"].communicate(), 60)
         assert processes["active"].returncode == 0, rest.decode(errors="replace")[-2000:]
 
-        await until_said(processes["standby"], "Resuming operations", [])
+        await until_said(processes["standby"], "Resuming operations", said)
         assert peer_priorities(env) == [100], "the stopped one left the peering"
         await env.client.create(tiny_model("wine-tiny"))
         await env.until_phase("Ready", "wine-tiny", timeout=180)
         assert await iterations_run(standby_metrics) >= 1, "the standby took over"
         processes["standby"].send_signal(signal.SIGTERM)
-        await asyncio.wait_for(processes["standby"].communicate(), 60)
+        rest, _ = await asyncio.wait_for(processes["standby"].communicate(), 60)
+        said.append(rest.decode(errors="replace"))
         assert processes["standby"].returncode == 0
     finally:
         for process in processes.values():
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    assert env.decisions() == ["registered", "gate-passed", "promoted"], "".join(said)[-6000:]
     assert env.decisions("wine-tiny") == ["registered", "gate-passed", "promoted"]
     used = {call for call in env.kube.calls("kopf/") if call[0] == "kopf.dev"}
     assert used == allowed_by_cluster_role(DEPLOY / "peering"), "deploy/peering grants exactly what kopf uses"

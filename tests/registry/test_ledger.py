@@ -83,5 +83,5 @@ def test_ledger_questions() -> None:
     assert ledger.champion() == 1
     assert ledger.approvers(1) == {"bob@example.com"}
     assert ledger.approvers(1, signed_only=True) == set()
-    assert ledger.registered_digests() == {"sha256:1": 1}
+    assert ledger.settled_digests() == {"sha256:1"}
     assert ledger.approval_commits() == {"c1"}

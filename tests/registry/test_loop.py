@@ -246,7 +246,10 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(repos: Repos, tmp_p
     assert decisions(repos) == ["registered", "gate-passed", "promoted"]
 
 
-def test_two_runners_pushing_at_once_lose_no_entry(repos: Repos, tmp_path: Path) -> None:
+def test_two_runners_training_the_same_model_at_once_register_it_once(repos: Repos, tmp_path: Path) -> None:
+    """Runner b decides the same training as runner a and finishes after a pushed it: b's commit is
+    dropped in the rebase, b decides again on a's history and records its artifact as superseded (with
+    what it spent), never as a second version; the ledger chain stays whole."""
     work_a = seeded(repos, "a")
     work_b = repos.clone("b")
     release = threading.Event()
@@ -280,15 +283,37 @@ def test_two_runners_pushing_at_once_lose_no_entry(repos: Repos, tmp_path: Path)
         ("registered", 1),
         ("gate-passed", 1),
         ("promoted", 1),
-        ("registered", 2),
-        ("gate-passed", 2),
-        ("promoted", 2),
+        ("superseded", 1),
     ]
-    assert [e["seq"] for e in entries] == list(range(1, 7))
+    assert entries[-1]["data"]["trainingKey"] == entries[0]["data"]["trainingKey"]
+    assert entries[-1]["data"]["artifactDigest"] != entries[0]["data"]["artifactDigest"]
+    assert "qpuSeconds" in entries[-1]["data"]["usage"]
+    assert [e["seq"] for e in entries] == list(range(1, 5))
     assert all(e["prev"] == p["digest"] for p, e in itertools.pairwise(entries))
     assert decisions(repos) == [e["kind"] for e in entries]
-    assert [d.kind for d in found[0].decisions] == ["registered", "gate-passed", "promoted"]
-    assert [d.version for d in found[0].decisions] == [2, 2, 2]
+    assert [d.kind for d in found[0].decisions] == ["superseded"]
+    assert sorted(p.name for p in (work_b / "registry/demo/tiny/versions").iterdir()) == ["1.json"]
+    assert reconcile_all(reconciler(work_b, tmp_path))[0].decisions == [], "superseded once, not on every pass"
+    assert not (tmp_path / "ckpt-b" / "demo" / "tiny").exists(), "the superseded artifact outlived its push"
+
+
+def test_reverting_the_spec_trains_again_although_its_training_key_was_registered_before(
+    repos: Repos, tmp_path: Path
+) -> None:
+    """The same training key registered long ago (before the spec moved on and back) is no duplicate:
+    only a registration made while the training ran supersedes it."""
+    work = seeded(repos)
+    rec = reconciler(work, tmp_path)
+    reconcile_all(rec)
+    repos.commit_file(work, SPEC, tiny_spec(iterations=5), "Five iterations")
+    repos.push(work)
+    reconcile_all(rec)
+    repos.commit_file(work, SPEC, tiny_spec(), "Back to four iterations")
+    repos.push(work)
+    reconcile_all(rec)
+    registered = [e for e in ledger(work) if e["kind"] == "registered"]
+    assert [e["version"] for e in registered] == [1, 2, 3]
+    assert registered[0]["data"]["trainingKey"] == registered[2]["data"]["trainingKey"]
 
 
 # --- pins, rollbacks, approvals, blocks -----------------------------------------------------------------

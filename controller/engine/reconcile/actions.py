@@ -34,7 +34,7 @@ from controller.engine.reconcile.state import Due, State, training
 from controller.engine.reconcile.workspace import MODEL_OWNER
 from controller.engine.registry import approvals as git_approvals
 from controller.engine.registry import versions as version_files
-from controller.engine.registry.ledger import Ledger, format_time
+from controller.engine.registry.ledger import Entry, Ledger, format_time
 from controller.engine.registry.store import TRAILER_PIPELINE, TRAILER_RUN
 from controller.engine.registry.versions import Provenance, Version
 from controller.engine.status import PromotionState, describe_failure
@@ -96,8 +96,11 @@ def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any
     state, services = ctx.state, ctx.services
     artifact = training().ModelArtifact.from_json(raw)
     digest = str(artifact.digest)
-    if digest in state.ledger.registered_digests():
+    if digest in state.ledger.settled_digests():
         return None
+    first = state.ledger.registered_since(due.key, due.after)
+    if first is not None:
+        return superseded(due, digest, artifact, first, pipeline)
     source = ctx.observed.source
     on_disk = services.registry.version_numbers(state.namespace, state.name)  # a number is never reused
     number = version_files.next_number([*state.numbers, *on_disk], state.ledger.versions())
@@ -136,6 +139,24 @@ def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any
     message = f"registered version {number}{accuracy}, trained because {due.reason}"
     shared = calibration_snapshot(ctx, due, artifact)
     return Register(due, RecordDecision(LedgerKind.REGISTERED, number, message, data, files, trailers, shared))
+
+
+def superseded(due: Due, digest: str, artifact: Any, first: Entry, pipeline: dict[str, Any] | None) -> Register:
+    """Another controller (a peer replica, a second runner) registered this very training while this
+    one ran: its artifact is not registered again, and what it spent is recorded against the budget."""
+    message = (
+        f"training {due.key} ({due.reason}) finished after version {first.version} had registered the same "
+        "training: not registered again"
+    )
+    data: dict[str, Any] = {
+        "trainingKey": due.key,
+        "artifactDigest": digest,
+        "registeredAs": first.version,
+        "usage": usage_of(artifact),
+    }
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+    return Register(due, RecordDecision(LedgerKind.SUPERSEDED, first.version, message, data))
 
 
 def calibration_snapshot(ctx: StepContext, due: Due, artifact: Any) -> dict[str, bytes]:

@@ -147,7 +147,7 @@ class ModelReconciler(Services):
         kind's (a pipeline's cells), nor anything while the reconcile could not tell what is due."""
         state = ctx.state
         pushed = not self.registry.git.unpushed()
-        registered = self.registry.ledger(state.namespace, state.name).registered_digests()
+        settled = self.registry.ledger(state.namespace, state.name).settled_digests()
         due: Due | None = ctx.notes.get("due")
         digests: tuple[str, str] | None = ctx.notes.get("digests")
         dropped = []
@@ -156,8 +156,8 @@ class ModelReconciler(Services):
             if workspace.busy():
                 continue
             raw = workspace.finished()
-            if raw is not None and _artifact_digest(raw) in registered:
-                drop = pushed  # its version is in Git: kept until the push, in case the commit is dropped
+            if raw is not None and _artifact_digest(raw) in settled:
+                drop = pushed  # registered or superseded in Git: kept until the push, in case it is dropped
             else:
                 still_due = due is not None and workspace.key == due.key
                 drop = not still_due and self._stale(workspace, raw, digests)

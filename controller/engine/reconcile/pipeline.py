@@ -298,8 +298,13 @@ def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
             continue
         plan.misses[cell.id] = miss
         key = digest_of([f"{spec_digest}|{dataset_digest}", ""])[7:23]
+        last = state.ledger.last
         due = Due(
-            f"pipeline {ctx.name} run {run.id} step {step.name} cell {cell.label}", key, spec_digest, dataset_digest
+            f"pipeline {ctx.name} run {run.id} step {step.name} cell {cell.label}",
+            key,
+            spec_digest,
+            dataset_digest,
+            last.seq if last else 0,
         )
         plan.pending.append(CellTraining(cell, variant, due, ctx.about(run, step.name, cell.id)))
     return plan

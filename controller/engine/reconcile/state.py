@@ -85,6 +85,8 @@ class Due:
     key: str
     spec_digest: str
     dataset_digest: str
+    after: int = 0  # the ledger's newest entry (seq) when it was decided: a registration of the same
+    # key after it means another controller ran this very training meanwhile (it is not registered twice)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def training_due(state: State, source: SourceRef, spec_digest: str, dataset_dige
     latest = state.trained_from(spec_digest)
 
     def due(reason: str, slot: str = "") -> Due:
-        return Due(reason, digest_of([base, slot])[7:23], spec_digest, dataset_digest)
+        last = state.ledger.last
+        return Due(reason, digest_of([base, slot])[7:23], spec_digest, dataset_digest, last.seq if last else 0)
 
     if latest is None:
         return due("no version yet")

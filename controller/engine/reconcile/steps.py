@@ -27,6 +27,7 @@ from controller.engine.reconcile.intents import (
     Intent,
     Promotion,
     RecordDecision,
+    Register,
     Step,
     StepContext,
     StepResult,
@@ -36,7 +37,7 @@ from controller.engine.reconcile.intents import (
     Verdict,
     Watched,
 )
-from controller.engine.reconcile.state import State, training_due
+from controller.engine.reconcile.state import Due, State, training_due
 from controller.engine.status import describe_failure
 
 SUSPENDED = "spec.suspend is true: nothing is trained or promoted"
@@ -81,8 +82,7 @@ def train(ctx: StepContext) -> StepResult:
         registered = actions.registration(ctx, waiting_due, raw)
         if registered is None:
             return StepResult()
-        why = f"a finished training ({waiting_due.reason}) is waiting to be registered"
-        return StepResult((registered,), Verdict(PlanAction.REGISTER, why))
+        return StepResult((registered,), finished_verdict(registered, waiting_due))
     failed = actions.failed_before(state.ledger, due)
     if failed is not None:
         retry = "change the spec to retry"
@@ -98,13 +98,21 @@ def train(ctx: StepContext) -> StepResult:
         registered = actions.registration(ctx, due, raw)
         if registered is None:
             return StepResult((done,))
-        why = f"a finished training ({due.reason}) is waiting to be registered"
-        return StepResult((registered, done), Verdict(PlanAction.REGISTER, why))
+        return StepResult((registered, done), finished_verdict(registered, due))
     resumed = " (resuming from its checkpoint)" if workspace.started() else ""
     return StepResult(
         (Training("running", f"training because {due.reason}"), Train(due)),
         Verdict(PlanAction.TRAIN, f"train because {due.reason}{resumed}"),
     )
+
+
+def finished_verdict(registered: Register, due: Due) -> Verdict:
+    """What a finished training waiting in its workspace comes to: its registration, or, when another
+    controller registered the same training meanwhile, a ``superseded`` record."""
+    if registered.decision.kind == LedgerKind.SUPERSEDED:
+        why = f"a finished training ({due.reason}) was registered as version {registered.decision.version} meanwhile"
+        return Verdict(PlanAction.NOTHING, f"{why}: recorded as superseded")
+    return Verdict(PlanAction.REGISTER, f"a finished training ({due.reason}) is waiting to be registered")
 
 
 def record_approvals(ctx: StepContext) -> StepResult:

@@ -72,6 +72,7 @@ class Workspace:
                 "reason": due.reason,
                 "specDigest": due.spec_digest,
                 "datasetDigest": due.dataset_digest,
+                "after": due.after,
                 "owner": owner,
             }
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -83,8 +84,13 @@ class Workspace:
         about = self.about()
         if not about:
             return None
+        after = about.get("after")
         return Due(
-            str(about.get("reason", "")), self.key, str(about.get("specDigest")), str(about.get("datasetDigest"))
+            str(about.get("reason", "")),
+            self.key,
+            str(about.get("specDigest")),
+            str(about.get("datasetDigest")),
+            after if isinstance(after, int) and not isinstance(after, bool) else 0,
         )
 
     def finished(self) -> bytes | None:
@@ -149,8 +155,9 @@ class Workspaces:
         ]
 
     def waiting(self, spec_digest: str, dataset_digest: str) -> Workspace | None:
-        """A finished training of this very spec and data whose artifact is still here: when another
-        controller registered a version first, this one's work is registered too, not thrown away."""
+        """A finished training of this very spec and data whose artifact is still here (a crash after
+        training, or a rebase that dropped its registration): it is registered, or recorded as
+        superseded when another controller registered the same training meanwhile."""
         for workspace in self.all():
             due = workspace.due()
             if (

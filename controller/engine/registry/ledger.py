@@ -21,9 +21,10 @@ LEDGER_FILE = "ledger.jsonl"
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 # entries whose data.usage counts against governance.qpuBudgetSeconds: trainings registered, failed
-# (what their jobs spent before the failure) or blocked, and evaluations a pipeline recorded
+# (what their jobs spent before the failure), blocked or superseded, and evaluations a pipeline recorded
 USAGE_KINDS = (
     LedgerKind.REGISTERED,
+    LedgerKind.SUPERSEDED,
     LedgerKind.FAILED,
     LedgerKind.BLOCKED,
     LedgerKind.EVALUATED,
@@ -246,14 +247,18 @@ class Ledger:
             if e.data.get("approver") and (e.data.get("signed") or not signed_only)
         }
 
-    def registered_digests(self) -> dict[str, int]:
-        """Artifact digest -> version, for idempotent registration."""
-        out: dict[str, int] = {}
+    def settled_digests(self) -> set[str]:
+        """The artifact digests the ledger decided about: registered, or superseded (never again)."""
+        found = self.of_kind(LedgerKind.REGISTERED, LedgerKind.SUPERSEDED)
+        return {d for e in found if isinstance(d := e.data.get("artifactDigest"), str)}
+
+    def registered_since(self, key: str, seq: int) -> Entry | None:
+        """The registration of training ``key`` recorded after entry ``seq`` (the ledger's newest entry
+        when that training was decided), if any: another controller ran the same training meanwhile."""
         for entry in self.of_kind(LedgerKind.REGISTERED):
-            digest = entry.data.get("artifactDigest")
-            if isinstance(digest, str) and entry.version is not None:
-                out[digest] = entry.version
-        return out
+            if entry.seq > seq and entry.data.get("trainingKey") == key:
+                return entry
+        return None
 
     def versions(self) -> list[int]:
         return [e.version for e in self.of_kind(LedgerKind.REGISTERED) if e.version is not None]
