@@ -11,7 +11,16 @@ from pathlib import Path
 from controller.cli import logs, signing
 from controller.engine.registry.trust import AllowedSigners, TrustError
 from controller.operator.gitsource import normalized_repo
-from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
+from controller.operator.settings import (
+    MAX_PEERING_LIFETIME,
+    MIN_PEERING_LIFETIME,
+    PEERING_LIFETIME,
+    OperatorConfig,
+    WebhookConfig,
+    WorkdirError,
+    default_workdir,
+    private_folder,
+)
 
 log = logging.getLogger("controller.cli.operator")
 WEBHOOK_OFF = (
@@ -96,6 +105,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="this replica's priority among its peers (default: drawn at random at start, so that one is active)",
     )
     parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=PEERING_LIFETIME,
+        help=f"seconds a replica's keep-alive stays valid; a standby resumes when it lapses (default {PEERING_LIFETIME})",
+    )
+    parser.add_argument(
         "--serving-image",
         default=env("QMLOPS_SERVING_IMAGE") or None,
         help="image of the Deployments that serve models with spec.serving (env QMLOPS_SERVING_IMAGE; "
@@ -159,6 +174,10 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError("--signed-since: needs --allowed-signers (there is nothing to check signatures with)")
     if args.peering_priority is not None and not args.peering:
         raise UsageError("--peering-priority goes with --peering")
+    if args.peering_lifetime != PEERING_LIFETIME and not args.peering:
+        raise UsageError("--peering-lifetime goes with --peering")
+    if not MIN_PEERING_LIFETIME <= args.peering_lifetime <= MAX_PEERING_LIFETIME:
+        raise UsageError(f"--peering-lifetime: between {MIN_PEERING_LIFETIME} and {MAX_PEERING_LIFETIME} seconds")
     if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
         raise UsageError("--webhook-self-signed goes with neither --webhook-cert nor --webhook-insecure")
     if args.executor == "jobs" and not args.job_image:
@@ -195,6 +214,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         training_workers=args.training_workers,
         peering=args.peering,
         peering_priority=args.peering_priority,
+        peering_lifetime=args.peering_lifetime,
         serving_git_secret=args.serving_git_secret,
         **({"serving_image": args.serving_image} if args.serving_image else {}),
         executor=args.executor,

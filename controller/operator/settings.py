@@ -22,6 +22,8 @@ FINALIZER = f"{GROUP}/finalizer"
 REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
 COMPONENT = "qmlops-operator"
 PEERING_NAME = "qmlops"  # the (Cluster)KopfPeering object the operators' replicas meet in
+PEERING_LIFETIME = 60  # kopf's default
+MIN_PEERING_LIFETIME, MAX_PEERING_LIFETIME = 15, 3600
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class OperatorConfig:
     # among peers the live one with the highest priority is active; peers of equal priority would all
     # pause (kopf's rule), so each process draws its own unless one is given
     peering_priority: int | None = None
+    peering_lifetime: int = PEERING_LIFETIME  # seconds a keep-alive stays valid (kopf renews it 5-10 s before)
     retry_backoff: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
     # how often a model waiting for approvals looks at Git again (approvals are commits, not events)
     approval_poll: float = 60.0
@@ -152,6 +155,7 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     if config.peering:
         # without its peering resources an operator must not run unpaused beside its peers
         settings.peering.mandatory = True
+        settings.peering.lifetime = config.peering_lifetime
         settings.peering.priority = (
             config.peering_priority if config.peering_priority is not None else secrets.randbelow(2**31 - 1) + 1
         )

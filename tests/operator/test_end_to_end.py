@@ -779,7 +779,7 @@ async def test_peered_operators_one_is_active_and_the_other_takes_over_when_it_s
             command = [sys.executable, "-m", "controller", "operator", "--repo", str(env.remote)]
             command += ["--workdir", str(tmp_path / role), "--kubeconfig", str(kubeconfig)]
             command += ["--webhook-port", "0", "--metrics-port", str(metrics_port), "--liveness-port", "0"]
-            command += ["--peering", "--peering-priority", str(priority)]
+            command += ["--peering", "--peering-priority", str(priority), "--peering-lifetime", "600"]
             processes[role] = await asyncio.create_subprocess_exec(
                 *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
             )

@@ -26,7 +26,7 @@ from controller.operator.checkpoints import (
 )
 from controller.operator.gitsource import GitCredentials, GitSource, GitSourceError, redact
 from controller.operator.kube import ApiAccess, ApiError, KubeClient, NotFound, merge_diff
-from controller.operator.settings import essence_storage
+from controller.operator.settings import essence_storage, kopf_settings
 from tests.support.kube import Client, KubeApi
 
 
@@ -439,6 +439,8 @@ def test_the_command_line_refuses_what_cannot_work() -> None:
         (["operator", "--repo", "x", "--git-secret", "nons"], "NAMESPACE/NAME"),
         (["operator", "--repo", "x", "--training-workers", "0"], "at least 1"),
         (["operator", "--repo", "x", "--webhook-self-signed", "--webhook-insecure"], "self-signed"),
+        (["operator", "--repo", "x", "--peering-lifetime", "120"], "goes with --peering"),
+        (["operator", "--repo", "x", "--peering", "--peering-lifetime", "5"], "between 15 and 3600"),
     ]:
         args = parser.parse_args(argv)
         if argv == ["operator"]:
@@ -449,6 +451,11 @@ def test_the_command_line_refuses_what_cannot_work() -> None:
         parser.parse_args(["operator", "--repo", "x", "-n", "a", "-n", "b", "--metrics-port", "0"])
     )
     assert config.namespaces == ("a", "b") and config.metrics_port is None
+    assert kopf_settings(config).peering.lifetime == 60, "kopf's default lifetime unless asked"
+    peered = operator_cli.build_config(
+        parser.parse_args(["operator", "--repo", "x", "--peering", "--peering-lifetime", "300"])
+    )
+    assert kopf_settings(peered).peering.lifetime == 300 and kopf_settings(peered).peering.mandatory
 
 
 def test_the_webhook_is_served_only_with_a_certificate(tmp_path: Path) -> None:
