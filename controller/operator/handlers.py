@@ -59,7 +59,10 @@ class Models:
         worker.seen(body)
         if _held_without_daemon(body, worker):
             await self.release(worker, body)  # before kopf lets the model go, in this same cycle
-        await self.pipelines.model_seen(namespace or "", name, (body.get("metadata") or {}).get("generation"))
+        meta = body.get("metadata") or {}
+        await self.pipelines.model_seen(
+            namespace or "", name, meta.get("generation"), deleting=bool(meta.get("deletionTimestamp"))
+        )
 
     def poke(self, namespace: str, name: str) -> None:
         """A pipeline changed the model's versions or champion: its worker looks again."""

@@ -141,10 +141,12 @@ class PipelineWorker:
         self.next_at: float | None = None
         self.retry_at: float | None = None
         self.failures = 0
+        self.last_failure: str | None = None  # the failure last announced by a Warning Event
         self.training_due = False
         self.licence: kopf.DaemonStopped | None = None
         self.written: dict[str, Any] | None = None
         self.closed = False
+        self.model_leaving = False  # its model is being deleted: a cell in training stops, nothing registers
         self._restored = False
         self._settled = asyncio.Event()
         self._settled.set()
@@ -220,7 +222,12 @@ class PipelineWorker:
             await self._settled.wait()
 
     def _stop_for(self, licence: kopf.DaemonStopped | None) -> Callable[[], bool]:
-        return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
+        return lambda: (
+            self.closed
+            or self.model_leaving
+            or self.runtime.closing.is_set()
+            or (licence is not None and bool(licence))
+        )
 
     # --- one reconcile -----------------------------------------------------------------------------
 
@@ -239,6 +246,8 @@ class PipelineWorker:
         model_name = self.model_name
         try:
             model = await self.runtime.read(API_VERSION, "quantummodels", self.namespace, model_name)
+            if model is not None and (model.get("metadata") or {}).get("deletionTimestamp"):
+                model = None  # the model is going: nothing more is trained or registered for it
             # off the event loop: the model's OpenQASM ansatz is parsed here
             problems, reading = await checks.run(
                 lambda: (review(body, model), workers.read(model) if model is not None else None),
@@ -293,7 +302,7 @@ class PipelineWorker:
                 return
             finally:
                 await self._keep_checkpoint(ref)
-        self.failures, self.retry_at = 0, None
+        self.failures, self.retry_at, self.last_failure = 0, None, None
         self._handled(generation, requested)
         self.next_at = time.monotonic() + looked.next_in if looked.next_in is not None else None
         outcome = looked.outcome
@@ -505,6 +514,7 @@ class PipelineWorker:
             delay,
             message,
         )
+        self.last_failure = workers.failure_event(self.body, reason, message, self.last_failure)
         self.runtime.metrics.failures.labels(reason=reason).inc()
         self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="failed").inc()
         failed = pipeline_status(self._before(), error=f"{reason}: {message}", **self._at(generation))
@@ -561,9 +571,15 @@ class Pipelines:
     def wait_for_model(self, namespace: str, model: str, worker: PipelineWorker) -> None:
         self.waiting.setdefault((namespace, model), {})[worker.uid] = worker
 
-    async def model_seen(self, namespace: str, model: str, generation: Any = None) -> None:
-        """A watch event of a QuantumModel: its pipelines look again when it appeared or its spec changed."""
+    async def model_seen(self, namespace: str, model: str, generation: Any = None, *, deleting: bool = False) -> None:
+        """A watch event of a QuantumModel: its pipelines look again when it appeared or its spec changed;
+        while it is being deleted their cells in training stop (a version of a model that is going is
+        never registered)."""
         key = (namespace, model)
+        if deleting:
+            self._leaving(key, True)
+            return
+        self._leaving(key, False)
         for worker in self.waiting.pop(key, {}).values():
             worker.poke(model_changed=True)
         if generation is None or self.model_generations.get(key) == generation:
@@ -577,8 +593,15 @@ class Pipelines:
 
     def model_gone(self, namespace: str, model: str) -> None:
         self.model_generations.pop((namespace, model), None)
+        self._leaving((namespace, model), True)
         for worker in list(self.workers.values()):
             if (worker.namespace, worker.model_name) == (namespace, model):
+                worker.poke(model_changed=True)
+
+    def _leaving(self, key: tuple[str, str], leaving: bool) -> None:
+        for worker in list(self.workers.values()):
+            if (worker.namespace, worker.model_name) == key and worker.model_leaving != leaving:
+                worker.model_leaving = leaving
                 worker.poke(model_changed=True)
 
     def job_ended(self, namespace: str, model: str) -> None:

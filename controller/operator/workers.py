@@ -139,6 +139,7 @@ class ModelWorker:
         self.next_at: float | None = None  # when the engine asked to look again (a schedule)
         self.retry_at: float | None = None
         self.failures = 0
+        self.last_failure: str | None = None  # the failure last announced by a Warning Event
         self._last_progress = 0.0
         self.body = kopf.Body(cast(kopf.RawBody, {}))  # until the first event
         self.written: dict[str, Any] | None = None
@@ -292,6 +293,7 @@ class ModelWorker:
             await self._failed(body, reading, err)
             return
         self.failures = 0
+        self.last_failure = None
         self.retry_at = None
         self._handled(reading)
         self.next_at = self._next_look(outcome)
@@ -538,6 +540,7 @@ class ModelWorker:
             message,
         )
         self._handled(reading)
+        self.last_failure = failure_event(body, reason, message, self.last_failure)
         self.runtime.metrics.failures.labels(reason=reason).inc()
         self.runtime.metrics.reconciles.labels(kind="QuantumModel", result="failed").inc()
         try:
@@ -545,6 +548,15 @@ class ModelWorker:
             await self._write_status(failed)
         except Exception as write_err:
             log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, write_err)
+
+
+def failure_event(body: Mapping[str, Any], reason: str, message: str, last: str | None) -> str:
+    """A Warning Event ``ReconcileFailed`` for a failed reconcile, once per distinct failure: a retry
+    that fails the same way says nothing new. Returns what was announced (scrubbed, bounded)."""
+    text = scrub(f"{reason}: {message}")[:1024]
+    if text != last and (body.get("metadata") or {}).get("uid"):
+        kopf.event(cast(kopf.Body, body), type="Warning", reason="ReconcileFailed", message=text)
+    return text
 
 
 def progress_status(

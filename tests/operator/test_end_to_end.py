@@ -488,6 +488,9 @@ async def test_git_unreachable_keeps_the_last_good_state_and_retries(env: Operat
             stalled = env.status()
             assert stalled["champion"] == good["champion"], "the champion is kept"
             assert "git" in env.condition("iris-tiny", "Stalled")["message"].lower()
+            await env.until(lambda: "ReconcileFailed" in env.reasons(), 30)
+            warned = next(e for e in env.events() if e["reason"] == "ReconcileFailed")
+            assert warned["type"] == "Warning" and str(hidden) not in warned["message"]
         finally:
             hidden.rename(env.remote)
         await env.until(

@@ -4,6 +4,7 @@ in the middle of a run resumes it without registering anything twice; bad input 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -249,10 +250,28 @@ async def test_a_remote_out_of_reach_shows_in_status_and_the_run_starts_once_it_
             await env.until(lambda: conditions(env).get("Ready", {}).get("reason") == "ReconcileFailed", 60)
             assert conditions(env)["Stalled"]["status"] == "False", "a failed reconcile is retried, not stalled"
             assert pipeline_status(env)["runs"] == []
+            await env.until(lambda: "ReconcileFailed" in env.reasons("sweep"), 30)
+            warned = [e for e in env.events("sweep") if e["reason"] == "ReconcileFailed"]
+            assert warned[0]["type"] == "Warning" and str(env.remote) not in warned[0]["message"]
+            await asyncio.sleep(2)  # the harness retries after 0.3, 0.6 and 1 s: each fails the same way
         finally:
             away.rename(env.remote)
         await env.until(lambda: pipeline_status(env).get("phase") == "Succeeded", 240)
     assert [e["kind"] for e in ledger(env)].count("run-started") == 1
+    assert env.reasons("sweep").count("ReconcileFailed") == 1, "a retry failing the same way says nothing new"
+
+
+async def test_a_model_deleted_mid_run_stops_its_pipelines_cell_and_registers_nothing(env: OperatorEnv) -> None:
+    hold = Hold(at=MODEL_ITERATIONS + 1)  # the model's own training ends before; the first cell is held
+    async with env.operator(trainer=hold):
+        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
+        await model_ready(env)
+        await env.client.create(sweep())
+        await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+        await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+        await env.until(lambda: env.kube.read("QuantumModel", NAMESPACE, "iris-tiny") is None, 60)
+        await env.until(lambda: conditions(env).get("Ready", {}).get("reason") == "ModelNotFound", 60)
+    assert registered_cells(env) == [], "the held cell stopped and registered nothing for a model that went"
 
 
 async def test_a_pipeline_deleted_mid_run_stops_its_training_before_it_goes(env: OperatorEnv) -> None:
