@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +146,43 @@ def test_model_index_keeps_comments_people_added(tmp_path: Path) -> None:
     assert "# Reviewed by the audit team, 2025-Q1.\n" in after
     changed = _changed_lines(annotated, after)
     assert all("entries" in line or "head" in line for line in changed), changed
+
+
+def test_an_untouched_model_index_is_rewritten_in_canonical_form_without_the_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.yaml"
+    entries: list[Any] = []
+    for at in ("2025-01-01T00:00:00Z", "2025-01-01T00:00:01Z"):
+        entries.append(
+            draft(entries[-1] if entries else None, at=at, kind="blocked", model="demo/m", version=None, message="x")
+        )
+        index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
+        assert index.is_canonical(path.read_text(), "demo", "m")
+
+    def no_round_trip(*_: Any, **__: Any) -> bool:
+        raise AssertionError("an untouched model.yaml was parsed round-trip")
+
+    monkeypatch.setattr(yamlio, "edit_file", no_round_trip)
+    entries.append(
+        draft(entries[-1], at="2025-01-01T00:00:02Z", kind="blocked", model="demo/m", version=None, message="y")
+    )
+    assert index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
+    assert not index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), [])), "nothing new"
+    text = path.read_text()
+    assert "entries: 3" in text and text.startswith(index.header("demo", "m"))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda text: text.replace("kind: ModelIndex\n", "kind: ModelIndex  # ours\n"),  # a comment
+        lambda text: text.replace("kind: ModelIndex\n", "kind: 'ModelIndex'\n"),  # a quote
+        lambda text: text + "extra: &a [1]\nmore: *a\n",  # an alias: never expanded to find out
+    ],
+)
+def test_a_model_index_people_changed_is_not_canonical(tmp_path: Path, change: Callable[[str], str]) -> None:
+    path = tmp_path / "model.yaml"
+    index.write(path, "demo", "m", index.summary("demo", "m", Ledger(), []))
+    assert index.is_canonical(path.read_text(), "demo", "m")
+    assert not index.is_canonical(change(path.read_text()), "demo", "m")

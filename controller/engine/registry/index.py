@@ -2,6 +2,11 @@
 
 Derived from the ledger and the version manifests (the sources of truth) after every decision, and
 edited round-trip: comments and order that people add survive, only the values change.
+
+A file nobody added anything to is exactly its canonical form (the header and the summary in one
+fixed style); it is then written again in canonical form with libyaml, without the pure-Python
+round-trip parse (most of a decision's cost on a model with many versions). A file people changed is
+not canonical and is edited round-trip, as always.
 """
 
 from __future__ import annotations
@@ -9,12 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from controller.engine.decisions import LedgerKind
 from controller.engine.registry import yamlio
 from controller.engine.registry.ledger import Ledger
 from controller.engine.registry.versions import API_VERSION, Version
+from controller.engine.registry.yamlio import write_atomic
 
 INDEX_FILE = "model.yaml"
 INDEX_KIND = "ModelIndex"
@@ -68,8 +75,12 @@ def _version_row(version: Version, ledger: Ledger) -> dict[str, Any]:
     return row
 
 
+CANONICAL_LIMIT = 4 * 1024 * 1024  # a larger model.yaml is edited round-trip, never parsed twice
+
+
 def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
-    """Bring ``path`` up to date with ``data`` round-trip; returns whether the file changed."""
+    """Bring ``path`` up to date with ``data``: in canonical form when the file is missing or nobody
+    changed it, round-trip otherwise; returns whether the file changed."""
 
     def change(documents: list[Any]) -> None:
         if not documents or not isinstance(documents[0], CommentedMap):
@@ -80,7 +91,56 @@ def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
         _set_or_clear(root, "champion", data["champion"])
         _update_rows(root, rows)
 
+    before = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not before.strip() or is_canonical(before, namespace, name):
+        fresh: list[Any] = [CommentedMap()]
+        change(fresh)  # the very edit, applied to an empty file
+        text = render(namespace, name, _plain(fresh[0]))
+        if text == before:
+            return False
+        write_atomic(path, text.encode("utf-8"))
+        return True
     return yamlio.edit_file(path, change, header=header(namespace, name))
+
+
+def render(namespace: str, name: str, summary: dict[str, Any]) -> str:
+    """The canonical model.yaml of ``summary`` (plain values): the header, then block style, keys in
+    their order, nothing wrapped."""
+    body = yaml.dump(summary, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True)
+    return header(namespace, name) + body
+
+
+def is_canonical(text: str, namespace: str, name: str) -> bool:
+    """Whether ``text`` is exactly the canonical form of what it says (nobody added a comment, moved a
+    key or changed a quote). Anchors and aliases never are (nothing is expanded to find out)."""
+    if len(text) > CANONICAL_LIMIT or "&" in text or "*" in text or not text.startswith(header(namespace, name)):
+        return False
+    try:
+        summary = yaml.load(text, Loader=_LOADER)  # a safe loader (libyaml's when built)
+    except yaml.YAMLError:
+        return False
+    return isinstance(summary, dict) and render(namespace, name, summary) == text
+
+
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """libyaml's safe dumper writing None as the round-trip editor does: nothing (``champion:``)."""
+
+
+_Dumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar("tag:yaml.org,2002:null", ""))
+_DUMPER = _Dumper
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _plain(value: Any) -> Any:
+    """Round-trip objects as plain values (a ruamel scalar subclass as its base type)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
 
 
 def _set_or_clear(root: CommentedMap, key: str, value: dict[str, Any] | None) -> None:
