@@ -89,6 +89,14 @@ class Models:
             if model:  # a pipeline's cell: its pipelines look again
                 self.pipelines.job_ended(str(body.get("metadata", {}).get("namespace")), str(model))
 
+    async def evaluation_job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+        """An evaluation Job changed (a pipeline's evaluate step, the jobs executor): once it has
+        ended, the pipelines of its model look again (its result is theirs to record)."""
+        meta = body.get("metadata") or {}
+        model = (meta.get("labels") or {}).get(jobs.MODEL_LABEL)
+        if event.get("type") != "DELETED" and jobs.finished(body) and model:
+            self.pipelines.job_ended(str(meta.get("namespace")), str(model))
+
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any
     ) -> None:
@@ -186,6 +194,14 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         kopf.on.event(
             "batch", "v1", "jobs", id="training-jobs", labels={jobs.COMPONENT_LABEL: jobs.COMPONENT}, registry=registry
         )(models.job)
+        kopf.on.event(
+            "batch",
+            "v1",
+            "jobs",
+            id="evaluation-jobs",
+            labels={jobs.COMPONENT_LABEL: jobs.EVALUATION},
+            registry=registry,
+        )(models.evaluation_job)
 
     @kopf.on.probe(id="workers", registry=registry)
     def workers(**_: Any) -> dict[str, int]:

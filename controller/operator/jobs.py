@@ -24,14 +24,15 @@ import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from controller.api import GROUP
 from controller.engine.quantities import ceiling_problems
-from controller.engine.reconcile.executor import Running, TrainingRequest
+from controller.engine.reconcile.executor import EvaluationRequest, Running, TrainingRequest, evaluation_key
+from controller.engine.reconcile.state import Due
 from controller.engine.text import scrub
 from controller.operator.checkpoints import MODEL_LABEL, ModelRef
 from controller.operator.kube import Conflict, KubeClient, NotFound, resource_path
@@ -284,6 +285,9 @@ class JobExecutor:
     def train(self, request: TrainingRequest) -> bytes | Running | None:
         return self.runtime.on_loop(self.carry_out(request))
 
+    def evaluate(self, request: EvaluationRequest) -> dict[str, Any] | Running | None:
+        return self.runtime.on_loop(EvaluationJobs(self).carry_out(request))
+
     async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
         if not request.spec.dataset.source.startswith("builtin:"):
             raise JobFailed("dataset.source: the jobs executor trains builtin datasets only (a Job has no checkout)")
@@ -419,3 +423,286 @@ class JobWatch:
         elif state == "Complete" and before[1] != "Complete":
             events.append(("Normal", "TrainingJobSucceeded", f"Job {name} finished its training"))
         return events
+
+
+# --- evaluations --------------------------------------------------------------------------------------
+#
+# A pipeline's `evaluate` step scores each (version, backend) as a Job too, the way a training runs:
+# a ConfigMap named like the Job holds what to score (the resolved spec, the version's artifact JSON,
+# the backend and shots; for a `fake:` backend the repository's calibrations/), the Job runs
+# `qmlops evaluate-job` (controller/cli/evaluate_job.py), which puts the result JSON there with its
+# SHA-256 beside it; the operator checks it (the model owns the ConfigMap, the SHA-256, the version and
+# backend it is for, nothing but an evaluation's fields) and hands it to the engine, which records it
+# as the `evaluated` entry an in-process evaluation writes. A failed Job, or a result refused, is a
+# failed evaluation, and its Job and ConfigMap go then (a later run evaluates afresh); a finished
+# one's go once its `evaluated` entry is pushed (`clear_evaluations`).
+
+EVALUATION = "evaluation"  # the component label of an evaluation's Job and ConfigMap
+EVALUATION_KEY_LABEL = f"{GROUP}/evaluation-key"
+EVALUATION_OWNER = "pipeline"  # evaluations are a pipeline's
+WANTED_KEY = "evaluation.json"  # data: the version (number, digest), backend, shots, QPU seconds spent
+VERSION_KEY = "version.json"  # data: the version's artifact JSON
+CALIBRATION_PREFIX = "calibrations."  # data: the repository's calibrations/<device>.json, one key each
+RESULT_KEY = "result.json"  # binaryData: the evaluation's JSON
+RESULT_DIGEST = f"{GROUP}/result-sha256"
+EVALUATION_FAILURE = f"{GROUP}/evaluation-failure"  # the evaluation's own message, when it failed for good
+MAX_EVALUATION_BYTES = 900 * 1024  # what an evaluation's ConfigMap may hold (the API's limit is 1 MiB)
+# what an evaluation's JSON may hold (``Evaluation.to_json()``) and the Job adds (the version it scored)
+RESULT_FIELDS = frozenset({"backend", "device", "metrics", "shots", "rows", "usage", "calibration", "lineage"})
+
+
+def evaluation_job_name(model: str, key: str) -> str:
+    """The Job (and ConfigMap) of one evaluation: from the model's name and the evaluation key."""
+    return f"{job_name(model, key)}-eval"
+
+
+def evaluation_labels(model: str, key: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "qmlops",
+        COMPONENT_LABEL: EVALUATION,
+        MODEL_LABEL: model,
+        EVALUATION_KEY_LABEL: key,
+        OWNER_LABEL: EVALUATION_OWNER,
+    }
+
+
+def evaluation_job_body(request: EvaluationRequest, ref: ModelRef, settings: JobSettings) -> dict[str, Any]:
+    """A training's Job (the same image, security context, ServiceAccount, resources and placement
+    from the spec, the credentials Secret mounted), named and labelled as the evaluation's, running
+    ``qmlops evaluate-job``."""
+    as_training = TrainingRequest(
+        namespace=request.namespace,
+        name=request.name,
+        spec=request.spec,
+        due=Due(f"evaluating version {request.version} on {request.backend}", request.key, "", ""),
+        checkpoint_dir=Path(),
+        repo_root=request.repo_root,
+        credentials=None,
+        budget_used_seconds=request.budget_used_seconds,
+        on_progress=None,
+        should_stop=None,
+        owner=EVALUATION_OWNER,
+    )
+    job = job_body(as_training, ref, settings)
+    name = evaluation_job_name(request.name, request.key)
+    job["metadata"]["name"] = name
+    job["metadata"]["labels"] = evaluation_labels(request.name, request.key)
+    job["spec"]["template"]["metadata"]["labels"] = evaluation_labels(request.name, request.key)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container["args"] = [
+        "evaluate-job",
+        "--namespace",
+        request.namespace,
+        "--configmap",
+        name,
+        "--evaluation-key",
+        request.key,
+    ]
+    return job
+
+
+def repository_calibrations(repo_root: Path) -> dict[str, str]:
+    """The repository's ``calibrations/*.json`` (a ``fake:`` backend runs under its device's file):
+    regular files inside the work tree, as ConfigMap keys."""
+    from controller.engine.containment import OutsideWorkTree, inside_work_tree
+
+    folder = repo_root / "calibrations"
+    if folder.is_symlink() or not folder.is_dir():
+        return {}
+    found: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".json" or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            inside_work_tree(repo_root, f"calibrations/{path.name}")
+        except OutsideWorkTree:
+            continue
+        if path.stat().st_size > MAX_EVALUATION_BYTES:
+            raise JobFailed(f"calibrations/{path.name}: over {MAX_EVALUATION_BYTES} bytes, too large for a Job")
+        found[f"{CALIBRATION_PREFIX}{path.name}"] = path.read_text(errors="replace")
+    return found
+
+
+def evaluation_configmap_body(request: EvaluationRequest, ref: ModelRef) -> dict[str, Any]:
+    from controller.engine.registry.canonical import canonical_bytes
+
+    wanted = {
+        "version": request.version,
+        "versionDigest": request.version_digest,
+        "backend": request.backend,
+        "shots": request.shots,
+        "budgetUsedSeconds": request.budget_used_seconds,
+    }
+    data = {
+        SPEC_KEY: request.spec.model_dump_json(by_alias=True, exclude_none=True),
+        VERSION_KEY: canonical_bytes(request.artifact).decode(),
+        WANTED_KEY: canonical_bytes(wanted).decode(),
+    }
+    if request.backend.startswith("fake:"):
+        data.update(repository_calibrations(request.repo_root))
+    size = sum(len(k) + len(v.encode()) for k, v in data.items())
+    if size > MAX_EVALUATION_BYTES:
+        raise JobFailed(
+            f"version {request.version} on {request.backend}: its spec, artifact and calibrations are {size} bytes, "
+            f"over the {MAX_EVALUATION_BYTES} an evaluation's ConfigMap holds"
+        )
+    name = evaluation_job_name(request.name, request.key)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": request.namespace,
+            "labels": evaluation_labels(request.name, request.key),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "data": data,
+    }
+
+
+def _no_constant(word: str) -> Any:
+    raise ValueError(f"{word} is not a number JSON allows")
+
+
+def result_of(configmap: Mapping[str, Any], request: EvaluationRequest, owner_uid: str) -> dict[str, Any]:
+    """The finished evaluation's JSON as the Job left it, checked: the model owns the ConfigMap, the
+    bytes match the SHA-256 beside them, it is an evaluation of this version on this backend with these
+    shots, and it holds an evaluation's fields only. Returned as the engine's in-process evaluation
+    returns it (without the version the Job echoed)."""
+    import json
+
+    meta = configmap.get("metadata") or {}
+    name = meta.get("name")
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or ()}
+    if owner_uid not in owners or (meta.get("labels") or {}).get(EVALUATION_KEY_LABEL) != request.key:
+        raise JobResultRefused(f"ConfigMap {name} is not this evaluation's")
+    encoded = (configmap.get("binaryData") or {}).get(RESULT_KEY)
+    if not encoded:
+        raise JobResultRefused(f"ConfigMap {name} holds no evaluation result")
+    raw = base64.b64decode(encoded)
+    if (meta.get("annotations") or {}).get(RESULT_DIGEST) != hashlib.sha256(raw).hexdigest():
+        raise JobResultRefused(f"ConfigMap {name}: the evaluation result does not match its SHA-256")
+    try:
+        result = json.loads(raw, parse_constant=_no_constant)
+    except ValueError:
+        raise JobResultRefused(f"ConfigMap {name}: the evaluation result is not JSON") from None
+    if not isinstance(result, dict):
+        raise JobResultRefused(f"ConfigMap {name}: the evaluation result is not a JSON object")
+    scored = (result.pop("versionDigest", None), result.get("backend"), result.get("shots"))
+    if scored != (request.version_digest, request.backend, request.shots):
+        raise JobResultRefused(
+            f"ConfigMap {name}: the result is not of version {request.version} on {request.backend} "
+            f"with {request.shots} shots"
+        )
+    unknown = sorted(set(result) - RESULT_FIELDS)
+    if unknown or not isinstance(result.get("metrics"), dict) or not isinstance(result.get("usage"), dict):
+        raise JobResultRefused(f"ConfigMap {name}: the result is not an evaluation's (fields {unknown[:5]})")
+    return result
+
+
+class EvaluationJobs:
+    """The jobs executor's evaluations: each (version, backend) a Job, asked without waiting."""
+
+    def __init__(self, executor: JobExecutor) -> None:
+        self.executor = executor
+
+    @property
+    def client(self) -> KubeClient:
+        return self.executor.client
+
+    async def carry_out(self, request: EvaluationRequest) -> dict[str, Any] | Running | None:
+        if not request.spec.dataset.source.startswith("builtin:"):
+            raise JobFailed("dataset.source: the jobs executor evaluates builtin datasets only (a Job has no checkout)")
+        over = ceiling_problems(
+            request.spec.model_dump(by_alias=True, exclude_none=True), self.executor.settings.ceiling
+        )
+        if over:
+            raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
+        ns = request.namespace
+        model = await self.client.get(resource_path(f"{GROUP}/v1alpha1", "quantummodels", ns, request.name))
+        uid = str(model["metadata"]["uid"])
+        ref = ModelRef(ns, request.name, uid)
+        name = evaluation_job_name(request.name, request.key)
+        running = Running(name, f"evaluating version {request.version} on {request.backend}, in Job {name}")
+        job = await self.executor._get("batch/v1", "jobs", ns, name)
+        if job is None and not request.start:
+            return None
+        if job is None:
+            await self._configmap(evaluation_configmap_body(request, ref))
+            try:
+                await self.client.create(
+                    resource_path("batch/v1", "jobs", ns), evaluation_job_body(request, ref, self.executor.settings)
+                )
+                self.executor.runtime.metrics.evaluation_jobs_started.inc()
+                log.info(
+                    "%s/%s: version %s on %s is evaluated in Job %s",
+                    ns,
+                    request.name,
+                    request.version,
+                    request.backend,
+                    name,
+                )
+            except Conflict:  # created meanwhile (another thread, a peer): adopted below
+                job = await self.executor._get("batch/v1", "jobs", ns, name)
+            if job is None:
+                return running
+        found = (job.get("metadata") or {}).get("labels") or {}
+        if (found.get(MODEL_LABEL), found.get(EVALUATION_KEY_LABEL)) != (request.name, request.key):
+            raise JobFailed(f"Job {name} exists for another evaluation: delete it to evaluate again")
+        state = finished(job)
+        if state == "Complete":
+            configmap = await self.client.get(resource_path("v1", "configmaps", ns, name))
+            try:
+                return result_of(configmap, request, uid)
+            except JobResultRefused:
+                await delete_training(self.client, ns, name)  # a later run evaluates afresh
+                raise
+        if state == "Failed":
+            why = await self.why_failed(ns, name)
+            await delete_training(self.client, ns, name)
+            raise JobFailed(why)
+        return running
+
+    async def why_failed(self, namespace: str, name: str) -> str:
+        """The evaluation's own message when it failed for good, else why its last pod ended."""
+        configmap = await self.executor._get("v1", "configmaps", namespace, name)
+        said = ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(EVALUATION_FAILURE)
+        if said:
+            return scrub(str(said))
+        reason, code = await last_termination(self.client, namespace, name)
+        return f"evaluation Job {name} failed: {describe(reason, code)}"
+
+    async def _configmap(self, body: dict[str, Any]) -> None:
+        """A fresh ConfigMap: one left by an earlier Job of this evaluation (its result refused, its Job
+        deleted) is replaced, so that nothing of it is read again."""
+        path = resource_path("v1", "configmaps", body["metadata"]["namespace"])
+        try:
+            await self.client.create(path, body)
+        except Conflict:
+            with contextlib.suppress(NotFound):
+                await self.client.delete(f"{path}/{body['metadata']['name']}")
+            await self.client.create(path, body)
+
+
+def pushed_evaluations(entries: Iterable[Any]) -> frozenset[str]:
+    """The evaluation keys of ``evaluated`` ledger entries (``Entry``): whose Jobs may go."""
+    keys = set()
+    for entry in entries:
+        data = entry.data
+        if isinstance(data.get("shots"), int):
+            keys.add(evaluation_key(str(data.get("versionDigest")), str(data.get("backend")), data["shots"]))
+    return frozenset(keys)
+
+
+async def clear_evaluations(client: KubeClient, namespace: str, model: str, pushed: frozenset[str]) -> int:
+    """The model's finished evaluation Jobs whose ``evaluated`` entry is pushed (``pushed`` keys)
+    deleted, with their ConfigMaps (one list); how many."""
+    selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{EVALUATION}"
+    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
+    cleared = 0
+    for job in (await client.get(path)).get("items") or ():
+        meta = job.get("metadata") or {}
+        if finished(job) == "Complete" and (meta.get("labels") or {}).get(EVALUATION_KEY_LABEL) in pushed:
+            await delete_training(client, namespace, str(meta.get("name")))
+            cleared += 1
+    return cleared

@@ -53,6 +53,9 @@ class Metrics:
         self.jobs_failed = Counter(
             "qmlops_training_jobs_failed", "Training Jobs that failed, by reason", ["reason"], registry=r
         )
+        self.evaluation_jobs_started = Counter(
+            "qmlops_evaluation_jobs_started", "Evaluation Jobs created (a pipeline's evaluate step)", registry=r
+        )
         self.pipeline_runs = Counter(
             "qmlops_pipeline_runs", "QuantumPipeline runs finished, by result", ["result"], registry=r
         )

@@ -53,7 +53,7 @@ from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutco
 from controller.engine.reconcile.state import next_cron_tick
 from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
-from controller.operator import checkpoints, checks, workers
+from controller.operator import checkpoints, checks, jobs, workers
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
 from controller.operator.settings import REQUESTED_AT
@@ -123,6 +123,7 @@ class PipelineDue(Exception):
 class Looked:
     outcome: PipelineOutcome
     next_in: float | None  # seconds until the next look (a schedule tick, a look at Git)
+    evaluated: frozenset[str] = frozenset()  # the evaluation keys pushed as `evaluated` (their Jobs may go)
 
 
 class PipelineWorker:
@@ -328,6 +329,15 @@ class PipelineWorker:
                 self._event(decision.kind, decision.message, decision.version, decision.commit)
         self._count(before, outcome.runs)
         self.runtime.metrics.reconciles.labels(kind="QuantumPipeline", result="ok").inc()
+        if looked.evaluated:
+            await self._clear_evaluations(model_name, looked.evaluated)
+
+    async def _clear_evaluations(self, model: str, pushed: frozenset[str]) -> None:
+        """The evaluation Jobs whose results are pushed, with their ConfigMaps, deleted."""
+        try:
+            await jobs.clear_evaluations(self.runtime.client, self.namespace, model, pushed)
+        except Exception as err:  # they go with the model at the latest
+            log.warning("%s/%s: evaluation Jobs not cleared: %s", self.namespace, self.name, type(err).__name__)
 
     def _look(
         self,
@@ -358,7 +368,11 @@ class PipelineWorker:
             registry.publish()  # the run's start, recorded before the work it cannot do unlicensed
             runs = runs_of(registry.ledger(ref.namespace, ref.name), pipeline.metadata.name)
             raise PipelineDue(str(due), runs) from due
-        return Looked(outcome, self._next_in(pipeline, outcome.runs, reconciler.now()))
+        evaluated: frozenset[str] = frozenset()
+        if self.runtime.config.executor == "jobs" and any(d.kind == LedgerKind.EVALUATED for d in outcome.decisions):
+            ledger = registry.ledger(ref.namespace, ref.name)
+            evaluated = jobs.pushed_evaluations(ledger.of_kind(LedgerKind.EVALUATED))
+        return Looked(outcome, self._next_in(pipeline, outcome.runs, reconciler.now()), evaluated)
 
     def _next_in(self, pipeline: QuantumPipeline, runs: list[Run], now: datetime) -> float | None:
         """Seconds to the next schedule tick, or to the next look at Git: for a gitChange trigger, or

@@ -1,5 +1,6 @@
 """A sweep whose cells train elsewhere (the operator's Jobs): each reconcile starts no more cells than
-the step's ``parallelism``, registers each finished one once, and the run goes on once all have."""
+the step's ``parallelism``, registers each finished one once, and the run goes on once all have; its
+evaluations are scored elsewhere too, ``parallelism`` at a time, each recorded once."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def test_four_cells_train_elsewhere_two_at_a_time_and_register_once(repos: Repos
         elsewhere.join()
     assert len(elsewhere.started) == 4 and elsewhere.most_at_once == 2
     assert kinds(work).count("registered") == 4
+    # the evaluate step's 4 versions x 2 backends were scored elsewhere too, as many at once
+    assert len(elsewhere.evaluated) == 8 == len(set(elsewhere.evaluated))
+    assert kinds(work).count("evaluated") == 8
     assert kinds(work)[-1] == "run-finished"
     runs = controller.once()
     assert len(elsewhere.started) == 4 and kinds(work).count("registered") == 4, runs

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from controller.api.quantummodel import Phase
 from controller.engine import training
 from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import Reconciler
-from controller.engine.reconcile.executor import Running, TrainingRequest
+from controller.engine.reconcile.executor import EvaluationRequest, InProcess, Running, TrainingRequest
 from controller.engine.registry import Registry
 from tests.registry.repos import Repos
 from tests.registry.test_loop import reconcile_all, seeded
@@ -35,7 +36,9 @@ class Elsewhere:
         self.started: list[str] = []
         self.most_at_once = 0
         self.go = threading.Event()
-        self.runs: dict[str, concurrent.futures.Future[bytes]] = {}
+        self.runs: dict[str, concurrent.futures.Future[Any]] = {}
+        self.evaluated: list[str] = []  # the evaluation keys, in the order they were started
+        self.scoring: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
 
     def running(self) -> int:
         return sum(1 for run in self.runs.values() if not run.done())
@@ -59,6 +62,27 @@ class Elsewhere:
             self.runs[key] = _ELSEWHERE.submit(run)
             self.most_at_once = max(self.most_at_once, self.running())
         return Running(f"elsewhere-{key[:12]}", "training elsewhere")
+
+    def evaluate(self, request: EvaluationRequest) -> dict[str, Any] | Running | None:
+        """As :meth:`train`: the first call starts the evaluation on the thread, later ones answer
+        Running until it has finished, then its JSON."""
+        run = self.scoring.get(request.key)
+        if run is not None and run.done():
+            return run.result()
+        if run is None and not request.start:
+            return None
+        if run is None:
+            self.evaluated.append(request.key)
+            go = self.go
+
+            def score() -> dict[str, Any]:
+                go.wait()
+                return dict(InProcess(training.train).evaluate(request) or {})
+
+            self.scoring[request.key] = run = _ELSEWHERE.submit(score)
+            self.runs[f"evaluation-{request.key}"] = run
+            self.most_at_once = max(self.most_at_once, self.running())
+        return Running(f"elsewhere-{request.key[:12]}", "evaluating elsewhere")
 
     def join(self) -> None:
         self.go.set()

@@ -1,4 +1,5 @@
-"""Where a training runs: the executor that carries out a ``Train`` intent.
+"""Where a training (or a pipeline's evaluation) runs: the executor that carries out a ``Train`` intent
+and each scoring of an ``EvaluateVersions`` intent.
 
 ``actions.train`` hands every training (a model's own, a pipeline's cell) to the reconciler's
 executor with a :class:`TrainingRequest`. The executor answers with the finished artifact (its JSON,
@@ -10,6 +11,10 @@ training raises, as the trainer does; a stopped one raises ``TrainingStopped``.
 :class:`InProcess` trains here, in this thread, with the reconciler's trainer: what ``qmlops run``
 does and the operator's default. The operator's Jobs executor lives in the operator (the engine
 imports no Kubernetes client).
+
+A pipeline's ``evaluate`` step asks the same executor for each (version, backend) with an
+:class:`EvaluationRequest`: the answer is the evaluation's JSON (``Evaluation.to_json()``, what the
+step records as an ``evaluated`` entry), :class:`Running`, or None (not started, ``start`` false).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller.api.quantummodel import QuantumModelSpec
-from controller.engine.reconcile.state import Due
+from controller.engine.reconcile.state import Due, training
+from controller.engine.registry.canonical import digest_of
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,33 @@ class TrainingRequest:
 
 
 @dataclass(frozen=True)
+class EvaluationRequest:
+    """One evaluation of a pipeline's ``evaluate`` step, as its executor takes it: the model, the
+    version (its number, digest and artifact JSON), the resolved spec it is scored with, the backend
+    and shots, the evaluation key (:func:`evaluation_key`), and what the evaluation is given."""
+
+    namespace: str
+    name: str
+    version: int
+    version_digest: str
+    artifact: dict[str, Any]
+    spec: QuantumModelSpec
+    backend: str
+    shots: int | None
+    key: str
+    repo_root: Path
+    credentials: Callable[[], Any] | None
+    budget_used_seconds: float
+    start: bool = True  # false: report on an evaluation started before, start none
+
+
+def evaluation_key(version_digest: str, backend: str, shots: int | None) -> str:
+    """The key of one evaluation: what is scored (the version), where and with how many shots; the
+    same evaluation has the same key whoever computes it (an operator restarted adopts its Job)."""
+    return digest_of([version_digest, backend, "" if shots is None else str(shots)])[7:23]
+
+
+@dataclass(frozen=True)
 class Running:
     """The training runs elsewhere and has not finished: ``job`` names where (shown in status)."""
 
@@ -58,6 +91,10 @@ class Executor(Protocol):
     def train(self, request: TrainingRequest) -> bytes | Running | None:
         """The finished artifact's JSON, or :class:`Running`, or None when ``request.start`` is false
         and the training was not started; raises when the training failed."""
+
+    def evaluate(self, request: EvaluationRequest) -> dict[str, Any] | Running | None:
+        """The finished evaluation's JSON, or :class:`Running`, or None when ``request.start`` is
+        false and the evaluation was not started; raises when the evaluation failed."""
 
 
 class InProcess:
@@ -80,3 +117,16 @@ class InProcess:
         )
         raw: bytes = artifact.to_json()
         return raw
+
+    def evaluate(self, request: EvaluationRequest) -> dict[str, Any] | Running | None:
+        result = training().evaluate(
+            request.artifact,
+            request.spec,
+            request.backend,
+            shots=request.shots,
+            repo_root=request.repo_root,
+            credentials=request.credentials,
+            budget_used_seconds=request.budget_used_seconds,
+        )
+        found: dict[str, Any] = result.to_json()
+        return found

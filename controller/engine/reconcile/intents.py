@@ -124,13 +124,15 @@ class TrainCells:
 @dataclass(frozen=True)
 class EvaluateVersions:
     """Score versions on backends (one primitive job each) and record each result as ``evaluated``.
-    ``pairs`` are ``(version, backend)``."""
+    ``pairs`` are ``(version, backend)``; ``parallelism``: how many run at once when the executor
+    runs them elsewhere (the operator's Jobs; here they run one after another)."""
 
     step: str
     pairs: tuple[tuple[int, str], ...]
     shots: int | None
     retries: int
     backoff: float
+    parallelism: int = 1
 
 
 Work = Train | Register | TrainCells | EvaluateVersions  # intents the effects carry out (or a dry run stops at)

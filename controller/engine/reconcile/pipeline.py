@@ -27,7 +27,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,7 +44,7 @@ from controller.engine.pipelines.cells import Cell, cells_of
 from controller.engine.pipelines.runs import Run, runs_of
 from controller.engine.pipelines.triggers import Start, due_run, waiting_for_monitoring
 from controller.engine.reconcile import actions
-from controller.engine.reconcile.executor import Running
+from controller.engine.reconcile.executor import EvaluationRequest, Running, evaluation_key
 from controller.engine.reconcile.intents import (
     EvaluateVersions,
     Intent,
@@ -64,6 +64,8 @@ from controller.engine.registry.store import TRAILER_MODEL
 from controller.engine.registry.versions import Version
 from controller.engine.status import describe_failure
 
+W = TypeVar("W")  # a piece of work an executor runs elsewhere (a cell, an evaluation)
+R = TypeVar("R")  # its result (an artifact's JSON, an evaluation's)
 PIPELINE_OWNER = "pipeline"  # the owner a cell's workspace records (the model's sweep leaves it alone)
 ATTEMPTS = 3
 PipelineStep = Callable[["PipelineContext"], StepResult]
@@ -471,13 +473,10 @@ def _cells_elsewhere(
     on_progress: Callable[[Any], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> list[Intent]:
-    """The cells when the executor trains elsewhere (the operator's Jobs): each is asked, in order,
-    without waiting; a finished one is registered, a running one counts against ``parallelism``, and
-    new ones start while fewer than ``parallelism`` run. Those still running or not started stay
-    pending: the step concludes in a later reconcile (the operator's, when a Job changes). A failed
+    """The cells when the executor trains elsewhere (the operator's Jobs), asked as
+    :func:`ask_elsewhere` says: a finished one is registered; those still running or not started stay
+    pending, and the step concludes in a later reconcile (the operator's, when a Job changes). A failed
     Job is the cell's failure (its pods were retried up to the Job's backoffLimit)."""
-    running = 0
-    not_started: list[CellTraining] = []
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
         state = dataclasses.replace(ctx.state, spec=cell.spec)
@@ -491,37 +490,62 @@ def _cells_elsewhere(
             start=start,
         )
 
-    def settle(cell: CellTraining, start: bool) -> bool:
-        """Ask about ``cell``; False when it failed and the run fails fast."""
+    def finished(cell: CellTraining, raw: bytes) -> None:
+        cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+        registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
+        if registered is not None:
+            record(ctx, registered.decision)
+
+    def failed(cell: CellTraining, err: Exception) -> None:
+        failures[cell.cell.id] = describe_failure(err)
+
+    ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
+    return []
+
+
+def ask_elsewhere(
+    items: Sequence[W],
+    ask: Callable[[W, bool], R | Running | None],
+    finished: Callable[[W, R], None],
+    failed: Callable[[W, Exception], None],
+    parallelism: int,
+    fail_fast: bool,
+) -> None:
+    """Pieces of work the executor runs elsewhere (cells' trainings, evaluations), each asked in order
+    without waiting: ``ask(item, start=False)`` first, so that a finished one is handed to
+    ``finished`` and a running one counts against ``parallelism``; then new ones start
+    (``ask(item, start=True)``) while fewer than ``parallelism`` run. One that failed is handed to
+    ``failed``; with ``fail_fast`` nothing more is asked. A stopped training raises."""
+    running = 0
+    not_started: list[W] = []
+
+    def settle(item: W, start: bool) -> bool:
+        """Ask about ``item``; False when it failed and the work fails fast."""
         nonlocal running
         try:
-            result = ask(cell, start)
+            result = ask(item, start)
         except Exception as err:
             if isinstance(err, training().TrainingStopped):
                 raise
-            failures[cell.cell.id] = describe_failure(err)
-            return not intent.fail_fast
+            failed(item, err)
+            return not fail_fast
         if result is None:
-            not_started.append(cell)
+            not_started.append(item)
         elif isinstance(result, Running):
             running += 1
         else:
-            cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-            registered = actions.registration(cell_ctx, cell.due, result, cell.about)
-            if registered is not None:
-                record(ctx, registered.decision)
+            finished(item, result)
         return True
 
-    for cell in intent.cells:
-        if not settle(cell, start=False):
-            return []
-    for cell in list(not_started):
-        if running >= intent.parallelism:
+    for item in items:
+        if not settle(item, start=False):
+            return
+    for item in list(not_started):
+        if running >= parallelism:
             break
-        not_started.remove(cell)
-        if not settle(cell, start=True):
-            return []
-    return []
+        not_started.remove(item)
+        if not settle(item, start=True):
+            return
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------
@@ -562,7 +586,9 @@ def evaluate(step: Step) -> PipelineStep:
         )
         if not pairs:
             return StepResult()
-        intent = EvaluateVersions(step.name, pairs, shots, step.retries, _seconds(step.retry_backoff))
+        train_step = _upstream(ctx, step, "train")
+        parallelism = train_step.train.parallelism if train_step and train_step.train else 1
+        intent = EvaluateVersions(step.name, pairs, shots, step.retries, _seconds(step.retry_backoff), parallelism)
         versions = len({v for v, _ in pairs})
         why = f"run {run.id}: step {step.name}: evaluate {versions} versions ({len(pairs)} jobs)"
         return StepResult((intent,), Verdict(PlanAction.TRAIN, why))
@@ -610,45 +636,74 @@ def carry_out_evaluations(
     credentials: Callable[[], Any] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[Intent]:
-    """Each (version, backend) scored in one job, in turn; each result an ``evaluated`` entry."""
+    """Each (version, backend) scored in one job by the reconciler's executor; each result an
+    ``evaluated`` entry. Here, one after another, a failed one retried ``retries`` times with backoff
+    when retrying can help; elsewhere (the operator's Jobs), as :func:`ask_elsewhere` says, at most
+    ``parallelism`` at a time: those still running leave the step open until a later reconcile."""
     assert isinstance(ctx, PipelineContext)
     run = ctx.open_run()
     assert run is not None
     failures: dict[tuple[int, str], str] = ctx.notes.setdefault(f"evaluation-failures:{intent.step}", {})
     out: list[Intent] = []
-    evaluate_fn = training().evaluate
+    executor = ctx.services.executor
+    budget_used = ctx.state.ledger.qpu_seconds(ctx.state.now)
+    pairs: list[tuple[Version, str]] = []
     for number, backend in intent.pairs:
         version = ctx.state.version(number)
         if version is None:
             failures[(number, backend)] = "the version is not in the registry"
             continue
-        spec = _spec_of(ctx, version)
+        pairs.append((version, backend))
+
+    def request(pair: tuple[Version, str], start: bool = True) -> EvaluationRequest:
+        version, backend = pair
+        return EvaluationRequest(
+            namespace=ctx.state.namespace,
+            name=ctx.state.name,
+            version=version.number,
+            version_digest=version.digest,
+            artifact=version.artifact,
+            spec=_spec_of(ctx, version),
+            backend=backend,
+            shots=intent.shots,
+            key=evaluation_key(version.digest, backend, intent.shots),
+            repo_root=ctx.services.registry.repo,
+            credentials=credentials,
+            budget_used_seconds=budget_used,
+            start=start,
+        )
+
+    def evaluated(pair: tuple[Version, str], result: dict[str, Any]) -> None:
+        version, backend = pair
+        metrics = {k: v for k, v in (result.get("metrics") or {}).items() if isinstance(v, int | float)}
+        accuracy = f": accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
+        calibration = f" (calibration of {result['calibration']})" if result.get("calibration") else ""
+        message = f"version {version.number} evaluated on {backend}{calibration}{accuracy}"
+        data = {**result, "metrics": metrics, "versionDigest": version.digest}
+        out.append(ctx.decision(run, LedgerKind.EVALUATED, version.number, message, step=intent.step, **data))
+
+    def failed(pair: tuple[Version, str], err: Exception) -> None:
+        failures[(pair[0].number, pair[1])] = describe_failure(err)
+
+    if executor.elsewhere:
+        ask_elsewhere(
+            pairs, lambda p, start: executor.evaluate(request(p, start)), evaluated, failed, intent.parallelism, False
+        )
+        return out
+    for pair in pairs:
         result = None
         for attempt in range(intent.retries + 1):
             try:
-                result = evaluate_fn(
-                    version.artifact,
-                    spec,
-                    backend,
-                    shots=intent.shots,
-                    repo_root=ctx.services.registry.repo,
-                    credentials=credentials,
-                    budget_used_seconds=ctx.state.ledger.qpu_seconds(ctx.state.now),
-                )
+                result = executor.evaluate(request(pair))
                 break
             except Exception as err:
                 if stalls(err) or attempt == intent.retries:
-                    failures[(number, backend)] = describe_failure(err)
+                    failed(pair, err)
                     break
                 sleep(intent.backoff * 2**attempt)
-        if result is None:
-            continue
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
-        accuracy = f": accuracy {metrics['accuracy']:.3f}" if "accuracy" in metrics else ""
-        calibration = f" (calibration of {result.calibration})" if result.calibration else ""
-        message = f"version {number} evaluated on {backend}{calibration}{accuracy}"
-        data = {**result.to_json(), "metrics": metrics, "versionDigest": version.digest}
-        out.append(ctx.decision(run, LedgerKind.EVALUATED, number, message, step=intent.step, **data))
+        if result is not None:
+            assert isinstance(result, dict), "an executor that evaluates here returns the result"
+            evaluated(pair, result)
     return out
 
 
