@@ -3,10 +3,14 @@ stand-in running each Job's pod as a ``qmlops train-job`` process: a model train
 a 4-cell sweep's cells each in a Job, ``parallelism`` at a time;
 a pod evicted mid-run is replaced and resumes from its checkpoint; an operator restarted while its Job
 runs adopts it and starts no second one; a deleted model's Job goes; an OOMKilled pod is a failure
-that says so. Every call the operator and the Jobs make is allowed by deploy/ (and every rule used)."""
+that says so. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
+in-process ones; a result that is not the evaluated version's is refused. Every call the operator and
+the Jobs make is allowed by deploy/ (and every rule used)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +19,13 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from controller.api.quantummodel import QuantumModel
+from controller.engine import training
+from controller.engine.reconcile.executor import EvaluationRequest, InProcess, evaluation_key
 from controller.operator import jobs
 from controller.operator.checkpoints import FILES_ANNOTATION
 from tests.operator.operator_env import IBM_TOKEN, NAMESPACE, OperatorEnv, git, make_remote, secret, tiny_model
+from tests.operator.test_pipelines import sweep
 from tests.support.kube import Client, KubeApi
 from tests.support.kubelet import Kubelet
 
@@ -209,8 +217,9 @@ async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: Op
             return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
 
         await env.until(lambda: phase() == "Succeeded", 300)
-        cells = [p for p in kubelet.started[1:]]
+        cells = [p for p in kubelet.started[1:] if "-eval-" not in p]
         assert len(cells) == 4 and len({p.rsplit("-", 1)[0] for p in cells}) == 4, cells
+        assert len([p for p in kubelet.started if "-eval-" in p]) == 4, "each cell's version evaluated in a Job"
         assert kubelet.peak == 2, "parallelism: 2"
         assert runtime.metrics.jobs_started._value.get() == 5
         assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
@@ -223,3 +232,125 @@ async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: Op
         registered = [e for e in ledger if e["kind"] == "registered"]
         assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
         assert [e for e in ledger if e["kind"] == "run-finished"]
+
+
+# --- evaluations --------------------------------------------------------------------------------------
+
+
+def evaluation_objects(env: OperatorEnv, kind: str = "Job") -> list[dict[str, Any]]:
+    return [
+        o
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.EVALUATION
+    ]
+
+
+def pipeline_phase(env: OperatorEnv, name: str = "sweep") -> str:
+    return str(((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}).get("phase"))
+
+
+def model_ledger(env: OperatorEnv) -> list[dict[str, Any]]:
+    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_process(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    ended: dict[str, dict[str, Any]] = {}
+
+    async def keep(namespace: str, name: str) -> None:  # each evaluation's Job as its pod ended
+        job = env.kube.read("Job", namespace, name)
+        if job is not None and job["metadata"]["labels"].get(jobs.COMPONENT_LABEL) == jobs.EVALUATION:
+            ended[name] = job
+
+    kubelet.on_exit = keep
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.client.create(sweep())  # 2 cells, each version scored on local:aer with 128 shots
+        await env.until(lambda: pipeline_phase(env) == "Succeeded", 300)
+        # each evaluation's Job and ConfigMap go once its `evaluated` entry is pushed
+        await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
+        assert runtime.metrics.evaluation_jobs_started._value.get() == 2
+        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
+    scored = [p for p in kubelet.started if "-eval-" in p]
+    assert len(scored) == 2 and sorted(f"{name}-0" for name in ended) == sorted(scored)
+    for job in ended.values():  # qmlops itself, locked down as a training's Job, owned by the model
+        labels = job["metadata"]["labels"]
+        assert (labels[jobs.OWNER_LABEL], labels[jobs.MODEL_LABEL]) == ("pipeline", "iris-tiny")
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "QuantumModel"
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == ["qmlops"]
+        assert container["args"] == [
+            "evaluate-job",
+            "--namespace",
+            NAMESPACE,
+            "--configmap",
+            job["metadata"]["name"],
+            "--evaluation-key",
+            labels[jobs.EVALUATION_KEY_LABEL],
+        ]
+        assert pod["serviceAccountName"] == "qmlops-training" and container["image"] == IMAGE
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # what the operator recorded is what an in-process evaluation of the same version records
+    entries = [e for e in model_ledger(env) if e["kind"] == "evaluated"]
+    assert len(entries) == 2
+    spec = QuantumModel.model_validate(tiny_model()).spec  # a cell's optimizer settings do not enter scoring
+    for entry in entries:
+        manifest = version_manifest(env, entry["version"])
+        request = EvaluationRequest(
+            namespace=NAMESPACE,
+            name="iris-tiny",
+            version=entry["version"],
+            version_digest=manifest["digest"],
+            artifact=manifest["artifact"],
+            spec=spec,
+            backend="local:aer",
+            shots=128,
+            key=evaluation_key(manifest["digest"], "local:aer", 128),
+            repo_root=env.tmp,
+            credentials=None,
+            budget_used_seconds=0.0,
+        )
+        here = InProcess(training.train).evaluate(request)
+        assert isinstance(here, dict)
+        metrics = {k: v for k, v in here["metrics"].items() if isinstance(v, int | float)}
+        recorded = {k: v for k, v in entry["data"].items() if k != "pipeline"}
+        assert recorded == {**here, "metrics": metrics, "versionDigest": manifest["digest"]}
+        assert entry["data"]["pipeline"]["step"] == "noise"
+
+
+async def test_an_evaluation_result_of_another_version_is_refused(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async def swap(namespace: str, name: str) -> None:
+        """The result the pod left rewritten as if of version 1, its SHA-256 recomputed to match."""
+        configmap = env.kube.read("ConfigMap", namespace, name) or {}
+        encoded = (configmap.get("binaryData") or {}).get(jobs.RESULT_KEY)
+        if not name.endswith("-eval") or not encoded:
+            return
+        result = json.loads(base64.b64decode(encoded))
+        result["versionDigest"] = version_manifest(env, 1)["digest"]
+        raw = json.dumps(result).encode()
+        patch = {
+            "metadata": {"annotations": {jobs.RESULT_DIGEST: hashlib.sha256(raw).hexdigest()}},
+            "binaryData": {jobs.RESULT_KEY: base64.b64encode(raw).decode()},
+        }
+        await env.client.patch("ConfigMap", namespace, name, patch)
+
+    kubelet.on_exit = swap
+    one_cell = sweep(steps=[*sweep()["spec"]["steps"][:2]])
+    one_cell["spec"]["steps"][0]["train"]["matrix"] = {"training.optimizer.maxIterations": [3]}
+    async with env.operator(**JOBS):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.client.create(one_cell)
+        await env.until(lambda: pipeline_phase(env) in ("Failed", "Succeeded"), 300)
+        assert pipeline_phase(env) == "Failed"
+        await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
+    kinds = [e["kind"] for e in model_ledger(env)]
+    assert "evaluated" not in kinds and kinds[-2:] == ["step-failed", "run-finished"]
+    failed = next(e for e in model_ledger(env) if e["kind"] == "step-failed")
+    assert "is not of version 2 on local:aer" in failed["message"], failed["message"]
+    assert [p for p in kubelet.started if "-eval-" in p], "the evaluation ran in a Job"

@@ -1,11 +1,14 @@
 """The jobs executor's parts: the Job it writes (command, Secret mounted, security context, resources
-and placement), the result it accepts, the resource ceiling at admission, the flags."""
+and placement), the result it accepts, the resource ceiling at admission, the flags; an evaluation's
+Job and ConfigMap, and the evaluation result it accepts."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from controller.api.quantummodel import QuantumModel
 from controller.cli import operator as operator_cli
 from controller.engine import training
 from controller.engine.quantities import QuantityError, parse
-from controller.engine.reconcile.executor import TrainingRequest
+from controller.engine.reconcile.executor import EvaluationRequest, TrainingRequest, evaluation_key
 from controller.engine.reconcile.state import Due
 from controller.operator import jobs, webhook
 from controller.operator.checkpoints import ModelRef
@@ -204,3 +207,116 @@ async def test_a_spec_above_the_ceiling_is_refused_at_admission_naming_the_field
     answer = await post_review(ceiling_webhook, above)
     assert answer["allowed"] is False
     assert answer["status"]["message"] == "spec.training.resources.memory: 16Gi is above this cluster's ceiling of 8Gi"
+
+
+# --- evaluations ---------------------------------------------------------------------------------------
+
+VERSION_DIGEST = "sha256:" + "a" * 64
+
+
+def evaluation(**spec: Any) -> EvaluationRequest:
+    model = QuantumModel.model_validate(tiny_model(**spec))
+    return EvaluationRequest(
+        namespace="team-quantum",
+        name="iris-tiny",
+        version=2,
+        version_digest=VERSION_DIGEST,
+        artifact={"task": "classification"},
+        spec=model.spec,
+        backend="local:aer",
+        shots=128,
+        key=evaluation_key(VERSION_DIGEST, "local:aer", 128),
+        repo_root=Path("/nowhere"),
+        credentials=None,
+        budget_used_seconds=0.0,
+    )
+
+
+def test_an_evaluation_runs_qmlops_evaluate_job_in_a_job_like_a_trainings() -> None:
+    settings = jobs.JobSettings(image="ghcr.io/qmlops/qmlops:0.1.0")
+    spec = {"training": training_spec(credentialsSecret="ibm-quantum", resources=RESOURCES)}
+    req, ref = evaluation(**spec), ModelRef("team-quantum", "iris-tiny", UID)
+    job = jobs.evaluation_job_body(req, ref, settings)
+    trained = jobs.job_body(request(**spec), ref, settings)
+    name = jobs.evaluation_job_name("iris-tiny", req.key)
+    assert job["metadata"]["name"] == name and len(name) <= 63 and name != jobs.job_name("iris-tiny", req.key)
+    labels = job["metadata"]["labels"]
+    assert labels == job["spec"]["template"]["metadata"]["labels"]
+    assert (labels[jobs.COMPONENT_LABEL], labels[jobs.OWNER_LABEL]) == ("evaluation", "pipeline")
+    assert labels[jobs.EVALUATION_KEY_LABEL] == req.key and jobs.KEY_LABEL not in labels
+    assert job["metadata"]["ownerReferences"][0]["uid"] == UID
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = ["evaluate-job", "--namespace", "team-quantum", "--configmap", name, "--evaluation-key", req.key]
+    assert container["command"] == ["qmlops"] and container["args"] == args
+    # everything else is a training's: security context, ServiceAccount, resources, placement, the Secret
+    (as_training,) = trained["spec"]["template"]["spec"]["containers"]
+    assert {k: v for k, v in container.items() if k != "args"} == {k: v for k, v in as_training.items() if k != "args"}
+    pod, trained_pod = job["spec"]["template"]["spec"], trained["spec"]["template"]["spec"]
+    assert {k: v for k, v in pod.items() if k != "containers"} == {
+        k: v for k, v in trained_pod.items() if k != "containers"
+    }
+    configmap = jobs.evaluation_configmap_body(req, ref)
+    assert configmap["metadata"]["name"] == name and configmap["metadata"]["labels"] == labels
+    wanted = json.loads(configmap["data"][jobs.WANTED_KEY])
+    assert (wanted["versionDigest"], wanted["backend"], wanted["shots"]) == (VERSION_DIGEST, "local:aer", 128)
+    assert json.loads(configmap["data"][jobs.VERSION_KEY]) == req.artifact
+
+
+def test_an_evaluation_too_large_for_its_configmap_is_refused_before_any_job() -> None:
+    req = evaluation()
+    big = dataclasses.replace(req, artifact={"weights": "0" * jobs.MAX_EVALUATION_BYTES})
+    with pytest.raises(jobs.JobFailed, match="over the"):
+        jobs.evaluation_configmap_body(big, ModelRef("team-quantum", "iris-tiny", UID))
+
+
+def evaluated(raw: bytes, *, uid: str = UID, key: str | None = None, sha: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "x",
+            "labels": {jobs.EVALUATION_KEY_LABEL: key or evaluation().key},
+            "ownerReferences": [{"uid": uid}],
+            "annotations": {jobs.RESULT_DIGEST: sha or hashlib.sha256(raw).hexdigest()},
+        },
+        "binaryData": {jobs.RESULT_KEY: base64.b64encode(raw).decode()},
+    }
+
+
+def test_only_this_evaluations_untampered_result_is_accepted() -> None:
+    req = evaluation()
+    result = {
+        "backend": "local:aer",
+        "device": "aer_simulator",
+        "metrics": {"accuracy": 0.9},
+        "shots": 128,
+        "rows": 30,
+        "usage": {"primitiveJobs": 1.0},
+    }
+    raw = json.dumps({**result, "versionDigest": VERSION_DIGEST}).encode()
+    assert jobs.result_of(evaluated(raw), req, UID) == result  # as an in-process evaluation returns it
+
+    def of(**changes: Any) -> bytes:
+        return json.dumps({**result, "versionDigest": VERSION_DIGEST, **changes}).encode()
+
+    for configmap, why in [
+        (evaluated(raw, uid="someone-else"), "not this evaluation's"),
+        (evaluated(raw, key="f" * 16), "not this evaluation's"),
+        (evaluated(raw, sha="0" * 64), "SHA-256"),
+        (evaluated(raw.replace(b"0.9", b"1.0"), sha=hashlib.sha256(raw).hexdigest()), "SHA-256"),
+        (evaluated(of(versionDigest="sha256:" + "b" * 64)), "not of version 2"),  # another version's
+        (evaluated(of(backend="fake:manila")), "not of version 2 on local:aer"),
+        (evaluated(of(shots=64)), "with 128 shots"),
+        (evaluated(of(pipeline={"run": "r-forged"})), "not an evaluation's"),
+        (evaluated(raw.replace(b"0.9", b"NaN")), "not JSON"),
+        (evaluated(b"[1, 2]"), "not a JSON object"),
+    ]:
+        with pytest.raises(jobs.JobResultRefused, match=why):
+            jobs.result_of(configmap, req, UID)
+
+
+def test_pushed_evaluations_are_keyed_as_the_jobs_were() -> None:
+    @dataclasses.dataclass
+    class Entry:
+        data: dict[str, Any]
+
+    pushed = jobs.pushed_evaluations([Entry({"versionDigest": VERSION_DIGEST, "backend": "local:aer", "shots": 128})])
+    assert pushed == {evaluation().key}

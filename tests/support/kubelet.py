@@ -12,7 +12,8 @@ When the process ends it writes the pod's and the Job's status back as the kubel
 controller would: succeeded (``Complete``), failed with the exit code (a new pod, until
 ``backoffLimit`` is exceeded, or at once ``Failed`` when the ``podFailurePolicy`` says ``FailJob``
 for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) and report it as
-``Evicted`` or ``OOMKilled``. A Job deleted meanwhile has its process killed.
+``Evicted`` or ``OOMKilled``. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
+act between a process's end and its status (tamper with what it left).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +56,9 @@ class Kubelet:
     root: Path
     poll: float = 0.05
     capacity: int | None = None  # pods the node runs at once (None: any number); the others wait
+    # awaited with (namespace, Job) when a pod's process has ended, before its status is written back
+    # (a test tampers with what the pod left there)
+    on_exit: Callable[[str, str], Awaitable[None]] | None = None
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
     peak: int = 0  # the most pods that ran at once
@@ -212,6 +217,8 @@ class Kubelet:
     async def _ended(self, job: JSON, pod: Pod) -> None:
         code = pod.process.returncode
         namespace, name = pod.namespace, job["metadata"]["name"]
+        if self.on_exit is not None:
+            await self.on_exit(namespace, name)
         exit_code = 137 if code < 0 else code
         if pod.killed_for is not None or code < 0:
             terminated = {"reason": pod.killed_for or "Error", "exitCode": exit_code}
