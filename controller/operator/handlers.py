@@ -10,6 +10,8 @@
 - every watch event of a QuantumPipeline goes to its worker (pipelines.py), which validates it and
   runs it with the engine; a training daemon runs while its status says Running (a run is under
   way), licensing its cells' trainings, and a model's events wake the pipelines of that model;
+- with ``--executor jobs``, the training Jobs' watch posts Events on their model and wakes it (and
+  its pipelines, for a cell); the evaluation Jobs' watch wakes the pipelines of their model;
 - the admission webhook (webhook.py).
 """
 
