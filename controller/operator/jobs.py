@@ -690,7 +690,8 @@ def pushed_evaluations(entries: Iterable[Any]) -> frozenset[str]:
     for entry in entries:
         data = entry.data
         if isinstance(data.get("shots"), int):
-            keys.add(evaluation_key(str(data.get("versionDigest")), str(data.get("backend")), data["shots"]))
+            run = str((data.get("pipeline") or {}).get("run", ""))
+            keys.add(evaluation_key(str(data.get("versionDigest")), str(data.get("backend")), data["shots"], run))
     return frozenset(keys)
 
 

@@ -320,3 +320,27 @@ def test_pushed_evaluations_are_keyed_as_the_jobs_were() -> None:
 
     pushed = jobs.pushed_evaluations([Entry({"versionDigest": VERSION_DIGEST, "backend": "local:aer", "shots": 128})])
     assert pushed == {evaluation().key}
+
+
+def test_an_ibm_evaluation_is_keyed_by_its_run_and_a_simulators_is_not() -> None:
+    """A real device's figures are of their run's day: another run's Job is never taken for this one's."""
+    assert evaluation_key(VERSION_DIGEST, "ibm:ibm_torino", 128, "run-a") != evaluation_key(
+        VERSION_DIGEST, "ibm:ibm_torino", 128, "run-b"
+    )
+    assert evaluation_key(VERSION_DIGEST, "local:aer", 128, "run-a") == evaluation_key(
+        VERSION_DIGEST, "local:aer", 128, "run-b"
+    )
+
+    @dataclasses.dataclass
+    class Entry:
+        data: dict[str, Any]
+
+    recorded = {
+        "versionDigest": VERSION_DIGEST,
+        "backend": "ibm:ibm_torino",
+        "shots": 128,
+        "pipeline": {"run": "run-a"},
+    }
+    assert jobs.pushed_evaluations([Entry(recorded)]) == {
+        evaluation_key(VERSION_DIGEST, "ibm:ibm_torino", 128, "run-a")
+    }

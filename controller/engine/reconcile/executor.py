@@ -69,10 +69,15 @@ class EvaluationRequest:
     start: bool = True  # false: report on an evaluation started before, start none
 
 
-def evaluation_key(version_digest: str, backend: str, shots: int | None) -> str:
+def evaluation_key(version_digest: str, backend: str, shots: int | None, run: str = "") -> str:
     """The key of one evaluation: what is scored (the version), where and with how many shots; the
-    same evaluation has the same key whoever computes it (an operator restarted adopts its Job)."""
-    return digest_of([version_digest, backend, "" if shots is None else str(shots)])[7:23]
+    same evaluation has the same key whoever computes it (an operator restarted adopts its Job). On
+    an ``ibm:`` device the run is part of it: a real device's figures are of that run's day, and a
+    Job another run left behind is never taken for this run's (simulators give the same figures)."""
+    parts = [version_digest, backend, "" if shots is None else str(shots)]
+    if backend.startswith("ibm:"):
+        parts.append(run)
+    return digest_of(parts)[7:23]
 
 
 @dataclass(frozen=True)

@@ -666,7 +666,7 @@ def carry_out_evaluations(
             spec=_spec_of(ctx, version),
             backend=backend,
             shots=intent.shots,
-            key=evaluation_key(version.digest, backend, intent.shots),
+            key=evaluation_key(version.digest, backend, intent.shots, run.id),
             repo_root=ctx.services.registry.repo,
             credentials=credentials,
             budget_used_seconds=budget_used,
