@@ -68,3 +68,19 @@ def test_the_engine_as_it_is_keeps_the_rule() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SHELLS = [
+    "import kopf",
+    "from controller.cli import main",
+    "from controller.runner.loop import Runner",
+    "from controller.operator.kube import KubeClient",
+    "from controller.serving.server import Server",
+]
+
+
+@pytest.mark.parametrize("statement", SHELLS)
+def test_what_the_shells_share_imports_none_of_them(statement: str) -> None:
+    result = lint("controller/shells/probe.py", statement + "\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TID251" in result.stdout and "is banned" in result.stdout

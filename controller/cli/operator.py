@@ -108,6 +108,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a Secret of this name in each served model's namespace, mounted into its serving pods as their "
         "Git credentials (env QMLOPS_SERVING_GIT_SECRET; default: none, the repository is read anonymously)",
     )
+    parser.add_argument(
+        "--serving-live-url",
+        default=env("QMLOPS_SERVING_LIVE_URL") or None,
+        metavar="TEMPLATE",
+        help="where monitoring's live check reads a model's live accuracy, with {namespace}, {name} and "
+        "{service} (env QMLOPS_SERVING_LIVE_URL; default: the model's serving Service, http://{service}.{namespace}.svc:8080)",
+    )
     jobs = parser.add_argument_group("trainings as Kubernetes Jobs (--executor jobs)")
     jobs.add_argument(
         "--executor",
@@ -167,6 +174,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         )
     if args.job_backoff_limit < 0:
         raise UsageError("--job-backoff-limit must be at least 0")
+    if args.serving_live_url:
+        from controller.shells.live import checked_template
+
+        try:
+            checked_template(args.serving_live_url)
+        except ValueError as err:
+            raise UsageError(f"--serving-live-url: {err}") from None
     resources, ceiling = job_quantities(args)
     webhook = None
     if args.webhook_port:
@@ -197,6 +211,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         peering_priority=args.peering_priority,
         serving_git_secret=args.serving_git_secret,
         **({"serving_image": args.serving_image} if args.serving_image else {}),
+        **({"serving_live_url": args.serving_live_url} if args.serving_live_url else {}),
         executor=args.executor,
         job_image=args.job_image,
         job_service_account=args.job_service_account,

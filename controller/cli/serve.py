@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from controller.cli import logs
+from controller.engine.live import MAX_WINDOW
 
 EXIT_UNUSABLE = 2
 _MODEL = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             print(f"qmlops serve: {flag}: must be positive", file=sys.stderr)
             return EXIT_UNUSABLE
+    if args.window > MAX_WINDOW:
+        print(f"qmlops serve: --window: at most {MAX_WINDOW} rows", file=sys.stderr)
+        return EXIT_UNUSABLE
     if not is_url(args.repo) and not Path(args.repo).is_dir():
         print(f"qmlops serve: --repo: {args.repo} is not a folder", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from controller import __version__
 from controller.api import GROUP
 from controller.engine.registry.trust import AllowedSigners
+from controller.shells.live import SERVICE_URL
 
 if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
     import kopf
@@ -69,6 +70,8 @@ class OperatorConfig:
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
     serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
     serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
+    # where monitoring's live check reads a model's live accuracy: its serving Service by default
+    serving_live_url: str = SERVICE_URL
     executor: str = "in-process"  # where trainings run: "in-process" (the pool) or "jobs" (a Job each)
     job_image: str | None = None  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
     job_service_account: str = "qmlops-training"

@@ -514,6 +514,7 @@ class ModelWorker:
             (metrics.esp, "esp"),
             (metrics.esp_at_training, "espAtTraining"),
             (metrics.replay_accuracy, "replayAccuracy"),
+            (metrics.live_accuracy, "liveAccuracy"),
             (metrics.champion_accuracy, "championAccuracy"),
         ):
             if isinstance(watched.get(field), int | float):

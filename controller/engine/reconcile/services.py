@@ -14,6 +14,7 @@ from typing import Any
 from controller.api.quantummodel import QuantumModel, QuantumModelSpec
 from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine import policy
+from controller.engine.live import LiveSource
 from controller.engine.memo import Memo
 from controller.engine.reconcile.executor import Executor, InProcess
 from controller.engine.reconcile.state import Governance, State, judge, training, utcnow
@@ -37,6 +38,7 @@ class Services:
         credentials: CredentialsLookup | None = None,
         policies: Callable[[], list[QuantumPolicy]] | None = None,
         executor: Executor | None = None,
+        live: LiveSource | None = None,
     ) -> None:
         self.registry = registry
         self.trainer = trainer or training().train
@@ -50,7 +52,9 @@ class Services:
         self._policies: Memo[Governance] = Memo(MEMO_LIMIT)
         self._watched: dict[str, tuple[datetime, str]] = {}  # model -> (last check, what it was checked on)
         self._calibrations: Any = None
-        self.live: Any = None  # monitoring's live-accuracy hook (serving, issue 14), installed by a shell
+        # where monitoring's live check reads the served champion's live accuracy; a shell installs it
+        # (``qmlops run --serving-url``, the operator's serving Services); None: the check says so
+        self.live: LiveSource | None = live
 
     def now(self) -> datetime:
         now = self.clock()

@@ -192,6 +192,11 @@ def watch(ctx: StepContext) -> StepResult:
 def drift_summary(check: Any) -> str:
     """One line for a drift's ledger message: the check and its figures before and after."""
     f = check.figures
+    if check.kind.value == "live":
+        return (
+            f"live accuracy {f['accuracy']['after']:.3f} on {f['labelled']} labelled rows, "
+            f"{f['accuracy']['before']:.3f} at test"
+        )
     if "esp" in f:
         return f"ESP {f['esp']['before']:.4f} -> {f['esp']['after']:.4f} on today's calibration ({f['calibration']['after']['lastUpdate']})"
     if "accuracy" in f:
