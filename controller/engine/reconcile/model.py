@@ -26,6 +26,12 @@ from controller.engine.registry.store import TRAILER_MODEL
 from controller.engine.registry.versions import Version
 
 ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
+CHECK_NEW_CHAMPION_SECONDS = 1.0  # a champion no check has seen yet is checked this soon
+
+
+def unwatched(status: QuantumModelStatus, champion: int) -> bool:
+    """Whether no monitoring check has seen this champion yet (it was promoted after the last check)."""
+    return status.monitoring is None or status.monitoring.version != champion
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,10 @@ class ModelReconciler(Services):
         if state.spec.training.schedule and not state.spec.suspend:
             requeue = max(1.0, (next_cron_tick(state.spec.training.schedule, state.now) - state.now).total_seconds())
         if state.spec.monitoring is not None and not state.spec.suspend:  # the next check is due then
-            requeue = min(requeue or state.spec.monitoring.seconds, state.spec.monitoring.seconds)
+            seconds = state.spec.monitoring.seconds
+            if facts.champion is not None and unwatched(status, facts.champion.version):
+                seconds = CHECK_NEW_CHAMPION_SECONDS  # promoted by this reconcile: checked on the next, at once
+            requeue = min(requeue or seconds, seconds)
         return Outcome(status, [], requeue)
 
     # --- the workspaces ----------------------------------------------------------------------------
