@@ -16,7 +16,7 @@ from typing import Any
 from controller.api.quantummodel import QuantumModel, QuantumModelStatus, TrainingStatus, Usage, VersionRef
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
-from controller.engine.reconcile.intents import StepContext, Verdict, run_steps
+from controller.engine.reconcile.intents import StepContext, Verdict, Watch, run_steps
 from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, Observed, State, next_cron_tick, training
@@ -44,6 +44,7 @@ class Plan:
     version: int | None = None
     changes: bool = False
     floors: tuple[Any, ...] = ()  # controller.engine.policy.Source: what QuantumPolicies set, and which
+    checks_due: tuple[str, ...] = ()  # the monitoring checks a run would run now (plan runs none)
 
 
 @dataclass
@@ -71,7 +72,14 @@ class ModelReconciler(Services):
         if approvals:
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
         floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
-        return Plan(verdict.action, reason, verdict.version, applied.changes, floors)
+        watch = next((i for i in applied.intents if isinstance(i, Watch)), None)
+        checks: tuple[str, ...] = ()
+        if watch is not None:
+            checks = watch.due.checks
+            due = f"monitoring checks due ({', '.join(checks)}): {watch.due.reason}"
+            if due not in reason:
+                reason += f"; {due}"
+        return Plan(verdict.action, reason, verdict.version, applied.changes, floors, checks)
 
     # --- reconcile ------------------------------------------------------------------------------
 
