@@ -10,8 +10,9 @@ from pathlib import Path
 
 from controller.cli import logs, signing
 from controller.engine.registry.trust import AllowedSigners, TrustError
-from controller.operator.gitsource import normalized_repo
-from controller.operator.settings import OperatorConfig, WebhookConfig, WorkdirError, default_workdir, private_folder
+from controller.operator.settings import OperatorConfig, WebhookConfig
+from controller.shells.gitsource import normalized_repo
+from controller.shells.workdir import WorkdirError, default_workdir, private_folder
 
 log = logging.getLogger("controller.cli.operator")
 WEBHOOK_OFF = (

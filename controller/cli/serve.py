@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _workdir(given: Path | None) -> Path:
-    from controller.operator.settings import default_workdir
+    from controller.shells.workdir import default_workdir
 
     return given or default_workdir("serve")
 
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         git_secret_dir=args.git_secret_dir,
     )
-    from controller.operator.gitsource import GitSourceError
+    from controller.shells.gitsource import GitSourceError
 
     try:
         server = Server(config)

@@ -37,13 +37,14 @@ from controller.engine.reconcile import Reconciler, TrainerFn
 from controller.engine.registry import Git, GitIdentity
 from controller.engine.registry.trust import Trust, TrustError, check_signing_key, private_key_file
 from controller.operator import checkpoints, metrics, serving
-from controller.operator.gitsource import GitCredentials, GitSource
 from controller.operator.jobs import JobExecutor, JobSettings
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
-from controller.operator.settings import OperatorConfig, private_folder
+from controller.operator.settings import OperatorConfig
 from controller.operator.worktree import WorkTree
+from controller.shells.gitsource import GitCredentials, GitSource
 from controller.shells.live import ServingEndpoint
+from controller.shells.workdir import private_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -108,7 +108,7 @@ class Server:
         if catalog is None:
             credentials = None
             if config.git_secret_dir is not None:
-                from controller.operator.gitsource import GitCredentials
+                from controller.shells.gitsource import GitCredentials
 
                 credentials = GitCredentials.from_folder(config.git_secret_dir)
             catalog = Catalog(
