@@ -112,6 +112,11 @@ class Runtime:
                 log.info("%d training checkpoint(s) kept by earlier pods", kept)
             except Exception as err:  # each model then looks its checkpoint up itself
                 log.warning("checkpoint ConfigMaps not listed: %s", type(err).__name__)
+            try:  # spec.serving taken away while no operator ran: its objects go now
+                for gone in await serving.sweep(self.client, self.config.namespaces):
+                    log.info("%s removed: its model no longer asks for serving", gone)
+            except Exception as err:  # they stay until the model goes; the next start tries again
+                log.warning("serving objects not swept: %s", type(err).__name__)
         if self.config.metrics_port:
             self._metrics_server = await metrics.serve(self.metrics, self.config.metrics_port)
         self._prepare_checkouts()
