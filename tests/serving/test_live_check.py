@@ -217,3 +217,17 @@ async def test_qmlops_monitor_reads_the_server_given_by_serving_url(
     assert "--serving-url: expected http://HOST[:PORT]" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["monitor", "--repo", str(work)]) == 2, "no server: not run, never ok"
     assert "no server to read live accuracy from" in capsys.readouterr().out
+
+
+async def test_qmlops_run_installs_the_server_given_by_serving_url(client: TestClient[Any, Any], work: Path) -> None:
+    from controller.cli.main import main
+
+    watched(work, min_samples=5, on_drift="[alert]")
+    await label(client, work, "a", ROWS, right=1)
+    args = ["run", "--repo", str(work), "--once", "--no-push", "--serving-url", base_url(client)]
+    assert await asyncio.to_thread(main, args) == 0
+    [drift] = Registry(work, remote=None).ledger(*MODEL).of_kind(LedgerKind.DRIFT_DETECTED)
+    assert drift.data["check"] == "live" and drift.data["actions"] == ["alert"]
+    assert drift.data["figures"]["accuracy"]["after"] == 0.2
+    bad = ["run", "--repo", str(work), "--once", "--no-push", "--serving-url", "http://user:pw@host"]
+    assert await asyncio.to_thread(main, bad) == 2
