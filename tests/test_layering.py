@@ -68,3 +68,47 @@ def test_the_engine_as_it_is_keeps_the_rule() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+SHELLS = [
+    "import kopf",
+    "from controller.cli import main",
+    "from controller.runner.loop import Runner",
+    "from controller.operator.kube import KubeClient",
+    "from controller.serving.server import Server",
+]
+
+
+@pytest.mark.parametrize("statement", SHELLS)
+def test_what_the_shells_share_imports_none_of_them(statement: str) -> None:
+    result = lint("controller/shells/probe.py", statement + "\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TID251" in result.stdout and "is banned" in result.stdout
+
+
+@pytest.mark.parametrize("statement", [*BANNED, "from controller.operator.gitsource import GitSource"])
+def test_serving_imports_no_other_shell(statement: str) -> None:
+    result = lint("controller/serving/probe.py", statement + "\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TID251" in result.stdout and "is banned" in result.stdout
+
+
+def test_serving_and_the_shared_code_as_they_are_keep_the_rule() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--select",
+            "TID251",
+            "controller/serving",
+            "controller/shells",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

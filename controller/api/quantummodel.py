@@ -380,6 +380,33 @@ class DataCheck(SpecModel):
     min_effect: float = Field(default=0.1, gt=0.0, le=1.0)  # the KS statistic below which nothing moved
 
 
+MAX_LIVE_WINDOW = 100_000
+
+
+class LiveCheck(SpecModel):
+    """Served models: the champion's live accuracy (its labelled feedback, read from the server that
+    serves it) against its registered test accuracy, over the latest ``window`` labelled rows of the
+    champion, once at least ``minSamples`` of them are labelled."""
+
+    model_config = rules(
+        rule(
+            "!has(self.minSamples) || !has(self.window) || self.minSamples <= self.window",
+            "monitoring.live.minSamples must not exceed its window",
+            ".minSamples",
+        ),
+    )
+
+    max_accuracy_drop: float = Field(default=0.05, gt=0.0, le=1.0)  # absolute drop
+    min_samples: int = Field(default=100, ge=1, le=MAX_LIVE_WINDOW)
+    window: int = Field(default=1000, ge=1, le=MAX_LIVE_WINDOW)
+
+    @model_validator(mode="after")
+    def _samples_within_window(self) -> LiveCheck:
+        if self.min_samples > self.window:
+            raise ValueError(f"minSamples {self.min_samples} exceeds the window of {self.window} rows")
+        return self
+
+
 class DriftAction(StrEnum):
     RETRAIN = "retrain"
     BLOCK_PROMOTION = "blockPromotion"
@@ -402,6 +429,7 @@ class Monitoring(SpecModel):
     calibration: CalibrationCheck | None = None
     replay: ReplayCheck | None = None
     data: DataCheck | None = None
+    live: LiveCheck | None = None
     on_drift: list[DriftAction] = Field(default_factory=list, max_length=3)
 
     @field_validator("every")
@@ -630,6 +658,8 @@ class MonitoringStatus(SpecModel):
     esp: float | None = None  # the champion's ESP on its layout under today's calibration
     esp_at_training: float | None = None
     replay_accuracy: float | None = None  # its accuracy replayed under today's noise
+    live_accuracy: float | None = None  # its accuracy on the labelled feedback of its server
+    live_samples: int | None = None  # the labelled rows that figure is over
     champion_accuracy: float | None = None  # its test accuracy as registered
     drifted: list[str] = Field(default_factory=list)  # the checks that drifted
 

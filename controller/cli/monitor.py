@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.cli.run import add_serving_url, serving_url
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.text import escape_control
 from controller.runner.specs import observe
@@ -32,20 +33,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--repo", default=".", help="the Git work tree (default: .)")
     parser.add_argument("--specs", default="specs", help="spec folder, relative to the repository (default: specs)")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    add_serving_url(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from controller.engine.monitoring import Verdict, monitor
     from controller.engine.training.credentials import local_credentials
+    from controller.shells.live import ServingEndpoint
 
+    try:
+        url = serving_url(args, "monitor")
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return EXIT_ERROR
     try:
         registry = Registry(Path(args.repo), remote=None)
         models = _models(registry, args)
     except (ValueError, GitError, RegistryError, LookupError) as err:
         print(escape_control(f"qmlops monitor: {err}"), file=sys.stderr)
         return EXIT_ERROR
-    reports = monitor(registry, models, now=datetime.now(UTC), credentials=local_credentials)
+    live = ServingEndpoint.at(url) if url else None
+    reports = monitor(registry, models, now=datetime.now(UTC), credentials=local_credentials, live=live)
     if args.format == "json":
         print(json.dumps({"models": [r.to_json() for r in reports]}, indent=2))
     else:
@@ -88,6 +97,14 @@ def _figures(check: Any) -> str:
     if check.kind.value == "replay":
         a = f["accuracy"]
         return f"accuracy {a['before']:.3f} -> {a['after']:.3f} (drop {f['drop']:.3f}, max {f['threshold']}) on {f['backend']}"
+    if check.kind.value == "live":
+        if "accuracy" not in f:
+            return check.reason
+        a = f["accuracy"]
+        return (
+            f"live accuracy {a['after']:.3f} on {f['labelled']} labelled rows against {a['before']:.3f} at test "
+            f"(drop {f['drop']:.3f}, max {f['threshold']})"
+        )
     if check.kind.value == "data":
         if not f.get("features"):
             return check.reason or "unchanged"

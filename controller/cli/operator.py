@@ -10,17 +10,15 @@ from pathlib import Path
 
 from controller.cli import logs, signing
 from controller.engine.registry.trust import AllowedSigners, TrustError
-from controller.operator.gitsource import normalized_repo
 from controller.operator.settings import (
     MAX_PEERING_LIFETIME,
     MIN_PEERING_LIFETIME,
     PEERING_LIFETIME,
     OperatorConfig,
     WebhookConfig,
-    WorkdirError,
-    default_workdir,
-    private_folder,
 )
+from controller.shells.gitsource import normalized_repo
+from controller.shells.workdir import WorkdirError, default_workdir, private_folder
 
 log = logging.getLogger("controller.cli.operator")
 WEBHOOK_OFF = (
@@ -123,6 +121,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a Secret of this name in each served model's namespace, mounted into its serving pods as their "
         "Git credentials (env QMLOPS_SERVING_GIT_SECRET; default: none, the repository is read anonymously)",
     )
+    parser.add_argument(
+        "--serving-live-url",
+        default=env("QMLOPS_SERVING_LIVE_URL") or None,
+        metavar="TEMPLATE",
+        help="where monitoring's live check reads a model's live accuracy, with {namespace}, {name} and "
+        "{service} (env QMLOPS_SERVING_LIVE_URL; default: the model's serving Service, http://{service}.{namespace}.svc:8080)",
+    )
     jobs = parser.add_argument_group("trainings as Kubernetes Jobs (--executor jobs)")
     jobs.add_argument(
         "--executor",
@@ -186,6 +191,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         )
     if args.job_backoff_limit < 0:
         raise UsageError("--job-backoff-limit must be at least 0")
+    if args.serving_live_url:
+        from controller.shells.live import checked_template
+
+        try:
+            checked_template(args.serving_live_url)
+        except ValueError as err:
+            raise UsageError(f"--serving-live-url: {err}") from None
     resources, ceiling = job_quantities(args)
     webhook = None
     if args.webhook_port:
@@ -217,6 +229,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         peering_lifetime=args.peering_lifetime,
         serving_git_secret=args.serving_git_secret,
         **({"serving_image": args.serving_image} if args.serving_image else {}),
+        **({"serving_live_url": args.serving_live_url} if args.serving_live_url else {}),
         executor=args.executor,
         job_image=args.job_image,
         job_service_account=args.job_service_account,

@@ -132,4 +132,5 @@ def _row(model: str, path: str, plan: Plan) -> dict[str, Any]:
         "version": plan.version,
         "changes": plan.changes,
         "floors": [floor.to_json() for floor in plan.floors],
+        "checksDue": list(plan.checks_due),
     }

@@ -44,9 +44,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NS/NAME",
         help="run this QuantumPipeline now, whatever its triggers (repeatable); answered once",
     )
+    add_serving_url(parser)
     signing.add_arguments(parser, signing=True)
     policies.add_argument(parser)
     parser.set_defaults(handler=run)
+
+
+def add_serving_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serving-url",
+        metavar="URL",
+        help="the qmlops serve server (http://HOST:PORT) whose live accuracy monitoring's live check reads",
+    )
+
+
+def serving_url(args: argparse.Namespace, command: str) -> str | None:
+    """The checked ``--serving-url``; ValueError names the flag."""
+    if args.serving_url is None:
+        return None
+    from controller.shells.live import checked_base
+
+    try:
+        return checked_base(args.serving_url)
+    except ValueError as err:
+        raise ValueError(f"qmlops {command}: --serving-url: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     except (signing.UsageError, policies.UsageError) as err:
         print(f"qmlops run: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
+    try:
+        live_url = serving_url(args, "run")
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return EXIT_UNUSABLE
     specs = Path(args.specs)
     config = RunnerConfig(
         repo=repo,
@@ -85,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         trust=trust,
         signing_key=key,
         policies=tuple(floors),
+        serving_url=live_url,
     )
     try:
         runner = Runner(config)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from controller.cli import logs
+from controller.engine.live import MAX_WINDOW
 
 EXIT_UNUSABLE = 2
 _MODEL = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _workdir(given: Path | None) -> Path:
-    from controller.operator.settings import default_workdir
+    from controller.shells.workdir import default_workdir
 
     return given or default_workdir("serve")
 
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             print(f"qmlops serve: {flag}: must be positive", file=sys.stderr)
             return EXIT_UNUSABLE
+    if args.window > MAX_WINDOW:
+        print(f"qmlops serve: --window: at most {MAX_WINDOW} rows", file=sys.stderr)
+        return EXIT_UNUSABLE
     if not is_url(args.repo) and not Path(args.repo).is_dir():
         print(f"qmlops serve: --repo: {args.repo} is not a folder", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         git_secret_dir=args.git_secret_dir,
     )
-    from controller.operator.gitsource import GitSourceError
+    from controller.shells.gitsource import GitSourceError
 
     try:
         server = Server(config)

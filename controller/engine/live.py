@@ -9,10 +9,24 @@ with :meth:`LiveAccuracy.from_json` and compares it with the accuracy the versio
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_WINDOW = 1000
+MAX_WINDOW = 100_000  # the most labelled rows a server keeps per model, and a monitor asks for
+
+
+class LiveUnavailable(Exception):
+    """The live accuracy could not be read (no server, no answer, an answer that is not one); the
+    message says why without quoting what the server sent."""
+
+
+LiveSource = Callable[[str, str, int], "LiveAccuracy"]
+"""``(namespace, name, window) -> LiveAccuracy``: the live accuracy of the model's served champion over
+its latest ``window`` labelled rows, as the server that serves it keeps it. Raises
+:class:`LiveUnavailable`. The shells provide one (``controller.shells.live.ServingEndpoint`` reads a
+server's ``/live``); the engine only calls it."""
 
 
 class LiveAccuracyError(ValueError):
@@ -86,7 +100,10 @@ class LabelledWindow:
             self._rows.append((version, str(p) == str(a)))
         return len(predicted)
 
-    def live(self, version: int | None) -> LiveAccuracy:
-        """Live accuracy of ``version``: the rows of other versions in the window do not count."""
+    def live(self, version: int | None, last: int | None = None) -> LiveAccuracy:
+        """Live accuracy of ``version`` over its latest ``last`` labelled rows (all of its rows in the
+        window when None): the rows of other versions in the window do not count."""
         mine = [right for v, right in self._rows if v == version]
-        return LiveAccuracy(self.model, version, len(mine), sum(mine), self.size)
+        window = self.size if last is None else min(last, self.size)
+        mine = mine[-window:]
+        return LiveAccuracy(self.model, version, len(mine), sum(mine), window)

@@ -174,6 +174,8 @@ def _monitoring(facts: Facts, previous: QuantumModelStatus | None) -> Monitoring
         esp=gauges.get("esp"),
         esp_at_training=gauges.get("esp_at_training"),
         replay_accuracy=gauges.get("replay_accuracy"),
+        live_accuracy=gauges.get("live_accuracy"),
+        live_samples=int(gauges["live_samples"]) if "live_samples" in gauges else None,
         champion_accuracy=champion_accuracy,
         drifted=[c.kind.value for c in report.drifted],
     )

@@ -484,7 +484,8 @@ def check_document(
         _machine_limits(reporter, resource)
     if repo_root is not None and isinstance(resource, QuantumModel):
         _dataset_file(reporter, resource, repo_root)
-        _calibration_file(reporter, resource, repo_root)
+    if repo_root is not None:
+        _calibration_files(reporter, resource, repo_root)
     if any(p.severity == "error" for p in reporter.problems):
         return None, reporter.problems
     return LoadedResource(document, resource), reporter.problems
@@ -594,31 +595,65 @@ def _dataset_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> N
         reporter.at(["spec", "dataset", "source"], too_large)
 
 
-def _calibration_file(reporter: _Reporter, model: QuantumModel, repo_root: str) -> None:
+def used_backends(resource: QuantumModel | QuantumPipeline) -> list[tuple[list[str | int], str]]:
+    """Every backend a spec makes its model run on, with where the spec names it: a model's training
+    backend; a pipeline's drift triggers' and evaluate steps' backends and the ``training.backend``
+    values of its train matrices."""
+    if isinstance(resource, QuantumModel):
+        return [(["spec", "training", "backend"], resource.spec.training.backend)]
+    found: list[tuple[list[str | int], str]] = []
+    for t, trigger in enumerate(resource.spec.triggers):
+        if trigger.drift is not None and trigger.drift.backend is not None:
+            found.append((["spec", "triggers", t, "drift", "backend"], trigger.drift.backend))
+    for i, step in enumerate(resource.spec.steps):
+        if step.evaluate is not None:
+            for j, backend in enumerate(step.evaluate.backends):
+                found.append((["spec", "steps", i, "evaluate", "backends", j], backend))
+        if step.train is not None:
+            key = "training.backend"
+            for k, value in enumerate((step.train.matrix or {}).get(key, [])):
+                found.append((["spec", "steps", i, "train", "matrix", key, k], str(value)))
+            for k, entry in enumerate(step.train.include):
+                if key in entry:
+                    found.append((["spec", "steps", i, "train", "include", k, key], str(entry[key])))
+    return found
+
+
+def _calibration_files(reporter: _Reporter, resource: QuantumModel | QuantumPipeline, repo_root: str) -> None:
     """A fake device's ``calibrations/<device>.json`` in the repository is the calibration it trains,
-    is evaluated and is monitored under: checked here, field by field (see training/calibration.py)."""
-    kind, _, name = model.spec.training.backend.partition(":")
-    if kind != "fake":
-        return
+    is evaluated and is monitored under: checked here, field by field (see training/calibration.py),
+    for every fake device the spec uses (each file once, reported where the spec first names it)."""
+    seen: set[str] = set()
+    for where, backend in used_backends(resource):
+        kind, _, name = backend.partition(":")
+        if kind != "fake" or name in seen or not re.fullmatch(r"[a-z0-9_]{1,64}", name):
+            continue  # a matrix value that is no device name is the matrix's own problem
+        seen.add(name)
+        _calibration_file(reporter, where, name, repo_root)
+
+
+def _calibration_file(reporter: _Reporter, where: list[str | int], name: str, repo_root: str) -> None:
+    from controller.api.devices import fake_device_qubits
+
     device = f"fake_{name}"
     relative = f"calibrations/{device}.json"
     try:
         path = inside_work_tree(repo_root, relative)
     except OutsideWorkTree as err:
-        reporter.at(["spec", "training", "backend"], f"{relative} {err.reason}")
+        reporter.at(where, f"{relative} {err.reason}")
         return
     if not path.is_file():
         return
-    from controller.api.devices import fake_device_qubits
+    qubits = fake_device_qubits(name)
     from controller.engine.training.calibration import CalibrationError, parse
 
     try:
         raw = path.read_bytes()
-        parse(raw, relative, device, fake_device_qubits(name))
+        parse(raw, relative, device, qubits)
     except CalibrationError as err:
-        reporter.at(["spec", "training", "backend"], f"the calibration it runs under is refused: {err}")
+        reporter.at(where, f"the calibration it runs under is refused: {err}")
     except OSError as err:
-        reporter.at(["spec", "training", "backend"], f"{relative} cannot be read: {err.strerror}")
+        reporter.at(where, f"{relative} cannot be read: {err.strerror}")
 
 
 def _csv_header(path: str) -> list[str] | None:

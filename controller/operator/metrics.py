@@ -39,6 +39,12 @@ class Metrics:
             per_model,
             registry=r,
         )
+        self.live_accuracy = Gauge(
+            "qmlops_model_live_accuracy",
+            "The champion's accuracy on the labelled feedback of its server (monitoring.live)",
+            per_model,
+            registry=r,
+        )
         self.champion_accuracy = Gauge(
             "qmlops_model_champion_accuracy", "The champion's test accuracy as registered", per_model, registry=r
         )

@@ -16,7 +16,8 @@ from controller.operator.certificates import self_signed
 from controller.operator.handlers import build_registry
 from controller.operator.kube import ApiAccess
 from controller.operator.runtime import Runtime
-from controller.operator.settings import OperatorConfig, kopf_settings, private_folder
+from controller.operator.settings import OperatorConfig, kopf_settings
+from controller.shells.workdir import private_folder
 
 log = logging.getLogger(__name__)
 

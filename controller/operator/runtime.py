@@ -36,13 +36,15 @@ from controller.engine.errors import StallingError
 from controller.engine.reconcile import Reconciler, TrainerFn
 from controller.engine.registry import Git, GitIdentity
 from controller.engine.registry.trust import Trust, TrustError, check_signing_key, private_key_file
-from controller.operator import checkpoints, metrics
-from controller.operator.gitsource import GitCredentials, GitSource
+from controller.operator import checkpoints, metrics, serving
 from controller.operator.jobs import JobExecutor, JobSettings
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
-from controller.operator.settings import OperatorConfig, private_folder
+from controller.operator.settings import OperatorConfig
 from controller.operator.worktree import WorkTree
+from controller.shells.gitsource import GitCredentials, GitSource
+from controller.shells.live import ServingEndpoint
+from controller.shells.workdir import private_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -110,6 +112,11 @@ class Runtime:
                 log.info("%d training checkpoint(s) kept by earlier pods", kept)
             except Exception as err:  # each model then looks its checkpoint up itself
                 log.warning("checkpoint ConfigMaps not listed: %s", type(err).__name__)
+            try:  # spec.serving taken away while no operator ran: its objects go now
+                for gone in await serving.sweep(self.client, self.config.namespaces):
+                    log.info("%s removed: its model no longer asks for serving", gone)
+            except Exception as err:  # they stay until the model goes; the next start tries again
+                log.warning("serving objects not swept: %s", type(err).__name__)
         if self.config.metrics_port:
             self._metrics_server = await metrics.serve(self.metrics, self.config.metrics_port)
         self._prepare_checkouts()
@@ -219,6 +226,7 @@ class Runtime:
             credentials=self.credentials,
             policies=lambda: list(self.policies.values()),
             executor=self.job_executor(),
+            live=ServingEndpoint.services(serving.object_name, self.config.serving_live_url),
         )
         return reconciler
 

@@ -4,7 +4,8 @@ With ``spec.serving`` the operator owns, in the model's namespace, a Deployment 
 for that model alone (the operator's image, the operator's repository and branch, ready on
 ``/v2/health/ready``) and a Service in front of it on port 8080 (``http``). Both carry an owner reference
 to the model, so they go with it. Without ``spec.serving`` nothing is created; when ``spec.serving`` is
-taken away, the operator deletes the two objects it made (found by name and by their owner reference).
+taken away, the operator deletes the two objects it made (found by name and by their owner reference);
+when it was taken away while no operator ran, the next operator's start finds them (:func:`sweep`).
 
 An object is patched only when a field the operator sets differs from what it wants (someone edited it,
 or ``spec.serving`` changed); fields the apiserver defaults are left alone, and a steady model costs two
@@ -204,3 +205,54 @@ async def remove(client: KubeClient, ref: ModelRef) -> None:
 def _ours(live: dict[str, Any], ref: ModelRef) -> bool:
     owners = (live.get("metadata") or {}).get("ownerReferences") or ()
     return any(o.get("uid") == ref.uid for o in owners)
+
+
+SWEPT = (("apps/v1", "deployments"), ("v1", "services"))
+
+
+async def sweep(client: KubeClient, namespaces: tuple[str, ...] = ()) -> list[str]:
+    """At start: delete the serving Deployments and Services this operator labelled whose model no
+    longer asks for serving (``spec.serving`` taken away while no operator ran). An object whose model
+    is gone is left to the garbage collector (its owner reference); one owned by a model that still
+    serves, or not named as this operator names them, is left alone. ``kind namespace/name`` of each
+    object deleted."""
+    from urllib.parse import quote
+
+    from controller.api import API_VERSION
+
+    selector = quote(f"app.kubernetes.io/name=qmlops,app.kubernetes.io/component={COMPONENT},{MODEL_LABEL}")
+    models: dict[tuple[str, str], dict[str, Any] | None] = {}
+    removed: list[str] = []
+    for namespace in namespaces or (None,):
+        for api_version, plural in SWEPT:
+            listed = await client.get(resource_path(api_version, plural, namespace) + f"?labelSelector={selector}")
+            for item in listed.get("items") or ():
+                meta = item.get("metadata") or {}
+                ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+                owner = next(
+                    (
+                        o
+                        for o in meta.get("ownerReferences") or ()
+                        if o.get("kind") == "QuantumModel" and str(o.get("apiVersion", "")).startswith("qmlops.io/")
+                    ),
+                    None,
+                )
+                if owner is None or not ns or name != object_name(str(owner.get("name", ""))):
+                    continue
+                key = (ns, str(owner["name"]))
+                if key not in models:
+                    try:
+                        models[key] = await client.get(resource_path(API_VERSION, "quantummodels", ns, key[1]))
+                    except NotFound:
+                        models[key] = None
+                model = models[key]
+                if model is None or (model.get("metadata") or {}).get("uid") != owner.get("uid"):
+                    continue  # the model is gone (or another took its name): its garbage collection
+                if (model.get("spec") or {}).get("serving") is not None:
+                    continue
+                try:
+                    await client.delete(resource_path(api_version, plural, ns, name))
+                except NotFound:
+                    continue
+                removed.append(f"{'Deployment' if plural == 'deployments' else 'Service'} {ns}/{name}")
+    return removed

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -14,6 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 from controller import __version__
 from controller.api import GROUP
 from controller.engine.registry.trust import AllowedSigners
+from controller.shells.live import SERVICE_URL
+from controller.shells.workdir import repository_key
 
 if TYPE_CHECKING:  # kopf takes most of a second to import: `qmlops --help` does not pay for it
     import kopf
@@ -72,6 +71,8 @@ class OperatorConfig:
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
     serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
     serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
+    # where monitoring's live check reads a model's live accuracy: its serving Service by default
+    serving_live_url: str = SERVICE_URL
     executor: str = "in-process"  # where trainings run: "in-process" (the pool) or "jobs" (a Job each)
     job_image: str | None = None  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
     job_service_account: str = "qmlops-training"
@@ -91,48 +92,6 @@ class OperatorConfig:
     @property
     def checkpoints(self) -> Path:
         return self.workdir / "checkpoints"
-
-
-def repository_key(repo: str, branch: str | None) -> str:
-    return hashlib.sha256(f"{repo}\n{branch or ''}".encode()).hexdigest()[:16]
-
-
-def default_workdir(component: str = "operator") -> Path:
-    """The operator's (or ``qmlops serve``'s) work folder when none is given: the user's own cache folder
-    (``$XDG_CACHE_HOME/qmlops/operator``, else ``~/.cache/qmlops/operator``), never a folder shared
-    by every user of the machine; ``<tmp>/qmlops-<uid>`` when there is no home."""
-    cache = os.environ.get("XDG_CACHE_HOME")
-    if cache and Path(cache).is_absolute():
-        return Path(cache) / "qmlops" / component
-    try:
-        home: Path | None = Path.home()
-    except (RuntimeError, KeyError):  # no HOME and no passwd entry
-        home = None
-    if home is not None and home.is_dir() and os.access(home, os.W_OK):
-        return home / ".cache" / "qmlops" / component
-    fallback = Path(tempfile.gettempdir()) / f"qmlops-{os.getuid()}"
-    return fallback if component == "operator" else fallback / component
-
-
-class WorkdirError(Exception):
-    """The work folder cannot be used; the message names it."""
-
-
-def private_folder(path: Path) -> Path:
-    """``path`` made (with its parents) and kept to its owner: mode 0700, owned by this user.
-    A folder someone else owns is refused, not used: their clones could push anywhere."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.lstat()
-    except OSError as err:
-        raise WorkdirError(f"work folder {path}: {err.strerror or err}") from None
-    if path.is_symlink() or not path.is_dir():
-        raise WorkdirError(f"work folder {path}: not a folder")
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise WorkdirError(f"work folder {path} belongs to another user (uid {info.st_uid}): give --workdir")
-    if info.st_mode & 0o077:
-        path.chmod(0o700)
-    return path
 
 
 def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:

@@ -38,10 +38,10 @@ from controller.engine.reconcile.workspace import KEY
 from controller.engine.text import scrub
 from controller.operator import checkpoints, checks, jobs
 from controller.operator import serving as serving_objects
-from controller.operator.gitsource import redact
 from controller.operator.kube import merge_diff, resource_path
 from controller.operator.runtime import Runtime
 from controller.operator.settings import REQUESTED_AT
+from controller.shells.gitsource import redact
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +516,7 @@ class ModelWorker:
             (metrics.esp, "esp"),
             (metrics.esp_at_training, "espAtTraining"),
             (metrics.replay_accuracy, "replayAccuracy"),
+            (metrics.live_accuracy, "liveAccuracy"),
             (metrics.champion_accuracy, "championAccuracy"),
         ):
             if isinstance(watched.get(field), int | float):

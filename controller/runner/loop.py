@@ -32,6 +32,7 @@ from controller.engine.status import describe_failure
 from controller.runner.display import Board
 from controller.runner.interrupts import stop_after_iteration
 from controller.runner.specs import observe
+from controller.shells.live import ServingEndpoint
 
 T = TypeVar("T")
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -49,6 +50,7 @@ class RunnerConfig:
     trust: Trust | None = None  # the allowed signers the registry's history must verify against
     signing_key: Path | None = None  # the SSH key every commit is signed with
     policies: tuple[QuantumPolicy, ...] = ()  # QuantumPolicy floors (--policies DIR)
+    serving_url: str | None = None  # the qmlops serve server monitoring's live check reads (--serving-url)
 
 
 class Runner:
@@ -77,6 +79,7 @@ class Runner:
             checkpoint_root=checkpoints,
             credentials=credentials,
             policies=lambda: list(config.policies),
+            live=ServingEndpoint.at(config.serving_url) if config.serving_url else None,
         )
         self.pipelines = PipelineReconciler(
             self.registry,

@@ -25,7 +25,7 @@ from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.training.artifact import AER_FROM_ROWS
 
 if TYPE_CHECKING:
-    from controller.operator.gitsource import GitCredentials
+    from controller.shells.gitsource import GitCredentials
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,8 @@ class Catalog:
         return self._registry
 
     def _checkout(self) -> Path:
-        from controller.operator.gitsource import GitSource, GitSourceError
-        from controller.operator.settings import WorkdirError, default_workdir, private_folder, repository_key
+        from controller.shells.gitsource import GitSource, GitSourceError
+        from controller.shells.workdir import WorkdirError, default_workdir, private_folder, repository_key
 
         base = self._workdir or default_workdir("serve")
         try:
@@ -192,7 +192,7 @@ class Catalog:
             registry.git.run("fetch", "--quiet", "--prune", "origin")
             registry.git.run("reset", "--quiet", "--hard", "@{upstream}")
         except GitError as err:
-            from controller.operator.gitsource import redact
+            from controller.shells.gitsource import redact
 
             text = redact(str(err), self.credentials)
             log.warning("fetching the repository failed; serving what was fetched before: %s", text)

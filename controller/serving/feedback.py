@@ -23,6 +23,9 @@ from controller.engine.live import DEFAULT_WINDOW, LabelledWindow, LiveAccuracy
 
 PENDING_REQUESTS = 10_000  # request ids remembered per model for feedback
 MAX_FEEDBACK_ITEMS = 1_000
+MAX_LABELS_PER_ITEM = 100_000  # a request holds at most this many rows (protocol.MAX_ROWS)
+MAX_ID_CHARS = 128
+MAX_CLASSES_SHOWN = 16
 
 
 class FeedbackError(ValueError):
@@ -41,6 +44,7 @@ def inputs_digest(rows: np.ndarray) -> str:
 class Given:
     version: int
     labels: list[str]
+    classes: frozenset[str] = frozenset()  # the version's classes: a true label must be one of them
 
 
 class Outcomes:
@@ -53,10 +57,13 @@ class Outcomes:
         self._windows: dict[str, LabelledWindow] = {}
         self._lock = threading.Lock()
 
-    def remember(self, model: str, request: str, version: int, labels: list[Any]) -> None:
+    def remember(
+        self, model: str, request: str, version: int, labels: list[Any], classes: list[Any] | None = None
+    ) -> None:
+        known = frozenset(str(c) for c in (classes if classes is not None else labels))
         with self._lock:
             given = self._given.setdefault(model, OrderedDict())
-            given[request] = Given(version, [str(x) for x in labels])
+            given[request] = Given(version, [str(x) for x in labels], known)
             given.move_to_end(request)
             while len(given) > self.pending:
                 given.popitem(last=False)
@@ -75,6 +82,12 @@ class Outcomes:
             labels = item.get("labels") if isinstance(item, dict) else None
             if not isinstance(rid, str) or not isinstance(labels, list):
                 raise FeedbackError(400, f"feedback[{k}]: expected {{id, labels}}")
+            if len(rid) > MAX_ID_CHARS:
+                raise FeedbackError(400, f"feedback[{k}].id: over {MAX_ID_CHARS} characters")
+            if len(labels) > MAX_LABELS_PER_ITEM:
+                raise FeedbackError(
+                    413, f"feedback[{k}].labels: {len(labels)} labels; the limit is {MAX_LABELS_PER_ITEM}"
+                )
             if not all(isinstance(x, str | int) and not isinstance(x, bool) for x in labels):
                 raise FeedbackError(400, f"feedback[{k}].labels: expected class labels (strings or integers)")
             checked.append((rid, [str(x) for x in labels]))
@@ -88,6 +101,14 @@ class Outcomes:
                         400,
                         f"feedback[{k}].labels: {len(labels)} labels for a request of {len(given[rid].labels)} rows",
                     )
+                classes = given[rid].classes
+                unknown = next((j for j, label in enumerate(labels) if label not in classes), None)
+                if unknown is not None:  # named by position: the value itself is not echoed
+                    known = ", ".join(sorted(classes)[:MAX_CLASSES_SHOWN])
+                    raise FeedbackError(
+                        400,
+                        f"feedback[{k}].labels[{unknown}]: not a class of version {given[rid].version} (classes: {known})",
+                    )
             window = self._windows.setdefault(model, LabelledWindow(model, self.window))
             rows = 0
             for rid, labels in checked:
@@ -96,10 +117,13 @@ class Outcomes:
                     rows += window.add(prior.version, prior.labels, labels)
             return rows
 
-    def live(self, model: str, version: int | None) -> LiveAccuracy:
+    def live(self, model: str, version: int | None, last: int | None = None) -> LiveAccuracy:
+        """``version``'s live accuracy over its latest ``last`` labelled rows (the whole window: None)."""
         with self._lock:
             window = self._windows.get(model)
-            return window.live(version) if window else LiveAccuracy(model, version, 0, 0, self.window)
+            if window is not None:
+                return window.live(version, last)
+            return LiveAccuracy(model, version, 0, 0, self.window if last is None else min(last, self.window))
 
 
 class PredictionLog:

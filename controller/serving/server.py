@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from controller import __version__
 from controller.engine import prediction
+from controller.engine.live import MAX_WINDOW, LiveAccuracy
 from controller.engine.prediction import LoadedModel, ModelUnavailable
 from controller.serving import protocol
 from controller.serving.catalog import Catalog, Swap
@@ -107,7 +108,7 @@ class Server:
         if catalog is None:
             credentials = None
             if config.git_secret_dir is not None:
-                from controller.operator.gitsource import GitCredentials
+                from controller.shells.gitsource import GitCredentials
 
                 credentials = GitCredentials.from_folder(config.git_secret_dir)
             catalog = Catalog(
@@ -241,7 +242,7 @@ class Server:
         loop = asyncio.get_running_loop()
         predictions = await loop.run_in_executor(self._predicting, prediction.predict, model, rows)
         labels = predictions.labels
-        self.outcomes.remember(key, rid, model.version, labels)
+        self.outcomes.remember(key, rid, model.version, labels, model.classes)
         self.metrics.rows.labels(key).inc(len(labels))
         written = self.log
         if written is not None:
@@ -265,16 +266,27 @@ class Server:
         key = _key(request)
         if self.catalog.entry(key) is None:
             raise ModelUnavailable(f"model {request.match_info['model']}: not served here")
-        return web.json_response(self.live_accuracy(key))
+        text = request.query.get("window")
+        last = None
+        if text is not None:
+            if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MAX_WINDOW:
+                raise ProtocolError(400, f"window: expected a number of rows from 1 to {MAX_WINDOW}")
+            last = int(text)
+        return web.json_response(self.live_accuracy(key, last))
 
-    def live_accuracy(self, key: str) -> dict[str, Any]:
-        """The champion's live accuracy (``LiveAccuracy.to_json``), and the gauges brought up to date."""
+    def live_accuracy(self, key: str, last: int | None = None) -> dict[str, Any]:
+        """The champion's live accuracy (``LiveAccuracy.to_json``) over its latest ``last`` labelled rows
+        (the whole window: None); the gauges, over the whole window, brought up to date."""
         champion = self.catalog.champion(key)
-        live = self.outcomes.live(key, champion.version if champion else None)
+        version = champion.version if champion else None
+        live = self.outcomes.live(key, version)
+        self._gauge(key, live)
+        return (live if last is None else self.outcomes.live(key, version, last)).to_json()
+
+    def _gauge(self, key: str, live: LiveAccuracy) -> None:
         if live.accuracy is not None:
             self.metrics.live_accuracy.labels(key).set(live.accuracy)
         self.metrics.labelled.labels(key).set(live.labelled)
-        return live.to_json()
 
     async def _metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

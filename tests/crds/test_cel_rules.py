@@ -196,6 +196,13 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
         changed(M, spec__monitoring={"onDrift": ["retrain", "alert", "blockPromotion"]}),
         True,
     ),
+    (
+        "a live check asking for more samples than its window holds",
+        changed(M, spec__monitoring={"live": {"minSamples": 500, "window": 200}}),
+        "monitoring.live.minSamples must not exceed its window",
+        changed(M, spec__monitoring={"live": {"minSamples": 200, "window": 200}}),
+        True,
+    ),
 ]
 
 

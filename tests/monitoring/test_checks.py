@@ -177,3 +177,46 @@ def test_a_repository_without_monitored_models_says_so_rather_than_an_empty_tabl
     from controller.cli.monitor import table
 
     assert table([]) == "no model declares spec.monitoring: nothing to check (docs/monitoring.md)"
+
+
+def test_qmlops_validate_checks_the_calibration_of_every_device_a_pipeline_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.training import calibrations
+
+    repo = tmp_path / "repo"
+    git(tmp_path, "init", "--quiet", str(repo))
+    (repo / "specs").mkdir()
+    example = (Path(__file__).resolve().parents[2] / "examples" / "pipeline-nightly.yaml").read_text()
+    pipeline = repo / "specs" / "pipeline.yaml"
+    pipeline.write_text(example)
+    swept = repo / "specs" / "swept.yaml"
+    edits = {
+        "name: iris-nightly": "name: iris-swept",
+        'backend: "fake:manila"': 'backend: "local:aer"',
+        '{backends: ["fake:manila", "fake:lima"]}': '{backends: ["local:aer"]}',
+        "kind: [COBYLA, SPSA]}": 'kind: [COBYLA, SPSA], training.backend: ["local:aer", "fake:quito"]}',
+    }
+    text = example
+    for old, new in edits.items():
+        assert old in text
+        text = text.replace(old, new)
+    swept.write_text(text)
+    assert main(["validate", str(pipeline)]) == 0 and main(["validate", str(swept)]) == 0
+    data = calibrations.packaged("fake_lima")
+    data["qubits"][1][0]["value"] = -3.0  # a negative T1 on the second evaluate backend's device
+    calibrations.write(repo, data, "fake_lima")
+    assert main(["validate", str(pipeline)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "spec.steps[1].evaluate.backends[1]: the calibration it runs under is refused: "
+        "calibrations/fake_lima.json: qubits[1].T1: a duration cannot be negative"
+    ) in out
+    quito = calibrations.packaged("fake_quito")
+    quito["gates"][0]["parameters"][0]["value"] = 1.5  # an error rate above 1, on a device only the matrix names
+    calibrations.write(repo, quito, "fake_quito")
+    assert main(["validate", str(swept)]) == 1
+    out = capsys.readouterr().out
+    assert "spec.steps[0].train.matrix[training.backend][1]: the calibration it runs under is refused: " in out
+    assert "calibrations/fake_quito.json: gates[0]" in out
+    assert "fake_lima" not in out, "a device no spec in the file uses is not its problem"

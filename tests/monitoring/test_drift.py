@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,38 @@ def test_block_promotion_holds_a_new_version_until_a_human_pins_one(tmp_path: Pa
     assert "held by a drift" in (outcome.status.message or "") or any(
         "held by a drift" in c.message for c in outcome.status.conditions
     )
+
+
+def test_plan_says_which_checks_are_due_and_why_without_running_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller.engine.memo import Memo
+    from controller.engine.monitoring import checks
+    from controller.engine.training import evaluation
+
+    world = World.create(tmp_path)
+    world.reconcile()  # trains version 1 on fake:manila and promotes it
+    replays: list[str] = []
+    real = evaluation.evaluate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        replays.append(str(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", counted)
+    monkeypatch.setattr(checks, "_BASELINES", Memo(8))  # no replay remembered from another test
+    reconciler = world.reconciler()
+    plan = reconciler.plan(world.observed(reconciler))
+    assert plan.checks_due == ("calibration", "replay", "data")
+    assert plan.reason == (
+        "version 1 is the champion; "
+        "monitoring checks due (calibration, replay, data): version 1 has not been checked by this controller yet"
+    )
+    assert plan.changes is False and replays == [], "plan replays no noisy circuit"
+    assert main(["plan", "--repo", str(world.work), "--output", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["checksDue"] == ["calibration", "replay", "data"] and replays == []
+    outcome = reconciler.reconcile(world.observed(reconciler))  # run runs the very same step, checks and all
+    assert replays == ["fake:manila"], "the replay under today's calibration (the training's is the same)"
+    assert outcome.status.monitoring is not None and outcome.status.monitoring.verdict == "ok"
+    assert reconciler.plan(world.observed(reconciler)).checks_due == (), "checked: not due again for 6h"

@@ -24,9 +24,9 @@ from controller.operator.checkpoints import (
     encode,
     recorded_digest,
 )
-from controller.operator.gitsource import GitCredentials, GitSource, GitSourceError, redact
 from controller.operator.kube import ApiAccess, ApiError, KubeClient, NotFound, merge_diff
 from controller.operator.settings import essence_storage, kopf_settings
+from controller.shells.gitsource import GitCredentials, GitSource, GitSourceError, redact
 from tests.support.kube import Client, KubeApi
 
 
@@ -237,7 +237,8 @@ def test_a_clone_of_another_repository_is_never_reused(remote: Path, tmp_path: P
 def test_the_work_folder_is_the_users_own_and_keyed_by_repository_and_branch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controller.operator.settings import OperatorConfig, WorkdirError, default_workdir, private_folder
+    from controller.operator.settings import OperatorConfig
+    from controller.shells.workdir import WorkdirError, default_workdir, private_folder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert default_workdir() == tmp_path / "cache" / "qmlops" / "operator"

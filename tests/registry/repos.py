@@ -84,10 +84,13 @@ def tiny_spec(
     iterations: int = 4,
     promotion: str = DEFAULT_PROMOTION,
     governance: str = DEFAULT_GOVERNANCE,
+    monitoring: str | None = None,
 ) -> str:
-    return TINY_SPEC.format(
+    """``monitoring``: the lines of ``spec.monitoring`` (indented by four), appended when given."""
+    text = TINY_SPEC.format(
         name=name, namespace=namespace, iterations=iterations, promotion=promotion, governance=governance
     )
+    return text if monitoring is None else text + "  monitoring:\n" + monitoring.rstrip("\n") + "\n"
 
 
 class Repos:

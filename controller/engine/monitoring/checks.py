@@ -9,7 +9,9 @@ after and a verdict.
   local model (the fake backend of the same device) under the service's calibration.
 * data: ``file:`` datasets, each feature of the current data against the training data's summary.
 
-A ``live`` check (the serving side's live accuracy, issue 14) plugs in through :data:`LiveHook`.
+* live: the served champion's accuracy on its labelled feedback (read from the server that serves it
+  through a :data:`controller.engine.live.LiveSource` the shell provides) against its registered test
+  accuracy, over its latest ``window`` labelled rows once ``minSamples`` of them are labelled.
 
 A check whose input cannot be had (the service unreachable, no calibration recorded) is NOT_RUN with
 its reason: never OK. Every reason is scrubbed before it is recorded or shown.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.api.quantummodel import CalibrationCheck, DataCheck, Monitoring, QuantumModelSpec, ReplayCheck
+from controller.engine.live import LiveSource, LiveUnavailable
 from controller.engine.memo import Memo
 from controller.engine.registry.versions import Version
 from controller.engine.text import scrub
@@ -65,11 +68,6 @@ class Check:
         return out
 
 
-LiveHook = Callable[[str, str, Version], Check | None]
-"""``(namespace, name, champion) -> Check``: serving's live accuracy of the champion (issue 14); None
-when it has nothing to say. Installed by the shell that serves models; absent, no live check runs."""
-
-
 @dataclass
 class Context:
     """What the checks of one model need."""
@@ -99,25 +97,30 @@ class Context:
 
 
 def enabled(monitoring: Monitoring) -> list[CheckKind]:
-    """The checks a monitoring section asks for; none named means all three with their defaults."""
+    """The checks a monitoring section asks for; none named means the three that need no server
+    (calibration, replay, data) with their defaults: ``live`` runs only when named."""
     named = [
         kind
         for kind, section in (
             (CheckKind.CALIBRATION, monitoring.calibration),
             (CheckKind.REPLAY, monitoring.replay),
             (CheckKind.DATA, monitoring.data),
+            (CheckKind.LIVE, monitoring.live),
         )
         if section is not None
     ]
     return named or [CheckKind.CALIBRATION, CheckKind.REPLAY, CheckKind.DATA]
 
 
-def run_checks(context: Context, live: LiveHook | None = None) -> list[Check]:
+def run_checks(context: Context, live: LiveSource | None = None) -> list[Check]:
     out: list[Check] = []
     today: Any = None
     for kind in enabled(context.monitoring):
         if kind is CheckKind.DATA:
             out.append(_guarded(kind, lambda: data_check(context)))
+            continue
+        if kind is CheckKind.LIVE:
+            out.append(_guarded(kind, lambda: live_check(context, live)))
             continue
         if today is None:
             today = _today(context)
@@ -127,10 +130,6 @@ def run_checks(context: Context, live: LiveHook | None = None) -> list[Check]:
             out.append(_guarded(kind, partial(calibration_check, context, today)))
         else:
             out.append(_guarded(kind, partial(replay_check, context, today)))
-    if live is not None:
-        found = _guarded(CheckKind.LIVE, lambda: live(context.namespace, context.name, context.champion))
-        if found is not None:
-            out.append(found)
     return out
 
 
@@ -311,6 +310,67 @@ def data_check(context: Context) -> Check:
     return Check(CheckKind.DATA, verdict, figures, key=digest)
 
 
+NO_LIVE_SOURCE = (
+    "no server to read live accuracy from: qmlops run and qmlops monitor take --serving-url; "
+    "the operator reads the model's serving Service"
+)
+
+
+def live_check(context: Context, source: LiveSource | None) -> Check:
+    """The champion's accuracy on its labelled feedback against its registered test accuracy."""
+    from controller.api.quantummodel import LiveCheck
+
+    settings = context.monitoring.live or LiveCheck()
+    champion = context.champion
+    reference = champion.metrics.get("accuracy")
+    if not isinstance(reference, int | float) or isinstance(reference, bool) or not math.isfinite(reference):
+        return Check(CheckKind.LIVE, Verdict.NOT_RUN, {}, f"version {champion.number} records no test accuracy")
+    if source is None:
+        return Check(CheckKind.LIVE, Verdict.NOT_RUN, {}, NO_LIVE_SOURCE)
+    try:
+        live = source(context.namespace, context.name, settings.window)
+    except LiveUnavailable as err:
+        return Check(CheckKind.LIVE, Verdict.NOT_RUN, {}, scrub(_describe(err)))
+    key = f"{context.namespace}/{context.name}"
+    if live.model != key:
+        return Check(CheckKind.LIVE, Verdict.NOT_RUN, {}, "the server answered for another model")
+    figures: dict[str, Any] = {
+        "labelled": live.labelled,
+        "minSamples": settings.min_samples,
+        "window": min(live.window, settings.window),
+        "servedVersion": live.version,
+    }
+    if live.version != champion.number:
+        served = "no version" if live.version is None else f"version {live.version}"
+        return Check(
+            CheckKind.LIVE,
+            Verdict.NOT_RUN,
+            figures,
+            f"the server serves {served}, the champion is version {champion.number} (not swapped in yet)",
+        )
+    accuracy = live.accuracy
+    if accuracy is None or live.labelled < settings.min_samples:
+        return Check(
+            CheckKind.LIVE,
+            Verdict.NOT_RUN,
+            figures,
+            f"not enough samples: {live.labelled} labelled rows of version {champion.number}, "
+            f"at least {settings.min_samples} needed",
+        )
+    drop = float(reference) - accuracy
+    figures.update(
+        {
+            "accuracy": {"before": round(float(reference), 6), "after": round(accuracy, 6)},
+            "correct": live.correct,
+            "drop": round(drop, 6),
+            "threshold": settings.max_accuracy_drop,
+        }
+    )
+    verdict = Verdict.DRIFT if drop > settings.max_accuracy_drop else Verdict.OK
+    # acted on once per champion: its feedback is what drifted
+    return Check(CheckKind.LIVE, verdict, figures, key=f"feedback:version-{champion.number}")
+
+
 # --- one model's report ---------------------------------------------------------------------------------
 
 
@@ -357,12 +417,15 @@ class Report:
         return out
 
     def gauges(self) -> dict[str, float]:
-        """The figures exported as gauges: ESP now and at training, replay accuracy, champion accuracy."""
+        """The figures exported as gauges: ESP now and at training, replay and live accuracy."""
         out: dict[str, float] = {}
-        calibration, replay = self.check(CheckKind.CALIBRATION), self.check(CheckKind.REPLAY)
+        calibration, replay, live = (self.check(k) for k in (CheckKind.CALIBRATION, CheckKind.REPLAY, CheckKind.LIVE))
         if calibration is not None and "esp" in calibration.figures:
             out["esp"] = float(calibration.figures["esp"]["after"])
             out["esp_at_training"] = float(calibration.figures["esp"]["before"])
         if replay is not None and "accuracy" in replay.figures:
             out["replay_accuracy"] = float(replay.figures["accuracy"]["after"])
+        if live is not None and "accuracy" in live.figures:
+            out["live_accuracy"] = float(live.figures["accuracy"]["after"])
+            out["live_samples"] = float(live.figures["labelled"])
         return {k: v for k, v in out.items() if math.isfinite(v)}

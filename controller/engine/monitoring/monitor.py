@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from controller.api.quantummodel import QuantumModel
-from controller.engine.monitoring.checks import Context, LiveHook, Report, run_checks
+from controller.engine.live import LiveSource
+from controller.engine.monitoring.checks import Context, Report, run_checks
 from controller.engine.monitoring.sources import CalibrationSource
 from controller.engine.registry.ledger import format_time
 from controller.engine.text import scrub
@@ -22,7 +23,7 @@ def monitor_model(
     source: CalibrationSource,
     now: datetime,
     credentials: CredentialsLookup | None = None,
-    live: LiveHook | None = None,
+    live: LiveSource | None = None,
     replay_shots: int | None = None,
 ) -> Report:
     """The checks of one model's champion now (its spec's ``monitoring``, defaults when absent)."""
@@ -60,7 +61,7 @@ def monitor(
     now: datetime,
     source: CalibrationSource | None = None,
     credentials: CredentialsLookup | None = None,
-    live: LiveHook | None = None,
+    live: LiveSource | None = None,
     replay_shots: int | None = None,
 ) -> list[Report]:
     source = source or CalibrationSource(registry.repo)

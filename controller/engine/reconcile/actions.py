@@ -28,6 +28,8 @@ from controller.engine.reconcile.intents import (
     StepContext,
     Training,
     Verdict,
+    Watch,
+    Watched,
 )
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, State, training
@@ -403,3 +405,47 @@ def promote(state: State, step: promotion.PromotionStep) -> tuple[list[Intent], 
     elif state.latest is not None and step.standing is promotion.Standing.GATES_FAILED:
         standing = "gates-failed"
     return [Promotion(standing, step.reason)], verdict
+
+
+def watched(ctx: StepContext, intent: Watch) -> list[Intent]:
+    """Run the due checks (``services.watch``): their report, and one ``drift-detected`` record per
+    drift not acted on before (same check, same key, same champion)."""
+    state, champion = ctx.state, intent.champion
+    monitoring = state.spec.monitoring
+    assert monitoring is not None
+    report = ctx.services.watch(ctx.observed.model, champion, intent.due)
+    intents: list[Intent] = [Watched(report)]
+    acted = {
+        (e.data.get("check"), e.data.get("key"), e.version) for e in state.ledger.of_kind(LedgerKind.DRIFT_DETECTED)
+    }
+    wanted = [a.value for a in monitoring.on_drift]
+    for check in report.drifted:
+        if (check.kind.value, check.key, champion.number) in acted:
+            continue
+        data = {
+            "check": check.kind.value,
+            "key": check.key,
+            "figures": check.figures,
+            "actions": wanted,
+            "checkedAt": report.checked_at,
+        }
+        message = f"drift detected on version {champion.number}: {drift_summary(check)}"
+        intents.append(RecordDecision(LedgerKind.DRIFT_DETECTED, champion.number, message, data))
+    return intents
+
+
+def drift_summary(check: Any) -> str:
+    """One line for a drift's ledger message: the check and its figures before and after."""
+    f = check.figures
+    if check.kind.value == "live":
+        return (
+            f"live accuracy {f['accuracy']['after']:.3f} on {f['labelled']} labelled rows, "
+            f"{f['accuracy']['before']:.3f} at test"
+        )
+    if "esp" in f:
+        return f"ESP {f['esp']['before']:.4f} -> {f['esp']['after']:.4f} on today's calibration ({f['calibration']['after']['lastUpdate']})"
+    if "accuracy" in f:
+        return f"replayed accuracy {f['accuracy']['before']:.3f} -> {f['accuracy']['after']:.3f} under today's noise"
+    if f.get("moved"):
+        return f"the data moved on {', '.join(str(m) for m in f['moved'])}"
+    return check.kind.value

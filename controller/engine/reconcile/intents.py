@@ -82,6 +82,16 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """Run the champion's monitoring checks (``due``: which and why, a ``services.WatchDue``); the
+    effects answer with what follows: the report (:class:`Watched`) and a ``drift-detected`` record per
+    drift not acted on before. The dry run (``plan``) carries none out: a noisy replay is not planning."""
+
+    champion: Any  # registry.versions.Version
+    due: Any
+
+
+@dataclass(frozen=True)
 class Watched:
     """The monitoring checks ran on the champion: their report (``monitoring.Report``), for the status."""
 
@@ -135,7 +145,9 @@ class EvaluateVersions:
     parallelism: int = 1
 
 
-Work = Train | Register | TrainCells | EvaluateVersions  # intents the effects carry out (or a dry run stops at)
+Work = (
+    Train | Register | TrainCells | EvaluateVersions | Watch
+)  # intents the effects carry out (or a dry run skips or stops at)
 Intent = RecordDecision | Work | Suspend | Assess | Block | Fail | Training | Promotion | Watched
 WRITES = (RecordDecision, Train, Register, TrainCells, EvaluateVersions)  # what changes something (plan's ``changes``)
 
@@ -180,9 +192,9 @@ class Effects(Protocol):
         """Write the decision and bring ``ctx.state`` up to date with it."""
 
     def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
-        """Train, register or evaluate; the intents that follow (a training's registration or
-        failure), or None: the steps stop here (``plan``: what follows a piece of work depends on its
-        result)."""
+        """Train, register, evaluate or check; the intents that follow (a training's registration or
+        failure, a check's report and drifts), or None: the steps stop here (``plan``: what follows a
+        piece of work depends on its result)."""
 
 
 @dataclass
@@ -216,7 +228,7 @@ def run_steps(ctx: StepContext, steps: Sequence[Step], effects: Effects, facts: 
             applied.intents.append(intent)
             if isinstance(intent, RecordDecision):
                 effects.record(ctx, intent)
-            elif isinstance(intent, Train | Register | TrainCells | EvaluateVersions):
+            elif isinstance(intent, Train | Register | TrainCells | EvaluateVersions | Watch):
                 follow = effects.work(ctx, intent)
                 if follow is None:  # the effects stop here: nothing after this piece of work is known
                     applied.halted = True

@@ -16,7 +16,7 @@ from typing import Any
 from controller.api.quantummodel import QuantumModel, QuantumModelStatus, TrainingStatus, Usage, VersionRef
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
-from controller.engine.reconcile.intents import StepContext, Verdict, run_steps
+from controller.engine.reconcile.intents import StepContext, Verdict, Watch, run_steps
 from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, Observed, State, next_cron_tick, training
@@ -26,6 +26,12 @@ from controller.engine.registry.store import TRAILER_MODEL
 from controller.engine.registry.versions import Version
 
 ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
+CHECK_NEW_CHAMPION_SECONDS = 1.0  # a champion no check has seen yet is checked this soon
+
+
+def unwatched(status: QuantumModelStatus, champion: int) -> bool:
+    """Whether no monitoring check has seen this champion yet (it was promoted after the last check)."""
+    return status.monitoring is None or status.monitoring.version != champion
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Plan:
     version: int | None = None
     changes: bool = False
     floors: tuple[Any, ...] = ()  # controller.engine.policy.Source: what QuantumPolicies set, and which
+    checks_due: tuple[str, ...] = ()  # the monitoring checks a run would run now (plan runs none)
 
 
 @dataclass
@@ -65,7 +72,14 @@ class ModelReconciler(Services):
         if approvals:
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
         floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
-        return Plan(verdict.action, reason, verdict.version, applied.changes, floors)
+        watch = next((i for i in applied.intents if isinstance(i, Watch)), None)
+        checks: tuple[str, ...] = ()
+        if watch is not None:
+            checks = watch.due.checks
+            due = f"monitoring checks due ({', '.join(checks)}): {watch.due.reason}"
+            if due not in reason:
+                reason += f"; {due}"
+        return Plan(verdict.action, reason, verdict.version, applied.changes, floors, checks)
 
     # --- reconcile ------------------------------------------------------------------------------
 
@@ -135,7 +149,10 @@ class ModelReconciler(Services):
         if state.spec.training.schedule and not state.spec.suspend:
             requeue = max(1.0, (next_cron_tick(state.spec.training.schedule, state.now) - state.now).total_seconds())
         if state.spec.monitoring is not None and not state.spec.suspend:  # the next check is due then
-            requeue = min(requeue or state.spec.monitoring.seconds, state.spec.monitoring.seconds)
+            seconds = state.spec.monitoring.seconds
+            if facts.champion is not None and unwatched(status, facts.champion.version):
+                seconds = CHECK_NEW_CHAMPION_SECONDS  # promoted by this reconcile: checked on the next, at once
+            requeue = min(requeue or seconds, seconds)
         return Outcome(status, [], requeue)
 
     # --- the workspaces ----------------------------------------------------------------------------

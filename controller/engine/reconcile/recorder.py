@@ -3,7 +3,8 @@
 :class:`GitRecorder` writes each decision as one commit (``Registry.record``), reads the model's ledger
 and versions again after it, and trains when a step asks; :class:`DryRun` writes nothing, extends the
 ledger in memory so that the steps after a decision see it as it would be, and stops at the first
-piece of work (a training, a registration), whose result it cannot know without doing it.
+piece of work (a training, a registration), whose result it cannot know without doing it; due
+monitoring checks it skips (their replays are the expensive part of a reconcile), and the steps go on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import actions
-from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Work
+from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Watch, Work
 from controller.engine.registry.ledger import Ledger, draft, format_time
 
 
@@ -62,6 +63,8 @@ class GitRecorder:
         if isinstance(intent, Register):
             self.record(ctx, intent.decision)
             return []
+        if isinstance(intent, Watch):
+            return actions.watched(ctx, intent)
         if not isinstance(intent, Train):
             raise TypeError(f"{type(intent).__name__} is carried out by a pipeline's recorder")
         return actions.train(
@@ -84,4 +87,6 @@ class DryRun:
         state.ledger = Ledger((*state.ledger.entries, entry))
 
     def work(self, ctx: StepContext, intent: Work) -> list[Intent] | None:
+        if isinstance(intent, Watch):
+            return []  # the checks are due (plan says which and why); running them is not planning
         return None

@@ -7,6 +7,7 @@ the judgements worth remembering between reconciles (governance per spec, builti
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from controller.api.quantummodel import QuantumModel, QuantumModelSpec
 from controller.api.quantumpolicy import QuantumPolicy
 from controller.engine import policy
+from controller.engine.live import LiveSource
 from controller.engine.memo import Memo
 from controller.engine.reconcile.executor import Executor, InProcess
 from controller.engine.reconcile.state import Governance, State, judge, training, utcnow
@@ -24,6 +26,15 @@ from controller.engine.registry.versions import Version
 TrainerFn = Callable[..., Any]
 CredentialsLookup = Callable[[str, str], Any]
 MEMO_LIMIT = 10_000  # specs (and datasets) whose governance report (and digest) a reconciler keeps
+
+
+@dataclass(frozen=True)
+class WatchDue:
+    """The monitoring checks that are due (their kinds), why, and what they would be checked on."""
+
+    checks: tuple[str, ...]
+    reason: str
+    seen: tuple[str, ...]
 
 
 class Services:
@@ -37,6 +48,7 @@ class Services:
         credentials: CredentialsLookup | None = None,
         policies: Callable[[], list[QuantumPolicy]] | None = None,
         executor: Executor | None = None,
+        live: LiveSource | None = None,
     ) -> None:
         self.registry = registry
         self.trainer = trainer or training().train
@@ -48,9 +60,12 @@ class Services:
         self.policies = policies or (lambda: [])  # the QuantumPolicies in force (read at every reconcile)
         self._builtin_digests: Memo[str] = Memo(MEMO_LIMIT)
         self._policies: Memo[Governance] = Memo(MEMO_LIMIT)
-        self._watched: dict[str, tuple[datetime, str]] = {}  # model -> (last check, what it was checked on)
+        # model -> (last check, what it was checked on: the champion's digest, calibration and dataset digests)
+        self._watched: dict[str, tuple[datetime, tuple[str, ...]]] = {}
         self._calibrations: Any = None
-        self.live: Any = None  # monitoring's live-accuracy hook (serving, issue 14), installed by a shell
+        # where monitoring's live check reads the served champion's live accuracy; a shell installs it
+        # (``qmlops run --serving-url``, the operator's serving Services); None: the check says so
+        self.live: LiveSource | None = live
 
     def now(self) -> datetime:
         now = self.clock()
@@ -87,27 +102,43 @@ class Services:
             self._calibrations = CalibrationSource(self.registry.repo)
         return self._calibrations
 
-    def watch(self, model: QuantumModel, champion: Version) -> Any:
-        """The champion's monitoring checks (a ``monitoring.Report``) when due: ``monitoring.every``
-        after the last check, or at once when what it would be checked on changed (a new calibration
-        of its device, another dataset, another champion). None when not due."""
-        from controller.engine.monitoring import monitor_model
+    def watch_due(self, model: QuantumModel, champion: Version) -> WatchDue | None:
+        """Whether the champion's monitoring checks are due, which and why (cheap: nothing is run):
+        ``monitoring.every`` after the last check, or at once when what they would be checked on changed
+        (a new calibration of its device, another dataset, another champion). None when not due."""
+        from controller.engine.monitoring.checks import enabled
 
         spec = model.spec
         assert spec.monitoring is not None
         key = f"{model.metadata.namespace}/{model.metadata.name}"
         now = self.now()
-        seen = f"{champion.digest}|{self._seen(spec, champion, now)}"
+        seen = (champion.digest, *self._seen(spec, champion, now))
+        checks = tuple(kind.value for kind in enabled(spec.monitoring))
         last = self._watched.get(key)
-        if last is not None and last[1] == seen and (now - last[0]).total_seconds() < spec.monitoring.seconds:
-            return None
+        if last is None:
+            return WatchDue(checks, f"version {champion.number} has not been checked by this controller yet", seen)
+        at, before = last
+        if before[0] != seen[0]:
+            return WatchDue(checks, f"version {champion.number} is a new champion", seen)
+        if before != seen:
+            return WatchDue(checks, "what the checks look at changed (a new calibration or dataset)", seen)
+        if (now - at).total_seconds() >= spec.monitoring.seconds:
+            return WatchDue(checks, f"monitoring.every ({spec.monitoring.every}) has passed since the last check", seen)
+        return None
+
+    def watch(self, model: QuantumModel, champion: Version, due: WatchDue) -> Any:
+        """Run the champion's monitoring checks now: their ``monitoring.Report`` (remembered as the last
+        check of what ``due`` saw)."""
+        from controller.engine.monitoring import monitor_model
+
+        now = self.now()
         report = monitor_model(
             self.registry, model, source=self.calibrations(), now=now, credentials=self.credentials, live=self.live
         )
-        self._watched[key] = (now, seen)
+        self._watched[f"{model.metadata.namespace}/{model.metadata.name}"] = (now, due.seen)
         return report
 
-    def _seen(self, spec: QuantumModelSpec, champion: Version, now: datetime) -> str:
+    def _seen(self, spec: QuantumModelSpec, champion: Version, now: datetime) -> tuple[str, ...]:
         """What a check would look at today: the calibration's digest and the dataset's (cheap: a fake
         device's file is read again, an ibm: device's properties are fetched once per period)."""
         from datetime import timedelta
@@ -126,7 +157,7 @@ class Services:
                 parts.append(self._dataset_digest(spec))
             except Exception:
                 parts.append("")
-        return "|".join(parts)
+        return tuple(parts)
 
     def governance(self, spec: QuantumModelSpec) -> Governance:
         """Governance is a function of the spec alone: judged once per spec a reconciler sees (the

@@ -13,8 +13,6 @@ Each step is ``(StepContext) -> StepResult``: it reads, and returns intents and 
 
 from __future__ import annotations
 
-from typing import Any
-
 from controller.api.quantummodel import PolicyFloor
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
@@ -35,7 +33,7 @@ from controller.engine.reconcile.intents import (
     Train,
     Training,
     Verdict,
-    Watched,
+    Watch,
 )
 from controller.engine.reconcile.state import Due, State, training_due
 from controller.engine.status import describe_failure
@@ -155,50 +153,20 @@ def promote(ctx: StepContext) -> StepResult:
 
 
 def watch(ctx: StepContext) -> StepResult:
-    """``spec.monitoring``: the champion's checks when due; each drift not acted on before (same
-    check, same calibration or dataset, same champion) is a ``drift-detected`` entry with its evidence
-    and the actions it asks for (the train step retrains on it, promote holds on it, the shells alert)."""
+    """``spec.monitoring``: the champion's checks when due, as a :class:`Watch` the effects carry out
+    (``actions.watched``: each drift not acted on before, same check, same calibration, dataset or
+    feedback, same champion, is a ``drift-detected`` entry with its evidence and the actions it asks
+    for; the train step retrains on it, promote holds on it, the shells alert). The dry run only says
+    which checks are due and why."""
     state = ctx.state
-    monitoring = state.spec.monitoring
     champion = state.version(state.ledger.champion())
-    if monitoring is None or champion is None:
+    if state.spec.monitoring is None or champion is None:
         return StepResult()
-    report = ctx.services.watch(ctx.observed.model, champion)
-    if report is None:
+    due = ctx.services.watch_due(ctx.observed.model, champion)
+    if due is None:
         return StepResult()
-    intents: list[Intent] = [Watched(report)]
-    acted = {
-        (e.data.get("check"), e.data.get("key"), e.version) for e in state.ledger.of_kind(LedgerKind.DRIFT_DETECTED)
-    }
-    wanted = [a.value for a in monitoring.on_drift]
-    for check in report.drifted:
-        if (check.kind.value, check.key, champion.number) in acted:
-            continue
-        data = {
-            "check": check.kind.value,
-            "key": check.key,
-            "figures": check.figures,
-            "actions": wanted,
-            "checkedAt": report.checked_at,
-        }
-        message = f"drift detected on version {champion.number}: {drift_summary(check)}"
-        intents.append(RecordDecision(LedgerKind.DRIFT_DETECTED, champion.number, message, data))
-    verdict = None
-    if len(intents) > 1:
-        verdict = Verdict(PlanAction.NOTHING, f"drift detected: {', '.join(c.kind.value for c in report.drifted)}")
-    return StepResult(tuple(intents), verdict)
-
-
-def drift_summary(check: Any) -> str:
-    """One line for a drift's ledger message: the check and its figures before and after."""
-    f = check.figures
-    if "esp" in f:
-        return f"ESP {f['esp']['before']:.4f} -> {f['esp']['after']:.4f} on today's calibration ({f['calibration']['after']['lastUpdate']})"
-    if "accuracy" in f:
-        return f"replayed accuracy {f['accuracy']['before']:.3f} -> {f['accuracy']['after']:.3f} under today's noise"
-    if f.get("moved"):
-        return f"the data moved on {', '.join(str(m) for m in f['moved'])}"
-    return check.kind.value
+    why = f"monitoring checks due ({', '.join(due.checks)}): {due.reason}"
+    return StepResult((Watch(champion, due),), Verdict(PlanAction.NOTHING, why, champion.number))
 
 
 def held_by_drift(state: State) -> str | None:

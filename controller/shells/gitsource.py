@@ -1,4 +1,5 @@
-"""The GitOps repository the operator writes the registry and ledger to: cloned into the work folder,
+"""A Git repository cloned into a work folder (the operator's GitOps repository, which it writes the
+registry and ledger to; the one `qmlops serve` reads when given a URL),
 with credentials from a Secret (an SSH key or a token), never logged and never put on a command line.
 
 The credentials are written to files (mode 0600) in the work folder, and the checkout's own Git
