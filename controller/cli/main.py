@@ -15,7 +15,20 @@ from collections.abc import Sequence
 from controller import __version__
 
 # Subcommand modules under controller.cli, in the order `qmlops --help` lists them.
-COMMANDS = ("validate", "plan", "run", "monitor", "train", "predict", "serve", "operator", "audit", "crds", "train-job")
+COMMANDS = (
+    "validate",
+    "plan",
+    "run",
+    "monitor",
+    "train",
+    "predict",
+    "serve",
+    "operator",
+    "audit",
+    "policy",
+    "crds",
+    "train-job",
+)
 
 EXIT_OK, EXIT_VIOLATIONS, EXIT_UNUSABLE = 0, 1, 2
 

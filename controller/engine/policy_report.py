@@ -16,10 +16,14 @@ state gives the same bytes and ``registry/<ns>/<model>/policy.json`` is written 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from controller.api.quantummodel import Enforcement, PackReportSummary, PolicySummary, QuantumModelSpec, RuleOutcome
+from controller.api.quantumpipeline import QuantumPipeline
 from controller.engine.packs import Subject, pack
+from controller.engine.registry.store import Registry
+from controller.engine.status import describe_failure
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 KIND = "PolicyReport"
@@ -106,3 +110,34 @@ def summary_of(report: dict[str, Any]) -> PackReportSummary:
 def render(report: dict[str, Any]) -> str:
     """The bytes of ``policy.json``: stable key order, one trailing newline."""
     return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def pipeline_backends(pipelines: Iterable[QuantumPipeline], namespace: str, name: str) -> tuple[str, ...]:
+    """The backends the evaluate steps of the pipelines that train the model score on, once each."""
+    found: list[str] = []
+    for pipeline in pipelines:
+        if (pipeline.metadata.namespace, pipeline.spec.model) != (namespace, name):
+            continue
+        for step in pipeline.spec.steps:
+            if step.evaluate is not None:
+                found += step.evaluate.backends
+    return tuple(dict.fromkeys(found))
+
+
+def report_for(
+    registry: Registry, namespace: str, name: str, spec: QuantumModelSpec, backends: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The report of the (effective) ``spec``'s packs on the model's registry: every version file and
+    the whole ledger as they are (a registry that cannot be read makes every rule ``error``)."""
+    try:
+        subject = Subject(
+            namespace,
+            name,
+            spec,
+            registry.ledger(namespace, name),
+            tuple(registry.versions(namespace, name)),
+            tuple(backends),
+        )
+    except Exception as err:  # an unreadable ledger or version file: reported, never a crash
+        return build(namespace, name, spec, None, f"the registry cannot be read: {describe_failure(err)}")
+    return build(namespace, name, spec, subject)
