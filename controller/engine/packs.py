@@ -126,6 +126,10 @@ class BackendsParams(Params):
     allowed: list[BackendGlob] = Field(min_length=1, max_length=64)
 
 
+def _versions(count: int) -> str:
+    return f"{count} version{'' if count == 1 else 's'}"
+
+
 def _pass(message: str) -> Finding:
     return Finding(RuleOutcome.PASS, message)
 
@@ -152,13 +156,13 @@ def record_keeping(subject: Subject, params: RecordKeepingParams) -> Finding:
             f"governance.retention.maxVersions is {retention.max_versions}: records are kept for at least "
             f"{params.min_versions} versions"
         )
-    registered = {(e.version, e.data.get("digest")) for e in subject.ledger.of_kind(LedgerKind.REGISTERED)}
+    registered = {(e.version, e.data.get("versionDigest")) for e in subject.ledger.of_kind(LedgerKind.REGISTERED)}
     unrecorded = [v.number for v in subject.versions if (v.number, v.digest) not in registered]
     if unrecorded:
         listed = ", ".join(str(n) for n in unrecorded[:10])
         return _fail(f"version {listed} has no registered ledger entry naming its digest")
     kept = "every version" if retention is None else f"up to {retention.max_versions} versions"
-    return _pass(f"{len(subject.versions)} versions, each with its registered entry; keeps {kept}")
+    return _pass(f"{_versions(len(subject.versions))}, each with its registered entry; keeps {kept}")
 
 
 def approved_before_production(subject: Subject, params: ApprovalParams) -> Finding:
