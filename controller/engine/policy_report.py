@@ -23,7 +23,6 @@ from controller.api.quantummodel import Enforcement, PackReportSummary, PolicySu
 from controller.api.quantumpipeline import QuantumPipeline
 from controller.engine.packs import Subject, pack
 from controller.engine.registry.store import Registry
-from controller.engine.status import describe_failure
 
 API_VERSION = "wgpolicyk8s.io/v1alpha2"
 KIND = "PolicyReport"
@@ -91,8 +90,10 @@ def build(
 
 
 def enforced_failures(report: dict[str, Any]) -> list[str]:
-    """``<pack>/<rule>`` of every rule that fails where it is enforced."""
-    return [f"{r['policy']}/{r['rule']}" for r in report["results"] if r["result"] == RuleOutcome.FAIL.value]
+    """``<pack>/<rule>`` of every rule that fails where it is enforced, or could not be checked (a rule
+    the registry could not answer is not passed)."""
+    bad = (RuleOutcome.FAIL.value, RuleOutcome.ERROR.value)
+    return [f"{r['policy']}/{r['rule']}" for r in report["results"] if r["result"] in bad]
 
 
 def summary_of(report: dict[str, Any]) -> PackReportSummary:
@@ -138,6 +139,8 @@ def report_for(
             tuple(registry.versions(namespace, name)),
             tuple(backends),
         )
-    except Exception as err:  # an unreadable ledger or version file: reported, never a crash
-        return build(namespace, name, spec, None, f"the registry cannot be read: {describe_failure(err)}")
+    except Exception as err:  # an unreadable ledger or version file: reported, never a crash; the report
+        # goes to Git, so it names the kind of trouble and never quotes what the broken file holds
+        problem = f"the registry cannot be read ({type(err).__name__}): qmlops audit --verify names the file"
+        return build(namespace, name, spec, None, problem)
     return build(namespace, name, spec, subject)

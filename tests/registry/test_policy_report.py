@@ -79,6 +79,7 @@ def test_a_passing_and_a_failing_model_get_their_results_exit_codes_and_policy_j
     assert git(work, "rev-parse", "HEAD") == head
     assert qmlops(capsys, "plan", "--repo", str(work)).code in (0, 1)
     assert git(work, "status", "--porcelain") == "" and git(work, "rev-parse", "HEAD") == head
+    assert qmlops(capsys, "audit", "--repo", str(work), "--verify").code == 0  # the report's commits verify
 
     # enforced, the loose model's failures fail the report; a QuantumPolicy's pack is checked on the history too
     enforced = tiny_spec("loose", governance=LOOSE.replace("enforcement: audit", "enforcement: enforce"))
@@ -126,6 +127,23 @@ def test_bad_input_is_one_line_naming_the_flag_and_exit_2(
     unknown = report(capsys, work, "--policies", str(tmp_path / "bad"))
     assert unknown.code == 2 and "--policies" in unknown.err and "spec.packs.0" in unknown.err
     assert len(unknown.err.strip().splitlines()) == 1
+
+
+def test_a_registry_that_cannot_be_read_is_an_error_for_every_rule_and_fails_the_report(
+    repos: Repos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = repos.clone("work")
+    repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "kept")
+    repos.commit_file(work, "registry/demo/kept/ledger.jsonl", '{"seq": "hunter2-token"}\n', "a broken ledger")
+    broken = report(capsys, work, "--format", "json")
+    assert broken.code == 1
+    [item] = json.loads(broken.out)["items"]
+    assert set(results(item).values()) == {"error"}
+    assert item["summary"]["error"] == 3
+    assert {r["message"] for r in item["results"]} == {
+        "the registry cannot be read (RegistryError): qmlops audit --verify names the file"
+    }  # never what the broken file holds
+    assert "hunter2" not in json.dumps(item)
 
 
 # --- checks on the history, not only the spec -------------------------------------------------------------
