@@ -18,7 +18,7 @@ from controller.engine.registry import Registry
 from controller.engine.registry.ledger import Ledger, draft
 from controller.engine.registry.versions import Version
 from controller.runner.specs import observe
-from tests.registry.repos import DEFAULT_GOVERNANCE, Repos, git, tiny_spec
+from tests.registry.repos import DEFAULT_GOVERNANCE, Repos, allowed_signers, git, ssh_key, tiny_spec
 from tests.training.specs import tiny
 from tests.validation.cli import Result, qmlops
 
@@ -114,6 +114,27 @@ def test_the_status_keeps_the_counts_and_the_failing_rules(repos: Repos, capsys:
     head = git(work, "rev-parse", "HEAD")
     again = Reconciler(registry).reconcile(observed)
     assert git(work, "rev-parse", "HEAD") == head and again.status.policy.report == summary  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_the_report_commit_is_signed_like_every_other_so_a_signed_registry_stays_trusted(
+    repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = ssh_key(tmp_path / "keys", "qmlops@example.invalid")
+    signers = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops@example.invalid": key})
+    trusted = ["--signing-key", str(key), "--allowed-signers", str(signers)]
+    work = repos.clone("work")
+    repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "kept")
+    first = qmlops(capsys, "run", "--repo", str(work), "--once", *trusted)
+    assert first.code == 0, first.err
+    newest = git(work, "log", "-1", "--format=%H", "--", "registry/demo/kept")
+    assert newest == git(work, "log", "-1", "--format=%H", "--", "registry/demo/kept/policy.json")
+    head = git(work, "rev-parse", "HEAD")
+    again = qmlops(capsys, "run", "--repo", str(work), "--once", *trusted)  # not stalled as untrusted
+    assert again.code == 0 and "UntrustedHistory" not in again.out + again.err
+    assert git(work, "rev-parse", "HEAD") == head
+    checked = qmlops(capsys, "audit", "--repo", str(work), "--verify", "--allowed-signers", str(signers))
+    assert checked.code == 0, checked.out + checked.err
 
 
 def test_bad_input_is_one_line_naming_the_flag_and_exit_2(
