@@ -92,7 +92,7 @@ def test_a_passing_and_a_failing_model_get_their_results_exit_codes_and_policy_j
     )
     failing = report(capsys, work, "--policies", str(floors))
     assert failing.code == 1
-    assert "demo/loose: 3 pass, 4 fail, 0 warn" in failing.out
+    assert "demo/loose: 3 pass, 5 fail, 0 warn" in failing.out
     assert "  fail  high     gdpr/storage-limitation: governance.retention.maxVersions is not declared" in failing.out
     assert "  fail  high     soc2/change-approval: version 1 is in production with 0 approvals" in failing.out
     assert "(SOC2:CC8.1)" in failing.out
