@@ -25,6 +25,7 @@ from controller.api.common import (
     duration_seconds,
 )
 from controller.api.meta import Condition, ObjectMeta
+from controller.api.packs import PackName
 from controller.api.qasm import MAX_QASM_BYTES
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "moons", "circles", "ad_hoc")
@@ -324,10 +325,19 @@ class DataClassification(StrEnum):
     RESTRICTED = "restricted"
 
 
-class Compliance(StrEnum):
-    GDPR = "gdpr"
-    HIPAA = "hipaa"
-    SOC2 = "soc2"
+# A compliance regime is a pack: its name is a file in controller/packs (see controller.api.packs).
+Compliance = PackName
+
+
+class LawfulBasis(StrEnum):
+    """Why the personal data may be processed (GDPR Art. 6(1))."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal-obligation"
+    VITAL_INTERESTS = "vital-interests"
+    PUBLIC_TASK = "public-task"
+    LEGITIMATE_INTERESTS = "legitimate-interests"
 
 
 class Retention(SpecModel):
@@ -345,8 +355,9 @@ class Governance(SpecModel):
     require_signed_approvals: bool = False
     # an approval by whoever authored the spec change that trained the version does not count
     separation_of_duties: bool = False
-    compliance: list[Compliance] = Field(default_factory=list)
+    compliance: list[Compliance] = Field(default_factory=list, max_length=16)
     retention: Retention | None = None
+    lawful_basis: LawfulBasis | None = None  # with modelCard.intendedUse: the purpose and why it is lawful
 
 
 class ModelCard(SpecModel):
@@ -617,6 +628,7 @@ class RuleOutcome(StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"
+    ERROR = "error"  # the check could not be made (an unreadable registry)
     SKIP = "skip"
 
 
@@ -631,6 +643,7 @@ class PolicySummary(SpecModel):
     pass_: int = Field(default=0, ge=0, alias="pass")
     fail: int = Field(default=0, ge=0)
     warn: int = Field(default=0, ge=0)
+    error: int = Field(default=0, ge=0)
     skip: int = Field(default=0, ge=0)
 
 
@@ -643,10 +656,20 @@ class PolicyFloor(SpecModel):
     source: str
 
 
+class PackReportSummary(SpecModel):
+    """The compliance packs' report in short (the whole report: ``registry/<ns>/<model>/policy.json``):
+    the packs checked, the counts of results and the rules that fail (``<pack>/<rule>``)."""
+
+    packs: list[str] = Field(default_factory=list, max_length=64)
+    summary: PolicySummary = Field(default_factory=PolicySummary)
+    failing: list[str] = Field(default_factory=list, max_length=256)
+
+
 class PolicyReport(SpecModel):
     results: list[PolicyResult] = Field(default_factory=list)
     summary: PolicySummary = Field(default_factory=PolicySummary)
     floors: list[PolicyFloor] = Field(default_factory=list)
+    report: PackReportSummary | None = None
 
 
 class MonitoringStatus(SpecModel):

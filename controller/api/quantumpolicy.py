@@ -6,22 +6,14 @@ loosen it (``controller.engine.policy`` computes the effective values and where 
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from controller.api.common import BackendGlob, DnsLabel, SpecModel
 from controller.api.meta import Condition
+from controller.api.packs import PackName
 from controller.api.quantummodel import DataClassification, Enforcement, Retention
-
-
-class Pack(StrEnum):
-    """The compliance packs a policy may require (the spec's ``governance.compliance`` regimes)."""
-
-    GDPR = "gdpr"
-    HIPAA = "hipaa"
-    SOC2 = "soc2"
 
 
 class PolicyMatch(SpecModel):
@@ -67,7 +59,7 @@ class Floor(SpecModel):
 class QuantumPolicySpec(SpecModel):
     match: PolicyMatch = Field(default_factory=PolicyMatch)
     floor: Floor = Field(default_factory=Floor)
-    packs: list[Pack] = Field(default_factory=list, max_length=16)
+    packs: list[PackName] = Field(default_factory=list, max_length=16)
 
 
 class QuantumPolicyStatus(SpecModel):

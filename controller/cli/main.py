@@ -25,6 +25,7 @@ COMMANDS = (
     "serve",
     "operator",
     "audit",
+    "policy",
     "crds",
     "train-job",
     "evaluate-job",

@@ -24,6 +24,7 @@ class LedgerKind(StrEnum):
     FAILED = "failed"
     DRIFT_DETECTED = "drift-detected"  # a monitoring check saw the champion drift (issue 11)
     SUPERSEDED = "superseded"  # a finished training another controller registered first: not again
+    RETIRED = "retired"  # a version beyond retention.maxVersions retired (issue 12)
     # a QuantumPipeline run's life (issue 10: runs, evaluations, selection)
     RUN_STARTED = "run-started"
     STEP_SUCCEEDED = "step-succeeded"

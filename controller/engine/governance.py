@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from controller.api import limits
 from controller.api.common import backend_allowed
 from controller.api.quantummodel import (
-    Compliance,
     DataClassification,
     Enforcement,
     PolicyReport,
@@ -119,12 +118,12 @@ def _restricted_needs_approval(spec: QuantumModelSpec) -> Finding:
     return _fail("restricted data needs promotion.requiredApprovals of at least 1")
 
 
-def _declares(spec: QuantumModelSpec, regime: Compliance) -> bool:
+def _declares(spec: QuantumModelSpec, regime: str) -> bool:
     return regime in spec.governance.compliance
 
 
 def _gdpr_retention(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.GDPR):
+    if not _declares(spec, "gdpr"):
         return _skip("gdpr is not declared")
     if spec.governance.retention is not None:
         return _pass(f"keeps at most {spec.governance.retention.max_versions} versions")
@@ -132,7 +131,7 @@ def _gdpr_retention(spec: QuantumModelSpec) -> Finding:
 
 
 def _gdpr_purpose(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.GDPR):
+    if not _declares(spec, "gdpr"):
         return _skip("gdpr is not declared")
     if spec.model_card and spec.model_card.intended_use and spec.model_card.intended_use.strip():
         return _pass("modelCard.intendedUse states the purpose")
@@ -140,7 +139,7 @@ def _gdpr_purpose(spec: QuantumModelSpec) -> Finding:
 
 
 def _hipaa_classification(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.HIPAA):
+    if not _declares(spec, "hipaa"):
         return _skip("hipaa is not declared")
     level = spec.governance.data_classification
     if level in PRIVATE_DATA:
@@ -149,7 +148,7 @@ def _hipaa_classification(spec: QuantumModelSpec) -> Finding:
 
 
 def _hipaa_backend(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.HIPAA):
+    if not _declares(spec, "hipaa"):
         return _skip("hipaa is not declared")
     backend = spec.training.backend
     if backend.startswith("ibm:"):
@@ -158,7 +157,7 @@ def _hipaa_backend(spec: QuantumModelSpec) -> Finding:
 
 
 def _soc2_approvals(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.SOC2):
+    if not _declares(spec, "soc2"):
         return _skip("soc2 is not declared")
     if spec.promotion.required_approvals >= 1:
         return _pass("promotion needs approval")
@@ -166,7 +165,7 @@ def _soc2_approvals(spec: QuantumModelSpec) -> Finding:
 
 
 def _soc2_approvers(spec: QuantumModelSpec) -> Finding:
-    if not _declares(spec, Compliance.SOC2):
+    if not _declares(spec, "soc2"):
         return _skip("soc2 is not declared")
     if spec.governance.approvers:
         return _pass(f"{len(spec.governance.approvers)} approvers listed")
@@ -282,7 +281,7 @@ def _report(results: list[PolicyResult]) -> PolicyReport:
 
     summary = PolicySummary.model_validate(
         {"pass": count(RuleOutcome.PASS), "fail": count(RuleOutcome.FAIL), "warn": count(RuleOutcome.WARN)}
-        | {"skip": count(RuleOutcome.SKIP)}
+        | {"error": count(RuleOutcome.ERROR), "skip": count(RuleOutcome.SKIP)}
     )
     return PolicyReport(results=results, summary=summary)
 

@@ -27,7 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from controller.api.common import backend_allowed
-from controller.api.quantummodel import Compliance, Enforcement, QuantumModelSpec, Retention
+from controller.api.quantummodel import Enforcement, QuantumModelSpec, Retention
 from controller.api.quantumpolicy import QuantumPolicy
 
 POLICY_FILE_LIMIT = 256_000  # bytes per file
@@ -128,7 +128,7 @@ def effective(
             if declared is None or not backend_allowed(backend, floor.allowed_backends):
                 gov["allowed_backends"] = list(floor.allowed_backends)
                 sources.append(Source("governance.allowedBackends", list(floor.allowed_backends), name))
-        packs = [Compliance(str(pack)) for pack in policy.spec.packs]
+        packs = list(policy.spec.packs)
         regimes = list(current(gov, "compliance", g))
         missing = [pack for pack in packs if pack not in regimes]
         if missing:

@@ -48,6 +48,7 @@ class Models:
         found = self.workers.get(uid)
         if found is None:
             found = self.workers[uid] = ModelWorker(self.runtime, namespace or "", name, uid)
+            found.pipeline_backends = self.pipelines.backends_of
         return found
 
     async def event(

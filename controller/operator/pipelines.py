@@ -48,6 +48,7 @@ from controller.engine.documents import LoadedDocument, Problem
 from controller.engine.pipelines.runs import KEPT_IN_STATUS, Run, runs_of
 from controller.engine.pipelines.status import pipeline_status
 from controller.engine.pipelines.triggers import changed_since
+from controller.engine.policy_report import pipeline_backends
 from controller.engine.reconcile import Observed, Reconciler, TrainingDue
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
 from controller.engine.reconcile.state import next_cron_tick
@@ -422,6 +423,10 @@ class PipelineWorker:
 
     # --- status, events, metrics -------------------------------------------------------------------
 
+    def pipeline(self) -> QuantumPipeline | None:
+        """The pipeline as last seen, when the types accept it."""
+        return self._read(self.body) if self.body else None
+
     def _read(self, body: Mapping[str, Any]) -> QuantumPipeline | None:
         try:
             return QuantumPipeline.model_validate(authored(body))
@@ -549,6 +554,17 @@ class Pipelines:
         self.waiting: dict[tuple[str, str], dict[str, PipelineWorker]] = {}  # (namespace, model) -> pipelines
         self.model_generations: dict[tuple[str, str], Any] = {}
         self.on_model_moved: Callable[[str, str], None] | None = None  # the model's worker looks again
+
+    def backends_of(self, namespace: str, model: str) -> tuple[str, ...]:
+        """The backends the evaluate steps of the model's pipelines score on (its compliance packs ask
+        for an accuracy measured on each); a pipeline the types refuse adds none."""
+        found: list[QuantumPipeline] = []
+        for worker in list(self.workers.values()):
+            if worker.namespace == namespace and worker.model_name == model:
+                pipeline = worker.pipeline()
+                if pipeline is not None:
+                    found.append(pipeline)
+        return pipeline_backends(found, namespace, model)
 
     def worker(self, uid: str, namespace: str, name: str) -> PipelineWorker:
         found = self.workers.get(uid)

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -138,6 +138,8 @@ class ModelWorker:
         self.requested_at: str | None = None
         self.next_at: float | None = None  # when the engine asked to look again (a schedule)
         self.retry_at: float | None = None
+        # the backends the model's pipelines evaluate on (set by the operator's Models, which knows them)
+        self.pipeline_backends: Callable[[str, str], tuple[str, ...]] | None = None
         self.failures = 0
         self.last_failure: str | None = None  # the failure last announced by a Warning Event
         self._last_progress = 0.0
@@ -270,6 +272,8 @@ class ModelWorker:
             metrics.reconciles.labels(kind="QuantumModel", result="invalid").inc()
             return
         observed = reading.observed
+        if self.pipeline_backends is not None:
+            observed = replace(observed, pipeline_backends=self.pipeline_backends(self.ref.namespace, self.ref.name))
         if self.first:
             await self._restore()
         licence = self.licence

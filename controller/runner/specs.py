@@ -5,13 +5,14 @@ commit's author)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.api import QuantumModel, QuantumPipeline
 from controller.api.quantummodel import SourceRef
 from controller.engine.documents import Problem
 from controller.engine.pipelines.triggers import changed_since
+from controller.engine.policy_report import pipeline_backends
 from controller.engine.reconcile import Observed
 from controller.engine.reconcile.pipeline import ObservedPipeline
 from controller.engine.registry.git import Git
@@ -96,6 +97,14 @@ def observe(
             pipeline, model, revision, requested.get(pipeline_key(pipeline)), changed_since(git, f"{REGISTRY_DIR}/")
         )
         found.pipelines.append((seen, relative))
+    every = [p for p, _ in pipelines]
+    found.models = [
+        (
+            replace(o, pipeline_backends=pipeline_backends(every, o.model.metadata.namespace, o.model.metadata.name)),
+            path,
+        )
+        for o, path in found.models
+    ]
     return found
 
 

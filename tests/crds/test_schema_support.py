@@ -61,8 +61,13 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
         "usage": {"qpuSeconds": 1.5, "primitiveJobs": 2, "shots": 2048},
         "policy": {
             "results": [{"rule": "maxShots", "result": "pass", "field": "spec.training.shots", "message": "ok"}],
-            "summary": {"pass": 1, "fail": 0, "warn": 0, "skip": 0},
+            "summary": {"pass": 1, "fail": 0, "warn": 0, "error": 0, "skip": 0},
             "floors": [{"field": "governance.maxShots", "value": "100000", "source": "QuantumPolicy/production-floor"}],
+            "report": {
+                "packs": ["gdpr"],
+                "summary": {"pass": 2, "fail": 1, "warn": 0, "error": 0, "skip": 0},
+                "failing": ["gdpr/storage-limitation"],
+            },
         },
         "monitoring": {
             "lastCheck": "2026-01-02T03:04:05Z",

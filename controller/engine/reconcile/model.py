@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.api.quantummodel import QuantumModel, QuantumModelStatus, TrainingStatus, Usage, VersionRef
+from controller.api.quantummodel import (
+    PackReportSummary,
+    QuantumModel,
+    QuantumModelStatus,
+    TrainingStatus,
+    Usage,
+    VersionRef,
+)
+from controller.engine import policy_report
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile.intents import StepContext, Verdict, Watch, run_steps
@@ -104,7 +112,8 @@ class ModelReconciler(Services):
                 generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
             )
             run_steps(ctx, self.steps, recorder, facts)
-            outcome = self._outcome(model, ctx.state, facts)
+            packs = self.policy_report(ctx.state, observed)
+            outcome = self._outcome(model, ctx.state, facts, packs)
             published = self.registry.publish()
             if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
                 break
@@ -118,8 +127,25 @@ class ModelReconciler(Services):
 
     # --- the outcome ------------------------------------------------------------------------------
 
-    def _outcome(self, model: QuantumModel, state: State, facts: model_status.Facts) -> Outcome:
+    def policy_report(self, state: State, observed: Observed) -> PackReportSummary | None:
+        """The compliance packs' report of the model as it now is, written to
+        ``registry/<ns>/<model>/policy.json`` (its own commit) when it changed; its summary for the
+        status. None when the model must pass no pack."""
+        if not policy_report.required_packs(state.spec):
+            return None
         ns, name = state.namespace, state.name
+        report = policy_report.report_for(self.registry, ns, name, state.spec, observed.pipeline_backends)
+        counts = report["summary"]
+        subject = f"policy report: {counts['pass']} pass, {counts['fail']} fail, {counts['warn']} warn"
+        self.registry.write_report(ns, name, policy_report.POLICY_FILE, policy_report.render(report), subject)
+        return policy_report.summary_of(report)
+
+    def _outcome(
+        self, model: QuantumModel, state: State, facts: model_status.Facts, packs: PackReportSummary | None = None
+    ) -> Outcome:
+        ns, name = state.namespace, state.name
+        if packs is not None and facts.policy is not None:
+            facts.policy = facts.policy.model_copy(update={"report": packs})
         commits = self.registry.entry_commits(ns, name)
         registered = {e.version: e for e in state.ledger.of_kind(LedgerKind.REGISTERED)}
 

@@ -33,6 +33,9 @@ class Observed:
     model: QuantumModel
     source: SourceRef = field(default_factory=SourceRef)
     requested_at: str | None = None
+    # the backends the evaluate steps of the model's pipelines score on (compliance packs ask for an
+    # accuracy measured on each)
+    pipeline_backends: tuple[str, ...] = ()
 
 
 @dataclass

@@ -396,6 +396,22 @@ class Registry:
             raise RegistryError(f"committing {kind} for {model}: {err}") from None
         return Recorded(entry, sha)
 
+    def write_report(self, namespace: str, name: str, filename: str, text: str, subject: str) -> str | None:
+        """Write ``text`` to ``filename`` in the model's folder and commit it alone (trailer
+        ``Qmlops-Model``), only when it differs from what is there; the new commit's sha, or None
+        when the file already holds exactly ``text`` (a reconcile with nothing new writes nothing)."""
+        model = f"{namespace}/{name}"
+        relative = f"{self.model_path(namespace, name)}/{filename}"
+        target = self.real_path(relative)
+        raw = text.encode()
+        if target.is_file() and not target.is_symlink() and target.read_bytes() == raw:
+            return None
+        write_atomic(target, raw)
+        try:
+            return self.git.commit([relative], _subject(f"qmlops: {model}: {subject}"), [(TRAILER_MODEL, model)])
+        except GitError as err:
+            raise RegistryError(f"committing {relative}: {err}") from None
+
 
 def _subject(text: str, limit: int = 200) -> str:
     line = " ".join(text.split())
