@@ -76,6 +76,8 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
             "esp": 0.61,
             "espAtTraining": 0.8,
             "replayAccuracy": 0.85,
+            "liveAccuracy": 0.8,
+            "liveSamples": 120,
             "championAccuracy": 0.9,
             "drifted": ["calibration"],
         },
