@@ -79,12 +79,18 @@ class Models:
         for kind, reason, message in await self.jobs.observe(body):
             if worker is not None:
                 kopf.event(worker.body, type=kind, reason=reason, message=message)
-        if jobs.finished(body):  # only an ended Job changes what a reconcile does
+        model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
+        namespace = str(body.get("metadata", {}).get("namespace"))
+
+        def look_again() -> None:
             if worker is not None:
                 worker.job_moved()
-            model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
             if model:  # a pipeline's cell: its pipelines look again
-                self.pipelines.job_ended(str(body.get("metadata", {}).get("namespace")), str(model))
+                self.pipelines.job_ended(namespace, str(model))
+
+        if jobs.finished(body):  # only an ended Job changes what a reconcile does
+            look_again()
+        self.jobs.wake_if_pending(body, look_again)  # or one whose pod waits too long (its image)
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any

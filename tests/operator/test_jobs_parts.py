@@ -7,6 +7,7 @@ import argparse
 import base64
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from controller.api.quantummodel import QuantumModel
 from controller.cli import operator as operator_cli
 from controller.engine import training
+from controller.engine.errors import stalls
 from controller.engine.quantities import QuantityError, parse
 from controller.engine.reconcile.executor import TrainingRequest
 from controller.engine.reconcile.state import Due
@@ -145,6 +147,50 @@ def test_pod_terminations_are_said_in_the_trainers_words() -> None:
     assert jobs.termination(oom) == ("OOMKilled", 137)
     assert "spec.training.resources.memory" in jobs.describe(*jobs.termination(oom))
     assert jobs.termination({"status": {"reason": "Evicted"}}) == ("Evicted", None)
+    disrupted = {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}}
+    assert jobs.termination(disrupted) == ("Evicted", None)  # evicted through the API, preempted
+    crashed = {"status": {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 1}}}]}}
+    message = jobs.failure_message("qmlops-m-k", "team", *jobs.termination(crashed), pods=4)
+    assert message == (
+        "training Job qmlops-m-k failed: its trainer exited with an error, exit code 1 (in each of its 4 pods); "
+        "its output: kubectl logs job/qmlops-m-k -n team"
+    )
+    # a reason the kubelet makes up is named, bounded, never trusted as text
+    assert jobs.describe("x" * 500 + "token=abc", None).startswith("its pod ended (xxx")
+    assert len(jobs.describe("x" * 500, None)) < 100
+
+
+def test_what_retrying_can_fix_is_retried_and_the_rest_stalls() -> None:
+    assert {"Evicted", "Preempted"} == set(jobs.RETRYABLE)
+    assert stalls(jobs.JobFailed("OOMKilled")) and not stalls(jobs.JobRetried("evicted"))
+    assert isinstance(jobs.JobFailed("x"), training.TrainingError)  # recorded as the trainer's failures are
+
+
+def test_a_pod_that_waits_for_its_image_is_looked_at_after_the_grace() -> None:
+    pulling = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]}}
+    starting = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    assert jobs.waiting(pulling) == "ImagePullBackOff" and jobs.waiting(starting) is None
+    assert "--job-image" in jobs.describe("ImagePullBackOff", None)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def job(age: float, ready: int = 0, done: bool = False) -> dict[str, Any]:
+        created = (now - timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = [{"type": "Complete", "status": "True"}] if done else []
+        return {"metadata": {"creationTimestamp": created}, "status": {"ready": ready, "conditions": conditions}}
+
+    grace = jobs.PENDING_GRACE_SECONDS
+    assert jobs.pending_too_long(job(grace + 1), now)
+    assert not jobs.pending_too_long(job(grace - 5), now)
+    assert not jobs.pending_too_long(job(grace + 1, ready=1), now)
+    assert not jobs.pending_too_long(job(grace + 1, done=True), now)
+
+
+def test_the_jobs_deadline_is_the_trainings_timeout_and_some() -> None:
+    settings = jobs.JobSettings(image="i")
+    req = request(training=training_spec(timeout="30m"))
+    job = jobs.job_body(req, ModelRef("team-quantum", "iris-tiny", UID), settings)
+    assert job["spec"]["activeDeadlineSeconds"] == 1800 + jobs.DEADLINE_SLACK_SECONDS
+    assert "spec.training.timeout" in jobs.describe("DeadlineExceeded", None)
 
 
 def test_quantities() -> None:
