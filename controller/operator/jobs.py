@@ -49,11 +49,37 @@ class Host(Protocol):
 
     client: KubeClient
     metrics: Any
+    ended_cells: EndedCells
 
     def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = ...) -> T: ...
 
 
 log = logging.getLogger(__name__)
+
+
+class EndedCells:
+    """The pipeline cells' Jobs that a reconcile found ended, for their pipeline's worker to delete once
+    that reconcile is pushed: a Complete one (its artifact handed to the engine, registered) at once, a
+    Failed one once its failure is recorded (kept meanwhile for ``kubectl logs``). Used on the event
+    loop only."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, Job) -> (model, Complete|Failed)
+
+    def note(self, namespace: str, job: str, model: str, state: str) -> None:
+        self.found[(namespace, job)] = (model, state)
+
+    def take(self, namespace: str, model: str, failed_too: bool) -> list[str]:
+        """The Jobs of ``model`` to delete now: the Complete ones, and the Failed ones with ``failed_too``."""
+        taken = [
+            job
+            for (ns, job), (of, state) in self.found.items()
+            if (ns, of) == (namespace, model) and (state == "Complete" or failed_too)
+        ]
+        for job in taken:
+            del self.found[(namespace, job)]
+        return taken
+
 
 KEY_LABEL = f"{GROUP}/training-key"
 OWNER_LABEL = f"{GROUP}/training-owner"  # "model" (its own training) or "pipeline" (a cell)
@@ -397,9 +423,15 @@ class JobExecutor:
         state = finished(job)
         if state == "Complete":
             configmap = await self.client.get(resource_path("v1", "configmaps", request.namespace, name))
-            return artifact_of(configmap, request, uid)
+            raw = artifact_of(configmap, request, uid)
+            self._ended(request, name, "Complete")
+            return raw
         if state == "Failed":
-            return await self.failed(request, ref, job)
+            try:
+                return await self.failed(request, ref, job)
+            except JobFailed:
+                self._ended(request, name, "Failed")
+                raise
         if pending_too_long(job, datetime.now(UTC)):
             pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
             if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
@@ -447,6 +479,10 @@ class JobExecutor:
         return Running(
             name, f"training because {request.due.reason}, in Job {name} (replaced: {describe(reason, code)})"
         )
+
+    def _ended(self, request: TrainingRequest, name: str, state: str) -> None:
+        if request.owner == "pipeline":  # a model's own are its worker's to delete (workers.py)
+            self.runtime.ended_cells.note(request.namespace, name, request.name, state)
 
     async def _configmap(self, request: TrainingRequest, ref: ModelRef) -> None:
         body = configmap_body(request, ref)

@@ -325,3 +325,40 @@ async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: Op
         registered = [e for e in ledger if e["kind"] == "registered"]
         assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
         assert [e for e in ledger if e["kind"] == "run-finished"]
+        # each cell's Job and ConfigMap went once its version was registered and pushed
+        await env.until(lambda: not training_objects(env), 30)
+
+
+def training_objects(env: OperatorEnv) -> list[str]:
+    """The training Jobs and ConfigMaps left in the namespace."""
+    return [
+        f"{kind}/{o['metadata']['name']}"
+        for kind in ("Job", "ConfigMap")
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
+    ]
+
+
+async def test_a_failed_cells_job_goes_once_the_steps_failure_is_recorded(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.until(lambda: not training_objects(env), 30)
+        sweep = cell_sweep()
+        sweep["spec"]["steps"][0]["train"] = {"matrix": {"training.seed": [9]}, "parallelism": 1}
+        sweep["spec"]["steps"][0]["train"]["matrix"]["training.optimizer.maxIterations"] = [200]
+        await env.client.create(sweep)
+        cell = await env.until(
+            lambda: [p for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods], 120
+        )
+        name = cell[0].rsplit("-", 1)[0]
+        assert env.kube.read("Job", NAMESPACE, name) is not None
+        kubelet.crash(name, NAMESPACE, exit_code=2)
+
+        def phase() -> str:
+            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
+
+        await env.until(lambda: phase() == "Failed", 120)
+        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
+        assert "exit code 2" in failed["message"] and f"kubectl logs job/{name}" in failed["message"]
+        await env.until(lambda: not training_objects(env), 30)

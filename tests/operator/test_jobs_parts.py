@@ -193,6 +193,17 @@ def test_the_jobs_deadline_is_the_trainings_timeout_and_some() -> None:
     assert "spec.training.timeout" in jobs.describe("DeadlineExceeded", None)
 
 
+def test_a_failed_cells_job_waits_for_its_failure_to_be_recorded() -> None:
+    ended = jobs.EndedCells()
+    ended.note("team", "qmlops-m-a", "m", "Complete")
+    ended.note("team", "qmlops-m-b", "m", "Failed")
+    ended.note("team", "qmlops-other-c", "other", "Complete")
+    assert ended.take("team", "m", failed_too=False) == ["qmlops-m-a"]
+    assert ended.take("team", "m", failed_too=False) == []  # kept for kubectl logs
+    assert ended.take("team", "m", failed_too=True) == ["qmlops-m-b"]
+    assert ended.take("elsewhere", "other", failed_too=True) == []
+
+
 def test_quantities() -> None:
     assert parse("500m") == parse("0.5") and parse("1Gi") == 2**30 and parse("2G") == 2 * 10**9
     with pytest.raises(QuantityError):
