@@ -79,14 +79,17 @@ class Models:
         for kind, reason, message in await self.jobs.observe(body):
             if worker is not None:
                 kopf.event(worker.body, type=kind, reason=reason, message=message)
-        model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
+        found = (body.get("metadata") or {}).get("labels") or {}
+        model, cell = found.get(jobs.MODEL_LABEL), found.get(jobs.OWNER_LABEL) == "pipeline"
         namespace = str(body.get("metadata", {}).get("namespace"))
 
         def look_again() -> None:
-            if worker is not None:
-                worker.job_moved()
-            if model:  # a pipeline's cell: its pipelines look again
+            # a cell's Job is its pipelines' to register (they wake the model when they have); a model's
+            # own Job is the model's
+            if cell and model:
                 self.pipelines.job_ended(namespace, str(model))
+            elif worker is not None:
+                worker.job_moved()
 
         if jobs.finished(body):  # only an ended Job changes what a reconcile does
             look_again()

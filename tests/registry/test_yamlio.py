@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml.comments import CommentedMap
 
 from controller.engine.registry import index, yamlio
 from controller.engine.registry.ledger import Ledger, draft
@@ -144,3 +147,44 @@ def test_model_index_keeps_comments_people_added(tmp_path: Path) -> None:
     assert "# Reviewed by the audit team, 2025-Q1.\n" in after
     changed = _changed_lines(annotated, after)
     assert all("entries" in line or "head" in line for line in changed), changed
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_a_file_edited_again_comes_out_as_if_it_had_been_read_again(name: str, tmp_path: Path) -> None:
+    """A file this process wrote last is edited from the documents it dumped (not loaded again): the
+    bytes are those of an edit that reads the file, edit after edit; a file changed meanwhile (a
+    merge, a person) is read again."""
+    kept, fresh = tmp_path / "kept.yaml", tmp_path / "fresh.yaml"
+    kept.write_text(SAMPLES[name])
+
+    def change(step: int) -> Callable[[list[Any]], None]:
+        def apply(documents: list[Any]) -> None:
+            if not documents or not isinstance(documents[-1], CommentedMap):
+                documents.append(CommentedMap())
+            yamlio.update(documents[-1], {"counter": step, "rows": [{"n": i} for i in range(step)]})
+
+        return apply
+
+    for step in range(4):
+        text = kept.read_text()
+        yamlio.edit_file(kept, change(step))
+        fresh.write_text(text)
+        expected = yamlio.edit_text(text, change(step))
+        assert kept.read_text() == expected, step
+    kept.write_text(kept.read_text().replace("counter: 3", "counter: 3  # someone's note"))
+    yamlio.edit_file(kept, change(5))
+    assert "# someone's note" in kept.read_text() and "counter: 5" in kept.read_text()
+
+
+def test_a_file_this_process_wrote_last_is_not_parsed_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.yaml"
+    index.write(path, "demo", "m", index.summary("demo", "m", Ledger(), []))
+    loads: list[str] = []
+    real = yamlio.load_all
+    monkeypatch.setattr(yamlio, "load_all", lambda text: loads.append(text) or real(text))
+    entry = draft(None, at="2025-01-01T00:00:00Z", kind="blocked", model="demo/m", version=None, message="x")
+    index.write(path, "demo", "m", index.summary("demo", "m", Ledger((entry,)), []))
+    assert loads == []
+    path.write_text(path.read_text() + "# a person's comment\n")  # changed since: read again
+    index.write(path, "demo", "m", index.summary("demo", "m", Ledger(), []))
+    assert len(loads) == 1

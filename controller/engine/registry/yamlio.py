@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,19 +96,43 @@ def edit_text(text: str, change: Callable[[list[Any]], None]) -> str:
     return dump_all(documents, guess_style(text) if text.strip() else Style())
 
 
+# The documents of the files this process wrote last, with the text it wrote: a file that still holds
+# that text is edited from them, not loaded again (loading is two thirds of an edit's cost, and the
+# operator rewrites a model's model.yaml after every decision). Keyed by absolute path; each work tree
+# is one thread's, the lock guards the map itself.
+_WRITTEN: dict[Path, tuple[str, list[Any]]] = {}
+_WRITTEN_MAX = 256
+_WRITTEN_LOCK = threading.Lock()
+
+
 def edit_file(path: Path, change: Callable[[list[Any]], None], *, header: str = "") -> bool:
     """Edit ``path`` round-trip (creating it, starting with ``header``, when missing).
 
     Returns whether the file's bytes changed; an edit that changes nothing leaves the file alone.
     """
     before = path.read_text(encoding="utf-8") if path.exists() else ""
-    text = edit_text(before, change)
+    key = path.absolute()
+    with _WRITTEN_LOCK:
+        kept = _WRITTEN.pop(key, None)
+    # the documents ``before`` was dumped from are what loading it would give
+    documents = kept[1] if kept is not None and kept[0] == before else load_all(before)
+    change(documents)
+    text = dump_all(documents, guess_style(before) if before.strip() else Style())
     if not before.strip() and header:
         text = header + text
     if text == before:
+        _keep(key, text, documents)
         return False
     write_atomic(path, text.encode("utf-8"))
+    _keep(key, text, documents)
     return True
+
+
+def _keep(key: Path, text: str, documents: list[Any]) -> None:
+    with _WRITTEN_LOCK:
+        _WRITTEN[key] = (text, documents)
+        while len(_WRITTEN) > _WRITTEN_MAX:
+            del _WRITTEN[next(iter(_WRITTEN))]
 
 
 def update(target: CommentedMap, values: dict[str, Any]) -> None:
