@@ -25,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import stat
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from controller.api import GROUP, limits
+from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.errors import RetryableError
 from controller.engine.quantities import ceiling_problems
 from controller.engine.reconcile.executor import Running, TrainingRequest
@@ -87,6 +89,10 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "training"
 SPEC_KEY = "spec.json"
 ARTIFACT_KEY = "artifact.json"  # binaryData key of the finished artifact
+DATASET_KEY = "dataset"  # binaryData key of a file: dataset's bytes, beside its path and digest in data
+DATASET_PATH_KEY = "dataset-path"
+DATASET_DIGEST_KEY = "dataset-digest"
+MAX_JOB_DATASET_BYTES = 256 * 1024  # a ConfigMap holds 1 MiB, the checkpoint up to 700 KiB of it
 ARTIFACT_DIGEST = f"{GROUP}/artifact-sha256"
 FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
 REPLACEMENTS = f"{GROUP}/job-replacements"  # on the ConfigMap: how often the training's Job was replaced
@@ -226,9 +232,9 @@ def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> 
     }
 
 
-def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
+def configmap_body(request: TrainingRequest, ref: ModelRef, dataset: bytes | None = None) -> dict[str, Any]:
     spec = request.spec.model_dump_json(by_alias=True, exclude_none=True)
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -239,6 +245,40 @@ def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
         },
         "data": {SPEC_KEY: spec},
     }
+    if dataset is not None:  # the pod checks it against the digest the operator computed
+        body["data"][DATASET_PATH_KEY] = request.spec.dataset.source.removeprefix("file:")
+        body["data"][DATASET_DIGEST_KEY] = request.due.dataset_digest
+        body["binaryData"] = {DATASET_KEY: base64.b64encode(dataset).decode()}
+    return body
+
+
+def job_dataset(request: TrainingRequest) -> bytes | None:
+    """A ``file:`` dataset's bytes from the operator's work tree, for the Job's ConfigMap (None for a
+    ``builtin:`` one); refused, naming the file, when it is outside the work tree, not a regular file,
+    or over ``MAX_JOB_DATASET_BYTES``."""
+    source = request.spec.dataset.source
+    if not source.startswith("file:"):
+        return None
+    relative = source.removeprefix("file:")
+    try:
+        path = inside_work_tree(request.repo_root, relative)
+        info = path.stat()
+    except OutsideWorkTree as err:
+        raise JobFailed(f"dataset.source: {source} {err.reason}") from None
+    except OSError:
+        raise JobFailed(f"dataset.source: {source} does not exist in the repository") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise JobFailed(f"dataset.source: {source} is not a regular file")
+    if info.st_size > MAX_JOB_DATASET_BYTES:
+        raise JobFailed(
+            f"dataset.source: {source} is {info.st_size} bytes; a training Job takes a file dataset of at most "
+            f"{MAX_JOB_DATASET_BYTES // 1024} KiB through its ConfigMap (train it with --executor in-process)"
+        )
+    with path.open("rb") as handle:  # read no more than the bound, whatever the file became since
+        data = handle.read(MAX_JOB_DATASET_BYTES + 1)
+    if len(data) > MAX_JOB_DATASET_BYTES:
+        raise JobFailed(f"dataset.source: {source} grew over {MAX_JOB_DATASET_BYTES // 1024} KiB while read")
+    return data
 
 
 def artifact_of(configmap: Mapping[str, Any], request: TrainingRequest, owner_uid: str) -> bytes:
@@ -394,8 +434,7 @@ class JobExecutor:
         return self.runtime.on_loop(self.carry_out(request))
 
     async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
-        if not request.spec.dataset.source.startswith("builtin:"):
-            raise JobFailed("dataset.source: the jobs executor trains builtin datasets only (a Job has no checkout)")
+        dataset = job_dataset(request)  # a Job has no checkout: a file: dataset goes in its ConfigMap
         over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
         if over:  # the webhook refuses these; a spec applied while it was off is refused here
             raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
@@ -406,7 +445,7 @@ class JobExecutor:
         if job is None and not request.start:
             return None
         if job is None:
-            await self._configmap(request, ref)
+            await self._configmap(request, ref, dataset)
             try:
                 await self.client.create(
                     resource_path("batch/v1", "jobs", request.namespace), job_body(request, ref, self.settings)
@@ -484,8 +523,8 @@ class JobExecutor:
         if request.owner == "pipeline":  # a model's own are its worker's to delete (workers.py)
             self.runtime.ended_cells.note(request.namespace, name, request.name, state)
 
-    async def _configmap(self, request: TrainingRequest, ref: ModelRef) -> None:
-        body = configmap_body(request, ref)
+    async def _configmap(self, request: TrainingRequest, ref: ModelRef, dataset: bytes | None) -> None:
+        body = configmap_body(request, ref, dataset)
         with contextlib.suppress(Conflict):  # kept from an earlier Job of this training: its checkpoint resumes
             await self.client.create(resource_path("v1", "configmaps", request.namespace), body)
 

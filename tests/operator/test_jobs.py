@@ -275,6 +275,61 @@ async def test_a_job_evicted_past_its_backoff_limit_is_replaced_and_resumes(env:
         assert "TrainingJobFailed" not in env.reasons()
 
 
+def push_dataset(env: OperatorEnv, relative: str, text: str) -> None:
+    """A CSV committed to the GitOps remote, as a team adds its data beside its specs."""
+    work = env.tmp / "team-clone"
+    if not work.exists():
+        git("clone", "--quiet", str(env.remote), str(work))
+    target = work / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    git("add", ".", cwd=work)
+    git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "--quiet", "-m", "data", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+
+
+def two_blobs(rows: int = 40) -> str:
+    """Two features, two well separated classes."""
+    lines = ["x1,x2,label"]
+    for i in range(rows):
+        label = i % 2
+        lines.append(f"{0.1 + 0.8 * label + 0.01 * (i % 7):.3f},{0.9 - 0.8 * label + 0.01 * (i % 5):.3f},{label}")
+    return "\n".join(lines) + "\n"
+
+
+FILE_DATASET = {"source": "file:data/blobs.csv", "target": "label", "testFraction": 0.3, "seed": 42}
+
+
+async def test_a_file_dataset_travels_to_the_job_in_its_configmap(env: OperatorEnv, kubelet: Kubelet) -> None:
+    push_dataset(env, "data/blobs.csv", two_blobs())
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model(dataset=FILE_DATASET))
+        job = await env.until(lambda: job_of(env))
+        name = job["metadata"]["name"]
+        configmap = env.kube.read("ConfigMap", NAMESPACE, name) or {}
+        assert configmap["data"][jobs.DATASET_PATH_KEY] == "data/blobs.csv"
+        assert configmap["data"][jobs.DATASET_DIGEST_KEY].startswith("sha256:")
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert (
+            version_manifest(env, 1)["artifact"]["lineage"]["datasetDigest"]
+            == configmap["data"][jobs.DATASET_DIGEST_KEY]
+        )
+        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
+
+
+async def test_a_file_dataset_over_the_bound_is_refused_naming_it(env: OperatorEnv, kubelet: Kubelet) -> None:
+    big = two_blobs(rows=20000)
+    assert len(big.encode()) > jobs.MAX_JOB_DATASET_BYTES
+    push_dataset(env, "data/blobs.csv", big)
+    async with env.operator(**JOBS):
+        await env.client.create(tiny_model(dataset=FILE_DATASET))
+        await env.until(lambda: env.status().get("phase") == "Failed", 120)
+        message = stalled_message(env)
+        assert "dataset.source: file:data/blobs.csv is" in message and "at most 256 KiB" in message
+        assert job_of(env) is None and kubelet.started == []
+
+
 def cell_sweep() -> dict[str, Any]:
     """Four cells (none the model's own spec), two at a time."""
     return {

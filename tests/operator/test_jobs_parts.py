@@ -7,6 +7,7 @@ import argparse
 import base64
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,56 @@ def test_a_failed_cells_job_waits_for_its_failure_to_be_recorded() -> None:
     assert ended.take("team", "m", failed_too=False) == []  # kept for kubectl logs
     assert ended.take("team", "m", failed_too=True) == ["qmlops-m-b"]
     assert ended.take("elsewhere", "other", failed_too=True) == []
+
+
+BLOBS = "x1,x2,label\n" + "".join(f"{0.1 + 0.8 * (i % 2):.2f},{0.9 - 0.01 * i:.2f},{i % 2}\n" for i in range(30))
+FILE_DATASET = {"source": "file:data/blobs.csv", "target": "label", "testFraction": 0.3, "seed": 42}
+
+
+def file_request(repo: Path) -> TrainingRequest:
+    req = request(dataset=FILE_DATASET)
+    try:
+        digest = training.dataset_digest(req.spec, repo)
+    except training.TrainingError:  # the executor refuses it before any digest matters
+        digest = "sha256:x"
+    return replace(req, repo_root=repo, due=replace(req.due, dataset_digest=digest))
+
+
+def test_a_file_dataset_goes_in_the_configmap_and_is_checked_in_the_pod(tmp_path: Path) -> None:
+    from controller.cli.train_job import lay_out_dataset
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "blobs.csv").write_text(BLOBS)
+    req = file_request(repo)
+    dataset = jobs.job_dataset(req)
+    assert dataset == BLOBS.encode()
+    configmap = jobs.configmap_body(req, ModelRef("team-quantum", "iris-tiny", UID), dataset)
+    assert configmap["data"][jobs.DATASET_DIGEST_KEY] == req.due.dataset_digest
+    assert lay_out_dataset(configmap, req.spec, tmp_path / "pod") is None
+    assert (tmp_path / "pod" / "data" / "blobs.csv").read_text() == BLOBS
+    # changed on the way: the pod refuses to train on it
+    configmap["binaryData"][jobs.DATASET_KEY] = base64.b64encode(BLOBS.replace("0.10", "0.11").encode()).decode()
+    problem = lay_out_dataset(configmap, req.spec, tmp_path / "pod2")
+    assert (
+        problem == "dataset.source: file:data/blobs.csv in the ConfigMap does not match the training's dataset digest"
+    )
+
+
+def test_a_file_dataset_a_job_cannot_take_is_refused_naming_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    with pytest.raises(jobs.JobFailed, match=r"file:data/blobs\.csv does not exist"):
+        jobs.job_dataset(file_request(repo))
+    (tmp_path / "secret.csv").write_text(BLOBS)
+    (repo / "data" / "blobs.csv").symlink_to(tmp_path / "secret.csv")
+    with pytest.raises(jobs.JobFailed, match=r"file:data/blobs\.csv leads outside the repository"):
+        jobs.job_dataset(file_request(repo))
+    (repo / "data" / "blobs.csv").unlink()
+    (repo / "data" / "blobs.csv").write_text(BLOBS * (jobs.MAX_JOB_DATASET_BYTES // len(BLOBS) + 1))
+    with pytest.raises(jobs.JobFailed, match="at most 256 KiB through its ConfigMap"):
+        jobs.job_dataset(file_request(repo))
+    assert jobs.job_dataset(request()) is None  # builtin: nothing to carry
 
 
 def test_quantities() -> None:
