@@ -434,17 +434,16 @@ class JobExecutor:
         return self.runtime.on_loop(self.carry_out(request))
 
     async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
-        dataset = job_dataset(request)  # a Job has no checkout: a file: dataset goes in its ConfigMap
-        over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
-        if over:  # the webhook refuses these; a spec applied while it was off is refused here
-            raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
-        uid = await self._model_uid(request)
-        ref = ModelRef(request.namespace, request.name, uid)
         name = job_name(request.name, request.due.key)
         job = await self._get("batch/v1", "jobs", request.namespace, name)
         if job is None and not request.start:
             return None
-        if job is None:
+        if job is None:  # what creating it takes is read and checked now only (a sweep asks every cell often)
+            dataset = job_dataset(request)  # a Job has no checkout: a file: dataset goes in its ConfigMap
+            over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
+            if over:  # the webhook refuses these; a spec applied while it was off is refused here
+                raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
+            ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
             await self._configmap(request, ref, dataset)
             try:
                 await self.client.create(
@@ -460,24 +459,25 @@ class JobExecutor:
         if (found.get(MODEL_LABEL), found.get(KEY_LABEL)) != (request.name, request.due.key):
             raise JobFailed(f"Job {name} exists for another training: delete it to train again")
         state = finished(job)
+        if state is None:
+            if pending_too_long(job, datetime.now(UTC)):
+                pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
+                if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
+                    await delete_training(self.client, request.namespace, name)
+                    self.runtime.metrics.jobs_failed.labels(reason=pulling[0]).inc()
+                    raise JobFailed(f"training Job {name} failed: {describe(pulling[0], None)}")
+            return Running(name, f"training because {request.due.reason}, in Job {name}")
+        ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
         if state == "Complete":
             configmap = await self.client.get(resource_path("v1", "configmaps", request.namespace, name))
-            raw = artifact_of(configmap, request, uid)
+            raw = artifact_of(configmap, request, ref.uid)
             self._ended(request, name, "Complete")
             return raw
-        if state == "Failed":
-            try:
-                return await self.failed(request, ref, job)
-            except JobFailed:
-                self._ended(request, name, "Failed")
-                raise
-        if pending_too_long(job, datetime.now(UTC)):
-            pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
-            if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
-                await delete_training(self.client, request.namespace, name)
-                self.runtime.metrics.jobs_failed.labels(reason=pulling[0]).inc()
-                raise JobFailed(f"training Job {name} failed: {describe(pulling[0], None)}")
-        return Running(name, f"training because {request.due.reason}, in Job {name}")
+        try:
+            return await self.failed(request, ref, job)
+        except JobFailed:
+            self._ended(request, name, "Failed")
+            raise
 
     async def failed(self, request: TrainingRequest, ref: ModelRef, job: Mapping[str, Any]) -> Running:
         """A failed Job: replaced when the node failed it (evicted), at most ``MAX_REPLACEMENTS`` times,
