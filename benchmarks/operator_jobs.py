@@ -1,7 +1,7 @@
 """16 trainings through the jobs executor against the same 16 in-process: the operator's own CPU per
 training, and no duplicate version across an operator restarted in the middle.
 
-    .venv/bin/python benchmarks/operator_jobs.py [--models 16] [--iterations 40] [--capacity 4]
+    .venv/bin/python benchmarks/operator_jobs.py [--models 16] [--iterations 40] [--capacity 4] [--profile DIR]
 
 The Kubernetes API harness and the kubelet stand-in run in this process; each operator is a
 ``qmlops operator`` process of its own (``--kubeconfig`` to the harness), so its CPU (user + system,
@@ -13,7 +13,9 @@ Ready, and a new one started: it must adopt the Jobs still running and start non
 The trainings are 16 QuantumModels' (2 qubits, statevector, COBYLA), not a pipeline's 16 cells (the
 benchmark was written before the operator ran pipelines). Printed: per mode, wall seconds, the operator's CPU seconds, the
 trainings' CPU seconds, operator CPU per training and its ratio to a training's own CPU; Jobs started,
-pods run, and versions registered per model (each must be 1).
+pods run, and versions registered per model (each must be 1). ``--profile DIR``: each operator runs
+under ``benchmarks/profile_operator.py`` (every thread profiled; the figures are then inflated) and
+leaves ``DIR/<mode>-pod-a.pstats`` and ``-pod-b``.
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+PROFILE: Path | None = None  # --profile: where each operator leaves its profile
+
+
 def start_operator(remote: Path, workdir: Path, kubeconfig: Path, executor: str) -> subprocess.Popen[bytes]:
-    command = [str(Path(sys.executable).parent / "qmlops"), "operator", "--repo", str(remote)]
+    command = [str(Path(sys.executable).parent / "qmlops")]
+    if PROFILE is not None:
+        out = PROFILE / f"{executor}-{workdir.name}.pstats"
+        command = [sys.executable, str(ROOT / "benchmarks" / "profile_operator.py"), str(out)]
+    command += ["operator", "--repo", str(remote)]
     command += ["--workdir", str(workdir), "--kubeconfig", str(kubeconfig), "-A", "--executor", executor]
     command += ["--job-image", "ghcr.io/qmlops/qmlops:bench", "--webhook-port", "0", "--metrics-port", "0"]
     command += ["--liveness-port", "0"]
@@ -230,7 +239,12 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=4, help="pods the kubelet stand-in runs at once")
     parser.add_argument("--mode", choices=("jobs", "in-process", "both"), default="both")
     parser.add_argument("--what", choices=("cells", "models"), default="cells", help="a sweep's cells, or models")
+    parser.add_argument("--profile", type=Path, help="profile each operator (every thread) into this folder")
     args = parser.parse_args()
+    global PROFILE
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE = args.profile.resolve()
     os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")
     modes = ("jobs", "in-process") if args.mode == "both" else (args.mode,)
     with tempfile.TemporaryDirectory(prefix="qmlops-jobs-bench-") as folder:

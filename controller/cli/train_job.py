@@ -117,6 +117,35 @@ def restore(configmap: dict[str, Any], folder: Path) -> tuple[int, dict[str, str
     return len(files), checkpoints.encode(files)[0] if files else {}
 
 
+def lay_out_dataset(configmap: dict[str, Any], spec: Any, repo_root: Path) -> str | None:
+    """A ``file:`` dataset from the ConfigMap, written at its path under ``repo_root`` and checked
+    against the dataset digest the operator computed; the problem, naming the file, when it is not."""
+    from controller.engine import training
+    from controller.engine.containment import OutsideWorkTree, inside_work_tree
+    from controller.operator import jobs
+
+    source = spec.dataset.source
+    data = configmap.get("data") or {}
+    encoded = (configmap.get("binaryData") or {}).get(jobs.DATASET_KEY)
+    if not encoded or data.get(jobs.DATASET_PATH_KEY) != source.removeprefix("file:"):
+        return f"dataset.source: {source} is not in ConfigMap {configmap.get('metadata', {}).get('name')}"
+    if len(encoded) > (jobs.MAX_JOB_DATASET_BYTES * 4) // 3 + 4:
+        return f"dataset.source: {source} is over {jobs.MAX_JOB_DATASET_BYTES // 1024} KiB"
+    try:
+        target = inside_work_tree(repo_root, source.removeprefix("file:"), symlinks=False)
+    except OutsideWorkTree as err:
+        return f"dataset.source: {source} {err.reason}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(base64.b64decode(encoded))
+    try:
+        digest = training.dataset_digest(spec, repo_root)
+    except training.TrainingError as err:
+        return str(err)
+    if digest != data.get(jobs.DATASET_DIGEST_KEY):
+        return f"dataset.source: {source} in the ConfigMap does not match the training's dataset digest"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from controller.api.quantummodel import QuantumModelSpec
@@ -134,6 +163,14 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         spec = QuantumModelSpec.model_validate(json.loads((configmap.get("data") or {})[jobs.SPEC_KEY]))
         folder = Path(tempfile.gettempdir()) / "qmlops" / args.training_key
+        repo_root = None
+        if spec.dataset.source.startswith("file:"):
+            repo_root = folder.parent / f"{args.training_key}-data"
+            problem = lay_out_dataset(configmap, spec, repo_root)
+            if problem:
+                journal.failed(problem)
+                log.error("training failed: %s", problem)
+                return EXIT_FAILED
         restored, journal.kept = restore(configmap, folder)
         if restored:
             log.info("resuming from the checkpoint kept in ConfigMap %s (%d files)", args.configmap, restored)
@@ -148,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("iteration %s of %s", step.iteration, step.max_iterations)
 
         try:
-            artifact = training.train(spec, checkpoint_dir=folder, credentials=credentials, on_progress=progress)
+            artifact = training.train(
+                spec, repo_root=repo_root, checkpoint_dir=folder, credentials=credentials, on_progress=progress
+            )
         except training.TrainingError as err:
             journal.failed(scrub(describe_failure(err)))
             log.error("training failed: %s", scrub(describe_failure(err)))

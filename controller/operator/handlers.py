@@ -85,12 +85,21 @@ class Models:
         for kind, reason, message in await self.jobs.observe(body):
             if worker is not None:
                 kopf.event(worker.body, type=kind, reason=reason, message=message)
-        if jobs.finished(body):  # only an ended Job changes what a reconcile does
-            if worker is not None:
+        found = (body.get("metadata") or {}).get("labels") or {}
+        model, cell = found.get(jobs.MODEL_LABEL), found.get(jobs.OWNER_LABEL) == "pipeline"
+        namespace = str(body.get("metadata", {}).get("namespace"))
+
+        def look_again() -> None:
+            # a cell's Job is its pipelines' to register (they wake the model when they have); a model's
+            # own Job is the model's
+            if cell and model:
+                self.pipelines.job_ended(namespace, str(model))
+            elif worker is not None:
                 worker.job_moved()
-            model = ((body.get("metadata") or {}).get("labels") or {}).get(jobs.MODEL_LABEL)
-            if model:  # a pipeline's cell: its pipelines look again
-                self.pipelines.job_ended(str(body.get("metadata", {}).get("namespace")), str(model))
+
+        if jobs.finished(body):  # only an ended Job changes what a reconcile does
+            look_again()
+        self.jobs.wake_if_pending(body, look_again)  # or one whose pod waits too long (its image)
 
     async def evaluation_job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """An evaluation Job changed (a pipeline's evaluate step, the jobs executor): once it has

@@ -20,20 +20,26 @@ woken by the Job's watch event (``handlers.py``) when it has changed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+import stat
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from controller.api import GROUP
+from controller.api import GROUP, limits
+from controller.engine.containment import OutsideWorkTree, inside_work_tree
+from controller.engine.errors import RetryableError
 from controller.engine.quantities import ceiling_problems
 from controller.engine.reconcile.executor import EvaluationRequest, Running, TrainingRequest, evaluation_key
 from controller.engine.reconcile.state import Due
 from controller.engine.text import scrub
+from controller.engine.training.errors import TrainingError
 from controller.operator.checkpoints import MODEL_LABEL, ModelRef
 from controller.operator.kube import Conflict, KubeClient, NotFound, resource_path
 
@@ -46,11 +52,37 @@ class Host(Protocol):
 
     client: KubeClient
     metrics: Any
+    ended_cells: EndedCells
 
     def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = ...) -> T: ...
 
 
 log = logging.getLogger(__name__)
+
+
+class EndedCells:
+    """The pipeline cells' Jobs that a reconcile found ended, for their pipeline's worker to delete once
+    that reconcile is pushed: a Complete one (its artifact handed to the engine, registered) at once, a
+    Failed one once its failure is recorded (kept meanwhile for ``kubectl logs``). Used on the event
+    loop only."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, Job) -> (model, Complete|Failed)
+
+    def note(self, namespace: str, job: str, model: str, state: str) -> None:
+        self.found[(namespace, job)] = (model, state)
+
+    def take(self, namespace: str, model: str, failed_too: bool) -> list[str]:
+        """The Jobs of ``model`` to delete now: the Complete ones, and the Failed ones with ``failed_too``."""
+        taken = [
+            job
+            for (ns, job), (of, state) in self.found.items()
+            if (ns, of) == (namespace, model) and (state == "Complete" or failed_too)
+        ]
+        for job in taken:
+            del self.found[(namespace, job)]
+        return taken
+
 
 KEY_LABEL = f"{GROUP}/training-key"
 OWNER_LABEL = f"{GROUP}/training-owner"  # "model" (its own training) or "pipeline" (a cell)
@@ -58,8 +90,16 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "training"
 SPEC_KEY = "spec.json"
 ARTIFACT_KEY = "artifact.json"  # binaryData key of the finished artifact
+DATASET_KEY = "dataset"  # binaryData key of a file: dataset's bytes, beside its path and digest in data
+DATASET_PATH_KEY = "dataset-path"
+DATASET_DIGEST_KEY = "dataset-digest"
+MAX_JOB_DATASET_BYTES = 256 * 1024  # a ConfigMap holds 1 MiB, the checkpoint up to 700 KiB of it
 ARTIFACT_DIGEST = f"{GROUP}/artifact-sha256"
 FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
+REPLACEMENTS = f"{GROUP}/job-replacements"  # on the ConfigMap: how often the training's Job was replaced
+MAX_REPLACEMENTS = 2  # a Job that failed for the node's reasons (evicted) is replaced this often at most
+DEADLINE_SLACK_SECONDS = 900  # the Job's activeDeadlineSeconds: spec.training.timeout and this much more
+PENDING_GRACE_SECONDS = 120.0  # a Job without a ready pod this long has its pods looked at, once
 CONTAINER = "train"
 EXIT_FAILED_FOR_GOOD = 3  # `qmlops train-job`: the training failed and another pod cannot help
 CREDENTIALS_ROOT = "/var/run/qmlops/credentials"
@@ -67,8 +107,16 @@ DEFAULT_SERVICE_ACCOUNT = "qmlops-training"
 NAME_PREFIX = "qmlops-"
 
 
-class JobFailed(Exception):
-    """The training's Job failed: the message says why (the trainer's, or the pod's termination)."""
+class JobFailed(TrainingError):
+    """The training's Job failed for a reason another pod cannot fix (out of memory, past its deadline,
+    its image not pulled, its trainer failed or crashed in every pod): the message says why, in the
+    trainer's words and never with the pod's output. It stalls, as the trainer's own failures do: it is
+    recorded, and the training is not started again until its spec changes."""
+
+
+class JobRetried(RetryableError):
+    """The training's Job failed for the node's reasons (evicted) and could not be replaced at once:
+    reconciling again starts its replacement, which resumes from the checkpoint."""
 
 
 class JobResultRefused(Exception):
@@ -171,6 +219,7 @@ def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> 
         },
         "spec": {
             "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds(spec.training.timeout),
             "podFailurePolicy": {
                 "rules": [
                     {
@@ -184,9 +233,9 @@ def job_body(request: TrainingRequest, ref: ModelRef, settings: JobSettings) -> 
     }
 
 
-def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
+def configmap_body(request: TrainingRequest, ref: ModelRef, dataset: bytes | None = None) -> dict[str, Any]:
     spec = request.spec.model_dump_json(by_alias=True, exclude_none=True)
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
@@ -197,6 +246,40 @@ def configmap_body(request: TrainingRequest, ref: ModelRef) -> dict[str, Any]:
         },
         "data": {SPEC_KEY: spec},
     }
+    if dataset is not None:  # the pod checks it against the digest the operator computed
+        body["data"][DATASET_PATH_KEY] = request.spec.dataset.source.removeprefix("file:")
+        body["data"][DATASET_DIGEST_KEY] = request.due.dataset_digest
+        body["binaryData"] = {DATASET_KEY: base64.b64encode(dataset).decode()}
+    return body
+
+
+def job_dataset(request: TrainingRequest) -> bytes | None:
+    """A ``file:`` dataset's bytes from the operator's work tree, for the Job's ConfigMap (None for a
+    ``builtin:`` one); refused, naming the file, when it is outside the work tree, not a regular file,
+    or over ``MAX_JOB_DATASET_BYTES``."""
+    source = request.spec.dataset.source
+    if not source.startswith("file:"):
+        return None
+    relative = source.removeprefix("file:")
+    try:
+        path = inside_work_tree(request.repo_root, relative)
+        info = path.stat()
+    except OutsideWorkTree as err:
+        raise JobFailed(f"dataset.source: {source} {err.reason}") from None
+    except OSError:
+        raise JobFailed(f"dataset.source: {source} does not exist in the repository") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise JobFailed(f"dataset.source: {source} is not a regular file")
+    if info.st_size > MAX_JOB_DATASET_BYTES:
+        raise JobFailed(
+            f"dataset.source: {source} is {info.st_size} bytes; a training Job takes a file dataset of at most "
+            f"{MAX_JOB_DATASET_BYTES // 1024} KiB through its ConfigMap (train it with --executor in-process)"
+        )
+    with path.open("rb") as handle:  # read no more than the bound, whatever the file became since
+        data = handle.read(MAX_JOB_DATASET_BYTES + 1)
+    if len(data) > MAX_JOB_DATASET_BYTES:
+        raise JobFailed(f"dataset.source: {source} grew over {MAX_JOB_DATASET_BYTES // 1024} KiB while read")
+    return data
 
 
 def artifact_of(configmap: Mapping[str, Any], request: TrainingRequest, owner_uid: str) -> bytes:
@@ -232,16 +315,32 @@ def artifact_of(configmap: Mapping[str, Any], request: TrainingRequest, owner_ui
 TERMINATIONS = {
     "OOMKilled": "its pod ran out of memory (OOMKilled): raise spec.training.resources.memory",
     "Evicted": "its pod was evicted from its node",
-    "DeadlineExceeded": "its pod ran past its deadline",
-    "Error": "its pod exited with an error",
+    "Preempted": "its pod was preempted on its node",
+    "DeadlineExceeded": (
+        "it ran past its deadline (DeadlineExceeded: the Job's activeDeadlineSeconds, spec.training.timeout "
+        f"and {DEADLINE_SLACK_SECONDS // 60} minutes): raise spec.training.timeout"
+    ),
+    "Error": "its trainer exited with an error",
+    "ErrImagePull": "its image cannot be pulled (ErrImagePull): check the operator's --job-image and the nodes' "
+    "access to its registry",
+    "ImagePullBackOff": "its image cannot be pulled (ImagePullBackOff): check the operator's --job-image and the "
+    "nodes' access to its registry",
+    "InvalidImageName": "its image name is invalid (InvalidImageName): check the operator's --job-image",
 }
+# the node's doing, not the training's: another pod (or Job) may well finish it, from its checkpoint
+RETRYABLE = frozenset({"Evicted", "Preempted"})
+# a pod that waits for ever: its image is not there
+PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
 
 
 def termination(pod: Mapping[str, Any]) -> tuple[str, int | None]:
     """(reason, exit code) of a pod that ended: the node's eviction, else its container's."""
     status = pod.get("status") or {}
-    if status.get("reason") == "Evicted":
-        return "Evicted", None
+    if status.get("reason") in ("Evicted", "Preempted", "DeadlineExceeded"):
+        return str(status["reason"]), None
+    for condition in status.get("conditions") or ():  # an eviction by the API, a preemption
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            return "Evicted", None
     for container in status.get("containerStatuses") or ():
         ended = (container.get("state") or {}).get("terminated")
         if ended:
@@ -249,20 +348,70 @@ def termination(pod: Mapping[str, Any]) -> tuple[str, int | None]:
     return "Unknown", None
 
 
+def waiting(pod: Mapping[str, Any]) -> str | None:
+    """Why a pod that has not started waits, when it is its image (ErrImagePull, ImagePullBackOff)."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+        if reason in PULL_FAILURES:
+            return str(reason)
+    return None
+
+
 def describe(reason: str, code: int | None) -> str:
-    text = TERMINATIONS.get(reason, f"its pod ended ({reason})")
+    text = TERMINATIONS.get(reason, f"its pod ended ({scrub(reason)[:64]})")
     return f"{text}, exit code {code}" if code not in (None, 0) else text
+
+
+def failure_message(name: str, namespace: str, reason: str, code: int | None, pods: int) -> str:
+    """Why a Job failed, for status and the ledger: the reason in the trainer's words, and where the
+    pods' output is (never the output itself)."""
+    text = f"training Job {name} failed: {describe(reason, code)}"
+    if reason == "Error" or reason == "Unknown":
+        text += f" (in each of its {pods} pods)" if pods > 1 else ""
+        text += f"; its output: kubectl logs job/{name} -n {namespace}"
+    return text
+
+
+def job_failure_reason(job: Mapping[str, Any]) -> str | None:
+    """The reason of the Job's own Failed condition (DeadlineExceeded, BackoffLimitExceeded, ...)."""
+    for condition in (job.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return str(condition.get("reason") or "") or None
+    return None
+
+
+def deadline_seconds(spec_timeout: str) -> int:
+    """The Job's activeDeadlineSeconds: the trainer stops itself at spec.training.timeout (TrainingTimedOut,
+    its own message); the deadline is the backstop for a pod that hangs."""
+    return int(limits.duration_seconds(spec_timeout)) + DEADLINE_SLACK_SECONDS
+
+
+async def job_pods(client: KubeClient, namespace: str, job: str) -> list[dict[str, Any]]:
+    path = resource_path("v1", "pods", namespace) + f"?labelSelector=job-name%3D{job}"
+    return list((await client.get(path)).get("items") or ())
 
 
 async def last_termination(client: KubeClient, namespace: str, job: str) -> tuple[str, int | None]:
     """Why the Job's newest ended pod ended (one list, on a failure only: pods are never polled)."""
-    path = resource_path("v1", "pods", namespace) + f"?labelSelector=job-name%3D{job}"
-    pods = (await client.get(path)).get("items") or []
-    ended = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    ended = [p for p in await job_pods(client, namespace, job) if (p.get("status") or {}).get("phase") == "Failed"]
     if not ended:
         return "Unknown", None
     newest = max(ended, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
     return termination(newest)
+
+
+def pending_too_long(job: Mapping[str, Any], now: datetime) -> bool:
+    """A Job that has not finished, with no ready pod, created more than the grace ago (its pod may
+    wait for an image that is not there)."""
+    status = job.get("status") or {}
+    if finished(job) or int(status.get("ready") or 0) > 0:
+        return False
+    created = str((job.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        since = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (now - since).total_seconds() >= PENDING_GRACE_SECONDS
 
 
 # --- the executor -------------------------------------------------------------------------------------
@@ -289,19 +438,17 @@ class JobExecutor:
         return self.runtime.on_loop(EvaluationJobs(self).carry_out(request))
 
     async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
-        if not request.spec.dataset.source.startswith("builtin:"):
-            raise JobFailed("dataset.source: the jobs executor trains builtin datasets only (a Job has no checkout)")
-        over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
-        if over:  # the webhook refuses these; a spec applied while it was off is refused here
-            raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
-        uid = await self._model_uid(request)
-        ref = ModelRef(request.namespace, request.name, uid)
         name = job_name(request.name, request.due.key)
         job = await self._get("batch/v1", "jobs", request.namespace, name)
         if job is None and not request.start:
             return None
-        if job is None:
-            await self._configmap(request, ref)
+        if job is None:  # what creating it takes is read and checked now only (a sweep asks every cell often)
+            dataset = job_dataset(request)  # a Job has no checkout: a file: dataset goes in its ConfigMap
+            over = ceiling_problems(request.spec.model_dump(by_alias=True, exclude_none=True), self.settings.ceiling)
+            if over:  # the webhook refuses these; a spec applied while it was off is refused here
+                raise JobFailed("; ".join(f"{path}: {message}" for path, message in over))
+            ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
+            await self._configmap(request, ref, dataset)
             try:
                 await self.client.create(
                     resource_path("batch/v1", "jobs", request.namespace), job_body(request, ref, self.settings)
@@ -316,24 +463,72 @@ class JobExecutor:
         if (found.get(MODEL_LABEL), found.get(KEY_LABEL)) != (request.name, request.due.key):
             raise JobFailed(f"Job {name} exists for another training: delete it to train again")
         state = finished(job)
+        if state is None:
+            if pending_too_long(job, datetime.now(UTC)):
+                pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
+                if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
+                    await delete_training(self.client, request.namespace, name)
+                    self.runtime.metrics.jobs_failed.labels(reason=pulling[0]).inc()
+                    raise JobFailed(f"training Job {name} failed: {describe(pulling[0], None)}")
+            return Running(name, f"training because {request.due.reason}, in Job {name}")
+        ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
         if state == "Complete":
             configmap = await self.client.get(resource_path("v1", "configmaps", request.namespace, name))
-            return artifact_of(configmap, request, uid)
-        if state == "Failed":
-            raise JobFailed(await self.why_failed(request.namespace, name))
-        return Running(name, f"training because {request.due.reason}, in Job {name}")
+            raw = artifact_of(configmap, request, ref.uid)
+            self._ended(request, name, "Complete")
+            return raw
+        try:
+            return await self.failed(request, ref, job)
+        except JobFailed:
+            self._ended(request, name, "Failed")
+            raise
 
-    async def why_failed(self, namespace: str, name: str) -> str:
-        """The trainer's own message when it failed for good, else why its last pod ended."""
+    async def failed(self, request: TrainingRequest, ref: ModelRef, job: Mapping[str, Any]) -> Running:
+        """A failed Job: replaced when the node failed it (evicted), at most ``MAX_REPLACEMENTS`` times,
+        its replacement resuming from the checkpoint; else the training's failure, saying why."""
+        namespace, name = request.namespace, job_name(request.name, request.due.key)
         configmap = await self._get("v1", "configmaps", namespace, name)
-        said = ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(FAILURE)
-        if said:
-            return scrub(str(said))
+        annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
+        said = annotations.get(FAILURE)
+        if said:  # the trainer's own message: it failed for good
+            raise JobFailed(scrub(str(said)))
+        if job_failure_reason(job) == "DeadlineExceeded":
+            raise JobFailed(f"training Job {name} failed: {describe('DeadlineExceeded', None)}")
         reason, code = await last_termination(self.client, namespace, name)
-        return f"training Job {name} failed: {describe(reason, code)}"
+        pods = int((job.get("status") or {}).get("failed") or 0)
+        if reason not in RETRYABLE:
+            raise JobFailed(failure_message(name, namespace, reason, code, pods))
+        replaced = _count(annotations.get(REPLACEMENTS))
+        if configmap is None or replaced >= MAX_REPLACEMENTS:
+            self.runtime.metrics.jobs_failed.labels(reason=reason).inc()
+            message = failure_message(name, namespace, reason, code, pods)
+            raise JobFailed(f"{message}, in {replaced + 1} Jobs of {pods} pods each" if replaced else message)
+        patch = {"metadata": {"annotations": {REPLACEMENTS: str(replaced + 1)}}}
+        await self.client.merge_patch(resource_path("v1", "configmaps", namespace, name), patch)
+        await self.client.call(
+            "DELETE", resource_path("batch/v1", "jobs", namespace, name), {"propagationPolicy": "Background"}
+        )
+        self.runtime.metrics.jobs_retried.labels(reason=reason).inc()
+        log.info(
+            "%s/%s: Job %s failed (%s): replaced, resuming from its checkpoint", namespace, request.name, name, reason
+        )
+        try:
+            await self.client.create(
+                resource_path("batch/v1", "jobs", namespace), job_body(request, ref, self.settings)
+            )
+        except Conflict:  # the failed one is still going: the next reconcile starts it
+            raise JobRetried(f"training Job {name} was {describe(reason, code)}; it is replaced next") from None
+        self.runtime.metrics.jobs_started.inc()
+        return Running(
+            name, f"training because {request.due.reason}, in Job {name} (replaced: {describe(reason, code)})"
+        )
 
-    async def _configmap(self, request: TrainingRequest, ref: ModelRef) -> None:
-        body = configmap_body(request, ref)
+    def _ended(self, request: TrainingRequest, name: str, state: str) -> None:
+        if request.owner == "pipeline":  # a model's own are its worker's to delete (workers.py)
+            self.runtime.ended_cells.note(request.namespace, name, request.name, state)
+
+    async def _configmap(self, request: TrainingRequest, ref: ModelRef, dataset: bytes | None) -> None:
+        body = configmap_body(request, ref, dataset)
         with contextlib.suppress(Conflict):  # kept from an earlier Job of this training: its checkpoint resumes
             await self.client.create(resource_path("v1", "configmaps", request.namespace), body)
 
@@ -348,6 +543,13 @@ class JobExecutor:
             return await self.client.get(resource_path(api_version, plural, namespace, name))
         except NotFound:
             return None
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
 
 
 async def delete_training(client: KubeClient, namespace: str, name: str) -> None:
@@ -393,15 +595,49 @@ async def kept_checkpoint(client: KubeClient, namespace: str, name: str, folder:
 
 class JobWatch:
     """What the Jobs' watch events say, as Events on the model and counters: a pod replaced (retried,
-    with why the last one ended), the Job failed, the Job finished. Nothing is polled: each Job's
-    events come from kopf's watch, and pods are listed only on a retry or a failure."""
+    with why the last one ended), the Job failed (replaced when its node failed it), the Job finished.
+    Nothing is polled: each Job's events come from kopf's watch, and pods are listed only on a retry or
+    a failure. A Job without a ready pod has its owner woken once, after ``PENDING_GRACE_SECONDS``, to
+    look at why its pod waits (an image that cannot be pulled waits for ever)."""
 
     def __init__(self, client: KubeClient, metrics: Any) -> None:
         self.client, self.metrics = client, metrics
         self.seen: dict[str, tuple[int, str | None]] = {}  # Job uid -> (pods failed, finished)
+        self.pending: dict[str, asyncio.Task[None]] = {}  # Job uid -> its wake-up after the grace
 
     def forget(self, uid: str) -> None:
         self.seen.pop(uid, None)
+        task = self.pending.pop(uid, None)
+        if task is not None:
+            task.cancel()
+
+    def wake_if_pending(self, job: Mapping[str, Any], wake: Callable[[], None]) -> None:
+        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then."""
+        uid = str((job.get("metadata") or {}).get("uid"))
+        ready = int((job.get("status") or {}).get("ready") or 0) > 0
+        if finished(job) or ready:
+            self.forget_pending(uid)
+            return
+        if uid in self.pending:
+            return
+        created = str((job.get("metadata") or {}).get("creationTimestamp") or "")
+        try:
+            age = (datetime.now(UTC) - datetime.fromisoformat(created.replace("Z", "+00:00"))).total_seconds()
+        except ValueError:
+            age = 0.0
+        delay = max(0.0, PENDING_GRACE_SECONDS - age) + 1.0
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self.pending.pop(uid, None)
+            wake()
+
+        self.pending[uid] = asyncio.create_task(later(), name=f"qmlops-job-pending:{uid}")
+
+    def forget_pending(self, uid: str) -> None:
+        task = self.pending.pop(uid, None)
+        if task is not None:
+            task.cancel()
 
     async def observe(self, job: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         """(type, reason, message) of the Events this change of ``job`` calls for."""
@@ -413,8 +649,14 @@ class JobWatch:
         events: list[tuple[str, str, str]] = []
         if state == "Failed" and before[1] != "Failed":
             reason, code = await last_termination(self.client, namespace, name)
-            self.metrics.jobs_failed.labels(reason=reason).inc()
-            events.append(("Warning", "TrainingJobFailed", f"Job {name} failed: {describe(reason, code)}"))
+            if job_failure_reason(job) == "DeadlineExceeded":
+                reason, code = "DeadlineExceeded", None
+            if reason in RETRYABLE:  # the executor replaces the Job (or, replaced too often, fails it)
+                message = f"Job {name} failed: {describe(reason, code)}; a new Job resumes from the checkpoint"
+                events.append(("Warning", "TrainingJobRetried", message))
+            else:
+                self.metrics.jobs_failed.labels(reason=reason).inc()
+                events.append(("Warning", "TrainingJobFailed", f"Job {name} failed: {describe(reason, code)}"))
         elif failed > before[0] and state is None:
             reason, code = await last_termination(self.client, namespace, name)
             self.metrics.jobs_retried.labels(reason=reason).inc()

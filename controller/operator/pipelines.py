@@ -31,7 +31,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -51,6 +51,7 @@ from controller.engine.pipelines.triggers import changed_since
 from controller.engine.policy_report import pipeline_backends
 from controller.engine.reconcile import Observed, Reconciler, TrainingDue
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
+from controller.engine.reconcile.recorder import Decision
 from controller.engine.reconcile.state import next_cron_tick
 from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
@@ -308,6 +309,8 @@ class PipelineWorker:
         self._handled(generation, requested)
         self.next_at = time.monotonic() + looked.next_in if looked.next_in is not None else None
         outcome = looked.outcome
+        if self.runtime.config.executor == "jobs":
+            await self._clear_cell_jobs(model_name, outcome.decisions)
         if any(d.kind in CHAMPION_KINDS or d.kind == LedgerKind.REGISTERED for d in outcome.decisions):
             self.owner.model_moved(self.namespace, model_name)
         before = self._before()
@@ -339,6 +342,17 @@ class PipelineWorker:
             await jobs.clear_evaluations(self.runtime.client, self.namespace, model, pushed)
         except Exception as err:  # they go with the model at the latest
             log.warning("%s/%s: evaluation Jobs not cleared: %s", self.namespace, self.name, type(err).__name__)
+
+    async def _clear_cell_jobs(self, model: str, decisions: Sequence[Decision]) -> None:
+        """This reconcile is pushed: the cells' Jobs it found Complete (their versions registered) go with
+        their ConfigMaps, and those it found Failed once their failure is recorded (the train step
+        failed, saying why); a failed one stays meanwhile, for ``kubectl logs``."""
+        recorded = any(d.kind == LedgerKind.STEP_FAILED for d in decisions)
+        for name in self.runtime.ended_cells.take(self.namespace, model, failed_too=recorded):
+            try:
+                await jobs.delete_training(self.runtime.client, self.namespace, name)
+            except Exception as err:  # they go with the model at the latest
+                log.warning("%s/%s: Job %s not deleted: %s", self.namespace, self.name, name, type(err).__name__)
 
     def _look(
         self,

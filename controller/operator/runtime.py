@@ -37,7 +37,7 @@ from controller.engine.reconcile import Reconciler, TrainerFn
 from controller.engine.registry import Git, GitIdentity
 from controller.engine.registry.trust import Trust, TrustError, check_signing_key, private_key_file
 from controller.operator import checkpoints, metrics, serving
-from controller.operator.jobs import JobExecutor, JobSettings
+from controller.operator.jobs import EndedCells, JobExecutor, JobSettings
 from controller.operator.kube import ApiAccess, KubeClient, NotFound, resource_path
 from controller.operator.secrets import read_credentials
 from controller.operator.settings import OperatorConfig
@@ -85,6 +85,7 @@ class Runtime:
         self.client = KubeClient(access)
         self.metrics = metrics.Metrics()
         self.checkpoints = checkpoints.CheckpointStore(self.client)
+        self.ended_cells = EndedCells()  # the jobs executor's: pipeline cells' Jobs a reconcile found ended
         self.trainer = trainer
         self.clock = clock or (lambda: datetime.now(UTC))
         self.closing = threading.Event()

@@ -2,8 +2,10 @@
 stand-in running each Job's pod as a ``qmlops train-job`` process: a model trains in a Job to Ready, and
 a 4-cell sweep's cells each in a Job, ``parallelism`` at a time;
 a pod evicted mid-run is replaced and resumes from its checkpoint; an operator restarted while its Job
-runs adopts it and starts no second one; a deleted model's Job goes; an OOMKilled pod is a failure
-that says so. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
+runs adopts it and starts no second one; a deleted model's Job goes; why a pod ended is the training's
+failure, in its class: OOMKilled, past its deadline, a crashed trainer, an image that cannot be pulled
+stall and say so (never with the pod's output), evicted past the Job's backoffLimit is replaced and
+resumes. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
 in-process ones; a result that is not the evaluated version's is refused. Every call the operator and
 the Jobs make is allowed by deploy/ (and every rule used)."""
 
@@ -167,18 +169,173 @@ async def test_deleting_a_model_deletes_its_running_job(env: OperatorEnv, kubele
     assert env.decisions() == []
 
 
-async def test_an_oom_killed_pod_fails_the_training_and_says_why(env: OperatorEnv, kubelet: Kubelet) -> None:
+def ledger(env: OperatorEnv, name: str = "iris-tiny") -> list[dict[str, Any]]:
+    path = f"main:registry/{NAMESPACE}/{name}/ledger.jsonl"
+    return [json.loads(line) for line in git("--git-dir", str(env.remote), "show", path).strip().splitlines()]
+
+
+def stalled_message(env: OperatorEnv) -> str:
+    condition = env.condition("iris-tiny", "Stalled")
+    assert condition.get("status") == "True", env.status()
+    return str(condition.get("message"))
+
+
+async def test_an_oom_killed_pod_fails_the_training_until_its_memory_changes(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    model = tiny_model(iterations=200, training={**tiny_model()["spec"]["training"], "resources": {"memory": "1Gi"}})
     async with env.operator(**JOBS, job_backoff_limit=0) as runtime:
-        await env.client.create(tiny_model(iterations=200))
+        await env.client.create(model)
         job = await env.until(lambda: job_of(env))
         name = job["metadata"]["name"]
         await env.until(lambda: checkpoint_kept(env, name), 120)
         kubelet.oom_kill(name, NAMESPACE)
         await env.until(lambda: env.status().get("phase") == "Failed", 60)
-        assert "OOMKilled" in json.dumps(env.status()["conditions"])
+        assert "OOMKilled" in stalled_message(env) and "spec.training.resources.memory" in stalled_message(env)
         assert env.decisions() == ["failed"]
         await env.until(lambda: "TrainingJobFailed" in env.reasons(), 30)
         assert runtime.metrics.jobs_failed.labels(reason="OOMKilled")._value.get() == 1
+        # its failure recorded, the failed Job and its ConfigMap go
+        await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
+        # more memory: the same training (same key) is tried again, in a new Job
+        more = {"spec": {"training": {"resources": {"memory": "2Gi"}}}}
+        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", more)
+        again = await env.until(lambda: job_of(env), 60)
+        assert again["metadata"]["name"] == name
+        assert again["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
+
+
+async def test_a_crashed_trainer_fails_the_training_naming_its_exit_code_not_its_output(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    async with env.operator(**JOBS, job_backoff_limit=1):
+        await env.client.create(tiny_model(iterations=200))
+        job = await env.until(lambda: job_of(env))
+        name = job["metadata"]["name"]
+        await env.until(lambda: "iteration 1 of 200" in kubelet.log(f"{name}-0"), 120)  # it said something
+        kubelet.crash(name, NAMESPACE, exit_code=2)
+        await env.until(lambda: f"{name}-1" in kubelet.started and (NAMESPACE, name) in kubelet.pods, 60)
+        kubelet.crash(name, NAMESPACE, exit_code=2)
+        await env.until(lambda: env.status().get("phase") == "Failed", 60)
+        message = stalled_message(env)
+        assert "exited with an error, exit code 2" in message and "in each of its 2 pods" in message
+        assert f"kubectl logs job/{name} -n {NAMESPACE}" in message
+        (failed,) = [e for e in ledger(env) if e["kind"] == "failed"]
+        assert f"kubectl logs job/{name}" in failed["message"]
+        # the pods' own output is not quoted anywhere
+        said = kubelet.log(f"{name}-0")
+        for line in filter(None, said.splitlines()):
+            assert line not in json.dumps(env.status()) and line not in failed["message"]
+        assert env.decisions() == ["failed"]
+
+
+async def test_a_job_past_its_deadline_fails_the_training_saying_so(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model(iterations=200))
+        job = await env.until(lambda: job_of(env))
+        name = job["metadata"]["name"]
+        assert job["spec"]["activeDeadlineSeconds"] == 6 * 3600 + jobs.DEADLINE_SLACK_SECONDS  # the default timeout
+        await env.until(lambda: (NAMESPACE, name) in kubelet.pods, 60)
+        await env.client.patch("Job", NAMESPACE, name, {"spec": {"activeDeadlineSeconds": 1}})
+        await env.until(lambda: env.status().get("phase") == "Failed", 60)
+        assert "DeadlineExceeded" in stalled_message(env) and "spec.training.timeout" in stalled_message(env)
+        assert env.decisions() == ["failed"]
+        await env.until(lambda: runtime.metrics.jobs_failed.labels(reason="DeadlineExceeded")._value.get() == 1, 30)
+        assert kubelet.started == [f"{name}-0"], "a Job past its deadline starts no other pod"
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_training_once_its_pod_has_waited(
+    env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
+    kubelet.missing_images.add(IMAGE)
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model())
+        job = await env.until(lambda: job_of(env))
+        name = job["metadata"]["name"]
+        await env.until(lambda: env.status().get("phase") == "Failed", 60)
+        message = stalled_message(env)
+        assert "ErrImagePull" in message and "--job-image" in message
+        assert env.decisions() == ["failed"]
+        assert runtime.metrics.jobs_failed.labels(reason="ErrImagePull")._value.get() == 1
+        # nothing ran, nothing to read: the Job and its ConfigMap went
+        await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
+    assert kubelet.started == [] and kubelet.peak == 0
+
+
+async def test_a_job_evicted_past_its_backoff_limit_is_replaced_and_resumes(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async with env.operator(**JOBS, job_backoff_limit=0) as runtime:
+        await env.client.create(tiny_model(iterations=60))
+        job = await env.until(lambda: job_of(env))
+        name, first = job["metadata"]["name"], job["metadata"]["uid"]
+        await env.until(lambda: checkpoint_kept(env, name), 120)
+        kubelet.evict(name, NAMESPACE)
+        replaced = await env.until(lambda: (j := job_of(env)) is not None and j["metadata"]["uid"] != first and j, 60)
+        assert replaced["metadata"]["name"] == name
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert env.decisions() == ["registered", "gate-passed", "promoted"]
+        assert len(kubelet.started) == 2 and "resuming from the checkpoint" in kubelet.log(kubelet.started[1])
+        assert version_manifest(env, 1)["artifact"]["usage"]["resumes"] >= 1
+        assert runtime.metrics.jobs_started._value.get() == 2
+        assert runtime.metrics.jobs_retried.labels(reason="Evicted")._value.get() == 1
+        await env.until(lambda: "TrainingJobRetried" in env.reasons(), 30)
+        assert "TrainingJobFailed" not in env.reasons()
+
+
+def push_dataset(env: OperatorEnv, relative: str, text: str) -> None:
+    """A CSV committed to the GitOps remote, as a team adds its data beside its specs."""
+    work = env.tmp / "team-clone"
+    if not work.exists():
+        git("clone", "--quiet", str(env.remote), str(work))
+    target = work / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    git("add", ".", cwd=work)
+    git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "--quiet", "-m", "data", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+
+
+def two_blobs(rows: int = 40) -> str:
+    """Two features, two well separated classes."""
+    lines = ["x1,x2,label"]
+    for i in range(rows):
+        label = i % 2
+        lines.append(f"{0.1 + 0.8 * label + 0.01 * (i % 7):.3f},{0.9 - 0.8 * label + 0.01 * (i % 5):.3f},{label}")
+    return "\n".join(lines) + "\n"
+
+
+FILE_DATASET = {"source": "file:data/blobs.csv", "target": "label", "testFraction": 0.3, "seed": 42}
+
+
+async def test_a_file_dataset_travels_to_the_job_in_its_configmap(env: OperatorEnv, kubelet: Kubelet) -> None:
+    push_dataset(env, "data/blobs.csv", two_blobs())
+    async with env.operator(**JOBS) as runtime:
+        await env.client.create(tiny_model(dataset=FILE_DATASET))
+        job = await env.until(lambda: job_of(env))
+        name = job["metadata"]["name"]
+        configmap = env.kube.read("ConfigMap", NAMESPACE, name) or {}
+        assert configmap["data"][jobs.DATASET_PATH_KEY] == "data/blobs.csv"
+        assert configmap["data"][jobs.DATASET_DIGEST_KEY].startswith("sha256:")
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert (
+            version_manifest(env, 1)["artifact"]["lineage"]["datasetDigest"]
+            == configmap["data"][jobs.DATASET_DIGEST_KEY]
+        )
+        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
+
+
+async def test_a_file_dataset_over_the_bound_is_refused_naming_it(env: OperatorEnv, kubelet: Kubelet) -> None:
+    big = two_blobs(rows=20000)
+    assert len(big.encode()) > jobs.MAX_JOB_DATASET_BYTES
+    push_dataset(env, "data/blobs.csv", big)
+    async with env.operator(**JOBS):
+        await env.client.create(tiny_model(dataset=FILE_DATASET))
+        await env.until(lambda: env.status().get("phase") == "Failed", 120)
+        message = stalled_message(env)
+        assert "dataset.source: file:data/blobs.csv is" in message and "at most 256 KiB" in message
+        assert job_of(env) is None and kubelet.started == []
 
 
 def cell_sweep() -> dict[str, Any]:
@@ -232,6 +389,43 @@ async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: Op
         registered = [e for e in ledger if e["kind"] == "registered"]
         assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
         assert [e for e in ledger if e["kind"] == "run-finished"]
+        # each cell's Job and ConfigMap went once its version was registered and pushed
+        await env.until(lambda: not training_objects(env), 30)
+
+
+def training_objects(env: OperatorEnv) -> list[str]:
+    """The training Jobs and ConfigMaps left in the namespace."""
+    return [
+        f"{kind}/{o['metadata']['name']}"
+        for kind in ("Job", "ConfigMap")
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
+    ]
+
+
+async def test_a_failed_cells_job_goes_once_the_steps_failure_is_recorded(env: OperatorEnv, kubelet: Kubelet) -> None:
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.until(lambda: not training_objects(env), 30)
+        sweep = cell_sweep()
+        sweep["spec"]["steps"][0]["train"] = {"matrix": {"training.seed": [9]}, "parallelism": 1}
+        sweep["spec"]["steps"][0]["train"]["matrix"]["training.optimizer.maxIterations"] = [200]
+        await env.client.create(sweep)
+        cell = await env.until(
+            lambda: [p for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods], 120
+        )
+        name = cell[0].rsplit("-", 1)[0]
+        assert env.kube.read("Job", NAMESPACE, name) is not None
+        kubelet.crash(name, NAMESPACE, exit_code=2)
+
+        def phase() -> str:
+            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
+
+        await env.until(lambda: phase() == "Failed", 120)
+        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
+        assert "exit code 2" in failed["message"] and f"kubectl logs job/{name}" in failed["message"]
+        await env.until(lambda: not training_objects(env), 30)
 
 
 # --- evaluations --------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from controller.api.quantummodel import QuantumModel
 from controller.cli import operator as operator_cli
 from controller.engine import training
+from controller.engine.errors import stalls
 from controller.engine.quantities import QuantityError, parse
 from controller.engine.reconcile.executor import EvaluationRequest, TrainingRequest, evaluation_key
 from controller.engine.reconcile.state import Due
@@ -148,6 +151,111 @@ def test_pod_terminations_are_said_in_the_trainers_words() -> None:
     assert jobs.termination(oom) == ("OOMKilled", 137)
     assert "spec.training.resources.memory" in jobs.describe(*jobs.termination(oom))
     assert jobs.termination({"status": {"reason": "Evicted"}}) == ("Evicted", None)
+    disrupted = {"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}}
+    assert jobs.termination(disrupted) == ("Evicted", None)  # evicted through the API, preempted
+    crashed = {"status": {"containerStatuses": [{"state": {"terminated": {"reason": "Error", "exitCode": 1}}}]}}
+    message = jobs.failure_message("qmlops-m-k", "team", *jobs.termination(crashed), pods=4)
+    assert message == (
+        "training Job qmlops-m-k failed: its trainer exited with an error, exit code 1 (in each of its 4 pods); "
+        "its output: kubectl logs job/qmlops-m-k -n team"
+    )
+    # a reason the kubelet makes up is named, bounded, never trusted as text
+    assert jobs.describe("x" * 500 + "token=abc", None).startswith("its pod ended (xxx")
+    assert len(jobs.describe("x" * 500, None)) < 100
+
+
+def test_what_retrying_can_fix_is_retried_and_the_rest_stalls() -> None:
+    assert {"Evicted", "Preempted"} == set(jobs.RETRYABLE)
+    assert stalls(jobs.JobFailed("OOMKilled")) and not stalls(jobs.JobRetried("evicted"))
+    assert isinstance(jobs.JobFailed("x"), training.TrainingError)  # recorded as the trainer's failures are
+
+
+def test_a_pod_that_waits_for_its_image_is_looked_at_after_the_grace() -> None:
+    pulling = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]}}
+    starting = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}}
+    assert jobs.waiting(pulling) == "ImagePullBackOff" and jobs.waiting(starting) is None
+    assert "--job-image" in jobs.describe("ImagePullBackOff", None)
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def job(age: float, ready: int = 0, done: bool = False) -> dict[str, Any]:
+        created = (now - timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = [{"type": "Complete", "status": "True"}] if done else []
+        return {"metadata": {"creationTimestamp": created}, "status": {"ready": ready, "conditions": conditions}}
+
+    grace = jobs.PENDING_GRACE_SECONDS
+    assert jobs.pending_too_long(job(grace + 1), now)
+    assert not jobs.pending_too_long(job(grace - 5), now)
+    assert not jobs.pending_too_long(job(grace + 1, ready=1), now)
+    assert not jobs.pending_too_long(job(grace + 1, done=True), now)
+
+
+def test_the_jobs_deadline_is_the_trainings_timeout_and_some() -> None:
+    settings = jobs.JobSettings(image="i")
+    req = request(training=training_spec(timeout="30m"))
+    job = jobs.job_body(req, ModelRef("team-quantum", "iris-tiny", UID), settings)
+    assert job["spec"]["activeDeadlineSeconds"] == 1800 + jobs.DEADLINE_SLACK_SECONDS
+    assert "spec.training.timeout" in jobs.describe("DeadlineExceeded", None)
+
+
+def test_a_failed_cells_job_waits_for_its_failure_to_be_recorded() -> None:
+    ended = jobs.EndedCells()
+    ended.note("team", "qmlops-m-a", "m", "Complete")
+    ended.note("team", "qmlops-m-b", "m", "Failed")
+    ended.note("team", "qmlops-other-c", "other", "Complete")
+    assert ended.take("team", "m", failed_too=False) == ["qmlops-m-a"]
+    assert ended.take("team", "m", failed_too=False) == []  # kept for kubectl logs
+    assert ended.take("team", "m", failed_too=True) == ["qmlops-m-b"]
+    assert ended.take("elsewhere", "other", failed_too=True) == []
+
+
+BLOBS = "x1,x2,label\n" + "".join(f"{0.1 + 0.8 * (i % 2):.2f},{0.9 - 0.01 * i:.2f},{i % 2}\n" for i in range(30))
+FILE_DATASET = {"source": "file:data/blobs.csv", "target": "label", "testFraction": 0.3, "seed": 42}
+
+
+def file_request(repo: Path) -> TrainingRequest:
+    req = request(dataset=FILE_DATASET)
+    try:
+        digest = training.dataset_digest(req.spec, repo)
+    except training.TrainingError:  # the executor refuses it before any digest matters
+        digest = "sha256:x"
+    return replace(req, repo_root=repo, due=replace(req.due, dataset_digest=digest))
+
+
+def test_a_file_dataset_goes_in_the_configmap_and_is_checked_in_the_pod(tmp_path: Path) -> None:
+    from controller.cli.train_job import lay_out_dataset
+
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "blobs.csv").write_text(BLOBS)
+    req = file_request(repo)
+    dataset = jobs.job_dataset(req)
+    assert dataset == BLOBS.encode()
+    configmap = jobs.configmap_body(req, ModelRef("team-quantum", "iris-tiny", UID), dataset)
+    assert configmap["data"][jobs.DATASET_DIGEST_KEY] == req.due.dataset_digest
+    assert lay_out_dataset(configmap, req.spec, tmp_path / "pod") is None
+    assert (tmp_path / "pod" / "data" / "blobs.csv").read_text() == BLOBS
+    # changed on the way: the pod refuses to train on it
+    configmap["binaryData"][jobs.DATASET_KEY] = base64.b64encode(BLOBS.replace("0.10", "0.11").encode()).decode()
+    problem = lay_out_dataset(configmap, req.spec, tmp_path / "pod2")
+    assert (
+        problem == "dataset.source: file:data/blobs.csv in the ConfigMap does not match the training's dataset digest"
+    )
+
+
+def test_a_file_dataset_a_job_cannot_take_is_refused_naming_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    with pytest.raises(jobs.JobFailed, match=r"file:data/blobs\.csv does not exist"):
+        jobs.job_dataset(file_request(repo))
+    (tmp_path / "secret.csv").write_text(BLOBS)
+    (repo / "data" / "blobs.csv").symlink_to(tmp_path / "secret.csv")
+    with pytest.raises(jobs.JobFailed, match=r"file:data/blobs\.csv leads outside the repository"):
+        jobs.job_dataset(file_request(repo))
+    (repo / "data" / "blobs.csv").unlink()
+    (repo / "data" / "blobs.csv").write_text(BLOBS * (jobs.MAX_JOB_DATASET_BYTES // len(BLOBS) + 1))
+    with pytest.raises(jobs.JobFailed, match="at most 256 KiB through its ConfigMap"):
+        jobs.job_dataset(file_request(repo))
+    assert jobs.job_dataset(request()) is None  # builtin: nothing to carry
 
 
 def test_quantities() -> None:

@@ -12,7 +12,11 @@ When the process ends it writes the pod's and the Job's status back as the kubel
 controller would: succeeded (``Complete``), failed with the exit code (a new pod, until
 ``backoffLimit`` is exceeded, or at once ``Failed`` when the ``podFailurePolicy`` says ``FailJob``
 for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) and report it as
-``Evicted`` or ``OOMKilled``. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
+``Evicted`` or ``OOMKilled``; :meth:`crash` ends it with an exit code of the test's choosing, as a
+trainer that crashed. A Job's ``activeDeadlineSeconds`` is enforced (its pod killed, the Job
+``Failed`` with ``DeadlineExceeded``). A pod whose image is in :attr:`missing_images` is created and
+waits with ``ErrImagePull``, never started, as on a node that cannot pull it. The Job's ``ready``
+counts the pods running. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
 act between a process's end and its status (tamper with what it left).
 """
 
@@ -47,7 +51,8 @@ class Pod:
     name: str
     process: subprocess.Popen[bytes]
     root: Path
-    killed_for: str | None = None  # Evicted, OOMKilled
+    killed_for: str | None = None  # Evicted, OOMKilled, DeadlineExceeded, Error (crash)
+    exit_code: int | None = None  # reported instead of the process's own (crash)
 
 
 @dataclass
@@ -62,6 +67,8 @@ class Kubelet:
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
     peak: int = 0  # the most pods that ran at once
+    missing_images: set[str] = field(default_factory=set)  # their pods wait with ErrImagePull
+    waiting: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, job) -> its waiting pod
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -101,9 +108,13 @@ class Kubelet:
     def oom_kill(self, job: str, namespace: str) -> None:
         self._kill(job, namespace, "OOMKilled")
 
-    def _kill(self, job: str, namespace: str, why: str) -> None:
+    def crash(self, job: str, namespace: str, exit_code: int = 1) -> None:
+        """The trainer crashes: its process ends and the pod reports ``Error`` with ``exit_code``."""
+        self._kill(job, namespace, "Error", exit_code)
+
+    def _kill(self, job: str, namespace: str, why: str, exit_code: int | None = None) -> None:
         pod = self.pods[(namespace, job)]
-        pod.killed_for = why
+        pod.killed_for, pod.exit_code = why, exit_code
         pod.process.send_signal(signal.SIGKILL)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -120,14 +131,45 @@ class Kubelet:
                 elif pod.process.poll() is not None:
                     del self.pods[key]
                     await self._ended(jobs[key], pod)
+            for key in [k for k in self.waiting if k not in jobs]:
+                del self.waiting[key]
             for namespace, name in jobs:
                 job = self.kube.read("Job", namespace, name)  # as it is now, after the pods that ended
-                if job is None or (namespace, name) in self.pods or self._finished(job):
+                if job is None or self._finished(job):
+                    continue
+                if self._past_deadline(job):
+                    await self._deadline(job)
+                    continue
+                if (namespace, name) in self.pods or (namespace, name) in self.waiting:
                     continue
                 full = self.capacity is not None and len(self.pods) >= self.capacity
                 if not job["metadata"].get("deletionTimestamp") and not full:
                     await self._start(job)
             await asyncio.sleep(self.poll)
+
+    @staticmethod
+    def _past_deadline(job: JSON) -> bool:
+        deadline, started = job["spec"].get("activeDeadlineSeconds"), (job.get("status") or {}).get("startTime")
+        if deadline is None or not started:
+            return False
+        since = datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+        return (datetime.now(UTC) - since).total_seconds() > float(deadline)
+
+    async def _deadline(self, job: JSON) -> None:
+        """The Job controller's deadline: its running pod killed, the Job Failed (DeadlineExceeded)."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pod = self.pods.pop((namespace, name), None)
+        if pod is not None:
+            pod.killed_for = "DeadlineExceeded"
+            with contextlib.suppress(ProcessLookupError):
+                pod.process.kill()
+            await asyncio.to_thread(pod.process.wait)
+            status = {"phase": "Failed", "reason": "DeadlineExceeded"}
+            with contextlib.suppress(Exception):
+                await self.client.patch("Pod", namespace, pod.name, {"status": status}, status=True)
+        failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "lastTransitionTime": _now()}
+        patch = {"status": {"active": 0, "ready": 0, "conditions": [failed]}}
+        await self.client.patch("Job", namespace, name, patch, status=True)
 
     @staticmethod
     def _finished(job: JSON) -> bool:
@@ -174,6 +216,16 @@ class Kubelet:
             "spec": template["spec"],
         }
         await self.client.create(pod_body)
+        patch: JSON = {"status": {"active": 1, "ready": 0}}
+        if not status.get("startTime"):
+            patch["status"]["startTime"] = _now()
+        if container.get("image") in self.missing_images:  # it waits, for ever
+            pulling = {"name": container["name"], "state": {"waiting": {"reason": "ErrImagePull"}}}
+            pod_status = {"phase": "Pending", "containerStatuses": [pulling]}
+            await self.client.patch("Pod", namespace, pod_name, {"status": pod_status}, status=True)
+            self.waiting[(namespace, name)] = pod_name
+            await self.client.patch("Job", namespace, name, patch, status=True)
+            return
         await self.client.patch("Pod", namespace, pod_name, {"status": {"phase": "Running"}}, status=True)
         log = (root / "log").open("wb")
         process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
@@ -181,9 +233,7 @@ class Kubelet:
         self.pods[(namespace, name)] = Pod(name, namespace, pod_name, process, root)
         self.started.append(pod_name)
         self.peak = max(self.peak, len(self.pods))
-        patch: JSON = {"status": {"active": 1}}
-        if not status.get("startTime"):
-            patch["status"]["startTime"] = _now()
+        patch["status"]["ready"] = 1
         await self.client.patch("Job", namespace, name, patch, status=True)
 
     def _mount(self, namespace: str, pod_spec: JSON, container: JSON, root: Path) -> dict[str, str]:
@@ -219,7 +269,8 @@ class Kubelet:
         namespace, name = pod.namespace, job["metadata"]["name"]
         if self.on_exit is not None:
             await self.on_exit(namespace, name)
-        exit_code = 137 if code < 0 else code
+        exit_code = pod.exit_code if pod.exit_code is not None else 137 if code < 0 else code
+        code = exit_code if pod.exit_code is not None else code
         if pod.killed_for is not None or code < 0:
             terminated = {"reason": pod.killed_for or "Error", "exitCode": exit_code}
         else:
@@ -237,7 +288,9 @@ class Kubelet:
         status = job.get("status") or {}
         if code == 0:
             done = {"type": "Complete", "status": "True", "lastTransitionTime": _now()}
-            patch = {"status": {"active": 0, "succeeded": 1, "completionTime": _now(), "conditions": [done]}}
+            patch = {
+                "status": {"active": 0, "ready": 0, "succeeded": 1, "completionTime": _now(), "conditions": [done]}
+            }
             await self.client.patch("Job", namespace, name, patch, status=True)
             return
         failed = int(status.get("failed") or 0) + 1
@@ -248,7 +301,7 @@ class Kubelet:
                 reason = "PodFailurePolicy"
         if reason is None and failed > int(job["spec"].get("backoffLimit", 6)):
             reason = "BackoffLimitExceeded"
-        patch = {"status": {"active": 0, "failed": failed}}
+        patch = {"status": {"active": 0, "ready": 0, "failed": failed}}
         if reason is not None:
             patch["status"]["conditions"] = [
                 {"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": _now()}

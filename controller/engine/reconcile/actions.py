@@ -55,14 +55,24 @@ class TrainingDue(RetryableError):
 # --- train and register -------------------------------------------------------------------------------
 
 
-def failed_before(ledger: Ledger, due: Due) -> str | None:
-    """The failure already recorded for this very training (same key), if any."""
+def failed_before(ledger: Ledger, due: Due, resources: dict[str, Any] | None = None) -> str | None:
+    """The failure already recorded for this very training (same key) with these
+    ``training.resources``, if any: resources are no part of the key (they change nothing trained), but
+    a training that failed for its pod's resources (OOMKilled) is tried again when they change."""
     for entry in reversed(ledger.entries):
         if entry.kind == LedgerKind.REGISTERED and entry.pipeline is None:
             return None
         if entry.kind == LedgerKind.FAILED and entry.data.get("trainingKey") == due.key:
+            if (entry.data.get("resources") or None) != (resources or None):
+                return None
             return entry.message
     return None
+
+
+def resources_of(state: State) -> dict[str, Any] | None:
+    """The spec's training.resources, as a failure records them."""
+    wanted = state.spec.training.resources
+    return wanted.model_dump(mode="json", by_alias=True, exclude_none=True) if wanted is not None else None
 
 
 def failure(
@@ -79,7 +89,9 @@ def failure(
     intents: list[Intent] = [Fail(message)]
     last = state.ledger.last_own
     spent = usage is not None and any(usage.get(k) for k in ("qpuSeconds", "shots", "primitiveJobs"))
-    if spent or last is None or last.kind != LedgerKind.FAILED or last.message != scrub(message):
+    resources = resources_of(state)
+    said = last is not None and last.kind == LedgerKind.FAILED and last.message == scrub(message)
+    if spent or not said or last is None or (last.data.get("resources") or None) != resources:
         data: dict[str, Any] = {
             "specDigest": spec_digest,
             "datasetDigest": dataset_digest,
@@ -87,6 +99,8 @@ def failure(
         }
         if usage:
             data["usage"] = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+        if resources:
+            data["resources"] = resources
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
 
@@ -203,8 +217,8 @@ def train(
     try:
         raw = train_in_workspace(ctx.services, state, due, on_progress=on_progress, should_stop=should_stop)
     except Exception as err:
-        if isinstance(err, training().TrainingStopped):
-            raise
+        if isinstance(err, training().TrainingStopped | RetryableError):
+            raise  # stopped: not a failure; retryable (a Job replaced): the shell reconciles again
         usage = getattr(err, "usage", None)  # a TrainingError's: what its jobs spent
         return failure(state, describe_failure(err), due.spec_digest, due.dataset_digest, due, usage)
     if isinstance(raw, Running):

@@ -38,7 +38,7 @@ from controller.api.quantumpipeline import QuantumPipeline, RunPhase, Step
 from controller.engine import promotion
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
-from controller.engine.errors import stalls
+from controller.engine.errors import RetryableError, stalls
 from controller.engine.pipelines import selection
 from controller.engine.pipelines.cells import Cell, cells_of
 from controller.engine.pipelines.runs import Run, runs_of
@@ -524,6 +524,9 @@ def ask_elsewhere(
         nonlocal running
         try:
             result = ask(item, start)
+        except RetryableError:  # its Job is being replaced: it still runs, for parallelism
+            running += 1
+            return True
         except Exception as err:
             if isinstance(err, training().TrainingStopped):
                 raise

@@ -81,7 +81,7 @@ def train(ctx: StepContext) -> StepResult:
         if registered is None:
             return StepResult()
         return StepResult((registered,), finished_verdict(registered, waiting_due))
-    failed = actions.failed_before(state.ledger, due)
+    failed = actions.failed_before(state.ledger, due, actions.resources_of(state))
     if failed is not None:
         retry = "change the spec to retry"
         return StepResult(
