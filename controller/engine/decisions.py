@@ -56,6 +56,7 @@ MODEL_KINDS = frozenset(
         LedgerKind.FAILED,
         LedgerKind.DRIFT_DETECTED,
         LedgerKind.SUPERSEDED,
+        LedgerKind.RETIRED,
     }
 )
 PIPELINE_KINDS = frozenset(LedgerKind) - MODEL_KINDS
@@ -84,4 +85,5 @@ class PlanAction(StrEnum):
     WAIT = "wait"
     SUSPEND = "suspend"
     RUN = "run"  # a QuantumPipeline's run starts or goes on
+    RETIRE = "retire"  # versions beyond retention.maxVersions are retired
     NOTHING = "nothing"

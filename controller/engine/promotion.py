@@ -7,7 +7,7 @@
 - ``policy: auto`` promotes the newest version once it passes its gates and has its approvals;
   ``policy: manual`` also needs at least one approval; a version is promoted automatically only once.
 - ``pin: N`` makes version N the champion (forward: promoted, backward: rolled-back), without gates:
-  the reviewed change to the spec is the decision. A pin to a missing version blocks.
+  the reviewed change to the spec is the decision. A pin to a missing or retired version blocks.
 """
 
 from __future__ import annotations
@@ -185,6 +185,10 @@ def decide(
     champion = ledger.champion()
     pin = spec.promotion.pin
     if pin is not None:
+        retired = ledger.retired().get(pin)
+        if retired is not None and pin not in registered:
+            why = f"promotion.pin: version {pin} was retired (ledger entry {retired.seq}: {retired.message})"
+            return PromotionStep(PromotionAction.BLOCK, pin, why, Standing.PIN_MISSING)
         return _pinned(pin, champion, registered)
     if not registered:
         return PromotionStep(PromotionAction.NOTHING, None, "no version registered yet", Standing.NO_VERSION)

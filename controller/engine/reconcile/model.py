@@ -74,11 +74,17 @@ class ModelReconciler(Services):
         """What :meth:`reconcile` would do now, and why; nothing is trained or written."""
         ctx = self.context(observed)
         applied = run_steps(ctx, self.steps, DryRun(), model_status.Facts())
+        retired = [i.version for i in applied.recorded(LedgerKind.RETIRED)]
+        retiring = f"retire version{'s' if len(retired) != 1 else ''} {', '.join(str(n) for n in retired)}"
         verdict = applied.verdict or Verdict(PlanAction.NOTHING, "nothing to do")
+        if retired and verdict.action is PlanAction.NOTHING:  # retiring is all a run would do
+            verdict = Verdict(PlanAction.RETIRE, f"{retiring} (governance.retention.maxVersions)")
         reason = verdict.reason
         approvals = len(applied.recorded(LedgerKind.APPROVED))
         if approvals:
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
+        if retired and verdict.action is not PlanAction.RETIRE:
+            reason += f" (then {retiring})"
         floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
         watch = next((i for i in applied.intents if isinstance(i, Watch)), None)
         checks: tuple[str, ...] = ()

@@ -54,6 +54,7 @@ class GitRecorder:
             files=intent.files,
             trailers=intent.trailers,
             shared=intent.shared,
+            removes=intent.removes,
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))

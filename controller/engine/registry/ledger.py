@@ -260,6 +260,10 @@ class Ledger:
                 return entry
         return None
 
+    def retired(self) -> dict[int, Entry]:
+        """The versions retired under ``retention.maxVersions``: number -> its ``retired`` entry."""
+        return {e.version: e for e in self.of_kind(LedgerKind.RETIRED) if e.version is not None}
+
     def versions(self) -> list[int]:
         return [e.version for e in self.of_kind(LedgerKind.REGISTERED) if e.version is not None]
 
