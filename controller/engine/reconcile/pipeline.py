@@ -830,7 +830,9 @@ def conclude_promote(step: Step) -> PipelineStep:
             verdict = Verdict(PlanAction.NOTHING, outcome, number)
         else:
             candidates = [n for n in state.candidates if n <= number]
-            decided = promotion.decide(state.spec, state.ledger, candidates, namespace=state.namespace, name=state.name)
+            decided = promotion.decide(
+                state.spec, state.ledger, candidates, namespace=state.namespace, name=state.name, now=state.now
+            )
             intents, verdict = actions.promote(state, decided)
             intents = [ctx.tagged(run, step.name, i) if isinstance(i, RecordDecision) else i for i in intents]
             outcome = decided.reason

@@ -139,7 +139,8 @@ def promote(ctx: StepContext) -> StepResult:
     asked_by = state.policy.pin_requires_approval if state.policy is not None else None
     if pin is not None and asked_by and pin != state.ledger.champion():
         needed = max(1, state.spec.promotion.required_approvals)
-        got = len(state.ledger.approvers(pin, signed_only=state.spec.governance.require_signed_approvals))
+        signed_only = state.spec.governance.require_signed_approvals
+        got = len(state.ledger.approvers(pin, signed_only=signed_only, at=state.now))
         if got < needed:
             reason = (
                 f"promotion.pin {pin} needs {needed} approval{'s' if needed != 1 else ''} of version {pin} "
@@ -151,7 +152,9 @@ def promote(ctx: StepContext) -> StepResult:
             return StepResult(tuple(intents), Verdict(PlanAction.BLOCK, reason, pin))
     # a pin may name any version; otherwise only the model's own and the pipelines' selected ones
     numbers = state.numbers if pin is not None else state.candidates
-    step = promotion.decide(state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name)
+    step = promotion.decide(
+        state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name, now=state.now
+    )
     intents, verdict = actions.promote(state, step)
     return StepResult(tuple(intents), verdict)
 

@@ -240,12 +240,19 @@ class Ledger:
     def approval_commits(self) -> set[str]:
         return {str(e.data.get("commit")) for e in self.of_kind(LedgerKind.APPROVED)}
 
-    def approvers(self, version: int, *, signed_only: bool = False) -> set[str]:
+    def approvers(self, version: int, *, signed_only: bool = False, at: datetime | None = None) -> set[str]:
+        """Who approved ``version``; ``at``: only the approvals not expired by then (an approval's
+        ``Qmlops-Approve-Expires``, kept as ``data.expires``, holds at promotion time, not only when
+        the approval is first recorded)."""
         return {
             str(e.data.get("approver", "")).lower()
             for e in self.for_version(version, LedgerKind.APPROVED)
-            if e.data.get("approver") and (e.data.get("signed") or not signed_only)
+            if e.data.get("approver") and (e.data.get("signed") or not signed_only) and not expired(e, at)
         }
+
+    def expired_approvals(self, version: int, at: datetime) -> list[Entry]:
+        """The recorded approvals of ``version`` whose expiry has passed by ``at``."""
+        return [e for e in self.for_version(version, LedgerKind.APPROVED) if expired(e, at)]
 
     def settled_digests(self) -> set[str]:
         """The artifact digests the ledger decided about: registered, or superseded (never again)."""
@@ -291,6 +298,21 @@ class Ledger:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
         last = self.last_own
         return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
+
+
+def expired(entry: Entry, at: datetime | None) -> bool:
+    """Whether an ``approved`` entry's expiry (``data.expires``) has passed by ``at`` (never when ``at``
+    is None or it has none; an expiry that does not parse has passed: it was refused when recorded)."""
+    expires = entry.data.get("expires")
+    if at is None or not expires:
+        return False
+    try:
+        moment = parse_time(str(expires))
+    except ValueError:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment <= at
 
 
 def ledger_of(entries: Sequence[Entry]) -> Ledger:
