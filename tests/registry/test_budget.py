@@ -5,7 +5,8 @@ recorded do (issue 12). Real reconciles on a real repository; IBM is the offline
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,13 @@ def failing_job() -> BaseException:
     return RuntimeJobFailureError("Error code 1305; Job cancelled: instance limit")
 
 
-def reconcile(work: Path, tmp: Path) -> Any:
+def reconcile(work: Path, tmp: Path, clock: Callable[[], datetime] | None = None) -> Any:
     registry = Registry(work)
     rec = Reconciler(
         registry,
         checkpoint_root=tmp / "ckpt",
         credentials=lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin"),
+        **({"clock": clock} if clock else {}),
     )
     registry.sync()
     [(observed, _)] = observe(registry.git, work / "specs").models
@@ -93,3 +95,34 @@ def test_evaluations_and_failed_steps_recorded_with_usage_count_in_the_budget() 
         ledger = Ledger((*ledger.entries, entry))
     assert ledger.qpu_seconds(now) == 15.0
     assert ledger.usage(now)["shots"] == 1110
+
+
+def test_the_budget_counts_over_the_window_the_spec_says(repos: Repos, tmp_path: Path) -> None:
+    work = repos.clone("work")
+    repos.commit_file(work, SPEC, ibm_spec(7, 10), "tiny on IBM")
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    with installed(seconds_per_job=1.5, faults={3: failing_job()}):
+        reconcile(work, tmp_path, lambda: now[0])  # 3 QPU seconds spent, recorded in its failed entry
+    now[0] += timedelta(days=40)  # out of the default 30 days, inside a 60-day window
+    sixty = ibm_spec(8, 10).replace("    qpuBudgetSeconds: 10", "    qpuBudgetSeconds: 10\n    qpuBudgetWindow: 60d")
+    repos.commit_file(work, SPEC, sixty, "count over 60 days")
+    with installed(seconds_per_job=1.5) as factory:
+        refused = reconcile(work, tmp_path, lambda: now[0])
+    assert factory.calls == 0  # 3 of 10 seconds spent in 60 days: the 8.3 s the training needs do not fit
+    assert "governance.qpuBudgetSeconds: 10 s per 60 days; 3.0 s used before" in entries(work)[-1]["message"]
+    assert refused.status.usage is not None
+    assert (refused.status.usage.qpu_seconds, refused.status.usage.window) == (3.0, "60d")
+
+
+def test_a_policy_may_lengthen_the_budget_window_and_a_spec_only_lengthen_it_further() -> None:
+    from controller.engine.policy import effective
+    from tests.registry.test_policy import policy, spec
+
+    floors = effective(spec(qpuBudgetWindow="45d"), "team", None, [policy(qpuBudgetWindow="90d")])
+    assert floors.spec.governance.qpu_budget_window == "90d"
+    assert [s.describe() for s in floors.sources] == ["governance.qpuBudgetWindow: 90d (QuantumPolicy floor)"]
+    longer = spec(qpuBudgetWindow="120d")
+    assert effective(longer, "team", None, [policy(qpuBudgetWindow="90d")]).spec == longer
+    assert effective(spec(), "team", None, [policy(qpuBudgetWindow="7d")]).sources == ()  # 30 days already
+    with pytest.raises(ValueError, match="1d to 366d"):
+        spec(qpuBudgetWindow="400d")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.errors import RetryableError
@@ -267,12 +269,17 @@ def _request(
         checkpoint_dir=checkpoint_dir,
         repo_root=services.registry.repo,
         credentials=credentials,
-        budget_used_seconds=state.ledger.qpu_seconds(state.now),
+        budget_used_seconds=state.ledger.qpu_seconds(state.now, budget_window(state.spec)),
         on_progress=on_progress,
         should_stop=should_stop,
         start=start,
         owner=owner,
     )
+
+
+def budget_window(spec: QuantumModelSpec) -> timedelta:
+    """The rolling window ``governance.qpuBudgetSeconds`` counts over (``qpuBudgetWindow``, 30 days)."""
+    return timedelta(days=spec.governance.budget_window_days)
 
 
 def usage_of(artifact: Any) -> dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from controller.api.quantummodel import (
@@ -172,9 +173,13 @@ class ModelReconciler(Services):
         facts.champion = ref(state.version(state.ledger.champion()))
         if facts.training is None and state.latest is not None:
             facts.training = TrainingStatus(backend=state.latest.backend)
-        usage = state.ledger.usage(state.now)
+        window = state.spec.governance.budget_window
+        usage = state.ledger.usage(state.now, timedelta(days=state.spec.governance.budget_window_days))
         facts.usage = Usage(
-            qpu_seconds=usage["qpuSeconds"], primitive_jobs=int(usage["primitiveJobs"]), shots=int(usage["shots"])
+            qpu_seconds=usage["qpuSeconds"],
+            primitive_jobs=int(usage["primitiveJobs"]),
+            shots=int(usage["shots"]),
+            window=window,
         )
         status = model_status.build(model.status, facts, state.now)
         requeue = None

@@ -646,7 +646,7 @@ def carry_out_evaluations(
     failures: dict[tuple[int, str], str] = ctx.notes.setdefault(f"evaluation-failures:{intent.step}", {})
     out: list[Intent] = []
     executor = ctx.services.executor
-    budget_used = ctx.state.ledger.qpu_seconds(ctx.state.now)
+    budget_used = ctx.state.ledger.qpu_seconds(ctx.state.now, actions.budget_window(ctx.state.spec))
     pairs: list[tuple[Version, str]] = []
     for number, backend in intent.pairs:
         version = ctx.state.version(number)

@@ -18,6 +18,7 @@ from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
+BUDGET_WINDOW = timedelta(days=30)  # governance.qpuBudgetWindow's default
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 # entries whose data.usage counts against governance.qpuBudgetSeconds: trainings registered, failed
@@ -277,12 +278,13 @@ class Ledger:
     def since(self, moment: datetime) -> list[Entry]:
         return [e for e in self.entries if e.time >= moment]
 
-    def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
-        """QPU seconds spent in the rolling window before ``now`` by everything the ledger recorded with
-        its usage: trainings that registered a version or failed, and evaluations."""
+    def qpu_seconds(self, now: datetime, window: timedelta = BUDGET_WINDOW) -> float:
+        """QPU seconds spent in the rolling window before ``now`` (``governance.qpuBudgetWindow``, 30
+        days unless the spec or a policy says) by everything the ledger recorded with its usage:
+        trainings that registered a version, failed or stopped, and evaluations."""
         return self.usage(now, window)["qpuSeconds"]
 
-    def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
+    def usage(self, now: datetime, window: timedelta = BUDGET_WINDOW) -> dict[str, float]:
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
         for entry in self.of_kind(*USAGE_KINDS):
             usage = entry.data.get("usage")
