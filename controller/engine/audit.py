@@ -422,6 +422,10 @@ class ModelAudit:
     spec: dict[str, Any] | None = None
     verification: Verification | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # controller.engine.policy.Effective: the QuantumPolicy floors under the spec at HEAD, and whose
+    # (the same values plan and status.policy.floors show); None: the model has no spec at HEAD
+    policy: Any = None
+    policies_given: bool = False  # whether QuantumPolicies were given (--policies) to judge it by
 
     def evaluations(self, version: int) -> list[dict[str, Any]]:
         """Each ``evaluated`` entry of ``version``: where, with which figures, when (and which run)."""
@@ -495,7 +499,32 @@ class ModelAudit:
             "runs": self.runs(),
             "timeline": [e.to_json() for e in self.events],
             "verification": self.verification.to_json() if self.verification else None,
+            "policy": self.policy_json(),
         }
+
+    def policy_json(self) -> dict[str, Any] | None:
+        """The effective policy: which QuantumPolicies matched and each value they set (None: no spec)."""
+        if self.policy is None:
+            return None
+        return {
+            "policiesGiven": self.policies_given,
+            "matched": list(self.policy.policies),
+            "floors": [source.to_json() for source in self.policy.sources],
+        }
+
+    def policy_lines(self) -> list[str]:
+        """The effective policy in words, one line each (the table and the HTML report)."""
+        if self.policy is None:
+            return []
+        if not self.policies_given:
+            return ["QuantumPolicies: none given (--policies DIR): the spec's own values apply"]
+        if not self.policy.policies:
+            return ["QuantumPolicies: none matches this model: the spec's own values apply"]
+        lines = [f"QuantumPolicies: {', '.join(self.policy.policies)}"]
+        lines += [f"floor: {s.field}: {s.text} (QuantumPolicy/{s.policy})" for s in self.policy.sources]
+        if not self.policy.sources:
+            lines.append("the spec is at least as strict as every floor")
+        return lines
 
 
 def _version_summary(version: Version) -> dict[str, Any]:
@@ -597,7 +626,10 @@ def model_audit(
     *,
     spec_paths: list[str],
     spec: dict[str, Any] | None = None,
+    policy: Any = None,
+    policies_given: bool = False,
 ) -> ModelAudit:
+    """``policy``: the effective policy of the spec at HEAD (``controller.engine.policy.effective``)."""
     card = (spec or {}).get("spec", {}).get("modelCard") if spec else None
     try:
         ledger = registry.ledger(namespace, name, strict=False)
@@ -606,10 +638,23 @@ def model_audit(
         found = registry.versions(namespace, name, strict=False)
     except RegistryError as err:  # e.g. a symlink planted in the registry: --verify reports it as tampering
         unreadable = Event(format_time(datetime.now(UTC)), "unreadable", str(err))
-        return ModelAudit(namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec)
+        return ModelAudit(
+            namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec, policy=policy,
+            policies_given=policies_given,
+        )  # fmt: skip
     events.sort(key=lambda e: _utc(e.at))
     return ModelAudit(
-        namespace, name, spec_paths, events, found, ledger.champion(), model_card=card, spec=spec, ledger=ledger
+        namespace,
+        name,
+        spec_paths,
+        events,
+        found,
+        ledger.champion(),
+        model_card=card,
+        spec=spec,
+        ledger=ledger,
+        policy=policy,
+        policies_given=policies_given,
     )
 
 
