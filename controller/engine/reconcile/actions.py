@@ -93,6 +93,32 @@ def failure(
     return intents
 
 
+def stopped(state: State, due: Due, usage: dict[str, float] | None) -> RecordDecision | None:
+    """A training stopped mid-way (Ctrl-C, shutdown, the model deleted): a ``stopped`` entry with what
+    its jobs spent so far (cumulative over its resumes, as its checkpoint keeps it), so that it counts
+    against governance.qpuBudgetSeconds now and not only when the training resumes; None when it spent
+    nothing since the last time it stopped."""
+    if not usage:
+        return None
+    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    before = state.ledger.stopped_usage(due.key)
+    if not any(v > before.get(k, 0.0) for k, v in spent.items()):
+        return None
+    data = {
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "usage": spent,
+    }
+    jobs = int(spent["primitiveJobs"])
+    message = (
+        f"training stopped (it was training because {due.reason}) after {jobs} job{'s' if jobs != 1 else ''} "
+        f"and {spent['qpuSeconds']:.1f} QPU seconds; it resumes from its checkpoint"
+    )
+    return RecordDecision(LedgerKind.STOPPED, None, message, data)
+
+
 def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:
     """The registration of a finished training's artifact, or None when its digest is registered
     already (a crash between the commit and the workspace's cleanup: never twice). ``pipeline``:
@@ -269,7 +295,8 @@ def _request(
         checkpoint_dir=checkpoint_dir,
         repo_root=services.registry.repo,
         credentials=credentials,
-        budget_used_seconds=state.ledger.qpu_seconds(state.now, budget_window(state.spec)),
+        # a resumed training's checkpoint counts what it spent before it stopped: its stopped entries do not
+        budget_used_seconds=state.ledger.qpu_seconds(state.now, budget_window(state.spec), resuming=due.key),
         on_progress=on_progress,
         should_stop=should_stop,
         start=start,

@@ -9,6 +9,7 @@ same steps with the dry run: nothing is trained or written.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,7 +119,13 @@ class ModelReconciler(Services):
             facts = model_status.Facts(
                 generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
             )
-            run_steps(ctx, self.steps, recorder, facts)
+            try:
+                run_steps(ctx, self.steps, recorder, facts)
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped) and recorder.decisions:
+                    with contextlib.suppress(Exception):  # else the next run pushes it
+                        self.registry.publish()  # a stopped training's spending reaches the remote now
+                raise
             packs = self.policy_report(ctx.state, observed)
             outcome = self._outcome(model, ctx.state, facts, packs)
             published = self.registry.publish()

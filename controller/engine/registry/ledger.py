@@ -22,15 +22,19 @@ BUDGET_WINDOW = timedelta(days=30)  # governance.qpuBudgetWindow's default
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 # entries whose data.usage counts against governance.qpuBudgetSeconds: trainings registered, failed
-# (what their jobs spent before the failure), blocked or superseded, and evaluations a pipeline recorded
+# (what their jobs spent before the failure), stopped (what they spent so far), blocked or superseded,
+# and evaluations a pipeline recorded
 USAGE_KINDS = (
     LedgerKind.REGISTERED,
     LedgerKind.SUPERSEDED,
     LedgerKind.FAILED,
+    LedgerKind.STOPPED,
     LedgerKind.BLOCKED,
     LedgerKind.EVALUATED,
     LedgerKind.STEP_FAILED,
 )
+# the entries that end (or pause: stopped) one training, whose usage is cumulative over its resumes
+TRAINING_KINDS = (LedgerKind.REGISTERED, LedgerKind.SUPERSEDED, LedgerKind.FAILED, LedgerKind.STOPPED)
 
 
 class LedgerError(ValueError):
@@ -278,28 +282,64 @@ class Ledger:
     def since(self, moment: datetime) -> list[Entry]:
         return [e for e in self.entries if e.time >= moment]
 
-    def qpu_seconds(self, now: datetime, window: timedelta = BUDGET_WINDOW) -> float:
+    def qpu_seconds(self, now: datetime, window: timedelta = BUDGET_WINDOW, *, resuming: str | None = None) -> float:
         """QPU seconds spent in the rolling window before ``now`` (``governance.qpuBudgetWindow``, 30
         days unless the spec or a policy says) by everything the ledger recorded with its usage:
-        trainings that registered a version, failed or stopped, and evaluations."""
-        return self.usage(now, window)["qpuSeconds"]
+        trainings that registered a version, failed or stopped, and evaluations. ``resuming``: the key
+        of a training about to resume, whose own checkpoint counts what its stopped entries recorded."""
+        return self.usage(now, window, resuming=resuming)["qpuSeconds"]
 
-    def usage(self, now: datetime, window: timedelta = BUDGET_WINDOW) -> dict[str, float]:
+    def usage(
+        self, now: datetime, window: timedelta = BUDGET_WINDOW, *, resuming: str | None = None
+    ) -> dict[str, float]:
+        """What the entries recorded as spent in the window. A training's usage is cumulative over its
+        resumes (its checkpoint keeps it): a ``stopped`` entry records what it spent so far, and the
+        entry that ends the same training (by ``trainingKey``: stopped again, registered, failed or
+        superseded) counts only what it spent since, so no second is counted twice."""
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
+        stopped: dict[str, dict[str, float]] = {}  # training key -> what its stopped entries recorded
+        pending = {k: 0.0 for k in totals}  # what ``resuming``'s stopped entries added to ``totals``
         for entry in self.of_kind(*USAGE_KINDS):
             usage = entry.data.get("usage")
-            if isinstance(usage, dict) and entry.time >= now - window:
-                for key in totals:
-                    value = usage.get(key, 0)
-                    totals[key] += (
-                        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-                    )
-        return totals
+            if not isinstance(usage, dict):
+                continue
+            spent = {key: _number(usage.get(key, 0)) for key in totals}
+            key = entry.data.get("trainingKey")
+            if isinstance(key, str) and key and entry.kind in TRAINING_KINDS:
+                before = stopped.pop(key, {})
+                if entry.kind == LedgerKind.STOPPED:
+                    stopped[key] = {k: max(v, before.get(k, 0.0)) for k, v in spent.items()}
+                elif key == resuming:
+                    pending = {k: 0.0 for k in totals}  # that run of the training ended
+                spent = {k: max(0.0, v - before.get(k, 0.0)) for k, v in spent.items()}
+                if entry.kind == LedgerKind.STOPPED and key == resuming and entry.time >= now - window:
+                    pending = {k: pending[k] + spent[k] for k in totals}
+            if entry.time >= now - window:
+                for k in totals:
+                    totals[k] += spent[k]
+        return {k: totals[k] - pending[k] for k in totals}
+
+    def stopped_usage(self, key: str) -> dict[str, float]:
+        """What the ``stopped`` entries of training ``key`` recorded since it last ended (cumulative)."""
+        found: dict[str, float] = {}
+        for entry in self.entries:
+            if entry.data.get("trainingKey") != key or entry.kind not in TRAINING_KINDS:
+                continue
+            usage = entry.data.get("usage")
+            if entry.kind == LedgerKind.STOPPED and isinstance(usage, dict):
+                found = {k: _number(usage.get(k, 0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+            elif entry.kind != LedgerKind.STOPPED:
+                found = {}
+        return found
 
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
         last = self.last_own
         return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def expired(entry: Entry, at: datetime | None) -> bool:
