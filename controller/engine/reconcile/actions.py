@@ -97,12 +97,12 @@ def stopped(state: State, due: Due, usage: dict[str, float] | None) -> RecordDec
     """A training stopped mid-way (Ctrl-C, shutdown, the model deleted): a ``stopped`` entry with what
     its jobs spent so far (cumulative over its resumes, as its checkpoint keeps it), so that it counts
     against governance.qpuBudgetSeconds now and not only when the training resumes; None when it spent
-    nothing since the last time it stopped."""
+    no QPU time since the last time it stopped (a simulator's: a Ctrl-C writes nothing to Git)."""
     if not usage:
         return None
     spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
     before = state.ledger.stopped_usage(due.key)
-    if not any(v > before.get(k, 0.0) for k, v in spent.items()):
+    if spent["qpuSeconds"] <= before.get("qpuSeconds", 0.0):
         return None
     data = {
         "specDigest": due.spec_digest,
