@@ -417,6 +417,10 @@ def test_versions_beyond_max_versions_are_retired_oldest_first_and_history_keeps
     assert not in_head(work, one) and in_head(work, "registry/demo/tiny/versions/2.json")
     assert json.loads(git(work, "show", f"HEAD^:{one}"))["version"] == 1  # history keeps the proof
     assert "retiredVersions:\n- 1" in (work / "registry/demo/tiny/model.yaml").read_text()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("petal_length,petal_width\n1.4,0.2\n")
+    predicted = qmlops(capsys, "predict", "demo/tiny", "--repo", str(work), "--input", str(rows), "--version", "1")
+    assert predicted.code == 2 and "version 1 was retired" in predicted.err, predicted.err
     checked = verify(capsys, work, "--allowed-signers", str(keys.signers))
     assert checked.code == 0, problems(checked)
     timeline = checked.json()["models"][0]["timeline"]
