@@ -57,15 +57,27 @@ def _pattern_type(pattern: str, what: str, max_length: int | None = None) -> Any
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+# a whole number of days from 1d to 366d: the window a QPU budget counts over
+DAYS_PATTERN = r"^([1-9]|[1-9][0-9]|[12][0-9][0-9]|3[0-5][0-9]|36[0-6])d$"
 
 if TYPE_CHECKING:
     DnsLabel = str
     Email = str
     Duration = str
+    Days = str
 else:
     DnsLabel = _pattern_type(DNS_LABEL_PATTERN, "DNS-1123 label (lowercase letters, digits, '-')", 63)
     Email = _pattern_type(EMAIL_PATTERN, "email address", 254)
     Duration = _pattern_type(DURATION_PATTERN, "duration (like 30m, 6h, 1h30m)")
+    Days = _pattern_type(DAYS_PATTERN, "number of days from 1d to 366d (like 30d)")
+
+
+def days(text: str) -> int:
+    """``30d`` -> 30 (a :data:`Days` value)."""
+    if not re.fullmatch(DAYS_PATTERN, text):
+        raise ValueError(f"{text!r} is not a number of days from 1d to 366d (like 30d)")
+    return int(text[:-1])
+
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

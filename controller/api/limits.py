@@ -363,7 +363,8 @@ def qpu_estimate_problem(spec: QuantumModelSpec, found: Samples | None = None, u
         return None
     before = "" if used is None else f"; {used:.1f} s used before"
     return (
-        f"governance.qpuBudgetSeconds: {budget:g} s per 30 days{before}; the training is estimated at "
+        f"governance.qpuBudgetSeconds: {budget:g} s per {spec.governance.budget_window_text}{before}; "
+        "the training is estimated at "
         f"{plan.qpu_seconds:,.1f} s of QPU time: {plan.total_shots:,} shots {plan.figures()} at "
         f"{SECONDS_PER_SHOT * 1e6:g} µs a shot"
     )

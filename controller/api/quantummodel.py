@@ -17,11 +17,13 @@ from controller.api.common import (
     BackendGlob,
     BackendRef,
     Cron,
+    Days,
     DnsLabel,
     Duration,
     Email,
     SpecModel,
     check_repo_path,
+    days,
     duration_seconds,
 )
 from controller.api.meta import Condition, ObjectMeta
@@ -340,6 +342,9 @@ class LawfulBasis(StrEnum):
     LEGITIMATE_INTERESTS = "legitimate-interests"
 
 
+DEFAULT_BUDGET_WINDOW = "30d"
+
+
 class Retention(SpecModel):
     max_versions: int = Field(ge=1, le=10_000)
 
@@ -350,6 +355,7 @@ class Governance(SpecModel):
     allowed_backends: list[BackendGlob] | None = Field(default=None, min_length=1)
     max_shots: int | None = Field(default=None, ge=1)
     qpu_budget_seconds: float | None = Field(default=None, ge=0)
+    qpu_budget_window: Days | None = None  # the rolling window qpuBudgetSeconds counts over (default 30d)
     approvers: list[Email] = Field(default_factory=list, max_length=64)
     require_model_card: bool = False
     require_signed_approvals: bool = False
@@ -358,6 +364,21 @@ class Governance(SpecModel):
     compliance: list[Compliance] = Field(default_factory=list, max_length=16)
     retention: Retention | None = None
     lawful_basis: LawfulBasis | None = None  # with modelCard.intendedUse: the purpose and why it is lawful
+
+    @property
+    def budget_window(self) -> str:
+        """The window ``qpuBudgetSeconds`` counts over, as written (``30d`` unless the spec says)."""
+        return self.qpu_budget_window or DEFAULT_BUDGET_WINDOW
+
+    @property
+    def budget_window_days(self) -> int:
+        return days(self.budget_window)
+
+    @property
+    def budget_window_text(self) -> str:
+        """``30 days``, ``1 day``: the window as the budget's messages say it."""
+        n = self.budget_window_days
+        return f"{n} day{'s' if n != 1 else ''}"
 
 
 class ModelCard(SpecModel):
@@ -619,9 +640,12 @@ class VersionRef(SpecModel):
 
 
 class Usage(SpecModel):
+    """What the model's ledger recorded as spent in the budget's window (``window``, e.g. ``30d``)."""
+
     qpu_seconds: float = Field(default=0.0, ge=0)
     primitive_jobs: int = Field(default=0, ge=0)
     shots: int = Field(default=0, ge=0)
+    window: Days | None = None
 
 
 class RuleOutcome(StrEnum):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from controller.api.common import BackendGlob, DnsLabel, SpecModel
+from controller.api.common import BackendGlob, Days, DnsLabel, SpecModel
 from controller.api.meta import Condition
 from controller.api.packs import PackName
 from controller.api.quantummodel import DataClassification, Enforcement, Retention
@@ -31,6 +31,7 @@ class Floor(SpecModel):
     allowed_backends: list[BackendGlob] | None = Field(default=None, min_length=1, max_length=64)
     max_shots: int | None = Field(default=None, ge=1)
     qpu_budget_seconds: float | None = Field(default=None, ge=0)
+    qpu_budget_window: Days | None = None  # a spec may only lengthen it (a longer window counts more)
     required_approvals: int | None = Field(default=None, ge=0, le=32)
     require_signed_approvals: bool | None = None
     separation_of_duties: bool | None = None

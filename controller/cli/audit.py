@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller.cli import signing
+from controller.cli import policies, signing
 from controller.engine import audit
 from controller.engine.audit_html import render
+from controller.engine.policy import effective
 from controller.engine.registry import GitError, GitIdentity, Registry, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.engine.registry.ledger import format_time
@@ -44,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"the controller's identity that must have written the ledger (default: {DEFAULT_IDENTITY_TEXT})",
     )
     signing.add_arguments(parser, signing=False)
+    policies.add_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -97,11 +99,17 @@ def _report_verification(audits: list[audit.ModelAudit]) -> int:
 def _audits(registry: Registry, args: argparse.Namespace) -> list[audit.ModelAudit]:
     specs = Path(args.specs)
     specs = specs if specs.is_absolute() else registry.repo / specs
+    floors = policies.read(args, registry.repo)
     observation = observe(registry.git, specs, committed_only=False)
     spec_files: dict[tuple[str, str], tuple[str, dict[str, Any] | None]] = {}
+    effective_policy: dict[tuple[str, str], Any] = {}
     for observed, path in observation.models:
         meta = observed.model.metadata
         spec_files[(meta.namespace, meta.name)] = (path, observed.model.to_wire())
+        # the same effective values plan and status show (controller.engine.policy)
+        effective_policy[(meta.namespace, meta.name)] = effective(
+            observed.model.spec, meta.namespace, meta.labels, floors
+        )
     models = sorted(set(registry.models()) | set(spec_files) | set(registry.models_in_history()))
     if args.model:
         models = _select(models, args.model)
@@ -111,7 +119,16 @@ def _audits(registry: Registry, args: argparse.Namespace) -> list[audit.ModelAud
         path, spec = spec_files.get((ns, name), ("", None))
         if path:
             paths.add(path)
-        out.append(audit.model_audit(registry, ns, name, spec_paths=sorted(paths), spec=spec))
+        found = audit.model_audit(
+            registry,
+            ns,
+            name,
+            spec_paths=sorted(paths),
+            spec=spec,
+            policy=effective_policy.get((ns, name)),
+            policies_given=bool(args.policies),
+        )
+        out.append(found)
     return out
 
 
@@ -150,6 +167,7 @@ def _table(item: audit.ModelAudit) -> str:
         lines.append("  champion: none")
     if item.spec_paths:
         lines.append(f"  spec: {', '.join(item.spec_paths)}")
+    lines.extend(f"  {line}" for line in item.policy_lines())
     if item.versions:
         lines.append("  versions:")
     for v in item.versions:

@@ -8,7 +8,9 @@ backend with which data, the gate results, approvals, promotions, rollbacks and 
 - every version manifest matches its digest and the digest its ``registered`` entry recorded;
 - every commit that touched a ledger or a version is the controller's (its author), appended exactly
   one entry to the ledger (never edited or removed one), names that entry in its trailers, and added
-  version files without ever changing or deleting one.
+  version files without ever changing or deleting one, except the commit of a ``retired`` entry, which
+  removes exactly the file of the version it retires (``retention.maxVersions``; history keeps it);
+- a retired version's file stays out of HEAD, and the champion is never a retired version.
 
 Problems name the entry (or file) and the commit that broke it, earliest first.
 """
@@ -173,8 +175,21 @@ def _content_problems(registry: Registry, namespace: str, name: str, result: Ver
         result.versions += 1
         seen.add(found)
         problems.extend(_version_problems(registry, model, path, found, registered.get(found)))
+    retired = {e.version: e for e in entries if e.kind == LedgerKind.RETIRED and e.version is not None}
+    for number, gone in retired.items():
+        path = f"{registry.model_path(namespace, name)}/{version_files.file_name(number)}"
+        if number in seen:
+            message = f"retired in ledger entry {gone.seq} but its file is back in HEAD"
+            problems.append(VerifyProblem(model, path, f"version {number}", message, _last_commit(registry, path)))
+        if number not in registered or registered[number].seq > gone.seq:
+            message = f"ledger entry {gone.seq} retires a version that was not registered before it"
+            problems.append(VerifyProblem(model, ledger_path, f"version {number}", message, None))
+    champion = Ledger(tuple(entries)).champion()
+    if champion is not None and champion in retired:
+        message = f"is the champion but ledger entry {retired[champion].seq} retired it"
+        problems.append(VerifyProblem(model, ledger_path, f"version {champion}", message, None))
     for number, entry in registered.items():
-        if number not in seen:
+        if number not in seen and number not in retired:
             path = f"{registry.model_path(namespace, name)}/{version_files.file_name(number)}"
             problems.append(
                 VerifyProblem(
@@ -248,6 +263,11 @@ def _history_problems(
     versions_prefix = f"{folder}/{version_files.VERSIONS_DIR}/"
     problems: list[VerifyProblem] = []
     log = registry.git.log_changes(paths=[folder])
+    retiring = {  # the digest of each retired entry -> the version file its commit may remove
+        e.digest: f"{folder}/{version_files.file_name(e.version)}"
+        for e in registry.ledger(namespace, name, strict=False).of_kind(LedgerKind.RETIRED)
+        if e.version is not None
+    }
     trust = registry.trust
     signatures = trust.signatures(registry.git, [c.sha for c, _ in log]) if trust.checked else {}
     ledger_commits: list[Commit] = []
@@ -273,7 +293,10 @@ def _history_problems(
                     commit,
                 )
             )
+        retires = {retiring[d] for d in commit.trailer(TRAILER_ENTRY) if d in retiring}
         for change in guarded:
+            if change.status == "D" and change.path in retires and len(commit.trailer(TRAILER_ENTRY)) == 1:
+                continue  # a retirement: the one file of the version its retired entry names
             if change.path.startswith(versions_prefix) and change.status != "A":
                 verb = {"M": "modified", "D": "deleted", "T": "replaced"}.get(
                     change.status, f"changed ({change.status})"
@@ -399,6 +422,10 @@ class ModelAudit:
     spec: dict[str, Any] | None = None
     verification: Verification | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # controller.engine.policy.Effective: the QuantumPolicy floors under the spec at HEAD, and whose
+    # (the same values plan and status.policy.floors show); None: the model has no spec at HEAD
+    policy: Any = None
+    policies_given: bool = False  # whether QuantumPolicies were given (--policies) to judge it by
 
     def evaluations(self, version: int) -> list[dict[str, Any]]:
         """Each ``evaluated`` entry of ``version``: where, with which figures, when (and which run)."""
@@ -472,7 +499,32 @@ class ModelAudit:
             "runs": self.runs(),
             "timeline": [e.to_json() for e in self.events],
             "verification": self.verification.to_json() if self.verification else None,
+            "policy": self.policy_json(),
         }
+
+    def policy_json(self) -> dict[str, Any] | None:
+        """The effective policy: which QuantumPolicies matched and each value they set (None: no spec)."""
+        if self.policy is None:
+            return None
+        return {
+            "policiesGiven": self.policies_given,
+            "matched": list(self.policy.policies),
+            "floors": [source.to_json() for source in self.policy.sources],
+        }
+
+    def policy_lines(self) -> list[str]:
+        """The effective policy in words, one line each (the table and the HTML report)."""
+        if self.policy is None:
+            return []
+        if not self.policies_given:
+            return ["QuantumPolicies: none given (--policies DIR): the spec's own values apply"]
+        if not self.policy.policies:
+            return ["QuantumPolicies: none matches this model: the spec's own values apply"]
+        lines = [f"QuantumPolicies: {', '.join(self.policy.policies)}"]
+        lines += [f"floor: {s.field}: {s.text} (QuantumPolicy/{s.policy})" for s in self.policy.sources]
+        if not self.policy.sources:
+            lines.append("the spec is at least as strict as every floor")
+        return lines
 
 
 def _version_summary(version: Version) -> dict[str, Any]:
@@ -574,7 +626,10 @@ def model_audit(
     *,
     spec_paths: list[str],
     spec: dict[str, Any] | None = None,
+    policy: Any = None,
+    policies_given: bool = False,
 ) -> ModelAudit:
+    """``policy``: the effective policy of the spec at HEAD (``controller.engine.policy.effective``)."""
     card = (spec or {}).get("spec", {}).get("modelCard") if spec else None
     try:
         ledger = registry.ledger(namespace, name, strict=False)
@@ -583,10 +638,23 @@ def model_audit(
         found = registry.versions(namespace, name, strict=False)
     except RegistryError as err:  # e.g. a symlink planted in the registry: --verify reports it as tampering
         unreadable = Event(format_time(datetime.now(UTC)), "unreadable", str(err))
-        return ModelAudit(namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec)
+        return ModelAudit(
+            namespace, name, spec_paths, [unreadable], [], None, model_card=card, spec=spec, policy=policy,
+            policies_given=policies_given,
+        )  # fmt: skip
     events.sort(key=lambda e: _utc(e.at))
     return ModelAudit(
-        namespace, name, spec_paths, events, found, ledger.champion(), model_card=card, spec=spec, ledger=ledger
+        namespace,
+        name,
+        spec_paths,
+        events,
+        found,
+        ledger.champion(),
+        model_card=card,
+        spec=spec,
+        ledger=ledger,
+        policy=policy,
+        policies_given=policies_given,
     )
 
 

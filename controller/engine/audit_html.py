@@ -56,6 +56,9 @@ def _model(audit: ModelAudit) -> str:
     if audit.spec_paths:
         files = ", ".join(f"<code>{escape(p)}</code>" for p in audit.spec_paths)
         parts.append(f"<p class='muted'>Spec: {files}</p>")
+    policy = audit.policy_lines()
+    if policy:
+        parts.append("<h3>Effective policy</h3><ul>" + "".join(f"<li>{escape(line)}</li>" for line in policy) + "</ul>")
     parts.append(_model_card(audit.model_card))
     parts.append("<h3>Versions</h3>" + _versions(audit.versions, audit.champion))
     runs = audit.runs()

@@ -22,6 +22,7 @@ class LedgerKind(StrEnum):
     ROLLED_BACK = "rolled-back"
     BLOCKED = "blocked"
     FAILED = "failed"
+    STOPPED = "stopped"  # a training stopped mid-way (Ctrl-C, shutdown, deletion): what its jobs spent so far
     DRIFT_DETECTED = "drift-detected"  # a monitoring check saw the champion drift (issue 11)
     SUPERSEDED = "superseded"  # a finished training another controller registered first: not again
     RETIRED = "retired"  # a version beyond retention.maxVersions retired (issue 12)
@@ -54,8 +55,10 @@ MODEL_KINDS = frozenset(
         LedgerKind.ROLLED_BACK,
         LedgerKind.BLOCKED,
         LedgerKind.FAILED,
+        LedgerKind.STOPPED,
         LedgerKind.DRIFT_DETECTED,
         LedgerKind.SUPERSEDED,
+        LedgerKind.RETIRED,
     }
 )
 PIPELINE_KINDS = frozenset(LedgerKind) - MODEL_KINDS
@@ -84,4 +87,5 @@ class PlanAction(StrEnum):
     WAIT = "wait"
     SUSPEND = "suspend"
     RUN = "run"  # a QuantumPipeline's run starts or goes on
+    RETIRE = "retire"  # versions beyond retention.maxVersions are retired
     NOTHING = "nothing"

@@ -177,7 +177,8 @@ def _qpu_budget(spec: QuantumModelSpec) -> Finding:
     if not backend.startswith("ibm:"):
         return _skip(f"{backend} uses no QPU time")
     if spec.governance.qpu_budget_seconds is not None:
-        return _pass(f"QPU budget {spec.governance.qpu_budget_seconds:g} s per 30 days")
+        gov = spec.governance
+        return _pass(f"QPU budget {gov.qpu_budget_seconds:g} s per {gov.budget_window_text}")
     return _fail(f"{backend} spends QPU time: declare governance.qpuBudgetSeconds")
 
 

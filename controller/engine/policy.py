@@ -6,6 +6,7 @@ tighten each value, never loosen it:
 
 - ``enforcement: enforce`` wins over ``audit``;
 - ``maxShots``, ``qpuBudgetSeconds`` and ``retention.maxVersions``: the smallest;
+- ``qpuBudgetWindow``: the longest (a longer window counts more of what was spent);
 - ``requiredApprovals``: the largest; ``requireSignedApprovals``, ``separationOfDuties`` and
   ``pinRequiresApproval``: any true is true;
 - ``allowedBackends``: the training backend must match the spec's globs and every floor's; the effective
@@ -26,8 +27,8 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from controller.api.common import backend_allowed
-from controller.api.quantummodel import Enforcement, QuantumModelSpec, Retention
+from controller.api.common import backend_allowed, days
+from controller.api.quantummodel import DEFAULT_BUDGET_WINDOW, Enforcement, QuantumModelSpec, Retention
 from controller.api.quantumpolicy import QuantumPolicy
 
 POLICY_FILE_LIMIT = 256_000  # bytes per file
@@ -110,6 +111,10 @@ def effective(
             if limit is not None and (declared is None or limit < declared):
                 gov[key] = limit
                 sources.append(Source(f"governance.{wire}", limit, name))
+        window = floor.qpu_budget_window
+        if window is not None and days(window) > days(current(gov, "qpu_budget_window", g) or DEFAULT_BUDGET_WINDOW):
+            gov["qpu_budget_window"] = window
+            sources.append(Source("governance.qpuBudgetWindow", window, name))
         if floor.retention is not None:
             kept = current(gov, "retention", g)
             if kept is None or floor.retention.max_versions < kept.max_versions:

@@ -112,6 +112,9 @@ def load(registry: Registry, namespace: str, name: str, version: int | None = No
         raise ModelUnavailable(str(err)) from None
     where = registry.version_path(namespace, name, version)
     if found is None:
+        retired = registry.ledger(namespace, name, strict=False).retired().get(version)
+        if retired is not None:  # its file left HEAD; history keeps it, nothing serves it
+            raise ModelUnavailable(f"{model}: version {version} was retired ({retired.message}); it is not served")
         raise ModelUnavailable(f"{model} has no version {version}")
     try:
         artifact = ModelArtifact.from_json(pretty_bytes(found.artifact))

@@ -7,12 +7,13 @@
 - ``policy: auto`` promotes the newest version once it passes its gates and has its approvals;
   ``policy: manual`` also needs at least one approval; a version is promoted automatically only once.
 - ``pin: N`` makes version N the champion (forward: promoted, backward: rolled-back), without gates:
-  the reviewed change to the spec is the decision. A pin to a missing version blocks.
+  the reviewed change to the spec is the decision. A pin to a missing or retired version blocks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -167,11 +168,12 @@ def approvals_needed(spec: QuantumModelSpec) -> int:
     return needed
 
 
-def counted_approvers(spec: QuantumModelSpec, ledger: Ledger, version: int) -> set[str]:
-    """Distinct approvers of ``version`` recorded in the ledger who are listed in the spec now."""
+def counted_approvers(spec: QuantumModelSpec, ledger: Ledger, version: int, now: datetime | None = None) -> set[str]:
+    """Distinct approvers of ``version`` recorded in the ledger who are listed in the spec now, whose
+    approval has not expired by ``now``."""
     listed = {a.lower() for a in spec.governance.approvers}
     signed_only = spec.governance.require_signed_approvals
-    return ledger.approvers(version, signed_only=signed_only) & listed
+    return ledger.approvers(version, signed_only=signed_only, at=now) & listed
 
 
 def approve_hint(namespace: str, name: str, version: int) -> str:
@@ -179,12 +181,23 @@ def approve_hint(namespace: str, name: str, version: int) -> str:
 
 
 def decide(
-    spec: QuantumModelSpec, ledger: Ledger, registered: list[int], *, namespace: str, name: str
+    spec: QuantumModelSpec,
+    ledger: Ledger,
+    registered: list[int],
+    *,
+    namespace: str,
+    name: str,
+    now: datetime | None = None,
 ) -> PromotionStep:
-    """The next promotion step for a model whose versions are ``registered`` and history ``ledger``."""
+    """The next promotion step for a model whose versions are ``registered`` and history ``ledger``;
+    approvals count only when they have not expired by ``now``."""
     champion = ledger.champion()
     pin = spec.promotion.pin
     if pin is not None:
+        retired = ledger.retired().get(pin)
+        if retired is not None and pin not in registered:
+            why = f"promotion.pin: version {pin} was retired (ledger entry {retired.seq}: {retired.message})"
+            return PromotionStep(PromotionAction.BLOCK, pin, why, Standing.PIN_MISSING)
         return _pinned(pin, champion, registered)
     if not registered:
         return PromotionStep(PromotionAction.NOTHING, None, "no version registered yet", Standing.NO_VERSION)
@@ -202,12 +215,15 @@ def decide(
         stays = f"; the champion stays version {champion}" if champion else ""
         return PromotionStep(PromotionAction.NOTHING, latest, f"{gate.message}{stays}", Standing.GATES_FAILED)
     needed = approvals_needed(spec)
-    have = counted_approvers(spec, ledger, latest)
+    have = counted_approvers(spec, ledger, latest, now)
     if len(have) < needed:
         if not spec.governance.approvers:
             why = "governance.approvers lists nobody: pin a version to promote it"
         else:
             why = approve_hint(namespace, name, latest)
+        lapsed = ledger.expired_approvals(latest, now) if now is not None else []
+        if lapsed:
+            why += f"; {len(lapsed)} recorded approval{'s' if len(lapsed) != 1 else ''} expired"
         return PromotionStep(
             PromotionAction.WAIT,
             latest,

@@ -58,7 +58,7 @@ MODEL_STATUS = QuantumModelStatus.model_validate(
         },
         "latestVersion": _version(3),
         "champion": _version(3),
-        "usage": {"qpuSeconds": 1.5, "primitiveJobs": 2, "shots": 2048},
+        "usage": {"qpuSeconds": 1.5, "primitiveJobs": 2, "shots": 2048, "window": "30d"},
         "policy": {
             "results": [{"rule": "maxShots", "result": "pass", "field": "spec.training.shots", "message": "ok"}],
             "summary": {"pass": 1, "fail": 0, "warn": 0, "error": 0, "skip": 0},

@@ -416,6 +416,7 @@ async def test_deleting_a_model_stops_its_training_closes_its_session_and_releas
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     hold = Hold(at=2)
     ibm = Closing()
+    ibm.seconds_per_job = 1.5  # IBM bills each job: what the stopped training spent is recorded
     with installed(ibm):
         async with env.operator(trainer=hold) as runtime:
             await env.client.create(on_ibm(iterations=8))
@@ -428,7 +429,7 @@ async def test_deleting_a_model_stops_its_training_closes_its_session_and_releas
     assert ibm.closed == ["standin-session-1"]
     assert max(i for i in hold.seen if i is not None) == 2, "the training stopped where it was held"
     assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is None, "collected with its owner"
-    assert env.decisions() == [], "nothing was registered, and nothing was lost from Git"
+    assert env.decisions() == ["stopped"], "nothing was registered; what its jobs spent is in Git"
     assert "Released" in env.reasons()
 
 

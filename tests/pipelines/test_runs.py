@@ -246,3 +246,34 @@ def test_two_controllers_racing_on_one_run_register_each_cell_once(repos: Repos,
     assert len(registered) == 2  # the model's own and the one cell: B's work was dropped, not registered again
     assert [e["kind"] for e in ledger(work_a)].count("run-started") == 1
     assert [e["kind"] for e in ledger(work_a)].count("run-finished") == 1
+
+
+def test_retention_never_retires_a_version_a_run_in_progress_still_needs(repos: Repos, tmp_path: Path) -> None:
+    from tests.pipelines.runs import GOVERNANCE
+    from tests.registry.repos import tiny_spec
+
+    sweep = pipeline_spec(matrix='{"circuit.ansatz.reps": [2, 3, 4]}').replace("parallelism: 2", "parallelism: 1")
+    work = seeded(repos, sweep)
+    keep_one = GOVERNANCE + "\n    retention: {maxVersions: 1}"
+    controller = Controller(work, tmp_path)
+    for iterations in (3, 4):  # versions 1 and 2, each promoted; version 1 retired
+        repos.commit_file(work, "specs/tiny.yaml", tiny_spec(iterations=iterations, governance=keep_one), "tiny")
+        repos.push(work)
+        ((observed, _),) = controller.observe().models
+        controller.models.reconcile(observed)
+    assert [(e["kind"], e["version"]) for e in ledger(work) if e["kind"] == "retired"] == [("retired", 1)]
+    started: list[int] = []
+
+    def progress(update: object) -> None:
+        if int(update.iteration) == 1:  # type: ignore[attr-defined]
+            started.append(1)
+
+    with pytest.raises(training.TrainingStopped):  # cells 2 and 3 registered (versions 3, 4); the third stopped
+        controller.pipelines.reconcile(
+            controller.observe().pipelines[0][0], on_progress=progress, should_stop=lambda: len(started) >= 3
+        )
+    assert [e["version"] for e in ledger(work) if e["kind"] == "registered"] == [1, 2, 3, 4]
+    ((observed, _),) = controller.observe().models
+    controller.models.reconcile(observed)  # 3 versions kept, 1 allowed: 2 is the champion, 4 the newest
+    assert [e["version"] for e in ledger(work) if e["kind"] == "retired"] == [1]  # 3 belongs to the open run
+    assert (work / "registry/demo/tiny/versions/3.json").is_file()

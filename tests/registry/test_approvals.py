@@ -123,3 +123,37 @@ def test_signed_approvals_with_ssh_keys(repos: Repos, tmp_path: Path) -> None:
     relaxed = _judged(registry)
     assert [a.counts for a in relaxed] == [True, True, True]
     assert [a.signed for a in relaxed] == [True, False, False]
+
+
+@pytest.mark.slow
+def test_a_recorded_approval_stops_counting_at_its_expiry_when_promotion_comes(repos: Repos, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from controller.engine.reconcile import Reconciler
+    from controller.runner.specs import observe
+    from tests.registry.repos import DEFAULT_PROMOTION, tiny_spec
+
+    work = repos.clone("work")
+    spec = tiny_spec(promotion=DEFAULT_PROMOTION + "\n    requiredApprovals: 2")
+    repos.commit_file(work, "specs/tiny.yaml", spec, "tiny")
+    now = [datetime.now(UTC)]
+    rec = Reconciler(Registry(work), checkpoint_root=tmp_path / "ckpt", clock=lambda: now[0])
+
+    def reconcile() -> str:
+        rec.registry.sync()
+        [(observed, _)] = observe(rec.registry.git, work / "specs").models
+        rec.reconcile(observed)
+        return rec.plan(observed).reason
+
+    reconcile()  # version 1 registered, its gates passed: it waits for two approvals
+    expires = (now[0] + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    git(work, "commit", "--quiet", "--allow-empty", "--author=Bob <bob@example.com>", "-m", "approve",
+        "--trailer=Qmlops-Approve: demo/tiny@1", f"--trailer=Qmlops-Approve-Expires: {expires}")  # fmt: skip
+    assert "1 of 2" in reconcile()  # recorded while it holds
+    now[0] += timedelta(hours=2)  # Bob's approval has expired by the time the second one comes
+    _approve(work, "Alice <alice@example.com>", "demo/tiny@1")
+    waiting = reconcile()
+    ledger = rec.registry.ledger("demo", "tiny")
+    assert [e.kind for e in ledger.entries][-2:] == ["approved", "approved"]
+    assert ledger.champion() is None
+    assert "1 of 2" in waiting and "1 recorded approval expired" in waiting, waiting

@@ -169,3 +169,37 @@ def test_validate_judges_a_spec_by_the_floors_of_its_policies(
     refused = qmlops(capsys, "validate", str(work / SPEC), "--policies", str(floor))
     assert refused.code == 1
     assert "blocked by governance rule allowed-backends" in refused.out and "fake:*" in refused.out
+
+
+def test_the_audit_shows_the_effective_policy_values_and_where_each_came_from(
+    repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = repos.clone("work")
+    repos.commit_file(work, SPEC, tiny_spec(), "tiny")  # 128 shots, no maxShots of its own
+    floor = policies_dir(tmp_path, "    maxShots: 1000\n    qpuBudgetWindow: 90d")
+    audit = qmlops(capsys, "audit", "--repo", str(work), "--policies", str(floor), "--format", "json")
+    assert audit.code == 0, audit.err
+    [model] = audit.json()["models"]
+    assert model["policy"] == {
+        "policiesGiven": True,
+        "matched": ["production-floor"],
+        "floors": [
+            {"field": "governance.maxShots", "value": 1000, "source": "QuantumPolicy/production-floor"},
+            {"field": "governance.qpuBudgetWindow", "value": "90d", "source": "QuantumPolicy/production-floor"},
+        ],
+    }
+    plan = qmlops(capsys, "plan", "--repo", str(work), "--policies", str(floor), "--output", "json")
+    assert plan.json()[0]["floors"] == model["policy"]["floors"]  # the values plan shows, from the same source
+    table = qmlops(capsys, "audit", "--repo", str(work), "--policies", str(floor))
+    assert "  QuantumPolicies: production-floor\n" in table.out
+    assert "  floor: governance.maxShots: 1000 (QuantumPolicy/production-floor)\n" in table.out
+    html = qmlops(capsys, "audit", "--repo", str(work), "--policies", str(floor), "--format", "html")
+    assert "<h3>Effective policy</h3>" in html.out and "governance.qpuBudgetWindow: 90d" in html.out
+    unjudged = qmlops(capsys, "audit", "--repo", str(work))
+    assert "QuantumPolicies: none given (--policies DIR)" in unjudged.out
+    inside = work / "policies"
+    inside.mkdir()
+    refused = qmlops(capsys, "audit", "--repo", str(work), "--policies", str(inside))
+    assert (
+        refused.code == 2 and refused.err.startswith("qmlops audit: --policies: ") and "inside the spec" in refused.err
+    )

@@ -15,7 +15,16 @@ import pytest
 
 from controller.engine.registry import versions as version_files
 from controller.engine.registry.ledger import draft, entry_from_json
-from tests.registry.repos import DEFAULT_PROMOTION, Repos, allowed_signers, git, signing, ssh_key, tiny_spec
+from tests.registry.repos import (
+    DEFAULT_GOVERNANCE,
+    DEFAULT_PROMOTION,
+    Repos,
+    allowed_signers,
+    git,
+    signing,
+    ssh_key,
+    tiny_spec,
+)
 from tests.validation.cli import Result, qmlops
 
 pytestmark = [
@@ -359,3 +368,97 @@ def test_an_approval_of_another_digest_or_past_its_expiry_does_not_count(
     assert kinds(work)[2:] == ["approved", "promoted"]
     approved = json.loads((work / LEDGER).read_text().splitlines()[2])
     assert approved["data"]["expires"] == "2999-01-01T00:00:00Z"
+
+
+# --- retention: versions beyond maxVersions are retired, history keeps the proof --------------------------------
+
+
+def retention_floor(tmp_path: Path, max_versions: int) -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir(exist_ok=True)
+    (folder / "floor.yaml").write_text(
+        "apiVersion: qmlops.io/v1alpha1\nkind: QuantumPolicy\nmetadata: {name: keep-few}\n"
+        f"spec:\n  floor:\n    retention: {{maxVersions: {max_versions}}}\n"
+    )
+    return folder
+
+
+def three_versions(repos: Repos, capsys: pytest.CaptureFixture[str], work: Path, *args: str) -> None:
+    for iterations in (4, 5, 6):  # each spec change trains a version, promoted by the default gates
+        repos.commit_file(work, SPEC, tiny_spec(iterations=iterations), f"{iterations} iterations")
+        trained = run(capsys, work, *args)
+        assert trained.code == 0, trained.out + trained.err
+    assert (
+        kinds(work).count("registered") == 3
+        and json.loads((work / LEDGER).read_text().splitlines()[-1])["version"] == 3
+    )
+
+
+def in_head(work: Path, relative: str) -> bool:
+    return bool(git(work, "ls-tree", "--name-only", "HEAD", "--", relative))
+
+
+@pytest.mark.slow
+def test_versions_beyond_max_versions_are_retired_oldest_first_and_history_keeps_the_proof(
+    repos: Repos, keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = repos.clone("work")
+    three_versions(repos, capsys, work, *keys.run_args())
+    floor = retention_floor(tmp_path, 2)
+    head = git(work, "rev-parse", "HEAD")
+    [planned] = qmlops(capsys, "plan", "--repo", str(work), "--policies", str(floor), "--output", "json").json()
+    assert planned["action"] == "retire" and "retire version 1" in planned["reason"] and planned["changes"]
+    assert git(work, "rev-parse", "HEAD") == head  # plan writes nothing
+    retired = run(capsys, work, *keys.run_args(), "--policies", str(floor))
+    assert retired.code == 0, retired.out + retired.err
+    entry = json.loads((work / LEDGER).read_text().splitlines()[-1])
+    assert (entry["kind"], entry["version"], entry["data"]["source"]) == ("retired", 1, "QuantumPolicy/keep-few")
+    one = "registry/demo/tiny/versions/1.json"
+    assert not in_head(work, one) and in_head(work, "registry/demo/tiny/versions/2.json")
+    assert json.loads(git(work, "show", f"HEAD^:{one}"))["version"] == 1  # history keeps the proof
+    assert "retiredVersions:\n- 1" in (work / "registry/demo/tiny/model.yaml").read_text()
+    rows = tmp_path / "rows.csv"
+    rows.write_text("petal_length,petal_width\n1.4,0.2\n")
+    predicted = qmlops(capsys, "predict", "demo/tiny", "--repo", str(work), "--input", str(rows), "--version", "1")
+    assert predicted.code == 2 and "version 1 was retired" in predicted.err, predicted.err
+    checked = verify(capsys, work, "--allowed-signers", str(keys.signers))
+    assert checked.code == 0, problems(checked)
+    timeline = checked.json()["models"][0]["timeline"]
+    assert [(e["kind"], e["version"]) for e in timeline if e["kind"] == "retired"] == [("retired", 1)]
+    # a retired version is never promoted again: a pin to it blocks; the champion and a pin are never retired
+    pinned = tiny_spec(iterations=6).replace("    policy: auto\n", "    policy: auto\n    pin: 1\n")
+    repos.commit_file(work, SPEC, pinned, "back to version 1")
+    blocked = run(capsys, work, *keys.run_args())
+    assert blocked.code == 0 and "promotion.pin: version 1 was retired" in blocked.out, blocked.out
+    assert "rolled-back" not in kinds(work)
+    keep_one = tiny_spec(iterations=6, governance=DEFAULT_GOVERNANCE + "\n    retention: {maxVersions: 1}")
+    repos.commit_file(work, SPEC, keep_one.replace("    policy: auto\n", "    policy: auto\n    pin: 2\n"), "pin 2")
+    assert run(capsys, work, *keys.run_args()).code == 0
+    assert kinds(work)[-1] == "rolled-back" and kinds(work).count("retired") == 1  # 2 is pinned, 3 the newest
+    assert in_head(work, "registry/demo/tiny/versions/2.json") and in_head(work, "registry/demo/tiny/versions/3.json")
+    # a version file removed without a retired entry is still tampering
+    git(work, "rm", "--quiet", "registry/demo/tiny/versions/3.json")
+    git(work, "commit", "--quiet", "--author=Eve <eve@example.com>", "-m", "tidy up")
+    named = verify(capsys, work)
+    assert named.code == 1
+    assert any(p["message"] == "version file deleted: versions are immutable" for p in problems(named)), problems(named)
+
+
+@pytest.mark.slow
+def test_a_forged_retirement_of_the_champion_is_refused_and_named(
+    repos: Repos, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = seeded(repos)
+    assert run(capsys, work, *keys.run_args()).code == 0
+    digest = json.loads((work / "registry/demo/tiny/versions/1.json").read_text())["digest"]
+    git(work, "rm", "--quiet", "registry/demo/tiny/versions/1.json")
+    sha = forge_entry(repos, work, "retired", 1, {"versionDigest": digest, "maxVersions": 1, "source": "spec"})
+    refused = run(capsys, work, *keys.run_args())
+    assert refused.code == 1 and "not recorded by a commit the controller signed" in refused.out
+    named = verify(capsys, work)  # even without signatures: the champion is never retired
+    assert named.code == 1
+    assert any(p["message"] == "is the champion but ledger entry 4 retired it" for p in problems(named)), problems(
+        named
+    )
+    signed = verify(capsys, work, "--allowed-signers", str(keys.signers))
+    assert any(p["commit"] and p["commit"]["sha"] == sha for p in problems(signed))

@@ -10,9 +10,11 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.errors import RetryableError
@@ -103,6 +105,32 @@ def failure(
             data["resources"] = resources
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
     return intents
+
+
+def stopped(state: State, due: Due, usage: dict[str, float] | None) -> RecordDecision | None:
+    """A training stopped mid-way (Ctrl-C, shutdown, the model deleted): a ``stopped`` entry with what
+    its jobs spent so far (cumulative over its resumes, as its checkpoint keeps it), so that it counts
+    against governance.qpuBudgetSeconds now and not only when the training resumes; None when it spent
+    no QPU time since the last time it stopped (a simulator's: a Ctrl-C writes nothing to Git)."""
+    if not usage:
+        return None
+    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    before = state.ledger.stopped_usage(due.key)
+    if spent["qpuSeconds"] <= before.get("qpuSeconds", 0.0):
+        return None
+    data = {
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "usage": spent,
+    }
+    jobs = int(spent["primitiveJobs"])
+    message = (
+        f"training stopped (it was training because {due.reason}) after {jobs} job{'s' if jobs != 1 else ''} "
+        f"and {spent['qpuSeconds']:.1f} QPU seconds; it resumes from its checkpoint"
+    )
+    return RecordDecision(LedgerKind.STOPPED, None, message, data)
 
 
 def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:
@@ -281,12 +309,18 @@ def _request(
         checkpoint_dir=checkpoint_dir,
         repo_root=services.registry.repo,
         credentials=credentials,
-        budget_used_seconds=state.ledger.qpu_seconds(state.now),
+        # a resumed training's checkpoint counts what it spent before it stopped: its stopped entries do not
+        budget_used_seconds=state.ledger.qpu_seconds(state.now, budget_window(state.spec), resuming=due.key),
         on_progress=on_progress,
         should_stop=should_stop,
         start=start,
         owner=owner,
     )
+
+
+def budget_window(spec: QuantumModelSpec) -> timedelta:
+    """The rolling window ``governance.qpuBudgetSeconds`` counts over (``qpuBudgetWindow``, 30 days)."""
+    return timedelta(days=spec.governance.budget_window_days)
 
 
 def usage_of(artifact: Any) -> dict[str, float]:

@@ -35,6 +35,7 @@ class RecordDecision:
     files: dict[str, bytes] = field(default_factory=dict)
     trailers: tuple[tuple[str, str], ...] = ()  # beyond the model's, version's, decision's and entry's
     shared: dict[str, bytes] = field(default_factory=dict)  # content-addressed registry files (calibrations)
+    removes: tuple[str, ...] = ()  # files of the model's folder that leave HEAD with it (a retired version's)
 
 
 @dataclass(frozen=True)

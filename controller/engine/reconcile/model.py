@@ -9,8 +9,10 @@ same steps with the dry run: nothing is trained or written.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from controller.api.quantummodel import (
@@ -74,11 +76,17 @@ class ModelReconciler(Services):
         """What :meth:`reconcile` would do now, and why; nothing is trained or written."""
         ctx = self.context(observed)
         applied = run_steps(ctx, self.steps, DryRun(), model_status.Facts())
+        retired = [i.version for i in applied.recorded(LedgerKind.RETIRED)]
+        retiring = f"retire version{'s' if len(retired) != 1 else ''} {', '.join(str(n) for n in retired)}"
         verdict = applied.verdict or Verdict(PlanAction.NOTHING, "nothing to do")
+        if retired and verdict.action is PlanAction.NOTHING:  # retiring is all a run would do
+            verdict = Verdict(PlanAction.RETIRE, f"{retiring} (governance.retention.maxVersions)")
         reason = verdict.reason
         approvals = len(applied.recorded(LedgerKind.APPROVED))
         if approvals:
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
+        if retired and verdict.action is not PlanAction.RETIRE:
+            reason += f" (then {retiring})"
         floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
         watch = next((i for i in applied.intents if isinstance(i, Watch)), None)
         checks: tuple[str, ...] = ()
@@ -111,7 +119,13 @@ class ModelReconciler(Services):
             facts = model_status.Facts(
                 generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
             )
-            run_steps(ctx, self.steps, recorder, facts)
+            try:
+                run_steps(ctx, self.steps, recorder, facts)
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped) and recorder.decisions:
+                    with contextlib.suppress(Exception):  # else the next run pushes it
+                        self.registry.publish()  # a stopped training's spending reaches the remote now
+                raise
             packs = self.policy_report(ctx.state, observed)
             outcome = self._outcome(model, ctx.state, facts, packs)
             published = self.registry.publish()
@@ -166,9 +180,13 @@ class ModelReconciler(Services):
         facts.champion = ref(state.version(state.ledger.champion()))
         if facts.training is None and state.latest is not None:
             facts.training = TrainingStatus(backend=state.latest.backend)
-        usage = state.ledger.usage(state.now)
+        window = state.spec.governance.budget_window
+        usage = state.ledger.usage(state.now, timedelta(days=state.spec.governance.budget_window_days))
         facts.usage = Usage(
-            qpu_seconds=usage["qpuSeconds"], primitive_jobs=int(usage["primitiveJobs"]), shots=int(usage["shots"])
+            qpu_seconds=usage["qpuSeconds"],
+            primitive_jobs=int(usage["primitiveJobs"]),
+            shots=int(usage["shots"]),
+            window=window,
         )
         status = model_status.build(model.status, facts, state.now)
         requeue = None

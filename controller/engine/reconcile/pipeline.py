@@ -649,7 +649,7 @@ def carry_out_evaluations(
     failures: dict[tuple[int, str], str] = ctx.notes.setdefault(f"evaluation-failures:{intent.step}", {})
     out: list[Intent] = []
     executor = ctx.services.executor
-    budget_used = ctx.state.ledger.qpu_seconds(ctx.state.now)
+    budget_used = ctx.state.ledger.qpu_seconds(ctx.state.now, actions.budget_window(ctx.state.spec))
     pairs: list[tuple[Version, str]] = []
     for number, backend in intent.pairs:
         version = ctx.state.version(number)
@@ -833,7 +833,9 @@ def conclude_promote(step: Step) -> PipelineStep:
             verdict = Verdict(PlanAction.NOTHING, outcome, number)
         else:
             candidates = [n for n in state.candidates if n <= number]
-            decided = promotion.decide(state.spec, state.ledger, candidates, namespace=state.namespace, name=state.name)
+            decided = promotion.decide(
+                state.spec, state.ledger, candidates, namespace=state.namespace, name=state.name, now=state.now
+            )
             intents, verdict = actions.promote(state, decided)
             intents = [ctx.tagged(run, step.name, i) if isinstance(i, RecordDecision) else i for i in intents]
             outcome = decided.reason

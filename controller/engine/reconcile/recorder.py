@@ -16,6 +16,7 @@ from typing import Any
 from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Watch, Work
+from controller.engine.reconcile.state import training
 from controller.engine.registry.ledger import Ledger, draft, format_time
 
 
@@ -54,6 +55,7 @@ class GitRecorder:
             files=intent.files,
             trailers=intent.trailers,
             shared=intent.shared,
+            removes=intent.removes,
         )
         # the commit is found again by the entry's digest after the push (a rebase changes shas)
         self.decisions.append(Decision(intent.kind, intent.version, intent.message, recorded.entry.digest))
@@ -67,9 +69,16 @@ class GitRecorder:
             return actions.watched(ctx, intent)
         if not isinstance(intent, Train):
             raise TypeError(f"{type(intent).__name__} is carried out by a pipeline's recorder")
-        return actions.train(
-            ctx, intent.due, on_progress=self.on_progress, should_stop=self.should_stop, may_train=self.may_train
-        )
+        try:
+            return actions.train(
+                ctx, intent.due, on_progress=self.on_progress, should_stop=self.should_stop, may_train=self.may_train
+            )
+        except Exception as err:
+            if isinstance(err, training().TrainingStopped):  # what it spent so far is recorded, then it stops
+                spent = actions.stopped(ctx.state, intent.due, getattr(err, "usage", None))
+                if spent is not None:
+                    self.record(ctx, spent)
+            raise
 
 
 class DryRun:

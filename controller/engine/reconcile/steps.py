@@ -6,7 +6,9 @@
    a finished training waiting in its workspace is registered without training again;
 3. ``record_approvals``: approvals found in Git history are recorded in the ledger, each once;
 4. ``evaluate_gates``: the newest version's gates are judged (once) against the champion;
-5. ``promote``: auto, manual, or a pin (forward or back).
+5. ``promote``: auto, manual, or a pin (forward or back);
+6. ``retire``: versions beyond ``governance.retention.maxVersions`` are retired, oldest first, each by a
+   ``retired`` entry whose commit removes the version's file from HEAD (history keeps it).
 
 Each step is ``(StepContext) -> StepResult``: it reads, and returns intents and its verdict.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 from controller.api.quantummodel import PolicyFloor
 from controller.engine import promotion
 from controller.engine.decisions import LedgerKind, PlanAction
+from controller.engine.pipelines.runs import runs_of
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import (
     PIN_RULE,
@@ -36,6 +39,7 @@ from controller.engine.reconcile.intents import (
     Watch,
 )
 from controller.engine.reconcile.state import Due, State, training_due
+from controller.engine.registry import versions as version_files
 from controller.engine.status import describe_failure
 
 SUSPENDED = "spec.suspend is true: nothing is trained or promoted"
@@ -135,7 +139,8 @@ def promote(ctx: StepContext) -> StepResult:
     asked_by = state.policy.pin_requires_approval if state.policy is not None else None
     if pin is not None and asked_by and pin != state.ledger.champion():
         needed = max(1, state.spec.promotion.required_approvals)
-        got = len(state.ledger.approvers(pin, signed_only=state.spec.governance.require_signed_approvals))
+        signed_only = state.spec.governance.require_signed_approvals
+        got = len(state.ledger.approvers(pin, signed_only=signed_only, at=state.now))
         if got < needed:
             reason = (
                 f"promotion.pin {pin} needs {needed} approval{'s' if needed != 1 else ''} of version {pin} "
@@ -147,9 +152,69 @@ def promote(ctx: StepContext) -> StepResult:
             return StepResult(tuple(intents), Verdict(PlanAction.BLOCK, reason, pin))
     # a pin may name any version; otherwise only the model's own and the pipelines' selected ones
     numbers = state.numbers if pin is not None else state.candidates
-    step = promotion.decide(state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name)
+    step = promotion.decide(
+        state.spec, state.ledger, numbers, namespace=state.namespace, name=state.name, now=state.now
+    )
     intents, verdict = actions.promote(state, step)
     return StepResult(tuple(intents), verdict)
+
+
+def retire(ctx: StepContext) -> StepResult:
+    """``governance.retention.maxVersions`` (the spec's or a QuantumPolicy floor's, the smaller): while
+    the model keeps more versions, the oldest that nothing needs is retired. Never retired: the
+    champion, the version ``promotion.pin`` names, the newest version, the newest the model's own
+    training is measured against (its next training would otherwise start again), and any version
+    a pipeline run in progress registered, evaluated or selected."""
+    state = ctx.state
+    retention = state.spec.governance.retention
+    if retention is None or len(state.versions) <= retention.max_versions:
+        return StepResult()
+    kept = retention.max_versions
+    needed = needed_versions(state, ctx.notes.get("digests"))
+    excess = len(state.versions) - kept
+    source = "spec"
+    if state.policy is not None:
+        source = next(
+            (
+                f"QuantumPolicy/{f.policy}"
+                for f in state.policy.sources
+                if f.field == "governance.retention.maxVersions"
+            ),
+            source,
+        )
+    intents: list[Intent] = []
+    for version in state.versions:  # oldest first
+        if excess <= 0:
+            break
+        if version.number in needed:
+            continue
+        excess -= 1
+        message = f"retired version {version.number}: retention.maxVersions is {kept} ({source})"
+        data = {"versionDigest": version.digest, "maxVersions": kept, "source": source}
+        removes = (version_files.file_name(version.number),)
+        intents.append(RecordDecision(LedgerKind.RETIRED, version.number, message, data, removes=removes))
+    return StepResult(tuple(intents))
+
+
+def needed_versions(state: State, digests: tuple[str, str] | None) -> set[int]:
+    """The versions retention leaves alone (see :func:`retire`)."""
+    needed = {n for n in (state.ledger.champion(), state.spec.promotion.pin) if n is not None}
+    if state.latest is not None:
+        needed.add(state.latest.number)
+    own = [v for v in state.versions if v.pipeline is None]
+    if own:
+        needed.add(own[-1].number)
+    if digests is not None and (measured := state.trained_from(digests[0])) is not None:
+        needed.add(measured.number)
+    pipelines = {e.pipeline for e in state.ledger.of_kind(LedgerKind.RUN_STARTED) if e.pipeline}
+    for pipeline in pipelines:
+        for run in runs_of(state.ledger, pipeline):
+            if run.open:
+                needed.update(e.version for e in run.entries if e.version is not None)
+                for record in run.steps.values():
+                    cells = record.outputs.get("cells") or {}
+                    needed.update(int(v) for v in cells.values() if isinstance(v, int))
+    return needed
 
 
 def watch(ctx: StepContext) -> StepResult:
@@ -186,4 +251,4 @@ def held_by_drift(state: State) -> str | None:
     )
 
 
-MODEL_STEPS: tuple[Step, ...] = (govern, watch, train, record_approvals, evaluate_gates, promote)
+MODEL_STEPS: tuple[Step, ...] = (govern, watch, train, record_approvals, evaluate_gates, promote, retire)

@@ -47,7 +47,7 @@ def summary(namespace: str, name: str, ledger: Ledger, versions: list[Version]) 
             "decision": champion_entry.kind,
             "metrics": version.scalar_metrics(),
         }
-    return {
+    out: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": INDEX_KIND,
         "model": {"namespace": namespace, "name": name},
@@ -56,6 +56,10 @@ def summary(namespace: str, name: str, ledger: Ledger, versions: list[Version]) 
         "ledger": {"entries": len(ledger.entries), "head": ledger.last.digest if ledger.last else None},
         "versions": [_version_row(v, ledger) for v in sorted(versions, key=lambda v: v.number)],
     }
+    retired = ledger.retired()
+    if retired:  # retention.maxVersions: their files left HEAD, the ledger and history keep them
+        out["retiredVersions"] = sorted(retired)
+    return out
 
 
 def _version_row(version: Version, ledger: Ledger) -> dict[str, Any]:

@@ -18,18 +18,23 @@ from controller.engine.registry.canonical import canonical_bytes, digest_of
 from controller.engine.text import scrub, scrub_data
 
 LEDGER_FILE = "ledger.jsonl"
+BUDGET_WINDOW = timedelta(days=30)  # governance.qpuBudgetWindow's default
 
 KINDS = frozenset(LedgerKind)  # the kinds an entry may have (controller/engine/decisions.py)
 # entries whose data.usage counts against governance.qpuBudgetSeconds: trainings registered, failed
-# (what their jobs spent before the failure), blocked or superseded, and evaluations a pipeline recorded
+# (what their jobs spent before the failure), stopped (what they spent so far), blocked or superseded,
+# and evaluations a pipeline recorded
 USAGE_KINDS = (
     LedgerKind.REGISTERED,
     LedgerKind.SUPERSEDED,
     LedgerKind.FAILED,
+    LedgerKind.STOPPED,
     LedgerKind.BLOCKED,
     LedgerKind.EVALUATED,
     LedgerKind.STEP_FAILED,
 )
+# the entries that end (or pause: stopped) one training, whose usage is cumulative over its resumes
+TRAINING_KINDS = (LedgerKind.REGISTERED, LedgerKind.SUPERSEDED, LedgerKind.FAILED, LedgerKind.STOPPED)
 
 
 class LedgerError(ValueError):
@@ -240,12 +245,19 @@ class Ledger:
     def approval_commits(self) -> set[str]:
         return {str(e.data.get("commit")) for e in self.of_kind(LedgerKind.APPROVED)}
 
-    def approvers(self, version: int, *, signed_only: bool = False) -> set[str]:
+    def approvers(self, version: int, *, signed_only: bool = False, at: datetime | None = None) -> set[str]:
+        """Who approved ``version``; ``at``: only the approvals not expired by then (an approval's
+        ``Qmlops-Approve-Expires``, kept as ``data.expires``, holds at promotion time, not only when
+        the approval is first recorded)."""
         return {
             str(e.data.get("approver", "")).lower()
             for e in self.for_version(version, LedgerKind.APPROVED)
-            if e.data.get("approver") and (e.data.get("signed") or not signed_only)
+            if e.data.get("approver") and (e.data.get("signed") or not signed_only) and not expired(e, at)
         }
+
+    def expired_approvals(self, version: int, at: datetime) -> list[Entry]:
+        """The recorded approvals of ``version`` whose expiry has passed by ``at``."""
+        return [e for e in self.for_version(version, LedgerKind.APPROVED) if expired(e, at)]
 
     def settled_digests(self) -> set[str]:
         """The artifact digests the ledger decided about: registered, or superseded (never again)."""
@@ -260,33 +272,89 @@ class Ledger:
                 return entry
         return None
 
+    def retired(self) -> dict[int, Entry]:
+        """The versions retired under ``retention.maxVersions``: number -> its ``retired`` entry."""
+        return {e.version: e for e in self.of_kind(LedgerKind.RETIRED) if e.version is not None}
+
     def versions(self) -> list[int]:
         return [e.version for e in self.of_kind(LedgerKind.REGISTERED) if e.version is not None]
 
     def since(self, moment: datetime) -> list[Entry]:
         return [e for e in self.entries if e.time >= moment]
 
-    def qpu_seconds(self, now: datetime, window: timedelta = timedelta(days=30)) -> float:
-        """QPU seconds spent in the rolling window before ``now`` by everything the ledger recorded with
-        its usage: trainings that registered a version or failed, and evaluations."""
-        return self.usage(now, window)["qpuSeconds"]
+    def qpu_seconds(self, now: datetime, window: timedelta = BUDGET_WINDOW, *, resuming: str | None = None) -> float:
+        """QPU seconds spent in the rolling window before ``now`` (``governance.qpuBudgetWindow``, 30
+        days unless the spec or a policy says) by everything the ledger recorded with its usage:
+        trainings that registered a version, failed or stopped, and evaluations. ``resuming``: the key
+        of a training about to resume, whose own checkpoint counts what its stopped entries recorded."""
+        return self.usage(now, window, resuming=resuming)["qpuSeconds"]
 
-    def usage(self, now: datetime, window: timedelta = timedelta(days=30)) -> dict[str, float]:
+    def usage(
+        self, now: datetime, window: timedelta = BUDGET_WINDOW, *, resuming: str | None = None
+    ) -> dict[str, float]:
+        """What the entries recorded as spent in the window. A training's usage is cumulative over its
+        resumes (its checkpoint keeps it): a ``stopped`` entry records what it spent so far, and the
+        entry that ends the same training (by ``trainingKey``: stopped again, registered, failed or
+        superseded) counts only what it spent since, so no second is counted twice."""
         totals = {"qpuSeconds": 0.0, "primitiveJobs": 0.0, "shots": 0.0}
+        stopped: dict[str, dict[str, float]] = {}  # training key -> what its stopped entries recorded
+        pending = {k: 0.0 for k in totals}  # what ``resuming``'s stopped entries added to ``totals``
         for entry in self.of_kind(*USAGE_KINDS):
             usage = entry.data.get("usage")
-            if isinstance(usage, dict) and entry.time >= now - window:
-                for key in totals:
-                    value = usage.get(key, 0)
-                    totals[key] += (
-                        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-                    )
-        return totals
+            if not isinstance(usage, dict):
+                continue
+            spent = {key: _number(usage.get(key, 0)) for key in totals}
+            key = entry.data.get("trainingKey")
+            if isinstance(key, str) and key and entry.kind in TRAINING_KINDS:
+                before = stopped.pop(key, {})
+                if entry.kind == LedgerKind.STOPPED:
+                    stopped[key] = {k: max(v, before.get(k, 0.0)) for k, v in spent.items()}
+                elif key == resuming:
+                    pending = {k: 0.0 for k in totals}  # that run of the training ended
+                spent = {k: max(0.0, v - before.get(k, 0.0)) for k, v in spent.items()}
+                if entry.kind == LedgerKind.STOPPED and key == resuming and entry.time >= now - window:
+                    pending = {k: pending[k] + spent[k] for k in totals}
+            if entry.time >= now - window:
+                for k in totals:
+                    totals[k] += spent[k]
+        return {k: totals[k] - pending[k] for k in totals}
+
+    def stopped_usage(self, key: str) -> dict[str, float]:
+        """What the ``stopped`` entries of training ``key`` recorded since it last ended (cumulative)."""
+        found: dict[str, float] = {}
+        for entry in self.entries:
+            if entry.data.get("trainingKey") != key or entry.kind not in TRAINING_KINDS:
+                continue
+            usage = entry.data.get("usage")
+            if entry.kind == LedgerKind.STOPPED and isinstance(usage, dict):
+                found = {k: _number(usage.get(k, 0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+            elif entry.kind != LedgerKind.STOPPED:
+                found = {}
+        return found
 
     def last_blocked_with(self, reason: str) -> bool:
         """Whether the newest entry already says ``reason`` (so saying it again would add nothing)."""
         last = self.last_own
         return last is not None and last.kind == LedgerKind.BLOCKED and last.message == scrub(reason)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def expired(entry: Entry, at: datetime | None) -> bool:
+    """Whether an ``approved`` entry's expiry (``data.expires``) has passed by ``at`` (never when ``at``
+    is None or it has none; an expiry that does not parse has passed: it was refused when recorded)."""
+    expires = entry.data.get("expires")
+    if at is None or not expires:
+        return False
+    try:
+        moment = parse_time(str(expires))
+    except ValueError:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment <= at
 
 
 def ledger_of(entries: Sequence[Entry]) -> Ledger:

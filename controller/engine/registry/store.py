@@ -223,14 +223,16 @@ class Registry:
 
     def versions(self, namespace: str, name: str, *, strict: bool = True) -> list[Version]:
         """The model's versions, oldest first. ``strict``: a file that does not match its digest is an
-        error (the engine never builds on a rewritten registry); otherwise it is read as it is."""
+        error (the engine never builds on a rewritten registry); otherwise it is read as it is. A
+        version the ledger retired (``retention.maxVersions``) is not one, even if its file came back."""
         folder = self.real_path(f"{self.model_path(namespace, name)}/{versions.VERSIONS_DIR}")
         if not folder.is_dir():
             return []
+        retired = self.ledger(namespace, name, strict=False).retired()
         found: list[Version] = []
         for file in folder.iterdir():
             number = versions.number_of(file.name)
-            if number is None:
+            if number is None or number in retired:
                 continue
             where = self.version_path(namespace, name, number)
             if file.is_symlink():
@@ -352,17 +354,20 @@ class Registry:
         files: dict[str, bytes] | None = None,
         trailers: tuple[tuple[str, str], ...] = (),
         shared: dict[str, bytes] | None = None,
+        removes: tuple[str, ...] = (),
     ) -> Recorded:
         """Append one decision to the ledger, write ``files`` (paths relative to the model's folder,
         never overwriting one that exists), refresh model.yaml, and commit it all as one commit.
         ``shared`` are content-addressed files of the whole registry (paths from :meth:`calibration_path`):
-        written once, left alone when they exist."""
+        written once, left alone when they exist. ``removes``: files of the model's folder that leave
+        HEAD in the same commit (a retired version's; history keeps them)."""
         model = f"{namespace}/{name}"
         base = self.model_path(namespace, name)
         # every path is checked before anything is written: a symlinked registry/<namespace> (or any
         # other part) would otherwise send versions and ledgers outside the repository
         targets = {relative: self.real_path(f"{base}/{relative}") for relative in (files or {})}
         shared_targets = {relative: self.real_path(relative) for relative in (shared or {})}
+        removed = [self.real_path(f"{base}/{relative}") for relative in removes]
         ledger_file = self.real_path(f"{base}/{LEDGER_FILE}")
         index_file = self.real_path(f"{base}/{index.INDEX_FILE}")
         ledger = self.ledger(namespace, name)
@@ -375,6 +380,8 @@ class Registry:
         for relative, raw in (shared or {}).items():
             if not shared_targets[relative].exists():
                 write_atomic(shared_targets[relative], raw)
+        for target in removed:
+            target.unlink(missing_ok=True)
         before = ledger_file.read_bytes() if ledger_file.exists() else b""
         write_atomic(ledger_file, before + entry.to_line().encode())
         after = Ledger((*ledger.entries, entry))

@@ -48,4 +48,7 @@ class ArtifactError(ValueError):
 class TrainingStopped(Exception):
     """The caller asked the training to stop (``should_stop``): the checkpoint after the last finished
     iteration is kept, and the next training of the same spec resumes from it. Shells tell it apart
-    from failures: it is never recorded as a failed training."""
+    from failures: it is never recorded as a failed training. ``usage``: what its jobs spent so far
+    (cumulative over its resumes), recorded in a ``stopped`` ledger entry."""
+
+    usage: dict[str, float] | None = None

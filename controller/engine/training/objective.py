@@ -183,7 +183,8 @@ class Objective:
         # nothing left, or not enough for a job like the dearest so far (the first job's cost is unknown)
         if used >= gov.qpu_budget_seconds or used + needed > gov.qpu_budget_seconds:
             raise BudgetExceeded(
-                f"governance.qpuBudgetSeconds: {gov.qpu_budget_seconds:g} s per 30 days; {self.budget_used:.1f} s "
+                f"governance.qpuBudgetSeconds: {gov.qpu_budget_seconds:g} s per {gov.budget_window_text}; "
+                f"{self.budget_used:.1f} s "
                 f"used before and {spent:.1f} s by this training, the next job needs about {next_job:.1f} s"
                 f"{' and as much again for the test split after it' if reserve_test else ''}; "
                 f"stopped before iteration {self.checkpoint.iteration + 1}"

@@ -20,7 +20,13 @@ from controller.engine.training import calibration as calibrations
 from controller.engine.training.artifact import ModelArtifact
 from controller.engine.training.checkpoint import Checkpoint
 from controller.engine.training.credentials import CredentialsSource
-from controller.engine.training.errors import BudgetExceeded, DatasetError, LimitExceeded, TrainingError
+from controller.engine.training.errors import (
+    BudgetExceeded,
+    DatasetError,
+    LimitExceeded,
+    TrainingError,
+    TrainingStopped,
+)
 from controller.engine.training.objective import Objective, Progress
 
 PACKAGES = ("qmlops", "qiskit", "qiskit-aer", "qiskit-ibm-runtime", "numpy", "scipy", "scikit-learn")
@@ -100,6 +106,10 @@ def train(
     except TrainingError as err:
         target.close()  # a training that failed for good pays no more for its session
         err.usage = {k: float(v) for k, v in checkpoint.usage().items()}  # what it spent counts against the budget
+        raise
+    except TrainingStopped as err:
+        target.detach()  # the resume reattaches to the session while it is open
+        err.usage = {k: float(v) for k, v in checkpoint.usage().items()}  # spent so far: recorded, counted once
         raise
     except BaseException:
         target.detach()  # stopped or crashed: the resume reattaches to the session while it is open
