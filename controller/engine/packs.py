@@ -202,12 +202,23 @@ def retention_enforced(subject: Subject, _: NoParams) -> Finding:
     if retention is None:
         return _fail("governance.retention.maxVersions is not declared")
     retired = subject.retired()
-    kept = [v.number for v in subject.versions if v.number not in retired]
-    if len(kept) > retention.max_versions:
-        return _fail(
-            f"{len(kept)} versions kept, more than governance.retention.maxVersions ({retention.max_versions})"
-        )
-    return _pass(f"{len(kept)} versions kept, within governance.retention.maxVersions ({retention.max_versions})")
+    kept = [v for v in subject.versions if v.number not in retired]
+    limit = f"governance.retention.maxVersions ({retention.max_versions})"
+    if len(kept) <= retention.max_versions:
+        return _pass(f"{len(kept)} versions kept, within {limit}")
+    # what retention itself never retires (controller/engine/reconcile/steps.py ``retire``): the
+    # champion, the pinned version, the newest, the newest of the model's own trainings
+    protected = {n for n in (subject.ledger.champion(), subject.spec.promotion.pin) if n is not None}
+    protected.add(kept[-1].number)
+    own = [v for v in kept if v.pipeline is None]
+    if own:
+        protected.add(own[-1].number)
+    retirable = [v.number for v in kept if v.number not in protected]
+    if retirable:
+        shown = ", ".join(str(n) for n in retirable[: len(kept) - retention.max_versions])
+        return _fail(f"{len(kept)} versions kept, more than {limit}: version(s) {shown} not retired")
+    held = ", ".join(str(v.number) for v in kept)
+    return _pass(f"{len(kept)} versions kept, above {limit} only by those retention keeps (versions {held})")
 
 
 def purpose_stated(subject: Subject, params: PurposeParams) -> Finding:

@@ -209,6 +209,20 @@ def test_retention_counts_the_versions_not_retired() -> None:
     )
 
 
+def test_retention_is_enforced_when_only_the_versions_it_never_retires_are_above_the_limit() -> None:
+    one = spec(retention={"maxVersions": 1})
+    three = tuple(version(n, "local:aer") for n in (1, 2, 3))
+    champion = (LedgerKind.PROMOTED, 1, {})
+    waiting = ledger(registered(1), champion, registered(2), registered(3))
+    assert check("gdpr", "storage-limitation", Subject("demo", "m", one, waiting, three)) == (
+        "fail",
+        "3 versions kept, more than governance.retention.maxVersions (1): version(s) 2 not retired",
+    )
+    done = ledger(registered(1), champion, registered(2), registered(3), (LedgerKind.RETIRED, 2, {}))
+    outcome, message = check("gdpr", "storage-limitation", Subject("demo", "m", one, done, three))
+    assert outcome == "pass" and "versions 1, 3" in message  # the champion and the newest stay
+
+
 def test_record_keeping_names_a_version_without_its_registered_entry() -> None:
     subject = Subject("demo", "m", spec(), ledger(registered(1)), (version(1, "local:aer"), version(2, "local:aer")))
     assert check("gdpr", "records-of-processing", subject) == (
