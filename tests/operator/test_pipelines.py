@@ -261,13 +261,18 @@ async def test_a_remote_out_of_reach_shows_in_status_and_the_run_starts_once_it_
     assert env.reasons("sweep").count("ReconcileFailed") == 1, "a retry failing the same way says nothing new"
 
 
+async def run_until_the_first_cell_is_held(env: OperatorEnv, hold: Hold) -> None:
+    """The model trained and promoted, then the sweep running with its first cell held by ``hold``."""
+    await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
+    await model_ready(env)
+    await env.client.create(sweep())
+    await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+
+
 async def test_a_model_deleted_mid_run_stops_its_pipelines_cell_and_registers_nothing(env: OperatorEnv) -> None:
     hold = Hold(at=MODEL_ITERATIONS + 1)  # the model's own training ends before; the first cell is held
     async with env.operator(trainer=hold):
-        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
-        await model_ready(env)
-        await env.client.create(sweep())
-        await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+        await run_until_the_first_cell_is_held(env, hold)
         await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
         await env.until(lambda: env.kube.read("QuantumModel", NAMESPACE, "iris-tiny") is None, 60)
         await env.until(lambda: conditions(env).get("Ready", {}).get("reason") == "ModelNotFound", 60)
@@ -277,10 +282,7 @@ async def test_a_model_deleted_mid_run_stops_its_pipelines_cell_and_registers_no
 async def test_a_pipeline_deleted_mid_run_stops_its_training_before_it_goes(env: OperatorEnv) -> None:
     hold = Hold(at=MODEL_ITERATIONS + 1)  # the model's own training ends before; the first cell is held
     async with env.operator(trainer=hold):
-        await env.client.create(tiny_model(iterations=MODEL_ITERATIONS))
-        await model_ready(env)
-        await env.client.create(sweep())
-        await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+        await run_until_the_first_cell_is_held(env, hold)
         assert FINALIZER in finalizers(env.kube.read("QuantumPipeline", NAMESPACE, "sweep"))
         await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
         # the held cell is told to stop (the daemon's licence ends), then kopf lets the pipeline go
