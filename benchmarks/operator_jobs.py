@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +112,13 @@ def registered_cells(env: Any) -> list[str]:
     return [e["data"]["pipeline"]["cell"] for e in entries if e["kind"] == "registered" and e["data"].get("pipeline")]
 
 
-async def run_cells(mode: str, cells: int, iterations: int, capacity: int, tmp: Path) -> dict[str, Any]:
-    """One model (trained first, not measured), then a ``cells``-cell sweep over it: the operator's
-    CPU while the cells train, stopped and replaced once half are registered."""
+@contextlib.asynccontextmanager
+async def cluster(mode: str, capacity: int, tmp: Path) -> AsyncIterator[tuple[Any, Any, Any, Any, Any]]:
+    """The harness's API server with the CRDs and the namespace, a spec repository, the kubelet
+    stand-in, and operator A started in ``mode`` and watching the models."""
     import kmock
 
-    from tests.operator.operator_env import OperatorEnv, make_remote, tiny_model
+    from tests.operator.operator_env import OperatorEnv, make_remote
     from tests.support.kube import Client, KubeApi
     from tests.support.kubelet import Kubelet
 
@@ -126,33 +129,42 @@ async def run_cells(mode: str, cells: int, iterations: int, capacity: int, tmp: 
         await client.namespace(NAMESPACE)
         env = OperatorEnv(kube, client, make_remote(tmp), tmp)
         async with Kubelet(kube, tmp / "kubelet", capacity=capacity) as kubelet:
-            kubeconfig = kubelet.kubeconfig
-            operator = start_operator(env.remote, tmp / "pod-a", kubeconfig, mode)
+            operator = start_operator(env.remote, tmp / "pod-a", kubelet.kubeconfig, mode)
             await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
-            await client.create(tiny_model("m-00", iterations=3))
-            await kube.wait_for(lambda: env.status("m-00").get("phase") == "Ready", timeout=600)
-            before_children = children_cpu()
-            start_cpu = cpu_of(psutil.Process(operator.pid))
-            started = time.perf_counter()
-            await client.create(sweep(cells, iterations, capacity))
-            await kube.wait_for(lambda: len(registered_cells(env)) >= cells // 2, timeout=1800)
-            operator_cpu = await stop(operator) - start_cpu
-            restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
-            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
-            b_start = cpu_of(psutil.Process(restarted.pid))
+            yield kube, client, env, kubelet, operator
 
-            def finished() -> bool:
-                pipeline = kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}
-                return (pipeline.get("status") or {}).get("phase") == "Succeeded"
 
-            await kube.wait_for(finished, timeout=1800)
-            wall = time.perf_counter() - started
-            operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
-            pods_cpu = children_cpu() - before_children
-            await stop(restarted)
-            trained = registered_cells(env)
-            pods = list(kubelet.started)
-            peak = kubelet.peak
+async def run_cells(mode: str, cells: int, iterations: int, capacity: int, tmp: Path) -> dict[str, Any]:
+    """One model (trained first, not measured), then a ``cells``-cell sweep over it: the operator's
+    CPU while the cells train, stopped and replaced once half are registered."""
+    from tests.operator.operator_env import tiny_model
+
+    async with cluster(mode, capacity, tmp) as (kube, client, env, kubelet, operator):
+        kubeconfig = kubelet.kubeconfig
+        await client.create(tiny_model("m-00", iterations=3))
+        await kube.wait_for(lambda: env.status("m-00").get("phase") == "Ready", timeout=600)
+        before_children = children_cpu()
+        start_cpu = cpu_of(psutil.Process(operator.pid))
+        started = time.perf_counter()
+        await client.create(sweep(cells, iterations, capacity))
+        await kube.wait_for(lambda: len(registered_cells(env)) >= cells // 2, timeout=1800)
+        operator_cpu = await stop(operator) - start_cpu
+        restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
+        await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+        b_start = cpu_of(psutil.Process(restarted.pid))
+
+        def finished() -> bool:
+            pipeline = kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}
+            return (pipeline.get("status") or {}).get("phase") == "Succeeded"
+
+        await kube.wait_for(finished, timeout=1800)
+        wall = time.perf_counter() - started
+        operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
+        pods_cpu = children_cpu() - before_children
+        await stop(restarted)
+        trained = registered_cells(env)
+        pods = list(kubelet.started)
+        peak = kubelet.peak
     training_cpu = max(pods_cpu - operator_cpu - start_cpu, 0.0) if mode == "jobs" else 0.0
     return {
         "mode": mode,
@@ -172,46 +184,34 @@ async def run_cells(mode: str, cells: int, iterations: int, capacity: int, tmp: 
 
 
 async def run(mode: str, models: int, iterations: int, capacity: int, tmp: Path) -> dict[str, Any]:
-    import kmock
+    from tests.operator.operator_env import tiny_model
 
-    from tests.operator.operator_env import OperatorEnv, make_remote, tiny_model
-    from tests.support.kube import Client, KubeApi
-    from tests.support.kubelet import Kubelet
+    async with cluster(mode, capacity, tmp) as (kube, client, env, kubelet, operator):
+        kubeconfig = kubelet.kubeconfig
+        before_children = children_cpu()
+        start_cpu = cpu_of(psutil.Process(operator.pid))
+        started = time.perf_counter()
+        names = [f"m-{i:02d}" for i in range(models)]
+        for name in names:
+            await client.create(tiny_model(name, iterations=iterations))
 
-    tmp.mkdir(parents=True)
-    async with KubeApi() as kube, kmock.Server(kube):
-        kube.register_crds()
-        client = Client(kube)
-        await client.namespace(NAMESPACE)
-        env = OperatorEnv(kube, client, make_remote(tmp), tmp)
-        async with Kubelet(kube, tmp / "kubelet", capacity=capacity) as kubelet:
-            kubeconfig = kubelet.kubeconfig
-            operator = start_operator(env.remote, tmp / "pod-a", kubeconfig, mode)
-            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
-            before_children = children_cpu()
-            start_cpu = cpu_of(psutil.Process(operator.pid))
-            started = time.perf_counter()
-            names = [f"m-{i:02d}" for i in range(models)]
-            for name in names:
-                await client.create(tiny_model(name, iterations=iterations))
+        def ready() -> int:
+            return sum(1 for n in names if env.status(n).get("phase") == "Ready")
 
-            def ready() -> int:
-                return sum(1 for n in names if env.status(n).get("phase") == "Ready")
-
-            await kube.wait_for(lambda: ready() >= models // 2, timeout=1800)
-            operator_cpu = await stop(operator) - start_cpu
-            restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
-            await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
-            await asyncio.sleep(0)
-            b_start = cpu_of(psutil.Process(restarted.pid))
-            await kube.wait_for(lambda: ready() == models, timeout=1800)
-            wall = time.perf_counter() - started
-            operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
-            # every pod has ended and been waited for: the children's CPU is the operators' and the pods'
-            pods_cpu = children_cpu() - before_children
-            await stop(restarted)
-            registered = {n: env.decisions(n).count("registered") for n in names}
-            pods = list(kubelet.started)
+        await kube.wait_for(lambda: ready() >= models // 2, timeout=1800)
+        operator_cpu = await stop(operator) - start_cpu
+        restarted = start_operator(env.remote, tmp / "pod-b", kubeconfig, mode)
+        await kube.wait_for(lambda: kube.watching("quantummodels"), timeout=120)
+        await asyncio.sleep(0)
+        b_start = cpu_of(psutil.Process(restarted.pid))
+        await kube.wait_for(lambda: ready() == models, timeout=1800)
+        wall = time.perf_counter() - started
+        operator_cpu += cpu_of(psutil.Process(restarted.pid)) - b_start
+        # every pod has ended and been waited for: the children's CPU is the operators' and the pods'
+        pods_cpu = children_cpu() - before_children
+        await stop(restarted)
+        registered = {n: env.decisions(n).count("registered") for n in names}
+        pods = list(kubelet.started)
     if mode == "jobs":
         pods_cpu -= operator_cpu + start_cpu  # operator A was waited for: its CPU is in the children's
         training_cpu = max(pods_cpu, 0.0)
