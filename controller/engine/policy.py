@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from controller.api.common import backend_allowed, days
 from controller.api.quantummodel import DEFAULT_BUDGET_WINDOW, Enforcement, QuantumModelSpec, Retention
 from controller.api.quantumpolicy import QuantumPolicy
+from controller.engine import documents
 
 POLICY_FILE_LIMIT = 256_000  # bytes per file
 POLICY_FILES_LIMIT = 256
@@ -169,10 +168,13 @@ def load(folder: Path) -> list[QuantumPolicy]:
         if path.stat().st_size > POLICY_FILE_LIMIT:
             raise PolicyError(f"{path}: larger than {POLICY_FILE_LIMIT} bytes")
         try:
-            docs = [d for d in YAML(typ="safe", pure=True).load_all(path.read_text(encoding="utf-8")) if d is not None]
-        except (YAMLError, UnicodeDecodeError) as err:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
             raise PolicyError(f"{path}: not YAML ({type(err).__name__})") from None
-        for doc in docs:
+        loaded, problems = documents.load_text(str(path), text)  # the specs' bounded reader
+        if problems:
+            raise PolicyError(problems[0].format())
+        for doc in (d.data for d in loaded):
             if not isinstance(doc, dict) or doc.get("kind") != "QuantumPolicy":
                 continue
             try:

@@ -143,9 +143,13 @@ def test_policy_files_that_cannot_be_used_are_refused_naming_the_flag_and_nothin
     (unknown / "floor.yaml").write_text(text)
     inside = work / "policies"
     inside.mkdir()
+    nested = tmp_path / "nested"  # read by the specs' bounded reader: refused, never a RecursionError
+    nested.mkdir()
+    (nested / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
     for folder, words in (
         (contradicts, "floor.pinRequiresApproval asks for approvals"),
         (unknown, "spec.packs.0"),
+        (nested, "deep.yaml:1:204: nested too deeply"),
         (inside, "inside the spec repository"),
         (tmp_path / "missing", "not a folder"),
     ):
