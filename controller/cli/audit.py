@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli import policies, signing
+from controller.cli.refusal import refuse
 from controller.engine import audit
 from controller.engine.audit_html import render
 from controller.engine.policy import effective
@@ -56,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         registry = Registry(Path(args.repo), identity=identity, remote=None, trust=trust)
         audits = _audits(registry, args)
     except (ValueError, GitError, RegistryError, LookupError) as err:
-        print(escape_control(f"qmlops audit: {err}"), file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("audit", err)
     verify = args.verify or args.format == "html"
     if verify:
         for item in audits:
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _write(text, args.output)
     except OSError as err:
-        print(f"qmlops audit: --output: cannot write {args.output}: {err.strerror}", file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("audit", f"--output: cannot write {args.output}: {err.strerror}")
     if args.output:
         print(f"qmlops audit: wrote {args.output}", file=sys.stderr)
     if not args.verify:

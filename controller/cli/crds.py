@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from controller.api.crd import generated_files
+from controller.cli.refusal import refuse
 
 DEFAULT_DIR = "crds"
 EXIT_OK, EXIT_STALE, EXIT_UNUSABLE = 0, 1, 2
@@ -58,8 +59,7 @@ def write(directory: Path, files: dict[str, str]) -> int:
                 target.write_text(text, encoding="utf-8")
                 print(f"wrote {target}")
     except OSError as err:
-        print(f"qmlops crds: cannot write {directory}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("crds", f"cannot write {directory}: {err.strerror or err}")
     return EXIT_OK
 
 
@@ -83,8 +83,7 @@ def check(directory: Path, files: dict[str, str]) -> int:
     try:
         problems = stale_files(directory, files)
     except (OSError, UnicodeDecodeError) as err:
-        print(f"qmlops crds: cannot read {directory}: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("crds", f"cannot read {directory}: {err}")
     if not problems:
         print(f"{directory}: up to date ({len(files)} CRDs)")
         return EXIT_OK

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.cli.refusal import refuse
 from controller.cli.run import add_serving_url, serving_url
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.text import escape_control
@@ -43,16 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from controller.shells.live import ServingEndpoint
 
     try:
-        url = serving_url(args, "monitor")
+        url = serving_url(args)
     except ValueError as err:
-        print(err, file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("monitor", err)
     try:
         registry = Registry(Path(args.repo), remote=None)
         models = _models(registry, args)
     except (ValueError, GitError, RegistryError, LookupError) as err:
-        print(escape_control(f"qmlops monitor: {err}"), file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("monitor", err)
     live = ServingEndpoint.at(url) if url else None
     reports = monitor(registry, models, now=datetime.now(UTC), credentials=local_credentials, live=live)
     if args.format == "json":

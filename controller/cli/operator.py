@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 from controller.cli import logs, signing
+from controller.cli.refusal import refuse
 from controller.engine.registry.trust import AllowedSigners, TrustError
 from controller.operator.settings import (
     MAX_PEERING_LIFETIME,
@@ -266,22 +266,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = build_config(args)
     except UsageError as err:
-        print(f"qmlops operator: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("operator", err)
     if args.webhook_port and config.webhook is None:
         log.warning(WEBHOOK_OFF)
     if args.workdir is None:  # the default, in this user's cache: kept to this user
         try:
             private_folder(config.workdir)
         except WorkdirError as err:
-            print(f"qmlops operator: {err}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return refuse("operator", err)
     from controller.operator import process
     from controller.operator.kube import load_access
 
     try:
         access = load_access(args.kubeconfig, args.context)
     except Exception as err:  # kubernetes' config loader raises several types; all mean "no cluster"
-        print(f"qmlops operator: cannot reach a cluster: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("operator", f"cannot reach a cluster: {type(err).__name__}: {err}")
     return process.main(config, access)

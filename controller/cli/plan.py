@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli import policies
+from controller.cli.refusal import refuse
 from controller.engine.reconcile import Plan, Reconciler
 from controller.engine.reconcile.pipeline import PipelineReconciler
 from controller.engine.registry import GitError, Registry, RegistryError
@@ -41,11 +42,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows, problems = _plan(args)
     except policies.UsageError as err:
-        print(f"qmlops plan: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("plan", err)
     except (GitError, RegistryError) as err:
-        print(escape_control(f"qmlops plan: {err}"), file=sys.stderr)
-        return EXIT_ERROR
+        return refuse("plan", err)
     for problem in problems:
         print(escape_control(problem), file=sys.stderr)
     if args.output == "json":

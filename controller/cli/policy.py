@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli import policies
+from controller.cli.refusal import refuse
 from controller.engine.text import escape_control
 
 EXIT_OK, EXIT_FAILS, EXIT_UNUSABLE = 0, 1, 2
@@ -88,11 +89,9 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         reports, problems = _reports(args)
     except policies.UsageError as err:
-        print(f"qmlops policy report: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("policy report", err)
     except (GitError, RegistryError) as err:
-        print(escape_control(f"qmlops policy report: --repo: {err}"), file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("policy report", f"--repo: {err}")
     for problem in problems:
         print(escape_control(problem), file=sys.stderr)
     if problems:

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from controller.cli.refusal import refuse
 from controller.engine import prediction
 from controller.engine.prediction import (
     BackendNotAllowed,
@@ -58,13 +59,11 @@ def run(args: argparse.Namespace) -> int:
         print(escape_control(f"qmlops predict: {err}"), file=sys.stderr)
         return EXIT_NO_CHAMPION
     except (InputError, ModelUnavailable, BackendNotAllowed, RegistryError, GitError, UsageError) as err:
-        print(escape_control(f"qmlops predict: {err}"), file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("predict", err)
     except Exception as err:  # a backend's failure: its class and reason, never a traceback
         from controller.engine.status import describe_failure
 
-        print(escape_control(f"qmlops predict: {args.backend}: {describe_failure(err)}"), file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("predict", f"{args.backend}: {describe_failure(err)}")
     print(_render(model, predictions, args.backend, args.format), end="")
     return EXIT_OK
 

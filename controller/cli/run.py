@@ -4,13 +4,13 @@ machine."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from controller.cli import policies, signing
+from controller.cli.refusal import refuse
 from controller.engine.registry import GitError, GitIdentity, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
-from controller.runner.loop import EXIT_UNUSABLE, Runner, RunnerConfig
+from controller.runner.loop import Runner, RunnerConfig
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,7 +58,7 @@ def add_serving_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def serving_url(args: argparse.Namespace, command: str) -> str | None:
+def serving_url(args: argparse.Namespace) -> str | None:
     """The checked ``--serving-url``; ValueError names the flag."""
     if args.serving_url is None:
         return None
@@ -67,38 +67,32 @@ def serving_url(args: argparse.Namespace, command: str) -> str | None:
     try:
         return checked_base(args.serving_url)
     except ValueError as err:
-        raise ValueError(f"qmlops {command}: --serving-url: {err}") from None
+        raise ValueError(f"--serving-url: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         identity = GitIdentity.parse(args.identity)
     except ValueError as err:
-        print(f"qmlops run: --identity: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", f"--identity: {err}")
     if args.interval <= 0:
-        print("qmlops run: --interval: must be a positive number of seconds", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", "--interval: must be a positive number of seconds")
     repo = Path(args.repo)
     if not repo.is_dir():
-        print(f"qmlops run: --repo: {repo} is not a folder", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", f"--repo: {repo} is not a folder")
     for key in args.pipeline:
         namespace, _, name = key.partition("/")
         if not namespace or not name or "/" in name:
-            print(f"qmlops run: --pipeline: {key!r} is not NAMESPACE/NAME", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return refuse("run", f"--pipeline: {key!r} is not NAMESPACE/NAME")
     try:
         trust, key = signing.trust(args, repo), signing.signing_key(args)
         floors = policies.read(args, repo)
     except (signing.UsageError, policies.UsageError) as err:
-        print(f"qmlops run: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", err)
     try:
-        live_url = serving_url(args, "run")
+        live_url = serving_url(args)
     except ValueError as err:
-        print(err, file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", err)
     specs = Path(args.specs)
     config = RunnerConfig(
         repo=repo,
@@ -116,6 +110,5 @@ def run(args: argparse.Namespace) -> int:
     try:
         runner = Runner(config)
     except (RegistryError, GitError) as err:
-        print(f"qmlops run: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("run", err)
     return runner.run()

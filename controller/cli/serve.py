@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from controller.cli import logs
+from controller.cli.refusal import refuse
 from controller.engine.live import MAX_WINDOW
 
 EXIT_UNUSABLE = 2
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for item in (m.strip() for m in args.models.split(",")):
             match = _MODEL.match(item)
             if not match:
-                print(f"qmlops serve: --models: {item[:80]!r} is not NAMESPACE/NAME", file=sys.stderr)
-                return EXIT_UNUSABLE
+                return refuse("serve", f"--models: {item[:80]!r} is not NAMESPACE/NAME")
             models.append((match[1], match[3]))
     for flag, value in (
         ("--interval", args.interval),
@@ -80,14 +80,11 @@ def run(args: argparse.Namespace) -> int:
         ("--max-body-bytes", args.max_body_bytes),
     ):
         if value <= 0:
-            print(f"qmlops serve: {flag}: must be positive", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return refuse("serve", f"{flag}: must be positive")
     if args.window > MAX_WINDOW:
-        print(f"qmlops serve: --window: at most {MAX_WINDOW} rows", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("serve", f"--window: at most {MAX_WINDOW} rows")
     if not is_url(args.repo) and not Path(args.repo).is_dir():
-        print(f"qmlops serve: --repo: {args.repo} is not a folder", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("serve", f"--repo: {args.repo} is not a folder")
     logs.configure()
     config = ServeConfig(
         repo=args.repo,
@@ -110,16 +107,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = Server(config)
     except GitSourceError as err:
-        print(f"qmlops serve: --git-secret-dir: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("serve", f"--git-secret-dir: {err}")
     except OSError as err:  # the prediction log's folder, or the credentials' files
-        print(f"qmlops serve: {err.filename}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("serve", f"{err.filename}: {err.strerror or err}")
     try:
         server.catalog.refresh()  # a repository that cannot be read at all is said before the port opens
     except CatalogError as err:
-        print(f"qmlops serve: --repo: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("serve", f"--repo: {err}")
     from aiohttp import web
 
     logging.getLogger("controller.cli.serve").info(

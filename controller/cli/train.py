@@ -29,9 +29,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.api import QuantumModel
+from controller.cli.refusal import refuse
 from controller.engine.registry.yamlio import write_atomic
 from controller.engine.text import escape_control
-from controller.engine.validation import EXIT_OK, EXIT_UNUSABLE, EXIT_VIOLATIONS, validate_paths
+from controller.engine.validation import EXIT_OK, EXIT_VIOLATIONS, validate_paths
 from controller.engine.validation import repo_root_of as _repo_root_of
 from controller.runner.interrupts import stop_after_iteration
 
@@ -98,13 +99,11 @@ def paths_for(model: QuantumModel, output: Path, checkpoint_root: Path | None) -
 def run(args: argparse.Namespace) -> int:
     file = str(args.file)
     if Path(file).is_dir():
-        print(f"qmlops train: {file} is a folder: name one spec file", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("train", f"{file} is a folder: name one spec file")
     try:
         report = validate_paths([file])
     except Exception as err:  # the last resort: the command must never end in a traceback
-        print(f"qmlops train: internal error: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("train", f"internal error: {type(err).__name__}: {err}")
     for problem in report.problems:
         print(escape_control(problem.format()), file=sys.stderr)
     if report.exit_code != EXIT_OK:
@@ -114,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
     models = [r.resource for r in report.resources if isinstance(r.resource, QuantumModel)]
     skipped = len(report.resources) - len(models)
     if not models:
-        print(f"qmlops train: {file}: no QuantumModel to train", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("train", f"{file}: no QuantumModel to train")
     if skipped:
         print(
             f"qmlops train: {file}: {skipped} QuantumPipeline(s) skipped: train trains QuantumModels", file=sys.stderr

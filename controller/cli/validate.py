@@ -7,6 +7,7 @@ import json
 import sys
 
 from controller.cli import policies
+from controller.cli.refusal import refuse
 from controller.engine.text import escape_control
 from controller.engine.validation import EXIT_UNUSABLE, ValidationReport, validate_paths
 
@@ -32,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         floors = policies.read(args, None)
     except policies.UsageError as err:
-        print(f"qmlops validate: {err}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return refuse("validate", err)
     try:
         report = validate_paths(args.paths, policies=floors)
     except Exception as err:  # the last resort: the command must never end in a traceback

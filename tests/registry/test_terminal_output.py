@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -90,3 +91,26 @@ def test_log_lines_carry_no_raw_control_character() -> None:
     assert handler_out.getvalue() == (
         "WARNING qmlops-test-escaping: demo/\\x1b[31mtiny: reconcile failed: bad\\nINFO forged: all fine\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("run", "--once", "--repo"),
+        ("serve", "--repo"),
+        ("plan", "--repo"),
+        ("audit", "--repo"),
+        ("monitor", "--repo"),
+        ("policy", "report", "--repo"),
+    ],
+    ids=lambda words: " ".join(words[:-1]),
+)
+def test_a_command_refusing_a_hostile_path_shows_it_escaped_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    missing = tmp_path / f"no{CLEAR}such{RTL}\nrepo"
+    result = qmlops(capsys, *command, str(missing))
+    assert result.code == 2
+    assert_shown_not_obeyed(result.err)
+    assert result.err.count("\n") == 1 and result.err.startswith(f"qmlops {command[0]}"), result.err
+    assert "no\\x1b[2Jsuch\\u202e\\nrepo" in result.err

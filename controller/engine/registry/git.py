@@ -151,6 +151,8 @@ class Git:
                 check=False,
             )
         except FileNotFoundError:
+            if not self.root.is_dir():  # subprocess says the same when the cwd is missing
+                raise GitError(f"{self.root} is not a folder") from None
             raise GitError("git is not installed (the registry needs the git command)") from None
         except NotADirectoryError:
             raise GitError(f"{self.root} is not a directory") from None
