@@ -8,7 +8,8 @@ evaluation key) and the Job running this command. It scores the version there, w
 ``evaluate``, and puts the result JSON (with the version it scored) there with its SHA-256; the
 operator verifies it and records it. It writes nothing else: no Git, no status. Its service account
 may get and patch ConfigMaps in its namespace (``train-job``'s Role); credentials come from the
-mounted Secret (``QMLOPS_CREDENTIALS_DIR``). The API calls are ``train-job``'s (its ``Journal``).
+mounted Secret (``QMLOPS_CREDENTIALS_DIR``). The journal and the exit codes are
+``controller/cli/in_job.py``'s, shared with ``train-job``.
 
 Exit 0 evaluated; 3 the evaluation failed for good (its message is on the ConfigMap; the Job's pod
 failure policy fails the Job rather than retrying); 1 anything else (the Job retries in a new pod).
@@ -17,16 +18,15 @@ failure policy fails the Job rather than retrying); 1 anything else (the Job ret
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from controller.cli.train_job import EXIT_FAILED, EXIT_OK, EXIT_RETRY, Journal
+from controller.cli.in_job import EXIT_FAILED, EXIT_OK, Journal, Layout, run_in_job
 
 log = logging.getLogger("qmlops.evaluate-job")
 
@@ -47,26 +47,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-class EvaluationJournal(Journal):
-    """The evaluation's ConfigMap, from inside the Job: read once, then patched with the result or
-    the failure."""
-
-    def deliver(self, raw: bytes) -> None:
-        from controller.operator import jobs
-
-        patch = {
-            "metadata": {"annotations": {jobs.RESULT_DIGEST: hashlib.sha256(raw).hexdigest()}},
-            "binaryData": {jobs.RESULT_KEY: base64.b64encode(raw).decode("ascii")},
-        }
-        self.call(self.client.merge_patch(self.path, patch))
-
-    def refuse(self, message: str) -> None:
-        from controller.operator import jobs
-
-        patch = {"metadata": {"annotations": {jobs.EVALUATION_FAILURE: message}}}
-        self.call(self.client.merge_patch(self.path, patch))
-
-
 def lay_out_calibrations(data: dict[str, str], folder: Path) -> Path | None:
     """The repository's calibrations the ConfigMap carries, as ``folder/calibrations/<file>``: the
     repository root a ``fake:`` backend reads them from (None: none carried)."""
@@ -85,20 +65,21 @@ def lay_out_calibrations(data: dict[str, str], folder: Path) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from controller.api.quantummodel import QuantumModelSpec
-    from controller.engine import training
-    from controller.engine.registry.canonical import canonical_bytes
-    from controller.engine.status import describe_failure
-    from controller.engine.text import scrub
     from controller.operator import jobs
 
-    journal = EvaluationJournal(args.namespace, args.configmap)
-    try:
-        configmap = journal.read()
-        meta = configmap.get("metadata") or {}
-        if (meta.get("labels") or {}).get(jobs.EVALUATION_KEY_LABEL) != args.evaluation_key:
-            log.error("ConfigMap %s is not evaluation %s", args.configmap, args.evaluation_key)
-            return EXIT_FAILED
+    layout = Layout(jobs.EVALUATION_KEY_LABEL, jobs.RESULT_KEY, jobs.RESULT_DIGEST, jobs.EVALUATION_FAILURE)
+    return run_in_job(args.namespace, args.configmap, layout, args.evaluation_key, _evaluate(args), log, "evaluation")
+
+
+def _evaluate(args: argparse.Namespace) -> Callable[[Journal, dict[str, Any]], int]:
+    def work(journal: Journal, configmap: dict[str, Any]) -> int:
+        from controller.api.quantummodel import QuantumModelSpec
+        from controller.engine import training
+        from controller.engine.registry.canonical import canonical_bytes
+        from controller.engine.status import describe_failure
+        from controller.engine.text import scrub
+        from controller.operator import jobs
+
         data: dict[str, str] = configmap.get("data") or {}
         try:
             spec = QuantumModelSpec.model_validate(json.loads(data[jobs.SPEC_KEY]))
@@ -106,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             artifact: dict[str, Any] = json.loads(data[jobs.VERSION_KEY])
             backend, shots = str(wanted["backend"]), wanted.get("shots")
         except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-            journal.refuse(f"ConfigMap {args.configmap} does not say what to evaluate: {type(err).__name__}")
+            journal.fail(f"ConfigMap {args.configmap} does not say what to evaluate: {type(err).__name__}")
             log.error("ConfigMap %s does not say what to evaluate", args.configmap)
             return EXIT_FAILED
         folder = Path(tempfile.gettempdir()) / "qmlops" / args.evaluation_key
@@ -124,14 +105,11 @@ def run(args: argparse.Namespace) -> int:
                 budget_used_seconds=float(wanted.get("budgetUsedSeconds") or 0.0),
             )
         except (training.TrainingError, training.ArtifactError) as err:
-            journal.refuse(scrub(describe_failure(err)))
+            journal.fail(scrub(describe_failure(err)))
             log.error("evaluation failed: %s", scrub(describe_failure(err)))
             return EXIT_FAILED
         journal.deliver(canonical_bytes({**result.to_json(), "versionDigest": wanted.get("versionDigest")}))
         log.info("evaluated version %s on %s", wanted.get("version"), backend)
         return EXIT_OK
-    except Exception as err:  # the API or the node: a new pod may do better
-        log.error("evaluation not finished: %s", type(err).__name__)
-        return EXIT_RETRY
-    finally:
-        journal.close()
+
+    return work

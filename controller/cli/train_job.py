@@ -6,7 +6,8 @@ from there, restores the checkpoint an earlier pod of the same Job kept there, t
 checkpoint there after every iteration), and puts the artifact there with its SHA-256; the operator
 verifies it and registers it. It writes nothing else: no Git, no status. Its service account may get
 and patch ConfigMaps in its namespace, nothing more; credentials come from the mounted Secret
-(``QMLOPS_CREDENTIALS_DIR``).
+(``QMLOPS_CREDENTIALS_DIR``). The journal and the exit codes are ``controller/cli/in_job.py``'s,
+shared with ``evaluate-job``.
 
 Exit 0 trained; 3 the training failed for good (its message is on the ConfigMap; the Job's pod failure
 policy fails the Job rather than retrying); 1 anything else (the Job retries in a new pod, from the
@@ -16,18 +17,18 @@ checkpoint, up to its backoffLimit).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import hashlib
 import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from controller.cli.in_job import EXIT_FAILED, EXIT_OK, Journal, Layout, run_in_job
+
 log = logging.getLogger("qmlops.train-job")
-EXIT_OK, EXIT_RETRY, EXIT_FAILED = 0, 1, 3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,65 +45,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--configmap", required=True, metavar="NAME")
     parser.add_argument("--training-key", required=True, metavar="TRAINING-KEY")
     parser.set_defaults(handler=run)
-
-
-class Journal:
-    """The training's ConfigMap, from inside the Job: read once, then patched (checkpoint files as
-    binaryData with their index, the artifact, a failure)."""
-
-    def __init__(self, namespace: str, name: str) -> None:
-        from controller import __version__
-        from controller.operator.kube import KubeClient, load_access
-
-        self.loop = asyncio.new_event_loop()
-        self.client = KubeClient(load_access(), agent=f"qmlops-training/{__version__}")
-        self.namespace, self.name = namespace, name
-        self.kept: dict[str, str] = {}
-
-    @property
-    def path(self) -> str:
-        from controller.operator.kube import resource_path
-
-        return resource_path("v1", "configmaps", self.namespace, self.name)
-
-    def call(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def read(self) -> dict[str, Any]:
-        found: dict[str, Any] = self.call(self.client.get(self.path))
-        return found
-
-    def keep(self, folder: Path) -> None:
-        from controller.operator import checkpoints
-        from controller.operator.kube import merge_diff
-
-        data, index = checkpoints.encode(checkpoints.read_folder(folder))
-        if data == self.kept:
-            return
-        patch = {
-            "metadata": {"annotations": {checkpoints.FILES_ANNOTATION: json.dumps(index, sort_keys=True)}},
-            "binaryData": merge_diff(self.kept, data),
-        }
-        self.call(self.client.merge_patch(self.path, patch))
-        self.kept = data
-
-    def finish(self, raw: bytes) -> None:
-        from controller.operator import jobs
-
-        patch = {
-            "metadata": {"annotations": {jobs.ARTIFACT_DIGEST: hashlib.sha256(raw).hexdigest()}},
-            "binaryData": {jobs.ARTIFACT_KEY: base64.b64encode(raw).decode("ascii")},
-        }
-        self.call(self.client.merge_patch(self.path, patch))
-
-    def failed(self, message: str) -> None:
-        from controller.operator import jobs
-
-        self.call(self.client.merge_patch(self.path, {"metadata": {"annotations": {jobs.FAILURE: message}}}))
-
-    def close(self) -> None:
-        self.call(self.client.close())
-        self.loop.close()
 
 
 def restore(configmap: dict[str, Any], folder: Path) -> tuple[int, dict[str, str]]:
@@ -148,19 +90,20 @@ def lay_out_dataset(configmap: dict[str, Any], spec: Any, repo_root: Path) -> st
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from controller.api.quantummodel import QuantumModelSpec
-    from controller.engine import training
-    from controller.engine.status import describe_failure
-    from controller.engine.text import scrub
-    from controller.operator import checkpoints, jobs
+    from controller.operator import jobs
 
-    journal = Journal(args.namespace, args.configmap)
-    try:
-        configmap = journal.read()
-        meta = configmap.get("metadata") or {}
-        if (meta.get("labels") or {}).get(jobs.KEY_LABEL) != args.training_key:
-            log.error("ConfigMap %s is not training %s", args.configmap, args.training_key)
-            return EXIT_FAILED
+    layout = Layout(jobs.KEY_LABEL, jobs.ARTIFACT_KEY, jobs.ARTIFACT_DIGEST, jobs.FAILURE)
+    return run_in_job(args.namespace, args.configmap, layout, args.training_key, _train(args), log, "training")
+
+
+def _train(args: argparse.Namespace) -> Callable[[Journal, dict[str, Any]], int]:
+    def work(journal: Journal, configmap: dict[str, Any]) -> int:
+        from controller.api.quantummodel import QuantumModelSpec
+        from controller.engine import training
+        from controller.engine.status import describe_failure
+        from controller.engine.text import scrub
+        from controller.operator import checkpoints, jobs
+
         spec = QuantumModelSpec.model_validate(json.loads((configmap.get("data") or {})[jobs.SPEC_KEY]))
         folder = Path(tempfile.gettempdir()) / "qmlops" / args.training_key
         repo_root = None
@@ -168,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             repo_root = folder.parent / f"{args.training_key}-data"
             problem = lay_out_dataset(configmap, spec, repo_root)
             if problem:
-                journal.failed(problem)
+                journal.fail(problem)
                 log.error("training failed: %s", problem)
                 return EXIT_FAILED
         restored, journal.kept = restore(configmap, folder)
@@ -189,15 +132,15 @@ def run(args: argparse.Namespace) -> int:
                 spec, repo_root=repo_root, checkpoint_dir=folder, credentials=credentials, on_progress=progress
             )
         except training.TrainingError as err:
-            journal.failed(scrub(describe_failure(err)))
+            journal.fail(scrub(describe_failure(err)))
             log.error("training failed: %s", scrub(describe_failure(err)))
             return EXIT_FAILED
         try:
             journal.keep(folder)  # a checkpoint too large for a ConfigMap is not kept; the artifact is
         except checkpoints.CheckpointTooLarge as err:
             log.warning("checkpoint not kept: %s", err)
-        journal.finish(artifact.to_json())
+        journal.deliver(artifact.to_json())
         log.info("trained: artifact %s", artifact.digest)
         return EXIT_OK
-    finally:
-        journal.close()
+
+    return work

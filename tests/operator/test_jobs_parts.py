@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 
 from controller.api.quantummodel import QuantumModel
 from controller.cli import operator as operator_cli
+from controller.cli.main import main
 from controller.engine import training
 from controller.engine.errors import stalls
 from controller.engine.quantities import QuantityError, parse
@@ -452,3 +454,17 @@ def test_an_ibm_evaluation_is_keyed_by_its_run_and_a_simulators_is_not() -> None
     assert jobs.pushed_evaluations([Entry(recorded)]) == {
         evaluation_key(VERSION_DIGEST, "ibm:ibm_torino", 128, "run-a")
     }
+
+
+@pytest.mark.parametrize("command", ["train-job", "evaluate-job"])
+def test_a_job_command_that_cannot_reach_its_configmap_asks_for_a_new_pod_without_a_traceback(
+    command: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    key = "--training-key" if command == "train-job" else "--evaluation-key"
+    code = main([command, "--namespace", "team-quantum", "--configmap", "cm", key, "k1"])
+    assert code == 1  # the Job retries in a new pod
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"{'training' if command == 'train-job' else 'evaluation'} not finished: ConfigException"
+    ]
