@@ -13,6 +13,7 @@ from controller.cli.run import add_serving_url, serving_url
 from controller.engine.registry import GitError, Registry, RegistryError
 from controller.engine.text import escape_control
 from controller.runner.specs import observe
+from controller.shells.threads import load_qiskit_on_main_thread
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    load_qiskit_on_main_thread()  # before any thread trains (controller/shells/threads.py)
     from controller.engine.monitoring import Verdict, monitor
     from controller.engine.training.credentials import local_credentials
     from controller.shells.live import ServingEndpoint

@@ -18,6 +18,7 @@ from controller.operator.settings import (
     WebhookConfig,
 )
 from controller.shells.gitsource import normalized_repo
+from controller.shells.threads import load_qiskit_on_main_thread
 from controller.shells.workdir import WorkdirError, default_workdir, private_folder
 
 log = logging.getLogger("controller.cli.operator")
@@ -262,6 +263,7 @@ def job_quantities(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    load_qiskit_on_main_thread()  # before any thread trains (controller/shells/threads.py)
     logs.configure(args.verbose)
     try:
         config = build_config(args)

@@ -11,6 +11,7 @@ from controller.cli.refusal import refuse
 from controller.engine.registry import GitError, GitIdentity, RegistryError
 from controller.engine.registry.git import DEFAULT_IDENTITY_TEXT
 from controller.runner.loop import Runner, RunnerConfig
+from controller.shells.threads import load_qiskit_on_main_thread
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,6 +72,7 @@ def serving_url(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_qiskit_on_main_thread()  # before any thread trains (controller/shells/threads.py)
     try:
         identity = GitIdentity.parse(args.identity)
     except ValueError as err:

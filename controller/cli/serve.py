@@ -11,6 +11,7 @@ from pathlib import Path
 from controller.cli import logs
 from controller.cli.refusal import refuse
 from controller.engine.live import MAX_WINDOW
+from controller.shells.threads import load_qiskit_on_main_thread
 
 EXIT_UNUSABLE = 2
 _MODEL = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)/([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
@@ -63,6 +64,7 @@ def _workdir(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_qiskit_on_main_thread()  # before any thread trains (controller/shells/threads.py)
     from controller.serving.catalog import CatalogError, is_url
     from controller.serving.server import ServeConfig, Server
 
