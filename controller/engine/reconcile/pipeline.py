@@ -23,6 +23,7 @@ version is registered once (by artifact digest, and by run and cell).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -445,6 +446,7 @@ def carry_out_cells(
                 except Exception as err:
                     if isinstance(err, training().TrainingStopped):
                         stopped.append(err)
+                        cell_stopped(ctx, cell, err, record)
                     else:
                         failures[cell.cell.id] = describe_failure(err)
                     if intent.fail_fast or stopped:
@@ -464,6 +466,17 @@ def carry_out_cells(
     return []
 
 
+def cell_stopped(
+    ctx: StepContext, cell: CellTraining, err: BaseException, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A cell stopped mid-training (the controller stopping, its model or pipeline going): what its jobs
+    spent so far is a ``stopped`` entry in the model's ledger naming the pipeline, run and cell, as a
+    model's own stopped training is (``actions.stopped``), before the stop goes on up."""
+    spent = actions.stopped(ctx.state, cell.due, getattr(err, "usage", None), cell.about)
+    if spent is not None:
+        record(ctx, spent)
+
+
 def _cells_elsewhere(
     ctx: StepContext,
     intent: TrainCells,
@@ -480,15 +493,19 @@ def _cells_elsewhere(
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
         state = dataclasses.replace(ctx.state, spec=cell.spec)
-        return actions.train_in_workspace(
-            ctx.services,
-            state,
-            cell.due,
-            owner=PIPELINE_OWNER,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            start=start,
-        )
+        try:
+            return actions.train_in_workspace(
+                ctx.services,
+                state,
+                cell.due,
+                owner=PIPELINE_OWNER,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                start=start,
+            )
+        except training().TrainingStopped as err:
+            cell_stopped(ctx, cell, err, record)
+            raise
 
     def finished(cell: CellTraining, raw: bytes) -> None:
         cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
@@ -1011,7 +1028,13 @@ class PipelineReconciler(Services):
             recorder = PipelineRecorder(
                 credentials, on_progress=on_progress, should_stop=should_stop, may_train=may_train
             )
-            applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+            try:
+                applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped) and recorder.decisions:
+                    with contextlib.suppress(Exception):  # else the next reconcile pushes it
+                        self.registry.publish()  # what the stopped cells spent reaches the remote now
+                raise
             published = self.registry.publish()
             if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
                 break
