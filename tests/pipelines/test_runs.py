@@ -330,3 +330,40 @@ def test_cells_stopped_mid_training_record_what_they_spent_once_and_pushed(repos
     assert outcome.runs[-1].phase == "Succeeded"
     assert [e["kind"] for e in ledger(work)].count("registered") == 2
     assert spent() == 1.5 * (own + before + factory.calls)  # each second counted once across the resume
+
+
+def test_a_cell_that_fails_after_spending_qpu_time_records_it_against_the_budget(repos: Repos, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
+    from controller.engine.registry.ledger import Ledger, entry_from_json
+    from controller.engine.training import Credentials
+    from tests.pipelines.runs import GOVERNANCE
+    from tests.registry.repos import tiny_spec
+    from tests.training.standin import installed
+
+    governance = GOVERNANCE.replace('"fake:*"', '"ibm:*"') + "\n    qpuBudgetSeconds: 100"
+    on_ibm = tiny_spec(iterations=2, governance=governance).replace(
+        "backend: local:statevector", "backend: ibm:fake_lima\n    executionMode: job\n    credentialsSecret: ibm"
+    )
+    sweep = pipeline_spec(matrix='{"circuit.ansatz.reps": [2]}', backends='"local:aer"')
+    work = seeded(repos, sweep.replace("parallelism: 2", "parallelism: 1"))
+    repos.commit_file(work, "specs/tiny.yaml", on_ibm, "tiny on IBM")
+    repos.push(work)
+    ibm = lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin")  # noqa: E731
+    controller = Controller(work, tmp_path, credentials=ibm)
+    with installed(seconds_per_job=1.5) as factory:
+        ((observed, _),) = controller.observe().models
+        controller.models.reconcile(observed)  # the model's own version: billed too
+        own = factory.calls
+        factory.faults = {own + 3: RuntimeJobFailureError("Error code 1305; Job cancelled: instance limit")}
+        outcome = controller.pipelines.reconcile(controller.observe().pipelines[0][0])
+    assert outcome.runs[-1].phase == "Failed"
+    [failed] = [e for e in ledger(work) if e["kind"] == "failed"]
+    assert failed["data"]["usage"]["qpuSeconds"] == 3.0  # the cell's two jobs before the third failed
+    about = failed["data"]["pipeline"]
+    assert (about["name"], about["step"], about["run"]) == ("sweep", "sweep", outcome.runs[-1].id) and about["cell"]
+    entries = tuple(entry_from_json(e, n) for n, e in enumerate(ledger(work), start=1))
+    assert Ledger(entries).qpu_seconds(datetime.now(UTC)) == 1.5 * own + 3.0
+    assert kinds(work)[-2:] == ["step-failed", "run-finished"]

@@ -449,6 +449,7 @@ def carry_out_cells(
                         cell_stopped(ctx, cell, err, record)
                     else:
                         failures[cell.cell.id] = describe_failure(err)
+                        cell_failed(ctx, cell, err, record)
                     if intent.fail_fast or stopped:
                         waiting.clear()  # not started yet: left for the next run (or never, failed fast)
                     continue
@@ -475,6 +476,33 @@ def cell_stopped(
     spent = actions.stopped(ctx.state, cell.due, getattr(err, "usage", None), cell.about)
     if spent is not None:
         record(ctx, spent)
+
+
+def cell_failed(
+    ctx: StepContext, cell: CellTraining, err: BaseException, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A cell whose training failed after its jobs spent QPU time: a ``failed`` entry naming the
+    pipeline, run and cell keeps what they spent (cumulative over its attempts and resumes, as its
+    checkpoint keeps it), so that it counts against governance.qpuBudgetSeconds like a model's own
+    failed training; the step's ``step-failed`` entry says why the step failed."""
+    usage = getattr(err, "usage", None)
+    if not usage or float(usage.get("qpuSeconds", 0.0) or 0.0) <= 0.0:
+        return
+    due = cell.due
+    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    data: dict[str, Any] = {
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "usage": spent,
+        "pipeline": cell.about,
+    }
+    message = f"training failed (it was training because {due.reason}): {describe_failure(err)}"
+    record(
+        ctx,
+        RecordDecision(LedgerKind.FAILED, None, message, data, trailers=actions.run_trailers(ctx.state, cell.about)),
+    )
 
 
 def _cells_elsewhere(
@@ -515,6 +543,7 @@ def _cells_elsewhere(
 
     def failed(cell: CellTraining, err: Exception) -> None:
         failures[cell.cell.id] = describe_failure(err)
+        cell_failed(ctx, cell, err, record)
 
     ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
     return []
