@@ -690,7 +690,9 @@ def approval_events(
             kind, message = "approval-pending", f"{value}: counts; the next run records it"
         else:
             kind, message = "approval-not-counted", f"{value}: not counted: {judged.reason}"
-        events.append(Event(_utc(commit.date), kind, message, version, commit.sha, commit.author_email))
+        # the reason as a label (unsigned, unknown-signer, not-an-approver, self-approval, expired, ...)
+        data = {"reason": str(judged.why)}
+        events.append(Event(_utc(commit.date), kind, message, version, commit.sha, commit.author_email, data))
     return events
 
 

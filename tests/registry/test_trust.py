@@ -215,6 +215,8 @@ def test_unsigned_and_foreign_approvals_do_not_count_and_the_audit_says_why(
     assert "is unsigned" in reasons[0]
     assert "signed by a key not in the allowed signers" in reasons[1]
     assert "allowed signers list for alice@example.com, not for bob@example.com" in reasons[2]
+    labels = [e["data"]["reason"] for e in audit["models"][0]["timeline"] if e["kind"] == "approval-not-counted"]
+    assert labels == ["unsigned", "unknown-signer", "unknown-signer"]
     git(work, *signing(keys.bob), *approve, "--author=Bob <bob@example.com>")
     promoted = run(capsys, work, *keys.run_args())
     assert promoted.code == 0
