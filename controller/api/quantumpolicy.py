@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from controller.api.cel import rule, rules
 from controller.api.common import BackendGlob, Days, DnsLabel, SpecModel
 from controller.api.meta import Condition
 from controller.api.packs import PackName
@@ -26,6 +27,18 @@ class PolicyMatch(SpecModel):
 
 class Floor(SpecModel):
     """The least every matched model must declare; unset: no floor for that value."""
+
+    # the apiserver refuses a floor that contradicts itself, as the types do (below)
+    model_config = rules(
+        rule(
+            "!((has(self.requireSignedApprovals) && self.requireSignedApprovals)"
+            " || (has(self.separationOfDuties) && self.separationOfDuties)"
+            " || (has(self.pinRequiresApproval) && self.pinRequiresApproval))"
+            " || (has(self.requiredApprovals) && self.requiredApprovals >= 1)",
+            "a floor that asks for approvals needs requiredApprovals of at least 1",
+            ".requiredApprovals",
+        ),
+    )
 
     enforcement: Enforcement | None = None
     allowed_backends: list[BackendGlob] | None = Field(default=None, min_length=1, max_length=64)

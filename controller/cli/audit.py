@@ -167,15 +167,30 @@ def _table(item: audit.ModelAudit) -> str:
     if item.spec_paths:
         lines.append(f"  spec: {', '.join(item.spec_paths)}")
     lines.extend(f"  {line}" for line in item.policy_lines())
-    if item.versions:
+    if item.versions or item.retired:
         lines.append("  versions:")
+    shown: list[tuple[int, str]] = []
     for v in item.versions:
         metrics = ", ".join(f"{k} {val:.3f}" for k, val in sorted(v.scalar_metrics().items()))
         source = v.source
-        lines.append(
-            f"    {v.number:>3}  {v.registered_at}  {v.backend or '?'}  {metrics}  "
-            f"from {source.get('revision') or '?'} by {source.get('author') or '?'}  {v.digest[:19]}…"
+        shown.append(
+            (
+                v.number,
+                f"    {v.number:>3}  {v.registered_at}  {v.backend or '?'}  {metrics}  "
+                f"from {source.get('revision') or '?'} by {source.get('author') or '?'}  {v.digest[:19]}…",
+            )
         )
+    for r in item.retired:
+        metrics = ", ".join(f"{k} {val:.3f}" for k, val in sorted(r.metrics.items()) if isinstance(val, int | float))
+        shown.append(
+            (
+                r.number,
+                f"    {r.number:>3}  {r.registered_at}  {r.backend or '?'}  {metrics}  "
+                f"from {r.source.get('revision') or '?'} by {r.source.get('author') or '?'}  {r.digest[:19]}…  "
+                f"RETIRED {r.retired_at}, {r.describe()}",
+            )
+        )
+    lines.extend(line for _, line in sorted(shown, key=lambda item: item[0]))
     lines.append("  timeline:")
     for e in item.events:
         version = f"v{e.version}" if e.version is not None else "-"

@@ -410,6 +410,71 @@ class Event:
         }
 
 
+@dataclass(frozen=True)
+class RetiredVersion:
+    """A version retired under ``retention.maxVersions``: its file left HEAD (history keeps it), so what
+    the audit shows of it is what its ``registered`` entry recorded, and the entry (and commit) that
+    retired it."""
+
+    number: int
+    digest: str
+    registered_at: str
+    metrics: dict[str, Any]
+    backend: str | None
+    source: dict[str, Any]
+    retired_at: str
+    entry: int  # the seq of the ``retired`` ledger entry
+    commit: str | None  # the commit that recorded it (and removed the file)
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.number,
+            "digest": self.digest,
+            "registeredAt": self.registered_at,
+            "metrics": self.metrics,
+            "backend": self.backend,
+            "source": self.source,
+            "retired": {"at": self.retired_at, "entry": self.entry, "commit": self.commit, "message": self.message},
+        }
+
+    def describe(self) -> str:
+        commit = f" (commit {self.commit[:12]})" if self.commit else ""
+        return f"retired by ledger entry {self.entry}{commit}"
+
+
+def retired_versions(registry: Registry, namespace: str, name: str, ledger: Ledger) -> list[RetiredVersion]:
+    """Every version a ``retired`` entry took out of HEAD, from its ``registered`` entry."""
+    gone = [e for e in ledger.of_kind(LedgerKind.RETIRED) if e.version is not None]
+    if not gone:
+        return []
+    registered = {e.version: e for e in ledger.of_kind(LedgerKind.REGISTERED)}
+    commits = registry.entry_commits(namespace, name)
+    out = []
+    for entry in gone:
+        assert entry.version is not None
+        born = registered.get(entry.version)
+        data = born.data if born is not None else {}
+        metrics = data.get("metrics")
+        source = data.get("source")
+        commit = commits.get(entry.digest)
+        out.append(
+            RetiredVersion(
+                number=entry.version,
+                digest=str(entry.data.get("versionDigest") or data.get("versionDigest") or ""),
+                registered_at=born.at if born is not None else "",
+                metrics=dict(metrics) if isinstance(metrics, dict) else {},
+                backend=str(data["backend"]) if data.get("backend") else None,
+                source=dict(source) if isinstance(source, dict) else {},
+                retired_at=entry.at,
+                entry=entry.seq,
+                commit=commit.sha if commit else None,
+                message=entry.message,
+            )
+        )
+    return sorted(out, key=lambda r: r.number)
+
+
 @dataclass
 class ModelAudit:
     namespace: str
@@ -426,6 +491,7 @@ class ModelAudit:
     # (the same values plan and status.policy.floors show); None: the model has no spec at HEAD
     policy: Any = None
     policies_given: bool = False  # whether QuantumPolicies were given (--policies) to judge it by
+    retired: list[RetiredVersion] = field(default_factory=list)  # versions retention took out of HEAD
 
     def evaluations(self, version: int) -> list[dict[str, Any]]:
         """Each ``evaluated`` entry of ``version``: where, with which figures, when (and which run)."""
@@ -495,12 +561,21 @@ class ModelAudit:
             "specPaths": self.spec_paths,
             "champion": self.champion,
             "modelCard": self.model_card,
-            "versions": [{**_version_summary(v), "evaluations": self.evaluations(v.number)} for v in self.versions],
+            "versions": self.versions_json(),
             "runs": self.runs(),
             "timeline": [e.to_json() for e in self.events],
             "verification": self.verification.to_json() if self.verification else None,
             "policy": self.policy_json(),
         }
+
+    def versions_json(self) -> list[dict[str, Any]]:
+        """Every version ever registered, by number: those in HEAD (``retired`` null) and those retired."""
+        rows = [
+            (v.number, {**_version_summary(v), "retired": None, "evaluations": self.evaluations(v.number)})
+            for v in self.versions
+        ]
+        rows += [(r.number, {**r.to_json(), "evaluations": self.evaluations(r.number)}) for r in self.retired]
+        return [row for _, row in sorted(rows, key=lambda item: item[0])]
 
     def policy_json(self) -> dict[str, Any] | None:
         """The effective policy: which QuantumPolicies matched and each value they set (None: no spec)."""
@@ -615,7 +690,9 @@ def approval_events(
             kind, message = "approval-pending", f"{value}: counts; the next run records it"
         else:
             kind, message = "approval-not-counted", f"{value}: not counted: {judged.reason}"
-        events.append(Event(_utc(commit.date), kind, message, version, commit.sha, commit.author_email))
+        # the reason as a label (unsigned, unknown-signer, not-an-approver, self-approval, expired, ...)
+        data = {"reason": str(judged.why)}
+        events.append(Event(_utc(commit.date), kind, message, version, commit.sha, commit.author_email, data))
     return events
 
 
@@ -643,6 +720,10 @@ def model_audit(
             policies_given=policies_given,
         )  # fmt: skip
     events.sort(key=lambda e: _utc(e.at))
+    try:
+        retired = retired_versions(registry, namespace, name, ledger)
+    except RegistryError:
+        retired = []
     return ModelAudit(
         namespace,
         name,
@@ -655,6 +736,7 @@ def model_audit(
         ledger=ledger,
         policy=policy,
         policies_given=policies_given,
+        retired=retired,
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from controller.engine.audit import Event, ModelAudit
+from controller.engine.audit import Event, ModelAudit, RetiredVersion
 from controller.engine.registry.versions import Version
 
 STYLE = """
@@ -20,7 +20,7 @@ th{background:#f3f5f9;font-weight:600}code,.mono{font-family:ui-monospace,SFMono
 .promoted,.gate-passed{background:#dcfce7}.rolled-back,.approval-not-counted{background:#fef3c7}
 .gate-failed,.blocked,.failed{background:#fee2e2}.approved{background:#e0e7ff}.spec-changed{background:#f3e8ff}
 .card dt{font-weight:600}.card dd{margin:0 0 .6em 0}.curves{display:flex;flex-wrap:wrap;gap:1em}
-figure{margin:0}figcaption{font-size:12px;color:#6b7280}
+figure{margin:0}figcaption{font-size:12px;color:#6b7280}tr.retired td{color:#6b7280}
 """
 
 WIDTH, HEIGHT, PAD = 420, 180, 36
@@ -60,7 +60,7 @@ def _model(audit: ModelAudit) -> str:
     if policy:
         parts.append("<h3>Effective policy</h3><ul>" + "".join(f"<li>{escape(line)}</li>" for line in policy) + "</ul>")
     parts.append(_model_card(audit.model_card))
-    parts.append("<h3>Versions</h3>" + _versions(audit.versions, audit.champion))
+    parts.append("<h3>Versions</h3>" + _versions(audit.versions, audit.champion, audit.retired))
     runs = audit.runs()
     if runs:
         parts.append("<h3>Pipeline runs</h3>" + "".join(_run(run) for run in runs[-10:]))
@@ -169,11 +169,26 @@ def _model_card(card: dict[str, Any] | None) -> str:
     return f"<h3>Model card</h3><dl class='card'>{rows}</dl>"
 
 
-def _versions(versions: list[Version], champion: int | None) -> str:
-    if not versions:
+def _versions(versions: list[Version], champion: int | None, retired: list[RetiredVersion] | None = None) -> str:
+    if not versions and not retired:
         return "<p class='muted'>No version registered.</p>"
     head = "<tr><th>version</th><th>registered</th><th>metrics</th><th>backend</th><th>lineage</th><th>digest</th></tr>"
-    rows = []
+    rows: list[tuple[int, str]] = []
+    for r in retired or []:
+        metrics = ", ".join(f"{k} {val:.3f}" for k, val in sorted(r.metrics.items()) if isinstance(val, int | float))
+        lineage = [
+            f"spec {escape(str(r.source.get('revision') or '?'))}",
+            f"by {escape(str(r.source.get('author') or '?'))}",
+            f"<b>retired</b> {escape(r.retired_at)}: {escape(r.describe())}",
+        ]
+        rows.append(
+            (
+                r.number,
+                f"<tr class='retired'><td><b>{r.number}</b> (retired)</td><td>{escape(r.registered_at)}</td>"
+                f"<td>{escape(metrics)}</td><td>{escape(r.backend or '?')}</td>"
+                f"<td class='mono'>{'<br>'.join(lineage)}</td><td class='mono'>{escape(r.digest[:23])}…</td></tr>",
+            )
+        )
     for v in versions:
         metrics = ", ".join(f"{k} {val:.3f}" for k, val in sorted(v.scalar_metrics().items()))
         source = v.source
@@ -188,11 +203,14 @@ def _versions(versions: list[Version], champion: int | None) -> str:
             lineage.append("usage " + escape(", ".join(f"{k} {val}" for k, val in sorted(usage.items()))))
         star = " ★" if v.number == champion else ""
         rows.append(
-            f"<tr><td><b>{v.number}</b>{star}</td><td>{escape(v.registered_at)}</td><td>{escape(metrics)}</td>"
-            f"<td>{escape(v.backend or '?')}</td><td class='mono'>{'<br>'.join(lineage)}</td>"
-            f"<td class='mono'>{escape(v.digest[:23])}…</td></tr>"
+            (
+                v.number,
+                f"<tr><td><b>{v.number}</b>{star}</td><td>{escape(v.registered_at)}</td><td>{escape(metrics)}</td>"
+                f"<td>{escape(v.backend or '?')}</td><td class='mono'>{'<br>'.join(lineage)}</td>"
+                f"<td class='mono'>{escape(v.digest[:23])}…</td></tr>",
+            )
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return f"<table>{head}{''.join(row for _, row in sorted(rows, key=lambda item: item[0]))}</table>"
 
 
 def _run(run: dict[str, Any]) -> str:

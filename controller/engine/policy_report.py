@@ -29,6 +29,8 @@ KIND = "PolicyReport"
 SOURCE = "qmlops"
 OUTCOMES = ("pass", "fail", "warn", "error", "skip")
 POLICY_FILE = "policy.json"
+NO_PACK = "no compliance pack applies (governance.compliance and the matching QuantumPolicies name none)"
+REMOVED = f"policy report removed: {NO_PACK}"
 
 
 def required_packs(spec: QuantumModelSpec) -> list[str]:

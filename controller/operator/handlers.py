@@ -10,6 +10,7 @@
 - every watch event of a QuantumPipeline goes to its worker (pipelines.py), which validates it and
   runs it with the engine; a training daemon runs while its status says Running (a run is under
   way), licensing its cells' trainings, and a model's events wake the pipelines of that model;
+- a QuantumPolicy's events (a cluster-wide install) keep the floors in force; a change wakes every model;
 - with ``--executor jobs``, the training Jobs' watch posts Events on their model and wakes it (and
   its pipelines, for a cell); the evaluation Jobs' watch wakes the pipelines of their model;
 - the admission webhook (webhook.py).
@@ -100,6 +101,15 @@ class Models:
         if jobs.finished(body):  # only an ended Job changes what a reconcile does
             look_again()
         self.jobs.wake_if_pending(body, look_again)  # or one whose pod waits too long (its image)
+
+    async def policy(self, *, event: Mapping[str, Any], name: str, **kwargs: Any) -> None:
+        """A QuantumPolicy added, changed or deleted: the runtime keeps it, and when what is in force
+        changed every model looks again (its floors, and its packs: policy.json written or removed)."""
+        before = self.runtime.policies.get(name)
+        self.runtime.policy_event(event=event, name=name, **kwargs)
+        if self.runtime.policies.get(name) != before:
+            for worker in self.workers.values():
+                worker.policy_moved()
 
     async def evaluation_job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """An evaluation Job changed (a pipeline's evaluate step, the jobs executor): once it has
@@ -201,7 +211,7 @@ def build_registry(runtime: Runtime, *, login: Callable[..., Any] | None = None)
         registry=registry,
     )(reviewer.training)
     if not runtime.config.namespaces:  # cluster-scoped: watched by a cluster-wide install only
-        kopf.on.event(GROUP, VERSION, "quantumpolicies", id="policies", registry=registry)(runtime.policy_event)
+        kopf.on.event(GROUP, VERSION, "quantumpolicies", id="policies", registry=registry)(models.policy)
     if runtime.config.executor == "jobs":  # the Jobs' own watch: no pod is polled
         kopf.on.event(
             "batch", "v1", "jobs", id="training-jobs", labels={jobs.COMPONENT_LABEL: jobs.COMPONENT}, registry=registry

@@ -147,6 +147,7 @@ class ModelWorker:
         self.written: dict[str, Any] | None = None
         self.training_due = False  # the last reconcile stopped at a training it was not licensed to start
         self.job_changed = False  # a training Job of this model changed since the last reconcile began
+        self.policy_changed = False  # a QuantumPolicy changed since the last reconcile began
         self.licence: kopf.DaemonStopped | None = None  # the training daemon's stop flag, while it runs
         self.released = False
         self.closed = False
@@ -174,6 +175,11 @@ class ModelWorker:
         self.job_changed = True
         self.wake.set()
 
+    def policy_moved(self) -> None:
+        """A QuantumPolicy was added, changed or deleted: its floors and packs may now apply (or not)."""
+        self.policy_changed = True
+        self.wake.set()
+
     def schedule_due(self) -> bool:
         return self.next_at is not None and time.monotonic() >= self.next_at
 
@@ -190,6 +196,8 @@ class ModelWorker:
             return "requested"
         if self.job_changed:
             return "training job changed"
+        if self.policy_changed:
+            return "a QuantumPolicy changed"
         if self.retry_at is not None and time.monotonic() >= self.retry_at:
             return "retry"
         if self.schedule_due():
@@ -256,6 +264,7 @@ class ModelWorker:
 
     async def _reconcile_once(self, body: kopf.Body, reason: str) -> None:
         self.job_changed = False
+        self.policy_changed = False
         current = self._current(body)
         try:  # off the event loop: an OpenQASM ansatz is parsed here
             reading = await checks.run(lambda: read(body, current), checks.RECONCILE_BUDGET_SECONDS)

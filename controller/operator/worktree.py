@@ -112,6 +112,15 @@ class WorkTree(Registry):
         self._clean = True
         return recorded
 
+    def write_report(self, *args: Any, **kwargs: Any) -> str | None:
+        """A report (policy.json) written or removed is a commit to push like a decision's."""
+        self._clean = False
+        sha = super().write_report(*args, **kwargs)
+        self._clean = True
+        if sha is not None:
+            self._unpublished = True
+        return sha
+
     def entry_commits(self, namespace: str, name: str) -> dict[str, Commit]:
         every: dict[str, dict[str, Commit]] = self._at_head(("entries of every model",), self._every_entry_commit)
         return dict(every.get(f"{namespace}/{name}", {}))

@@ -46,6 +46,28 @@ def pipeline() -> dict[str, Any]:
     }
 
 
+def policy() -> dict[str, Any]:
+    """DESIGN's QuantumPolicy: a floor under the team's confidential and restricted models."""
+    return {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPolicy",
+        "metadata": {"name": "production-floor"},
+        "spec": {
+            "match": {"namespaces": ["team-quantum"], "dataClassification": ["confidential", "restricted"]},
+            "floor": {
+                "enforcement": "enforce",
+                "allowedBackends": ["fake:*", "ibm:*"],
+                "requiredApprovals": 1,
+                "requireSignedApprovals": True,
+                "separationOfDuties": True,
+                "pinRequiresApproval": True,
+                "retention": {"maxVersions": 20},
+            },
+            "packs": ["eu-ai-act-high-risk", "gdpr"],
+        },
+    }
+
+
 def changed(obj: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A copy with each dotted path (``spec__training__shots`` or ``spec__steps__0__name``) set, or removed
     when the value is ``None``."""

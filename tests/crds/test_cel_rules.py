@@ -13,13 +13,18 @@ from pydantic import BaseModel, ValidationError
 
 from controller.api import QuantumModel, QuantumPipeline
 from controller.api.crd import crd_by_kind
+from controller.api.quantumpolicy import QuantumPolicy
 from tests.crds import objects
 from tests.crds.objects import changed
 from tests.support.schema import CelError, admit, cel_rules, compile_rule, evaluate_rule, version_schema
 
-TYPES: dict[str, type[BaseModel]] = {"QuantumModel": QuantumModel, "QuantumPipeline": QuantumPipeline}
+TYPES: dict[str, type[BaseModel]] = {
+    "QuantumModel": QuantumModel,
+    "QuantumPipeline": QuantumPipeline,
+    "QuantumPolicy": QuantumPolicy,
+}
 
-M, P = objects.model(), objects.pipeline()
+M, P, Q = objects.model(), objects.pipeline(), objects.policy()
 
 # (case, bad object, the CEL message expected, a fixed object, do the pydantic types refuse it too?)
 CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
@@ -197,6 +202,37 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], bool]] = [
         True,
     ),
     (
+        "a floor asking for signed approvals without requiredApprovals",
+        changed(Q, spec__floor__requiredApprovals=None),
+        "a floor that asks for approvals needs requiredApprovals of at least 1",
+        changed(
+            Q,
+            spec__floor__requiredApprovals=None,
+            spec__floor__requireSignedApprovals=None,
+            spec__floor__separationOfDuties=None,
+            spec__floor__pinRequiresApproval=None,
+        ),
+        True,
+    ),
+    (
+        "a floor asking for a pin's approval with requiredApprovals 0",
+        changed(
+            Q,
+            spec__floor__requiredApprovals=0,
+            spec__floor__requireSignedApprovals=False,
+            spec__floor__separationOfDuties=False,
+        ),
+        "a floor that asks for approvals needs requiredApprovals of at least 1",
+        changed(
+            Q,
+            spec__floor__requiredApprovals=0,
+            spec__floor__requireSignedApprovals=False,
+            spec__floor__separationOfDuties=False,
+            spec__floor__pinRequiresApproval=False,
+        ),
+        True,
+    ),
+    (
         "a live check asking for more samples than its window holds",
         changed(M, spec__monitoring={"live": {"minSamples": 500, "window": 200}}),
         "monitoring.live.minSamples must not exceed its window",
@@ -212,7 +248,7 @@ def _problems(obj: dict[str, Any]) -> list[str]:
 
 
 def test_the_valid_objects_are_admitted() -> None:
-    for obj in (M, P):
+    for obj in (M, P, Q):
         assert _problems(obj) == []
         TYPES[obj["kind"]].model_validate(obj)
 

@@ -290,3 +290,38 @@ async def test_a_pipeline_deleted_mid_run_stops_its_training_before_it_goes(env:
         assert registered_cells(env) == [], "the stopped cell registered nothing"
         assert env.kube.read("ConfigMap", NAMESPACE, "qmlops-checkpoint-iris-tiny") is not None, "kept for the model"
         await env.until_phase("Ready")
+
+
+async def test_a_pipeline_deleted_mid_run_records_what_its_cell_spent_on_ibm(env: OperatorEnv) -> None:
+    from tests.operator.operator_env import IBM_TOKEN, secret
+    from tests.operator.test_end_to_end import Closing
+    from tests.training.standin import installed
+
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    hold = Hold(at=MODEL_ITERATIONS + 1)  # the model's own training ends before; the cell is held
+    ibm = Closing()
+    ibm.seconds_per_job = 1.5  # IBM bills each of the cell's jobs
+    model = tiny_model(
+        iterations=MODEL_ITERATIONS,
+        training={"backend": "local:statevector", "credentialsSecret": "ibm-quantum", "seed": 7,
+                  "optimizer": {"kind": "COBYLA", "maxIterations": MODEL_ITERATIONS}},
+        governance={"allowedBackends": ["local:*", "ibm:*"], "qpuBudgetSeconds": 600},
+    )  # fmt: skip
+    on_ibm = sweep()
+    on_ibm["spec"]["steps"][0]["train"]["matrix"] = {
+        "training.optimizer.maxIterations": [3],
+        "training.backend": ["ibm:fake_manila"],
+        "training.shots": [64],
+    }
+    with installed(ibm):
+        async with env.operator(trainer=hold):
+            await env.client.create(model)
+            await model_ready(env)
+            await env.client.create(on_ibm)
+            await env.until(lambda: hold.reached.is_set() and pipeline_status(env).get("phase") == "Running", 120)
+            await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+            await env.until(lambda: env.kube.read("QuantumPipeline", NAMESPACE, "sweep") is None, 60)
+    assert registered_cells(env) == [], "the stopped cell registered nothing"
+    [stopped] = [e for e in ledger(env) if e["kind"] == "stopped"]  # pushed before the pipeline went
+    assert stopped["data"]["pipeline"]["name"] == "sweep" and stopped["data"]["pipeline"]["cell"]
+    assert stopped["data"]["usage"]["qpuSeconds"] == 1.5 * stopped["data"]["usage"]["primitiveJobs"] > 0

@@ -3,8 +3,11 @@ SSH key of ``--signing-key-secret``, and the QuantumPolicies it watches set floo
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +74,54 @@ async def test_a_quantum_policy_floor_blocks_a_model_that_its_spec_would_let_thr
         {"field": "governance.allowedBackends", "value": "fake:*", "source": "QuantumPolicy/production-floor"}
     ]
     assert env.decisions() == ["blocked"]
+
+
+async def test_a_quantum_policys_packs_write_policy_json_and_dropping_them_removes_it(env: OperatorEnv) -> None:
+    floor = {
+        "apiVersion": "qmlops.io/v1alpha1",
+        "kind": "QuantumPolicy",
+        "metadata": {"name": "privacy"},
+        "spec": {"match": {"namespaces": [NAMESPACE]}, "packs": ["gdpr"]},
+    }
+    report_path = f"main:registry/{NAMESPACE}/iris-tiny/policy.json"
+
+    def report() -> dict[str, Any] | None:
+        shown = subprocess.run(
+            ["git", "--git-dir", str(env.remote), "show", report_path], capture_output=True, text=True, check=False
+        )
+        return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+    await env.client.create(floor)
+    async with env.operator() as runtime:
+        await env.until(lambda: "privacy" in runtime.policies)
+        await env.client.create(  # what gdpr asks of the spec, declared: the model trains and passes
+            tiny_model(
+                iterations=2,
+                governance={"allowedBackends": ["local:*"], "lawfulBasis": "consent", "retention": {"maxVersions": 5}},
+                modelCard={"intendedUse": "sorting iris flowers", "limitations": "two classes"},
+            )
+        )
+        await env.until(lambda: ((env.status().get("policy") or {}).get("report") or {}).get("packs") == ["gdpr"])
+        await env.until(lambda: report() is not None, 60)
+        written = report()
+        assert written is not None and written["kind"] == "PolicyReport"
+        assert {r["policy"] for r in written["results"]} == {"gdpr"}
+        assert env.status()["policy"]["report"]["summary"] == written["summary"] and written["summary"]["fail"] == 0
+        assert git("--git-dir", str(env.remote), "log", "-1", "--format=%s", "main", "--", "registry").startswith(
+            f"qmlops: {NAMESPACE}/iris-tiny: policy report"
+        )
+
+        await env.client.patch("QuantumPolicy", None, "privacy", {"spec": {"packs": []}})  # the floor drops its packs
+        await env.until(lambda: report() is None, 60)
+        await env.until(lambda: "report" not in (env.status().get("policy") or {}), 60)
+    removal = git("--git-dir", str(env.remote), "log", "-1", "--format=%H%x1f%s", "main", "--", "registry")
+    sha, subject = removal.strip().split("\x1f")
+    assert "policy report removed: no compliance pack applies" in subject
+    assert git("--git-dir", str(env.remote), "show", "--name-status", "--format=", sha).split() == [
+        "D",
+        report_path.removeprefix("main:"),
+    ]
+    assert env.decisions() == ["registered", "gate-passed", "promoted", "", ""]  # two report commits, no decision
 
 
 def test_the_operator_refuses_unusable_trust_flags_naming_each(tmp_path: Path) -> None:

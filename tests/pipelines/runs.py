@@ -82,12 +82,15 @@ def seeded(repos: Repos, pipeline: str | None = None, *, promotion: str = DEFAUL
 class Controller:
     """``qmlops run --once`` as the engine sees it: reconcile every model, then every pipeline."""
 
-    def __init__(self, work: Path, tmp: Path, trainer: Trainer | None = None) -> None:
+    def __init__(
+        self, work: Path, tmp: Path, trainer: Trainer | None = None, credentials: Callable[..., Any] | None = None
+    ) -> None:
         self.registry = Registry(work)
         self.trainer = trainer or Trainer()
         root = tmp / f"ckpt-{work.name}"
-        self.models = Reconciler(self.registry, trainer=self.trainer, checkpoint_root=root)
-        self.pipelines = PipelineReconciler(self.registry, trainer=self.trainer, checkpoint_root=root)
+        found = {"credentials": credentials} if credentials else {}
+        self.models = Reconciler(self.registry, trainer=self.trainer, checkpoint_root=root, **found)
+        self.pipelines = PipelineReconciler(self.registry, trainer=self.trainer, checkpoint_root=root, **found)
 
     def observe(self, requested: dict[str, str] | None = None) -> Any:
         self.registry.sync()

@@ -277,3 +277,93 @@ def test_retention_never_retires_a_version_a_run_in_progress_still_needs(repos: 
     controller.models.reconcile(observed)  # 3 versions kept, 1 allowed: 2 is the champion, 4 the newest
     assert [e["version"] for e in ledger(work) if e["kind"] == "retired"] == [1]  # 3 belongs to the open run
     assert (work / "registry/demo/tiny/versions/3.json").is_file()
+
+
+def test_cells_stopped_mid_training_record_what_they_spent_once_and_pushed(repos: Repos, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from controller.engine.registry.ledger import Ledger, entry_from_json
+    from controller.engine.training import Credentials
+    from tests.pipelines.runs import GOVERNANCE
+    from tests.registry.repos import tiny_spec
+    from tests.training.standin import installed
+
+    governance = GOVERNANCE.replace('"fake:*"', '"ibm:*"') + "\n    qpuBudgetSeconds: 100"
+    on_ibm = tiny_spec(iterations=2, governance=governance).replace(
+        "backend: local:statevector", "backend: ibm:fake_lima\n    executionMode: job\n    credentialsSecret: ibm"
+    )
+    sweep = pipeline_spec(matrix='{"circuit.ansatz.reps": [2]}', backends='"local:aer"')
+    work = seeded(repos, sweep.replace("parallelism: 2", "parallelism: 1"))
+    repos.commit_file(work, "specs/tiny.yaml", on_ibm, "tiny on IBM")
+    repos.push(work)
+    ibm = lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin")  # noqa: E731
+    controller = Controller(work, tmp_path, credentials=ibm)
+    with installed(seconds_per_job=1.5) as factory:
+        ((observed, _),) = controller.observe().models
+        controller.models.reconcile(observed)  # the model's own version (reps 1), billed too
+        own = factory.calls
+        with pytest.raises(training.TrainingStopped):  # Ctrl-C once the cell (reps 2) ran two jobs
+            controller.pipelines.reconcile(
+                controller.observe().pipelines[0][0], should_stop=lambda: factory.calls >= own + 2
+            )
+    before = factory.calls - own
+    stopped = [e for e in ledger(work) if e["kind"] == "stopped"]
+    assert len(stopped) == 1, "a cell that spent QPU time and stopped is in the ledger"
+    assert stopped[0]["data"]["usage"]["qpuSeconds"] == 1.5 * before == 3.0
+    run = next(e for e in ledger(work) if e["kind"] == "run-started")["data"]["pipeline"]["run"]
+    for entry in stopped:
+        about = entry["data"]["pipeline"]
+        assert (about["name"], about["run"], about["step"]) == ("sweep", run, "sweep") and about["cell"]
+        assert f"pipeline sweep run {run} step sweep cell" in entry["message"]
+    remote = git(repos.remote, "show", "main:registry/demo/tiny/ledger.jsonl")
+    assert remote.count('"kind":"stopped"') == len(stopped), "pushed before the controller stopped"
+    bodies = git(repos.remote, "log", "--format=%B", "main", "-n", str(len(stopped)))
+    assert bodies.count("Qmlops-Pipeline: demo/sweep") == len(stopped) and f"Qmlops-Run: {run}" in bodies
+
+    def spent() -> float:
+        entries = tuple(entry_from_json(e, n) for n, e in enumerate(ledger(work), start=1))
+        return Ledger(entries).qpu_seconds(datetime.now(UTC))
+
+    assert spent() == 1.5 * (own + before)  # counted now against qpuBudgetSeconds, not only once the cells end
+    with installed(seconds_per_job=1.5) as factory:  # resumed: each cell from its checkpoint
+        outcome = controller.pipelines.reconcile(controller.observe().pipelines[0][0])
+    assert outcome.runs[-1].phase == "Succeeded"
+    assert [e["kind"] for e in ledger(work)].count("registered") == 2
+    assert spent() == 1.5 * (own + before + factory.calls)  # each second counted once across the resume
+
+
+def test_a_cell_that_fails_after_spending_qpu_time_records_it_against_the_budget(repos: Repos, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
+    from controller.engine.registry.ledger import Ledger, entry_from_json
+    from controller.engine.training import Credentials
+    from tests.pipelines.runs import GOVERNANCE
+    from tests.registry.repos import tiny_spec
+    from tests.training.standin import installed
+
+    governance = GOVERNANCE.replace('"fake:*"', '"ibm:*"') + "\n    qpuBudgetSeconds: 100"
+    on_ibm = tiny_spec(iterations=2, governance=governance).replace(
+        "backend: local:statevector", "backend: ibm:fake_lima\n    executionMode: job\n    credentialsSecret: ibm"
+    )
+    sweep = pipeline_spec(matrix='{"circuit.ansatz.reps": [2]}', backends='"local:aer"')
+    work = seeded(repos, sweep.replace("parallelism: 2", "parallelism: 1"))
+    repos.commit_file(work, "specs/tiny.yaml", on_ibm, "tiny on IBM")
+    repos.push(work)
+    ibm = lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin")  # noqa: E731
+    controller = Controller(work, tmp_path, credentials=ibm)
+    with installed(seconds_per_job=1.5) as factory:
+        ((observed, _),) = controller.observe().models
+        controller.models.reconcile(observed)  # the model's own version: billed too
+        own = factory.calls
+        factory.faults = {own + 3: RuntimeJobFailureError("Error code 1305; Job cancelled: instance limit")}
+        outcome = controller.pipelines.reconcile(controller.observe().pipelines[0][0])
+    assert outcome.runs[-1].phase == "Failed"
+    [failed] = [e for e in ledger(work) if e["kind"] == "failed"]
+    assert failed["data"]["usage"]["qpuSeconds"] == 3.0  # the cell's two jobs before the third failed
+    about = failed["data"]["pipeline"]
+    assert (about["name"], about["step"], about["run"]) == ("sweep", "sweep", outcome.runs[-1].id) and about["cell"]
+    entries = tuple(entry_from_json(e, n) for n, e in enumerate(ledger(work), start=1))
+    assert Ledger(entries).qpu_seconds(datetime.now(UTC)) == 1.5 * own + 3.0
+    assert kinds(work)[-2:] == ["step-failed", "run-finished"]

@@ -137,6 +137,54 @@ def test_the_report_commit_is_signed_like_every_other_so_a_signed_registry_stays
     assert checked.code == 0, checked.out + checked.err
 
 
+@pytest.mark.slow
+def test_packs_removed_take_policy_json_out_of_head_in_a_signed_commit_that_verify_accepts(
+    repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = ssh_key(tmp_path / "keys", "qmlops@example.invalid")
+    signers = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops@example.invalid": key})
+    trusted = ["--signing-key", str(key), "--allowed-signers", str(signers)]
+    work = repos.clone("work")
+    verify = ["audit", "--repo", str(work), "--verify", "--allowed-signers", str(signers)]
+    report_path = "registry/demo/kept/policy.json"
+    repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "kept")
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert (work / report_path).is_file()
+
+    no_packs = KEPT.replace("\n    compliance: [gdpr]", "")
+    repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=no_packs) + CARD, "no packs")
+    planned = qmlops(capsys, "plan", "--repo", str(work), "--output", "json")
+    assert planned.code == 1, planned.err  # a change: the report goes
+    [row] = json.loads(planned.out)
+    assert "remove policy.json: no compliance pack applies" in row["reason"] and row["changes"]
+    assert (work / report_path).is_file(), "plan writes nothing"
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert not (work / report_path).exists()
+    removal = git(
+        work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%H %G? %s", "--", report_path
+    )
+    assert " G qmlops: demo/kept: policy report removed: no compliance pack applies" in removal  # signed
+    assert git(work, "show", "--name-status", "--format=", removal.split()[0]) == f"D\t{report_path}"  # alone
+    assert json.loads(git(work, "show", f"{removal.split()[0]}~1:{report_path}"))["kind"] == "PolicyReport"  # kept
+    registry = Registry(work)
+    [(observed, _)] = observe(registry.git, work / "specs").models
+    outcome = Reconciler(registry).reconcile(observed)
+    assert outcome.status.policy is not None and outcome.status.policy.report is None
+    assert qmlops(capsys, "plan", "--repo", str(work)).code == 0  # nothing left to remove
+    checked = qmlops(capsys, *verify)
+    assert checked.code == 0, checked.out + checked.err  # the controller's removal verifies
+
+    # someone with push access removing the report by hand is named by verify
+    repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "packs again")
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert (work / report_path).is_file()
+    git(work, "rm", "--quiet", report_path)
+    git(work, "commit", "--quiet", "-m", "drop the report")
+    tampered = qmlops(capsys, *verify)
+    assert tampered.code == 1 and "not signed by the controller's key" in tampered.out
+    assert git(work, "rev-parse", "--short=12", "HEAD") in tampered.out
+
+
 def test_bad_input_is_one_line_naming_the_flag_and_exit_2(
     repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

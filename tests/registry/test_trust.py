@@ -215,6 +215,8 @@ def test_unsigned_and_foreign_approvals_do_not_count_and_the_audit_says_why(
     assert "is unsigned" in reasons[0]
     assert "signed by a key not in the allowed signers" in reasons[1]
     assert "allowed signers list for alice@example.com, not for bob@example.com" in reasons[2]
+    labels = [e["data"]["reason"] for e in audit["models"][0]["timeline"] if e["kind"] == "approval-not-counted"]
+    assert labels == ["unsigned", "unknown-signer", "unknown-signer"]
     git(work, *signing(keys.bob), *approve, "--author=Bob <bob@example.com>")
     promoted = run(capsys, work, *keys.run_args())
     assert promoted.code == 0
@@ -425,6 +427,17 @@ def test_versions_beyond_max_versions_are_retired_oldest_first_and_history_keeps
     assert checked.code == 0, problems(checked)
     timeline = checked.json()["models"][0]["timeline"]
     assert [(e["kind"], e["version"]) for e in timeline if e["kind"] == "retired"] == [("retired", 1)]
+    # the version table lists it too, marked retired, with the entry and the commit that retired it
+    removed_by = git(work, "log", "-1", "--format=%H", "--", one)
+    versions = checked.json()["models"][0]["versions"]
+    assert [(v["version"], bool(v["retired"])) for v in versions] == [(1, True), (2, False), (3, False)]
+    assert versions[0]["retired"]["commit"] == removed_by and versions[0]["retired"]["entry"] == entry["seq"]
+    assert versions[0]["digest"] == entry["data"]["versionDigest"] and versions[0]["metrics"]["accuracy"] >= 0
+    table = qmlops(capsys, "audit", "--repo", str(work)).out
+    assert f"RETIRED {entry['at']}, retired by ledger entry {entry['seq']} (commit {removed_by[:12]})" in table
+    assert table.index("      1  ") < table.index("      2  ")  # in number order, retired or not
+    html = qmlops(capsys, "audit", "--repo", str(work), "--format", "html").out
+    assert "<tr class='retired'><td><b>1</b> (retired)</td>" in html and removed_by[:12] in html
     # a retired version is never promoted again: a pin to it blocks; the champion and a pin are never retired
     pinned = tiny_spec(iterations=6).replace("    policy: auto\n", "    policy: auto\n    pin: 1\n")
     repos.commit_file(work, SPEC, pinned, "back to version 1")

@@ -107,30 +107,40 @@ def failure(
     return intents
 
 
-def stopped(state: State, due: Due, usage: dict[str, float] | None) -> RecordDecision | None:
-    """A training stopped mid-way (Ctrl-C, shutdown, the model deleted): a ``stopped`` entry with what
-    its jobs spent so far (cumulative over its resumes, as its checkpoint keeps it), so that it counts
-    against governance.qpuBudgetSeconds now and not only when the training resumes; None when it spent
-    no QPU time since the last time it stopped (a simulator's: a Ctrl-C writes nothing to Git)."""
+def stopped(
+    state: State, due: Due, usage: dict[str, float] | None, pipeline: dict[str, Any] | None = None
+) -> RecordDecision | None:
+    """A training stopped mid-way (Ctrl-C, shutdown, the model or its pipeline deleted): a ``stopped``
+    entry with what its jobs spent so far (cumulative over its resumes, as its checkpoint keeps it), so
+    that it counts against governance.qpuBudgetSeconds now and not only when the training resumes; None
+    when it spent no QPU time since the last time it stopped (a simulator's: a Ctrl-C writes nothing to
+    Git). ``pipeline``: ``{name, run, step, cell}`` of the pipeline cell that was training, recorded in
+    the entry and its commit's trailers. The one way every executor's stopped training is recorded: it
+    raises ``TrainingStopped`` with its ``usage``, and the model's recorder or the pipeline's cells call
+    this."""
     if not usage:
         return None
     spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
     before = state.ledger.stopped_usage(due.key)
     if spent["qpuSeconds"] <= before.get("qpuSeconds", 0.0):
         return None
-    data = {
+    data: dict[str, Any] = {
         "specDigest": due.spec_digest,
         "datasetDigest": due.dataset_digest,
         "trainingKey": due.key,
         "reason": due.reason,
         "usage": spent,
     }
+    trailers: tuple[tuple[str, str], ...] = ()
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+        trailers = run_trailers(state, pipeline)
     jobs = int(spent["primitiveJobs"])
     message = (
         f"training stopped (it was training because {due.reason}) after {jobs} job{'s' if jobs != 1 else ''} "
         f"and {spent['qpuSeconds']:.1f} QPU seconds; it resumes from its checkpoint"
     )
-    return RecordDecision(LedgerKind.STOPPED, None, message, data)
+    return RecordDecision(LedgerKind.STOPPED, None, message, data, trailers=trailers)
 
 
 def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:

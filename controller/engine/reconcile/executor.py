@@ -6,7 +6,9 @@ executor with a :class:`TrainingRequest`. The executor answers with the finished
 which ``actions.registration`` registers) or with :class:`Running`: the training goes on elsewhere
 (a Kubernetes Job, say), the reconcile stops there with the training shown as running, and whoever
 learns that it ended reconciles again, when the executor answers with the artifact. A failed
-training raises, as the trainer does; a stopped one raises ``TrainingStopped``.
+training raises, as the trainer does; a stopped one raises ``TrainingStopped`` with its ``usage`` (what
+its jobs spent so far, cumulative over resumes), which the engine records as a ``stopped`` entry
+(``actions.stopped``: for a model's own training and for a pipeline's cell alike).
 
 :class:`InProcess` trains here, in this thread, with the reconciler's trainer: what ``qmlops run``
 does and the operator's default. The operator's Jobs executor lives in the operator (the engine

@@ -87,6 +87,10 @@ class ModelReconciler(Services):
             reason += f" ({approvals} new approval{'s' if approvals != 1 else ''} to record)"
         if retired and verdict.action is not PlanAction.RETIRE:
             reason += f" (then {retiring})"
+        changes = applied.changes
+        if self.stale_report(ctx.state):
+            reason += f" (then remove {policy_report.POLICY_FILE}: {policy_report.NO_PACK})"
+            changes = True
         floors = ctx.state.policy.sources if ctx.state.policy is not None else ()
         watch = next((i for i in applied.intents if isinstance(i, Watch)), None)
         checks: tuple[str, ...] = ()
@@ -95,7 +99,13 @@ class ModelReconciler(Services):
             due = f"monitoring checks due ({', '.join(checks)}): {watch.due.reason}"
             if due not in reason:
                 reason += f"; {due}"
-        return Plan(verdict.action, reason, verdict.version, applied.changes, floors, checks)
+        return Plan(verdict.action, reason, verdict.version, changes, floors, checks)
+
+    def stale_report(self, state: State) -> bool:
+        """Whether the model keeps a ``policy.json`` while no compliance pack applies to it any more."""
+        return not policy_report.required_packs(state.spec) and self.registry.has_report(
+            state.namespace, state.name, policy_report.POLICY_FILE
+        )
 
     # --- reconcile ------------------------------------------------------------------------------
 
@@ -144,10 +154,12 @@ class ModelReconciler(Services):
     def policy_report(self, state: State, observed: Observed) -> PackReportSummary | None:
         """The compliance packs' report of the model as it now is, written to
         ``registry/<ns>/<model>/policy.json`` (its own commit) when it changed; its summary for the
-        status. None when the model must pass no pack."""
-        if not policy_report.required_packs(state.spec):
-            return None
+        status. None when the model must pass no pack: then a ``policy.json`` left from when it had
+        packs is removed from HEAD in a commit of its own (history keeps it)."""
         ns, name = state.namespace, state.name
+        if not policy_report.required_packs(state.spec):  # packs removed: the last report leaves HEAD
+            self.registry.write_report(ns, name, policy_report.POLICY_FILE, None, policy_report.REMOVED)
+            return None
         report = policy_report.report_for(self.registry, ns, name, state.spec, observed.pipeline_backends)
         counts = report["summary"]
         subject = f"policy report: {counts['pass']} pass, {counts['fail']} fail, {counts['warn']} warn"

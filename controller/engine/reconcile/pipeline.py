@@ -23,6 +23,7 @@ version is registered once (by artifact digest, and by run and cell).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -445,8 +446,10 @@ def carry_out_cells(
                 except Exception as err:
                     if isinstance(err, training().TrainingStopped):
                         stopped.append(err)
+                        cell_stopped(ctx, cell, err, record)
                     else:
                         failures[cell.cell.id] = describe_failure(err)
+                        cell_failed(ctx, cell, err, record)
                     if intent.fail_fast or stopped:
                         waiting.clear()  # not started yet: left for the next run (or never, failed fast)
                     continue
@@ -462,6 +465,44 @@ def carry_out_cells(
     if stopped:
         raise stopped[0]
     return []
+
+
+def cell_stopped(
+    ctx: StepContext, cell: CellTraining, err: BaseException, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A cell stopped mid-training (the controller stopping, its model or pipeline going): what its jobs
+    spent so far is a ``stopped`` entry in the model's ledger naming the pipeline, run and cell, as a
+    model's own stopped training is (``actions.stopped``), before the stop goes on up."""
+    spent = actions.stopped(ctx.state, cell.due, getattr(err, "usage", None), cell.about)
+    if spent is not None:
+        record(ctx, spent)
+
+
+def cell_failed(
+    ctx: StepContext, cell: CellTraining, err: BaseException, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A cell whose training failed after its jobs spent QPU time: a ``failed`` entry naming the
+    pipeline, run and cell keeps what they spent (cumulative over its attempts and resumes, as its
+    checkpoint keeps it), so that it counts against governance.qpuBudgetSeconds like a model's own
+    failed training; the step's ``step-failed`` entry says why the step failed."""
+    usage = getattr(err, "usage", None)
+    if not usage or float(usage.get("qpuSeconds", 0.0) or 0.0) <= 0.0:
+        return
+    due = cell.due
+    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    data: dict[str, Any] = {
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "usage": spent,
+        "pipeline": cell.about,
+    }
+    message = f"training failed (it was training because {due.reason}): {describe_failure(err)}"
+    record(
+        ctx,
+        RecordDecision(LedgerKind.FAILED, None, message, data, trailers=actions.run_trailers(ctx.state, cell.about)),
+    )
 
 
 def _cells_elsewhere(
@@ -480,15 +521,19 @@ def _cells_elsewhere(
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
         state = dataclasses.replace(ctx.state, spec=cell.spec)
-        return actions.train_in_workspace(
-            ctx.services,
-            state,
-            cell.due,
-            owner=PIPELINE_OWNER,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            start=start,
-        )
+        try:
+            return actions.train_in_workspace(
+                ctx.services,
+                state,
+                cell.due,
+                owner=PIPELINE_OWNER,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                start=start,
+            )
+        except training().TrainingStopped as err:
+            cell_stopped(ctx, cell, err, record)
+            raise
 
     def finished(cell: CellTraining, raw: bytes) -> None:
         cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
@@ -498,6 +543,7 @@ def _cells_elsewhere(
 
     def failed(cell: CellTraining, err: Exception) -> None:
         failures[cell.cell.id] = describe_failure(err)
+        cell_failed(ctx, cell, err, record)
 
     ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
     return []
@@ -1011,7 +1057,13 @@ class PipelineReconciler(Services):
             recorder = PipelineRecorder(
                 credentials, on_progress=on_progress, should_stop=should_stop, may_train=may_train
             )
-            applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+            try:
+                applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+            except Exception as err:
+                if isinstance(err, training().TrainingStopped) and recorder.decisions:
+                    with contextlib.suppress(Exception):  # else the next reconcile pushes it
+                        self.registry.publish()  # what the stopped cells spent reaches the remote now
+                raise
             published = self.registry.publish()
             if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
                 break

@@ -403,17 +403,28 @@ class Registry:
             raise RegistryError(f"committing {kind} for {model}: {err}") from None
         return Recorded(entry, sha)
 
-    def write_report(self, namespace: str, name: str, filename: str, text: str, subject: str) -> str | None:
+    def has_report(self, namespace: str, name: str, filename: str) -> bool:
+        """Whether the model's folder holds ``filename`` (a report the controller wrote)."""
+        target = self.real_path(f"{self.model_path(namespace, name)}/{filename}")
+        return target.is_file() or target.is_symlink()
+
+    def write_report(self, namespace: str, name: str, filename: str, text: str | None, subject: str) -> str | None:
         """Write ``text`` to ``filename`` in the model's folder and commit it alone (trailer
         ``Qmlops-Model``), only when it differs from what is there; the new commit's sha, or None
-        when the file already holds exactly ``text`` (a reconcile with nothing new writes nothing)."""
+        when the file already holds exactly ``text`` (a reconcile with nothing new writes nothing).
+        ``text`` None: the file leaves HEAD in a commit of its own (history keeps it), when it is there."""
         model = f"{namespace}/{name}"
         relative = f"{self.model_path(namespace, name)}/{filename}"
         target = self.real_path(relative)
-        raw = text.encode()
-        if target.is_file() and not target.is_symlink() and target.read_bytes() == raw:
-            return None
-        write_atomic(target, raw)
+        if text is None:
+            if not self.has_report(namespace, name, filename):
+                return None
+            target.unlink()
+        else:
+            raw = text.encode()
+            if target.is_file() and not target.is_symlink() and target.read_bytes() == raw:
+                return None
+            write_atomic(target, raw)
         try:
             return self.git.commit([relative], _subject(f"qmlops: {model}: {subject}"), [(TRAILER_MODEL, model)])
         except GitError as err:
