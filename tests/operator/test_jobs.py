@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from controller.engine import training
 from controller.engine.reconcile.executor import EvaluationRequest, InProcess, evaluation_key
 from controller.operator import jobs
 from controller.operator.checkpoints import FILES_ANNOTATION
+from controller.operator.settings import RELEASE_IMAGE
 from tests.operator.operator_env import IBM_TOKEN, NAMESPACE, OperatorEnv, git, make_remote, secret, tiny_model
+from tests.operator.test_end_to_end import harness_kubeconfig, run_command
 from tests.operator.test_pipelines import sweep
-from tests.support.kube import Client, KubeApi
+from tests.support.kube import Client, KubeApi, free_port
 from tests.support.kubelet import Kubelet
 
 pytestmark = pytest.mark.slow
@@ -119,6 +122,25 @@ async def test_a_model_trains_in_a_job_and_the_operator_registers_it(env: Operat
     assert kubelet.started == [f"{name}-0"]
     # the Job used exactly its Role: its ConfigMap read, then patched
     assert {call[1:] for call in env.kube.calls_in("qmlops-training/")} == training_rules()
+
+
+async def test_qmlops_operator_executor_jobs_with_default_flags_trains_in_a_job(
+    env: OperatorEnv, kubelet: Kubelet, tmp_path: Path
+) -> None:
+    """A newcomer's run: `qmlops operator --executor jobs` and nothing else (but where the repository
+    and the cluster are, and the metrics and liveness ports moved off their fixed defaults, which
+    another process on a shared machine may hold) starts, runs the training in a Job of this
+    release's image, and the model is Ready."""
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    for name in ("QMLOPS_WORKDIR", "QMLOPS_IMAGE", "QMLOPS_EXECUTOR"):
+        environment.pop(name, None)
+    args = ["--repo", str(env.remote), "--kubeconfig", str(harness_kubeconfig(env, tmp_path)), "--executor", "jobs"]
+    args += ["--metrics-port", str(free_port()), "--liveness-port", str(free_port())]
+    text = await run_command(env, *args, environment=environment)
+    assert "Traceback" not in text, text[-3000:]
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    (pod,) = kubelet.started
+    assert kubelet.images[pod] == RELEASE_IMAGE
 
 
 async def test_an_evicted_pod_is_replaced_and_resumes_from_its_checkpoint(env: OperatorEnv, kubelet: Kubelet) -> None:

@@ -27,7 +27,7 @@ from controller.engine.reconcile.executor import EvaluationRequest, TrainingRequ
 from controller.engine.reconcile.state import Due
 from controller.operator import jobs, webhook
 from controller.operator.checkpoints import ModelRef
-from controller.operator.settings import OperatorConfig, WebhookConfig, kopf_settings
+from controller.operator.settings import RELEASE_IMAGE, OperatorConfig, WebhookConfig, kopf_settings
 from tests.operator.operator_env import tiny_model
 from tests.operator.test_webhook import post_review
 from tests.support.kube import Client, KubeApi, free_port, kopf_running, login_to, port_open
@@ -267,8 +267,8 @@ def test_quantities() -> None:
 def test_the_jobs_flags() -> None:
     parser = argparse.ArgumentParser()
     operator_cli.register(parser.add_subparsers())
-    with pytest.raises(operator_cli.UsageError, match="--job-image"):
-        operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--executor", "jobs"]))
+    newcomer = operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--executor", "jobs"]))
+    assert newcomer.job_image == RELEASE_IMAGE, "the Jobs run this release's image unless told"
     with pytest.raises(operator_cli.UsageError, match="--job-max-memory"):
         operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--job-max-memory", "much"]))
     config = operator_cli.build_config(

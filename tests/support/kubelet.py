@@ -66,6 +66,7 @@ class Kubelet:
     on_exit: Callable[[str, str], Awaitable[None]] | None = None
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
+    images: dict[str, str] = field(default_factory=dict)  # pod name -> the image it ran
     peak: int = 0  # the most pods that ran at once
     missing_images: set[str] = field(default_factory=set)  # their pods wait with ErrImagePull
     waiting: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, job) -> its waiting pod
@@ -232,6 +233,7 @@ class Kubelet:
         log.close()
         self.pods[(namespace, name)] = Pod(name, namespace, pod_name, process, root)
         self.started.append(pod_name)
+        self.images[pod_name] = container.get("image", "")
         self.peak = max(self.peak, len(self.pods))
         patch["status"]["ready"] = 1
         await self.client.patch("Job", namespace, name, patch, status=True)
