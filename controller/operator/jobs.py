@@ -114,6 +114,13 @@ class JobFailed(TrainingError):
     recorded, and the training is not started again until its spec changes."""
 
 
+class JobWaitsForImage(RetryableError):
+    """The training's Job has a pod that cannot pull its image (ErrImagePull, ImagePullBackOff): the
+    training is stalled, saying why, but not failed. The kubelet keeps pulling; once the pod runs (the
+    image pushed, its registry back) the training goes on in the same Job, nothing else changed. An
+    operator started with another ``--job-image`` replaces such a Job with one of its own image."""
+
+
 class JobRetried(RetryableError):
     """The training's Job failed for the node's reasons (evicted) and could not be replaced at once:
     reconciling again starts its replacement, which resumes from the checkpoint."""
@@ -400,6 +407,16 @@ async def last_termination(client: KubeClient, namespace: str, job: str) -> tupl
     return termination(newest)
 
 
+def job_image(job: Mapping[str, Any]) -> str:
+    pod: Mapping[str, Any] = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers: list[Mapping[str, Any]] = list(pod.get("containers") or ()) or [{}]
+    return str(containers[0].get("image") or "")
+
+
+def not_ready(job: Mapping[str, Any]) -> bool:
+    return int((job.get("status") or {}).get("ready") or 0) == 0
+
+
 def pending_too_long(job: Mapping[str, Any], now: datetime) -> bool:
     """A Job that has not finished, with no ready pod, created more than the grace ago (its pod may
     wait for an image that is not there)."""
@@ -464,12 +481,16 @@ class JobExecutor:
             raise JobFailed(f"Job {name} exists for another training: delete it to train again")
         state = finished(job)
         if state is None:
-            if pending_too_long(job, datetime.now(UTC)):
+            other_image = job_image(job) != self.settings.image
+            if not_ready(job) and (other_image or pending_too_long(job, datetime.now(UTC))):
                 pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
-                if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
-                    await delete_training(self.client, request.namespace, name)
-                    self.runtime.metrics.jobs_failed.labels(reason=pulling[0]).inc()
-                    raise JobFailed(f"training Job {name} failed: {describe(pulling[0], None)}")
+                if pulling and other_image:  # an operator with another image: a Job of its own
+                    return await self.replace(request, job, f"its image {job_image(job)} cannot be pulled")
+                if pulling:  # the kubelet keeps pulling: stalled until it can, in this same Job
+                    raise JobWaitsForImage(
+                        f"training Job {name} waits: {describe(pulling[0], None)}; it goes on by itself once "
+                        "the image can be pulled"
+                    )
             return Running(name, f"training because {request.due.reason}, in Job {name}")
         ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
         if state == "Complete":
@@ -505,23 +526,28 @@ class JobExecutor:
             raise JobFailed(f"{message}, in {replaced + 1} Jobs of {pods} pods each" if replaced else message)
         patch = {"metadata": {"annotations": {REPLACEMENTS: str(replaced + 1)}}}
         await self.client.merge_patch(resource_path("v1", "configmaps", namespace, name), patch)
+        self.runtime.metrics.jobs_retried.labels(reason=reason).inc()
+        return await self.replace(request, job, describe(reason, code), ref)
+
+    async def replace(
+        self, request: TrainingRequest, job: Mapping[str, Any], why: str, ref: ModelRef | None = None
+    ) -> Running:
+        """The training's Job deleted and created again (same name, this operator's settings), its
+        ConfigMap and checkpoint kept: the new one resumes from it."""
+        namespace, name = request.namespace, job_name(request.name, request.due.key)
+        ref = ref or ModelRef(namespace, request.name, await self._model_uid(request))
         await self.client.call(
             "DELETE", resource_path("batch/v1", "jobs", namespace, name), {"propagationPolicy": "Background"}
         )
-        self.runtime.metrics.jobs_retried.labels(reason=reason).inc()
-        log.info(
-            "%s/%s: Job %s failed (%s): replaced, resuming from its checkpoint", namespace, request.name, name, reason
-        )
+        log.info("%s/%s: Job %s replaced (%s), resuming from its checkpoint", namespace, request.name, name, why)
         try:
             await self.client.create(
                 resource_path("batch/v1", "jobs", namespace), job_body(request, ref, self.settings)
             )
-        except Conflict:  # the failed one is still going: the next reconcile starts it
-            raise JobRetried(f"training Job {name} was {describe(reason, code)}; it is replaced next") from None
+        except Conflict:  # the old one is still going: the next reconcile starts it
+            raise JobRetried(f"training Job {name}: {why}; it is replaced next") from None
         self.runtime.metrics.jobs_started.inc()
-        return Running(
-            name, f"training because {request.due.reason}, in Job {name} (replaced: {describe(reason, code)})"
-        )
+        return Running(name, f"training because {request.due.reason}, in Job {name} (replaced: {why})")
 
     def _ended(self, request: TrainingRequest, name: str, state: str) -> None:
         if request.owner == "pipeline":  # a model's own are its worker's to delete (workers.py)
@@ -604,19 +630,25 @@ class JobWatch:
         self.client, self.metrics = client, metrics
         self.seen: dict[str, tuple[int, str | None]] = {}  # Job uid -> (pods failed, finished)
         self.pending: dict[str, asyncio.Task[None]] = {}  # Job uid -> its wake-up after the grace
+        self.stuck: set[str] = set()  # Jobs whose owner was woken after the grace: woken again when ready
 
     def forget(self, uid: str) -> None:
         self.seen.pop(uid, None)
+        self.stuck.discard(uid)
         task = self.pending.pop(uid, None)
         if task is not None:
             task.cancel()
 
     def wake_if_pending(self, job: Mapping[str, Any], wake: Callable[[], None]) -> None:
-        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then."""
+        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then; and once
+        more when such a Job's pod is ready at last (its image pulled: the training is no longer stalled)."""
         uid = str((job.get("metadata") or {}).get("uid"))
         ready = int((job.get("status") or {}).get("ready") or 0) > 0
         if finished(job) or ready:
             self.forget_pending(uid)
+            if ready and uid in self.stuck:
+                self.stuck.discard(uid)
+                wake()
             return
         if uid in self.pending:
             return
@@ -630,6 +662,7 @@ class JobWatch:
         async def later() -> None:
             await asyncio.sleep(delay)
             self.pending.pop(uid, None)
+            self.stuck.add(uid)
             wake()
 
         self.pending[uid] = asyncio.create_task(later(), name=f"qmlops-job-pending:{uid}")

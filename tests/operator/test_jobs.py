@@ -266,23 +266,57 @@ async def test_a_job_past_its_deadline_fails_the_training_saying_so(env: Operato
         assert kubelet.started == [f"{name}-0"], "a Job past its deadline starts no other pod"
 
 
-async def test_an_image_that_cannot_be_pulled_fails_the_training_once_its_pod_has_waited(
+def stalled_on_image(env: OperatorEnv) -> bool:
+    condition = env.condition("iris-tiny", "Stalled")
+    return condition.get("status") == "True" and "ErrImagePull" in str(condition.get("message"))
+
+
+async def test_a_job_whose_image_cannot_be_pulled_stalls_and_goes_on_once_it_can(
     env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The kubelet keeps pulling an image it cannot find: the training says why (Stalled) but has not
+    failed; once the image is there (pushed, its registry back) the same Job's pod runs and the model
+    is Ready, with no spec change and no second Job."""
     monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
     kubelet.missing_images.add(IMAGE)
     async with env.operator(**JOBS) as runtime:
         await env.client.create(tiny_model())
         job = await env.until(lambda: job_of(env))
-        name = job["metadata"]["name"]
-        await env.until(lambda: env.status().get("phase") == "Failed", 60)
+        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+        await env.until(lambda: stalled_on_image(env), 60)
         message = stalled_message(env)
-        assert "ErrImagePull" in message and "--job-image" in message
-        assert env.decisions() == ["failed"]
-        assert runtime.metrics.jobs_failed.labels(reason="ErrImagePull")._value.get() == 1
-        # nothing ran, nothing to read: the Job and its ConfigMap went
-        await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
-    assert kubelet.started == [] and kubelet.peak == 0
+        assert "--job-image" in message and "goes on by itself" in message
+        assert env.decisions() == [], "nothing ran: no failure is recorded"
+        assert (job_of(env) or {})["metadata"]["uid"] == uid, "the Job stays, its pod pulling"
+        assert kubelet.started == []
+        kubelet.missing_images.discard(IMAGE)  # the image pushed at last
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert env.condition("iris-tiny", "Stalled").get("status") == "False"
+        assert env.decisions() == ["registered", "gate-passed", "promoted"]
+        assert runtime.metrics.jobs_started._value.get() == 1, "no second Job"
+    assert kubelet.started == [f"{name}-0"]
+
+
+async def test_an_operator_with_another_image_replaces_a_job_stuck_on_a_missing_one(
+    env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator started with another --job-image (the admin fixed a typo) replaces the Job whose
+    pod cannot pull the old one: the training runs in the new image, and is registered once."""
+    monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
+    kubelet.missing_images.add(IMAGE)
+    async with env.operator("pod-a", **JOBS):
+        await env.client.create(tiny_model())
+        job = await env.until(lambda: job_of(env))
+        await env.until(lambda: stalled_on_image(env), 60)
+    fixed = "ghcr.io/qmlops/qmlops:fixed"
+    async with env.operator("pod-b", executor="jobs", job_image=fixed) as runtime:
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert runtime.metrics.jobs_started._value.get() == 1, "the stuck Job replaced by one of the new image"
+    name = job["metadata"]["name"]
+    assert kubelet.started == [f"{name}-0"] and kubelet.images[f"{name}-0"] == fixed
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
 
 
 async def test_a_job_evicted_past_its_backoff_limit_is_replaced_and_resumes(env: OperatorEnv, kubelet: Kubelet) -> None:

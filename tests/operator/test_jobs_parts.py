@@ -167,6 +167,7 @@ def test_pod_terminations_are_said_in_the_trainers_words() -> None:
 def test_what_retrying_can_fix_is_retried_and_the_rest_stalls() -> None:
     assert {"Evicted", "Preempted"} == set(jobs.RETRYABLE)
     assert stalls(jobs.JobFailed("OOMKilled")) and not stalls(jobs.JobRetried("evicted"))
+    assert not stalls(jobs.JobWaitsForImage("ErrImagePull")), "the kubelet keeps pulling: not the training's failure"
     assert isinstance(jobs.JobFailed("x"), training.TrainingError)  # recorded as the trainer's failures are
 
 
