@@ -6,7 +6,9 @@ runs adopts it and starts no second one; a deleted model's Job goes; why a pod e
 failure, in its class: OOMKilled, past its deadline, a crashed trainer, an image that cannot be pulled
 stall and say so (never with the pod's output), evicted past the Job's backoffLimit is replaced and
 resumes. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
-in-process ones; a result that is not the evaluated version's is refused. Every call the operator and
+in-process ones; a result that is not the evaluated version's is refused. A cell still training when
+its step fails finishes and is registered first (failFast as in-process). An image that cannot be pulled
+stalls the training until it can; `qmlops operator --executor jobs` runs with no other flag. Every call the operator and
 the Jobs make is allowed by deploy/ (and every rule used)."""
 
 from __future__ import annotations
@@ -481,6 +483,45 @@ async def test_a_failed_cells_job_goes_once_the_steps_failure_is_recorded(env: O
         await env.until(lambda: phase() == "Failed", 120)
         (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
         assert "exit code 2" in failed["message"] and f"kubectl logs job/{name}" in failed["message"]
+        await env.until(lambda: not training_objects(env), 30)
+
+
+def iterations_of(env: OperatorEnv, job: str) -> int:
+    """The optimizer's iterations of the training ``job`` runs (its ConfigMap's spec)."""
+    spec = json.loads((env.kube.read("ConfigMap", NAMESPACE, job) or {})["data"][jobs.SPEC_KEY])
+    return int(spec["training"]["optimizer"]["maxIterations"])
+
+
+async def test_a_cell_still_training_when_its_step_fails_finishes_and_is_registered_first(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """failFast, as in-process (and Argo): once a cell's Job failed no other cell starts, the cell still
+    training in its Job finishes and is registered, then the step fails; no Job is left behind."""
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        sweep = cell_sweep()
+        sweep["spec"]["steps"][0]["train"] = {
+            "matrix": {"training.optimizer.maxIterations": [200, 12, 13]},  # the third never starts
+            "parallelism": 2,
+        }
+        await env.client.create(sweep)
+
+        def running() -> list[str]:
+            return [
+                p.rsplit("-", 1)[0] for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods
+            ]
+
+        both = await env.until(lambda: len(running()) == 2 and running(), 120)
+        long = next(name for name in both if iterations_of(env, name) == 200)
+        kubelet.crash(long, NAMESPACE, exit_code=2)
+        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
+        kinds = [e["kind"] for e in ledger(env)]
+        assert kinds[-3:] == ["registered", "step-failed", "run-finished"], kinds
+        (other,) = [name for name in both if name != long]
+        registered = [e for e in ledger(env) if e["kind"] == "registered" and e["data"].get("pipeline")]
+        assert [e["data"]["trainingKey"][:12] for e in registered] == [other.rsplit("-", 1)[1]]
+        assert len([p for p in kubelet.started if "-eval-" not in p]) == 3, "the model's, and two cells"
         await env.until(lambda: not training_objects(env), 30)
 
 
