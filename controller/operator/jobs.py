@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import stat
+import tempfile
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,6 +96,10 @@ DATASET_PATH_KEY = "dataset-path"
 DATASET_DIGEST_KEY = "dataset-digest"
 MAX_JOB_DATASET_BYTES = 256 * 1024  # a ConfigMap holds 1 MiB, the checkpoint up to 700 KiB of it
 ARTIFACT_DIGEST = f"{GROUP}/artifact-sha256"
+# on the ConfigMap, what its training is (with its key label): what a stopped entry names
+SPEC_DIGEST = f"{GROUP}/spec-digest"
+DATASET_DIGEST = f"{GROUP}/dataset-digest"
+REASON = f"{GROUP}/training-reason"
 FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
 REPLACEMENTS = f"{GROUP}/job-replacements"  # on the ConfigMap: how often the training's Job was replaced
 MAX_REPLACEMENTS = 2  # a Job that failed for the node's reasons (evicted) is replaced this often at most
@@ -249,6 +254,11 @@ def configmap_body(request: TrainingRequest, ref: ModelRef, dataset: bytes | Non
             "name": job_name(request.name, request.due.key),
             "namespace": request.namespace,
             "labels": labels(request.name, request.due.key, request.owner),
+            "annotations": {
+                SPEC_DIGEST: request.due.spec_digest,
+                DATASET_DIGEST: request.due.dataset_digest,
+                REASON: scrub(request.due.reason)[:1024],
+            },
             "ownerReferences": [ref.owner_reference()],
         },
         "data": {SPEC_KEY: spec},
@@ -589,6 +599,50 @@ async def delete_training(client: KubeClient, namespace: str, name: str) -> None
                 await client.delete(path)
         except NotFound:
             continue
+
+
+async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
+    """Delete a training's Job (its pod stops), keeping its ConfigMap: what it spent is read from there."""
+    with contextlib.suppress(NotFound):
+        await client.call(
+            "DELETE", resource_path("batch/v1", "jobs", namespace, name), {"propagationPolicy": "Background"}
+        )
+
+
+async def spent_by(client: KubeClient, namespace: str, name: str) -> tuple[Due, dict[str, float]] | None:
+    """What a stopped training's ConfigMap says: its training (key, spec and dataset digests, why it
+    ran) and what its jobs spent, cumulative over its pods, as its checkpoint journal counts it; None
+    without a ConfigMap or a journal (nothing ran)."""
+    from controller.engine.training.checkpoint import FILE, summary
+    from controller.operator.checkpoints import decode
+
+    try:
+        configmap = await client.get(resource_path("v1", "configmaps", namespace, name))
+    except NotFound:
+        return None
+    meta = configmap.get("metadata") or {}
+    key = str((meta.get("labels") or {}).get(KEY_LABEL) or "")
+    try:
+        files = decode(configmap) or {}
+    except (ValueError, KeyError, TypeError, AttributeError):  # an index that is not one: nothing to read
+        files = {}
+    journals = sorted(path for path in files if path == FILE or path.endswith(f"/{FILE}"))
+    if not key or not journals:
+        return None
+    with tempfile.TemporaryDirectory(prefix="qmlops-journal-") as folder:
+        (Path(folder) / FILE).write_bytes(files[journals[0]])
+        found = summary(Path(folder))
+    if found is None:
+        return None
+    annotations = meta.get("annotations") or {}
+    due = Due(
+        str(annotations.get(REASON) or f"training {key}"),
+        key,
+        str(annotations.get(SPEC_DIGEST) or ""),
+        str(annotations.get(DATASET_DIGEST) or ""),
+    )
+    usage = {k: float(found["usage"].get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    return due, usage
 
 
 async def model_trainings(

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
@@ -301,7 +301,7 @@ class ModelWorker:
         self.retry_at = None
         self._handled(reading)
         self.next_at = self._next_look(outcome)
-        await self._apply(body, outcome, observed.model.spec.serving)
+        await self._apply(body, outcome, observed, observed.model.spec.serving)
         metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
 
     async def _training_due(self, body: Mapping[str, Any], reading: Reading, due: TrainingDue) -> None:
@@ -388,7 +388,7 @@ class ModelWorker:
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
             if self.runtime.config.executor == "jobs":
-                await self._stop_jobs()
+                await self._stop_jobs(reading.observed)
             spec = reading.observed.model.spec
             kept = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).all()
             secret = spec.training.credentials_secret
@@ -410,7 +410,9 @@ class ModelWorker:
 
     # --- carrying out what the engine decided ------------------------------------------------------
 
-    async def _apply(self, body: kopf.Body, outcome: Outcome, serving: Serving | None = None) -> None:
+    async def _apply(
+        self, body: kopf.Body, outcome: Outcome, observed: Observed, serving: Serving | None = None
+    ) -> None:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
@@ -422,12 +424,8 @@ class ModelWorker:
             if decision.kind == LedgerKind.DRIFT_DETECTED and not alert:
                 continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
-        if (
-            self.runtime.config.executor == "jobs"
-            and before.get("phase") == "Training"
-            and new.get("phase") != "Training"
-        ):
-            await self._clear_jobs()
+        if self.runtime.config.executor == "jobs" and "Training" in (before.get("phase"), new.get("phase")):
+            await self._settle_jobs(observed, job if new.get("phase") == "Training" else None)
         self._count(before, new, outcome.decisions, alert)
         await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
@@ -436,33 +434,66 @@ class ModelWorker:
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
-    async def _clear_jobs(self) -> None:
-        """The training ended (registered, or its failure recorded): its finished Jobs and their
-        ConfigMaps go."""
+    async def _settle_jobs(self, observed: Observed, training: str | None) -> None:
+        """A reconcile that began or ended in the Training phase: of the model's own training Jobs (a
+        pipeline's cells are its own), ``training``'s (the one this reconcile found running) stays; a
+        finished one goes with its ConfigMap (its version registered, or its failure recorded); one still
+        running is superseded (the spec moved on, or asks for nothing to train): it is stopped, what
+        it spent recorded (``stopped``), then its ConfigMap goes."""
+        client, ns = self.runtime.client, self.ref.namespace
         try:
-            own = await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name, owner="model")
-            for job in own:  # a pipeline's cells are its own to register
+            own = await jobs.model_trainings(client, ns, self.ref.name, owner="model")
+            for job in own:
+                name = job["metadata"]["name"]
+                if name == training:
+                    continue
                 if jobs.finished(job):
-                    await jobs.delete_training(self.runtime.client, self.ref.namespace, job["metadata"]["name"])
+                    await jobs.delete_training(client, ns, name)
+                    continue
+                log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
+                await jobs.stop_job(client, ns, name)
+                if await self._record_stopped(observed, [name]):
+                    await jobs.delete_training(client, ns, name)
         except Exception as err:  # they go with the model at the latest
-            log.warning("%s/%s: training Jobs not cleared: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+            log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
 
-    async def _stop_jobs(self) -> None:
-        """The model is deleted: its training Jobs are stopped (deleted), and their checkpoints brought
+    async def _record_stopped(self, observed: Observed, names: Sequence[str]) -> bool:
+        """What the stopped training Jobs ``names`` spent (their ConfigMaps' journals) recorded in the
+        model's ledger as ``stopped`` entries and pushed (the engine's ``record_stopped``: each second
+        counted once, however often asked); whether that was done."""
+        stopped = []
+        for name in names:
+            found = await jobs.spent_by(self.runtime.client, self.ref.namespace, name)
+            if found is not None:
+                stopped.append(found)
+        if not stopped:
+            return True
+        try:
+            decisions = await self.runtime.off_loop(lambda: self.runtime.reconciler().record_stopped(observed, stopped))
+        except Exception as err:  # kept: the ConfigMaps stay, and the next look records them
+            log.warning("%s/%s: stopped trainings not recorded: %s", self.ref.namespace, self.ref.name, redacted(err))
+            return False
+        for decision in decisions:
+            self._event(self.body, decision)
+        return True
+
+    async def _stop_jobs(self, observed: Observed) -> None:
+        """The model is deleted: its training Jobs are stopped (deleted), what they spent is recorded
+        (``stopped``, pushed before their ConfigMaps go with the model), and their checkpoints brought
         here so that the Runtime sessions they kept open are closed."""
         client = self.runtime.client
         workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
         try:
+            names = []
             for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
                 name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
-                await client.call(
-                    "DELETE",
-                    resource_path("batch/v1", "jobs", self.ref.namespace, name),
-                    {"propagationPolicy": "Background"},
-                )
+                await jobs.stop_job(client, self.ref.namespace, name)
+                names.append(name)
                 if KEY.fullmatch(key):
                     workspace = workspaces.of(key)
                     await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
+            async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):
+                await self._record_stopped(observed, names)
         except Exception as err:  # best effort: the Jobs go with the model (owner references)
             log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,16 @@ from ruamel.yaml import YAML
 from controller.api.quantummodel import QuantumModel
 from controller.engine import training
 from controller.engine.reconcile.executor import EvaluationRequest, InProcess, evaluation_key
-from controller.operator import jobs
+from controller.operator import checkpoints, jobs
 from controller.operator.checkpoints import FILES_ANNOTATION
 from controller.operator.settings import RELEASE_IMAGE
 from tests.operator.operator_env import IBM_TOKEN, NAMESPACE, OperatorEnv, git, make_remote, secret, tiny_model
-from tests.operator.test_end_to_end import harness_kubeconfig, run_command
+from tests.operator.test_end_to_end import Closing, harness_kubeconfig, on_ibm, run_command
 from tests.operator.test_pipelines import sweep
+from tests.support import ibm_image
 from tests.support.kube import Client, KubeApi, free_port
 from tests.support.kubelet import Kubelet
+from tests.training.standin import installed
 
 pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -191,6 +194,55 @@ async def test_deleting_a_model_deletes_its_running_job(env: OperatorEnv, kubele
         await env.until(lambda: not kubelet.pods, 30)
         assert env.kube.read("ConfigMap", NAMESPACE, job["metadata"]["name"]) is None
     assert env.decisions() == []
+
+
+IBM_IMAGE = "ghcr.io/qmlops/qmlops:ibm-standin"  # its qmlops trains on IBM stood in, billing each job
+STANDIN = [sys.executable, str(Path(ibm_image.__file__))]
+
+
+def journal_jobs(env: OperatorEnv, job: str) -> int:
+    """The primitive jobs the checkpoint journal in ``job``'s ConfigMap records."""
+    files = checkpoints.decode(env.kube.read("ConfigMap", NAMESPACE, job) or {}) or {}
+    journal = next((content for path, content in files.items() if path.endswith("journal.jsonl")), b"")
+    return sum(1 for line in journal.splitlines() if line.startswith(b'{"entry"'))
+
+
+async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_model_deleted(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """A training stopped while it runs as a Job is a `stopped` entry with what its checkpoint journal
+    says its jobs spent, as an in-process one: its spec changed (superseded: its Job stopped, the new
+    training started), then the new one's model deleted; each pushed before its ConfigMap goes."""
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    kubelet.entry_points[IBM_IMAGE] = STANDIN
+    ibm = Closing()
+    with installed(ibm):
+        async with env.operator(executor="jobs", job_image=IBM_IMAGE):
+            await env.client.create(on_ibm(iterations=100))
+            first = (await env.until(lambda: job_of(env)))["metadata"]
+            await env.until(lambda: journal_jobs(env, first["name"]) >= 2, 180)
+            seen = journal_jobs(env, first["name"])
+            longer = {"spec": {"training": {"optimizer": {"maxIterations": 101}}}}
+            await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", longer)
+            await env.until(lambda: env.decisions() == ["stopped"], 120)
+            assert env.kube.read("Job", NAMESPACE, first["name"]) is None
+            await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, first["name"]) is None, 30)
+            second = (await env.until(lambda: job_of(env)))["metadata"]
+            assert second["name"] != first["name"]
+            await env.until(lambda: journal_jobs(env, second["name"]) >= 2, 180)
+            await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+            await env.until(lambda: env.model() is None, 60)
+            assert job_of(env) is None
+    assert env.decisions() == ["stopped", "stopped"]
+    entries = [e for e in ledger(env) if e["kind"] == "stopped"]
+    assert [e["data"]["trainingKey"] for e in entries] == [m["labels"][jobs.KEY_LABEL] for m in (first, second)]
+    for entry in entries:  # each what its journal said, billed by IBM (stood in) at 1.5 s a job
+        usage = entry["data"]["usage"]
+        assert usage["primitiveJobs"] >= 2 and usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
+        assert entry["data"]["specDigest"].startswith("sha256:") and entry["data"]["reason"]
+    assert entries[0]["data"]["usage"]["primitiveJobs"] >= seen
+    assert ibm.closed == ["standin-session-1"], "the deleted model's training's session is closed"
+    assert [p.rsplit("-", 1)[0] for p in kubelet.started] == [first["name"], second["name"]]
 
 
 def ledger(env: OperatorEnv, name: str = "iris-tiny") -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) 
 trainer that crashed. A Job's ``activeDeadlineSeconds`` is enforced (its pod killed, the Job
 ``Failed`` with ``DeadlineExceeded``). A pod whose image is in :attr:`missing_images` is created and
 waits with ``ErrImagePull``, as on a node that cannot pull it, and starts once the test takes the image
-out of the set (pushed at last, its registry back). :attr:`images` says which image each pod ran. The Job's ``ready``
+out of the set (pushed at last, its registry back). :attr:`images` says which image each pod ran;
+:attr:`entry_points` gives an image a ``qmlops`` of its own (``tests/support/ibm_image.py``: IBM stood in). The Job's ``ready``
 counts the pods running. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
 act between a process's end and its status (tamper with what it left).
 """
@@ -68,6 +69,8 @@ class Kubelet:
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
     images: dict[str, str] = field(default_factory=dict)  # pod name -> the image it ran
+    # image -> the command standing for its ``qmlops`` (default: this checkout's own qmlops)
+    entry_points: dict[str, list[str]] = field(default_factory=dict)
     peak: int = 0  # the most pods that ran at once
     # their pods wait with ErrImagePull; taken out of the set (the image pushed, its registry back), a
     # waiting pod starts at the kubelet's next pull, as a real kubelet's back-off retries it
@@ -250,7 +253,8 @@ class Kubelet:
             env["TMPDIR"] = mounted["/tmp"]
         command = [*container.get("command", ()), *container.get("args", ())]
         if command and command[0] == "qmlops":  # the image's entry point
-            command[0] = str(Path(sys.executable).parent / "qmlops")
+            entry = self.entry_points.get(container.get("image", ""))
+            command[:1] = entry or [str(Path(sys.executable).parent / "qmlops")]
         return env, command
 
     async def _launch(
