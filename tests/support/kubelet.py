@@ -231,7 +231,8 @@ class Kubelet:
         """A waiting pod's image pulled again: when it is no longer missing, the pod starts."""
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         container = job["spec"]["template"]["spec"]["containers"][0]
-        if container.get("image") in self.missing_images:
+        full = self.capacity is not None and len(self.pods) >= self.capacity
+        if container.get("image") in self.missing_images or full:
             return
         pod_name, _ = self.waiting.pop((namespace, name))
         root = self.root / namespace / pod_name
