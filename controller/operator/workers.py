@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -25,6 +27,7 @@ from controller.api import API_VERSION, QuantumModel
 from controller.api.quantummodel import (
     REVISION_PATTERN,
     Phase,
+    QuantumModelSpec,
     QuantumModelStatus,
     Serving,
     SourceRef,
@@ -452,10 +455,29 @@ class ModelWorker:
                     continue
                 log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
                 await jobs.stop_job(client, ns, name)
+                await self._close_session(name)
                 if await self._record_stopped(observed, [name]):
                     await jobs.delete_training(client, ns, name)
         except Exception as err:  # they go with the model at the latest
             log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
+
+    async def _close_session(self, name: str) -> None:
+        """The Runtime session a superseded Job's training kept open (``ibm:`` backends), closed: its
+        spec and checkpoint are read from its ConfigMap (nothing resumes it)."""
+        try:
+            configmap = await self.runtime.client.get(resource_path("v1", "configmaps", self.ref.namespace, name))
+            spec = QuantumModelSpec.model_validate_json((configmap.get("data") or {}).get(jobs.SPEC_KEY) or "{}")
+            if not spec.training.backend.startswith("ibm:"):
+                return
+            secret = spec.training.credentials_secret
+            credentials = (lambda: self.runtime.credentials(self.ref.namespace, secret)) if secret else None
+            with tempfile.TemporaryDirectory(prefix="qmlops-stopped-") as folder:
+                await jobs.kept_checkpoint(self.runtime.client, self.ref.namespace, name, Path(folder))
+                await asyncio.to_thread(training.release, spec, Path(folder), credentials)
+        except Exception as err:  # best effort, as on deletion: IBM ends an idle session itself
+            log.warning(
+                "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, redacted(err)
+            )
 
     async def _record_stopped(self, observed: Observed, names: Sequence[str]) -> bool:
         """What the stopped training Jobs ``names`` spent (their ConfigMaps' journals) recorded in the

@@ -212,7 +212,8 @@ async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_mode
 ) -> None:
     """A training stopped while it runs as a Job is a `stopped` entry with what its checkpoint journal
     says its jobs spent, as an in-process one: its spec changed (superseded: its Job stopped, the new
-    training started), then the new one's model deleted; each pushed before its ConfigMap goes."""
+    training started), then the new one's model deleted; each pushed before its ConfigMap goes, and
+    each one's Runtime session closed."""
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     kubelet.entry_points[IBM_IMAGE] = STANDIN
     ibm = Closing()
@@ -241,7 +242,8 @@ async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_mode
         assert usage["primitiveJobs"] >= 2 and usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
         assert entry["data"]["specDigest"].startswith("sha256:") and entry["data"]["reason"]
     assert entries[0]["data"]["usage"]["primitiveJobs"] >= seen
-    assert ibm.closed == ["standin-session-1"], "the deleted model's training's session is closed"
+    # each training's Runtime session closed (each pod's stand-in numbers its sessions from 1)
+    assert ibm.closed == ["standin-session-1", "standin-session-1"]
     assert [p.rsplit("-", 1)[0] for p in kubelet.started] == [first["name"], second["name"]]
 
 
