@@ -62,10 +62,10 @@ log = logging.getLogger(__name__)
 
 
 class EndedCells:
-    """The pipeline cells' Jobs that a reconcile found ended, for their pipeline's worker to delete once
-    that reconcile is pushed: a Complete one (its artifact handed to the engine, registered) at once, a
-    Failed one once its failure is recorded (kept meanwhile for ``kubectl logs``). Used on the event
-    loop only."""
+    """The pipeline cells' Jobs (and failed evaluations' Jobs) that a reconcile found ended, for their
+    pipeline's worker to delete once that reconcile is pushed: a Complete one (its artifact handed to
+    the engine, registered) at once, a Failed one once its failure is recorded (kept meanwhile for
+    ``kubectl logs``). Used on the event loop only."""
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, Job) -> (model, Complete|Failed)
@@ -763,8 +763,9 @@ class JobWatch:
 # SHA-256 beside it; the operator checks it (the model owns the ConfigMap, the SHA-256, the version and
 # backend it is for, nothing but an evaluation's fields) and hands it to the engine, which records it
 # as the `evaluated` entry an in-process evaluation writes. A failed Job, or a result refused, is a
-# failed evaluation, and its Job and ConfigMap go then (a later run evaluates afresh); a finished
-# one's go once its `evaluated` entry is pushed (`clear_evaluations`).
+# failed evaluation: the step waits for the evaluations still running (recorded as they finish, as
+# in-process), then fails, and the failed Job and its ConfigMap go once that is pushed (a later run
+# evaluates afresh); a finished one's go once its `evaluated` entry is pushed (`clear_evaluations`).
 
 EVALUATION = "evaluation"  # the component label of an evaluation's Job and ConfigMap
 EVALUATION_KEY_LABEL = f"{GROUP}/evaluation-key"
@@ -984,13 +985,19 @@ class EvaluationJobs:
             try:
                 return result_of(configmap, request, uid)
             except JobResultRefused:
-                await delete_training(self.client, ns, name)  # a later run evaluates afresh
+                self._failed(ns, name, request.name)
                 raise
         if state == "Failed":
             why = await self.why_failed(ns, name)
-            await delete_training(self.client, ns, name)
+            self._failed(ns, name, request.name)
             raise JobFailed(why)
         return running
+
+    def _failed(self, namespace: str, name: str, model: str) -> None:
+        """A failed evaluation's Job (or one whose result was refused) stays, failing the same way each
+        time it is asked, while the step waits for the others still running; it goes with its ConfigMap
+        once the step's failure is pushed (``EndedCells``), so that a later run evaluates afresh."""
+        self.executor.runtime.ended_cells.note(namespace, name, model, "Failed")
 
     async def why_failed(self, namespace: str, name: str) -> str:
         """The evaluation's own message when it failed for good, else why its last pod ended."""

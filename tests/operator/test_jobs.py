@@ -668,6 +668,33 @@ async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_proces
         assert entry["data"]["pipeline"]["step"] == "noise"
 
 
+async def test_an_evaluation_still_running_when_another_fails_is_recorded_before_the_step_fails(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """As in-process, where every evaluation runs before the step fails: an evaluation Job that fails
+    fails its step only once the others running beside it have finished and are recorded; no
+    evaluation Job or ConfigMap is left behind."""
+    two = sweep(steps=[*sweep()["spec"]["steps"][:2]])
+    two["spec"]["steps"][0]["train"]["parallelism"] = 2  # and the evaluations two at a time
+
+    def scoring() -> list[str]:
+        jobs_of = [p.rsplit("-", 1)[0] for p in kubelet.started if "-eval-" in p]
+        return [name for name in jobs_of if (NAMESPACE, name) in kubelet.pods]
+
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.client.create(two)
+        both = await env.until(lambda: len(scoring()) == 2 and scoring(), 240)
+        kubelet.crash(both[0], NAMESPACE, exit_code=2)
+        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
+        await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
+    kinds = [e["kind"] for e in model_ledger(env)]
+    assert kinds[-3:] == ["evaluated", "step-failed", "run-finished"], kinds
+    failed = next(e for e in model_ledger(env) if e["kind"] == "step-failed")
+    assert "exit code 2" in failed["message"], failed["message"]
+
+
 async def test_an_evaluation_result_of_another_version_is_refused(env: OperatorEnv, kubelet: Kubelet) -> None:
     async def swap(namespace: str, name: str) -> None:
         """The result the pod left rewritten as if of version 1, its SHA-256 recomputed to match."""

@@ -613,6 +613,8 @@ def conclude_evaluate(step: Step) -> PipelineStep:
         shots = step.evaluate.shots or ctx.state.spec.training.shots
         candidates = candidates_of(ctx, run, step)
         failures = ctx.notes.get(f"evaluation-failures:{step.name}", {})
+        if failures and ctx.notes.get(f"evaluations-open:{step.name}"):
+            return StepResult()  # evaluations still run elsewhere: recorded first, as here
         if failures or not candidates:
             shown = "; ".join(f"version {v} on {b}: {why}" for (v, b), why in sorted(failures.items())[:5])
             message = (
@@ -695,7 +697,7 @@ def carry_out_evaluations(
         failures[(pair[0].number, pair[1])] = describe_failure(err)
 
     if executor.elsewhere:
-        ask_elsewhere(
+        ctx.notes[f"evaluations-open:{intent.step}"] = ask_elsewhere(
             pairs, lambda p, start: executor.evaluate(request(p, start)), evaluated, failed, intent.parallelism, False
         )
         return out
