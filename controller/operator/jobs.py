@@ -510,7 +510,10 @@ class JobExecutor:
             return raw
         try:
             return await self.failed(request, ref, job)
-        except JobFailed:
+        except JobFailed as err:
+            found = await spent_by(self.client, request.namespace, name)
+            if found is not None:  # what its jobs spent, kept in its failed entry as a trainer's failure keeps it
+                err.usage = found[1]
             self._ended(request, name, "Failed")
             raise
 
