@@ -157,6 +157,7 @@ class ModelWorker:
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
         self.serving = False  # this worker wrote the model's serving Deployment and Service
+        self.unrecorded: set[str] = set()  # superseded Jobs stopped whose spending is not recorded yet
 
     @property
     def status_path(self) -> str:
@@ -445,6 +446,10 @@ class ModelWorker:
         it spent recorded (``stopped``), then its ConfigMap goes."""
         client, ns = self.runtime.client, self.ref.namespace
         try:
+            for name in sorted(self.unrecorded):  # stopped before, its spending not recorded then
+                if await self._record_stopped(observed, [name]):
+                    self.unrecorded.discard(name)
+                    await jobs.delete_training(client, ns, name)
             own = await jobs.model_trainings(client, ns, self.ref.name, owner="model")
             for job in own:
                 name = job["metadata"]["name"]
@@ -458,6 +463,8 @@ class ModelWorker:
                 await self._close_session(name)
                 if await self._record_stopped(observed, [name]):
                     await jobs.delete_training(client, ns, name)
+                else:  # its ConfigMap stays: recorded at the next look
+                    self.unrecorded.add(name)
         except Exception as err:  # they go with the model at the latest
             log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
 
@@ -506,7 +513,7 @@ class ModelWorker:
         client = self.runtime.client
         workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
         try:
-            names = []
+            names = sorted(self.unrecorded)
             for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
                 name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
                 await jobs.stop_job(client, self.ref.namespace, name)

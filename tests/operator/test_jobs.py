@@ -1,15 +1,17 @@
 """Trainings as Kubernetes Jobs (``--executor jobs``), end to end against the harness with the kubelet
-stand-in running each Job's pod as a ``qmlops train-job`` process: a model trains in a Job to Ready, and
-a 4-cell sweep's cells each in a Job, ``parallelism`` at a time;
-a pod evicted mid-run is replaced and resumes from its checkpoint; an operator restarted while its Job
-runs adopts it and starts no second one; a deleted model's Job goes; why a pod ended is the training's
-failure, in its class: OOMKilled, past its deadline, a crashed trainer, an image that cannot be pulled
-stall and say so (never with the pod's output), evicted past the Job's backoffLimit is replaced and
-resumes. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
-in-process ones; a result that is not the evaluated version's is refused. A cell still training when
-its step fails finishes and is registered first (failFast as in-process). An image that cannot be pulled
-stalls the training until it can; `qmlops operator --executor jobs` runs with no other flag. Every call the operator and
-the Jobs make is allowed by deploy/ (and every rule used)."""
+stand-in running each Job's pod as a ``qmlops train-job`` process: ``qmlops operator --executor jobs``
+runs with no other flag; a model trains in a Job to Ready, and a 4-cell sweep's cells each in a Job,
+``parallelism`` at a time; a pod evicted mid-run is replaced and resumes from its checkpoint; an
+operator restarted while its Job runs adopts it and starts no second one; a deleted model's Job goes;
+why a pod ended is the training's failure, in its class: OOMKilled (recorded with what its jobs spent),
+past its deadline, a crashed trainer stall and say so (never with the pod's output), evicted past the
+Job's backoffLimit is replaced and resumes; an image that cannot be pulled stalls the training until
+it can, in the same Job, and an operator with another image replaces that Job. A training stopped
+while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once.
+A cell still training when its step fails finishes and is registered first (failFast as in-process).
+A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as in-process
+ones; one failing waits for the others; a result that is not the evaluated version's is refused.
+Every call the operator and the Jobs make is allowed by deploy/ (and every rule used)."""
 
 from __future__ import annotations
 
