@@ -696,16 +696,19 @@ class JobWatch:
         if task is not None:
             task.cancel()
 
-    def wake_if_pending(self, job: Mapping[str, Any], wake: Callable[[], None]) -> None:
-        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then; and once
-        more when such a Job's pod is ready at last (its image pulled: the training is no longer stalled)."""
+    def wake_if_pending(
+        self, job: Mapping[str, Any], wake: Callable[[], None], recovered: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then; and
+        ``recovered`` when such a Job's pod is ready at last (its image pulled, say)."""
         uid = str((job.get("metadata") or {}).get("uid"))
         ready = int((job.get("status") or {}).get("ready") or 0) > 0
         if finished(job) or ready:
             self.forget_pending(uid)
             if ready and uid in self.stuck:
                 self.stuck.discard(uid)
-                wake()
+                if recovered is not None:
+                    recovered()
             return
         if uid in self.pending:
             return

@@ -158,6 +158,7 @@ class ModelWorker:
         self._task: asyncio.Task[None] | None = None
         self.serving = False  # this worker wrote the model's serving Deployment and Service
         self.unrecorded: set[str] = set()  # superseded Jobs stopped whose spending is not recorded yet
+        self.waits_for_image = False  # the last reconcile failed on its Job's image (jobs.JobWaitsForImage)
 
     @property
     def status_path(self) -> str:
@@ -303,6 +304,7 @@ class ModelWorker:
         self.failures = 0
         self.last_failure = None
         self.retry_at = None
+        self.waits_for_image = False
         self._handled(reading)
         self.next_at = self._next_look(outcome)
         await self._apply(body, outcome, observed, observed.model.spec.serving)
@@ -590,6 +592,7 @@ class ModelWorker:
             metrics.qpu_seconds.inc(used)
 
     async def _failed(self, body: Mapping[str, Any], reading: Reading, err: Exception) -> None:
+        self.waits_for_image = isinstance(err, jobs.JobWaitsForImage)
         backoff = self.runtime.config.retry_backoff
         delay = backoff[min(self.failures, len(backoff) - 1)]
         self.failures += 1
