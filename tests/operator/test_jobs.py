@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from controller.api.quantummodel import QuantumModel
+from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import training
 from controller.engine.reconcile.executor import EvaluationRequest, InProcess, evaluation_key
 from controller.operator import checkpoints, jobs
@@ -462,6 +462,23 @@ async def test_a_file_dataset_over_the_bound_is_refused_naming_it(env: OperatorE
         assert job_of(env) is None and kubelet.started == []
 
 
+def evaluation_objects(env: OperatorEnv, kind: str = "Job") -> list[dict[str, Any]]:
+    return [
+        o
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.EVALUATION
+    ]
+
+
+def pipeline_phase(env: OperatorEnv, name: str = "sweep") -> str:
+    return str(((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}).get("phase"))
+
+
+def model_ledger(env: OperatorEnv) -> list[dict[str, Any]]:
+    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def cell_sweep() -> dict[str, Any]:
     """Four cells (none the model's own spec), two at a time."""
     return {
@@ -486,153 +503,41 @@ def cell_sweep() -> dict[str, Any]:
     }
 
 
-async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: OperatorEnv, kubelet: Kubelet) -> None:
+async def test_a_four_cell_sweep_trains_and_evaluates_each_cell_in_a_job_two_at_a_time(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    ended: dict[str, dict[str, Any]] = {}
+    scored_spec: dict[int, dict[str, Any]] = {}  # the cell's spec each version was scored with, by version
+
+    async def keep(namespace: str, name: str) -> None:  # each evaluation's Job and ConfigMap as its pod ended
+        job = env.kube.read("Job", namespace, name)
+        if job is not None and job["metadata"]["labels"].get(jobs.COMPONENT_LABEL) == jobs.EVALUATION:
+            ended[name] = job
+            data = (env.kube.read("ConfigMap", namespace, name) or {})["data"]
+            scored_spec[json.loads(data[jobs.WANTED_KEY])["version"]] = json.loads(data[jobs.SPEC_KEY])
+
+    kubelet.on_exit = keep
     async with env.operator(**JOBS) as runtime:
         await env.client.create(tiny_model())
         await env.until_phase("Ready")
         assert kubelet.peak == 1 and len(kubelet.started) == 1
         kubelet.peak = 0
         await env.client.create(cell_sweep())
-
-        def phase() -> str:
-            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
-
-        await env.until(lambda: phase() == "Succeeded", 300)
+        await env.until(lambda: pipeline_phase(env) == "Succeeded", 300)
         cells = [p for p in kubelet.started[1:] if "-eval-" not in p]
         assert len(cells) == 4 and len({p.rsplit("-", 1)[0] for p in cells}) == 4, cells
-        assert len([p for p in kubelet.started if "-eval-" in p]) == 4, "each cell's version evaluated in a Job"
         assert kubelet.peak == 2, "parallelism: 2"
         assert runtime.metrics.jobs_started._value.get() == 5
+        assert runtime.metrics.evaluation_jobs_started._value.get() == 4
         assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
-        ledger = [
-            json.loads(line)
-            for line in git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
-            .strip()
-            .splitlines()
-        ]
-        registered = [e for e in ledger if e["kind"] == "registered"]
+        registered = [e for e in model_ledger(env) if e["kind"] == "registered"]
         assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
-        assert [e for e in ledger if e["kind"] == "run-finished"]
-        # each cell's Job and ConfigMap went once its version was registered and pushed
+        assert [e for e in model_ledger(env) if e["kind"] == "run-finished"]
+        # each cell's and each evaluation's Job and ConfigMap went once its entry was pushed
         await env.until(lambda: not training_objects(env), 30)
-
-
-def training_objects(env: OperatorEnv) -> list[str]:
-    """The training Jobs and ConfigMaps left in the namespace."""
-    return [
-        f"{kind}/{o['metadata']['name']}"
-        for kind in ("Job", "ConfigMap")
-        for o in env.kube.list(kind, NAMESPACE)
-        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
-    ]
-
-
-async def test_a_failed_cells_job_goes_once_the_steps_failure_is_recorded(env: OperatorEnv, kubelet: Kubelet) -> None:
-    async with env.operator(**JOBS, job_backoff_limit=0):
-        await env.client.create(tiny_model())
-        await env.until_phase("Ready")
-        await env.until(lambda: not training_objects(env), 30)
-        sweep = cell_sweep()
-        sweep["spec"]["steps"][0]["train"] = {"matrix": {"training.seed": [9]}, "parallelism": 1}
-        sweep["spec"]["steps"][0]["train"]["matrix"]["training.optimizer.maxIterations"] = [200]
-        await env.client.create(sweep)
-        cell = await env.until(
-            lambda: [p for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods], 120
-        )
-        name = cell[0].rsplit("-", 1)[0]
-        assert env.kube.read("Job", NAMESPACE, name) is not None
-        kubelet.crash(name, NAMESPACE, exit_code=2)
-
-        def phase() -> str:
-            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
-
-        await env.until(lambda: phase() == "Failed", 120)
-        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
-        assert "exit code 2" in failed["message"] and f"kubectl logs job/{name}" in failed["message"]
-        await env.until(lambda: not training_objects(env), 30)
-
-
-def iterations_of(env: OperatorEnv, job: str) -> int:
-    """The optimizer's iterations of the training ``job`` runs (its ConfigMap's spec)."""
-    spec = json.loads((env.kube.read("ConfigMap", NAMESPACE, job) or {})["data"][jobs.SPEC_KEY])
-    return int(spec["training"]["optimizer"]["maxIterations"])
-
-
-async def test_a_cell_still_training_when_its_step_fails_finishes_and_is_registered_first(
-    env: OperatorEnv, kubelet: Kubelet
-) -> None:
-    """failFast, as in-process (and Argo): once a cell's Job failed no other cell starts, the cell still
-    training in its Job finishes and is registered, then the step fails; no Job is left behind."""
-    async with env.operator(**JOBS, job_backoff_limit=0):
-        await env.client.create(tiny_model())
-        await env.until_phase("Ready")
-        sweep = cell_sweep()
-        sweep["spec"]["steps"][0]["train"] = {
-            "matrix": {"training.optimizer.maxIterations": [200, 12, 13]},  # the third never starts
-            "parallelism": 2,
-        }
-        await env.client.create(sweep)
-
-        def running() -> list[str]:
-            return [
-                p.rsplit("-", 1)[0] for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods
-            ]
-
-        both = await env.until(lambda: len(running()) == 2 and running(), 120)
-        long = next(name for name in both if iterations_of(env, name) == 200)
-        kubelet.crash(long, NAMESPACE, exit_code=2)
-        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
-        kinds = [e["kind"] for e in ledger(env)]
-        assert kinds[-3:] == ["registered", "step-failed", "run-finished"], kinds
-        (other,) = [name for name in both if name != long]
-        registered = [e for e in ledger(env) if e["kind"] == "registered" and e["data"].get("pipeline")]
-        assert [e["data"]["trainingKey"][:12] for e in registered] == [other.rsplit("-", 1)[1]]
-        assert len([p for p in kubelet.started if "-eval-" not in p]) == 3, "the model's, and two cells"
-        await env.until(lambda: not training_objects(env), 30)
-
-
-# --- evaluations --------------------------------------------------------------------------------------
-
-
-def evaluation_objects(env: OperatorEnv, kind: str = "Job") -> list[dict[str, Any]]:
-    return [
-        o
-        for o in env.kube.list(kind, NAMESPACE)
-        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.EVALUATION
-    ]
-
-
-def pipeline_phase(env: OperatorEnv, name: str = "sweep") -> str:
-    return str(((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}).get("phase"))
-
-
-def model_ledger(env: OperatorEnv) -> list[dict[str, Any]]:
-    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_process(
-    env: OperatorEnv, kubelet: Kubelet
-) -> None:
-    ended: dict[str, dict[str, Any]] = {}
-
-    async def keep(namespace: str, name: str) -> None:  # each evaluation's Job as its pod ended
-        job = env.kube.read("Job", namespace, name)
-        if job is not None and job["metadata"]["labels"].get(jobs.COMPONENT_LABEL) == jobs.EVALUATION:
-            ended[name] = job
-
-    kubelet.on_exit = keep
-    async with env.operator(**JOBS) as runtime:
-        await env.client.create(tiny_model())
-        await env.until_phase("Ready")
-        await env.client.create(sweep())  # 2 cells, each version scored on local:aer with 128 shots
-        await env.until(lambda: pipeline_phase(env) == "Succeeded", 300)
-        # each evaluation's Job and ConfigMap go once its `evaluated` entry is pushed
         await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
-        assert runtime.metrics.evaluation_jobs_started._value.get() == 2
-        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
     scored = [p for p in kubelet.started if "-eval-" in p]
-    assert len(scored) == 2 and sorted(f"{name}-0" for name in ended) == sorted(scored)
+    assert len(scored) == 4 and sorted(f"{name}-0" for name in ended) == sorted(scored), "each version, in a Job"
     for job in ended.values():  # qmlops itself, locked down as a training's Job, owned by the model
         labels = job["metadata"]["labels"]
         assert (labels[jobs.OWNER_LABEL], labels[jobs.MODEL_LABEL]) == ("pipeline", "iris-tiny")
@@ -654,9 +559,10 @@ async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_proces
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     # what the operator recorded is what an in-process evaluation of the same version records
     entries = [e for e in model_ledger(env) if e["kind"] == "evaluated"]
-    assert len(entries) == 2
-    spec = QuantumModel.model_validate(tiny_model()).spec  # a cell's optimizer settings do not enter scoring
+    assert len(entries) == 4
     for entry in entries:
+        spec = QuantumModelSpec.model_validate(scored_spec[entry["version"]])
+        assert spec.training.seed in (8, 9), "scored as its cell was trained"
         manifest = version_manifest(env, entry["version"])
         request = EvaluationRequest(
             namespace=NAMESPACE,
@@ -678,6 +584,61 @@ async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_proces
         recorded = {k: v for k, v in entry["data"].items() if k != "pipeline"}
         assert recorded == {**here, "metrics": metrics, "versionDigest": manifest["digest"]}
         assert entry["data"]["pipeline"]["step"] == "noise"
+
+
+def training_objects(env: OperatorEnv) -> list[str]:
+    """The training Jobs and ConfigMaps left in the namespace."""
+    return [
+        f"{kind}/{o['metadata']['name']}"
+        for kind in ("Job", "ConfigMap")
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
+    ]
+
+
+def iterations_of(env: OperatorEnv, job: str) -> int:
+    """The optimizer's iterations of the training ``job`` runs (its ConfigMap's spec)."""
+    spec = json.loads((env.kube.read("ConfigMap", NAMESPACE, job) or {})["data"][jobs.SPEC_KEY])
+    return int(spec["training"]["optimizer"]["maxIterations"])
+
+
+async def test_a_cell_still_training_when_its_step_fails_finishes_and_is_registered_first(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """failFast, as in-process (and Argo): once a cell's Job failed no other cell starts, the cell still
+    training in its Job finishes and is registered, then the step fails naming the failed Job; no Job or
+    ConfigMap is left behind."""
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        sweep = cell_sweep()
+        sweep["spec"]["steps"][0]["train"] = {
+            "matrix": {"training.optimizer.maxIterations": [200, 12, 13]},  # the third never starts
+            "parallelism": 2,
+        }
+        await env.client.create(sweep)
+
+        def running() -> list[str]:
+            return [
+                p.rsplit("-", 1)[0] for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods
+            ]
+
+        both = await env.until(lambda: len(running()) == 2 and running(), 120)
+        long = next(name for name in both if iterations_of(env, name) == 200)
+        kubelet.crash(long, NAMESPACE, exit_code=2)
+        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
+        kinds = [e["kind"] for e in ledger(env)]
+        assert kinds[-3:] == ["registered", "step-failed", "run-finished"], kinds
+        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
+        assert "exit code 2" in failed["message"] and f"kubectl logs job/{long}" in failed["message"]
+        (other,) = [name for name in both if name != long]
+        registered = [e for e in ledger(env) if e["kind"] == "registered" and e["data"].get("pipeline")]
+        assert [e["data"]["trainingKey"][:12] for e in registered] == [other.rsplit("-", 1)[1]]
+        assert len([p for p in kubelet.started if "-eval-" not in p]) == 3, "the model's, and two cells"
+        await env.until(lambda: not training_objects(env), 30)
+
+
+# --- evaluations --------------------------------------------------------------------------------------
 
 
 async def test_an_evaluation_still_running_when_another_fails_is_recorded_before_the_step_fails(
