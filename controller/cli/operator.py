@@ -139,7 +139,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     jobs.add_argument(
         "--job-image",
         default=env("QMLOPS_IMAGE") or None,
-        help="the Jobs' image: the operator's own (env QMLOPS_IMAGE)",
+        help="the Jobs' image: the operator's own (env QMLOPS_IMAGE; default: this release's qmlops image)",
     )
     jobs.add_argument(
         "--job-service-account", default="qmlops-training", help="the Jobs' ServiceAccount in each namespace"
@@ -186,10 +186,6 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         raise UsageError(f"--peering-lifetime: between {MIN_PEERING_LIFETIME} and {MAX_PEERING_LIFETIME} seconds")
     if args.webhook_self_signed and (args.webhook_cert or args.webhook_insecure):
         raise UsageError("--webhook-self-signed goes with neither --webhook-cert nor --webhook-insecure")
-    if args.executor == "jobs" and not args.job_image:
-        raise UsageError(
-            "--executor jobs needs --job-image (or QMLOPS_IMAGE): the image the Jobs run, the operator's own"
-        )
     if args.job_backoff_limit < 0:
         raise UsageError("--job-backoff-limit must be at least 0")
     if args.serving_live_url:
@@ -232,7 +228,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         **({"serving_image": args.serving_image} if args.serving_image else {}),
         **({"serving_live_url": args.serving_live_url} if args.serving_live_url else {}),
         executor=args.executor,
-        job_image=args.job_image,
+        **({"job_image": args.job_image} if args.job_image else {}),
         job_service_account=args.job_service_account,
         job_backoff_limit=args.job_backoff_limit,
         job_resources=resources,

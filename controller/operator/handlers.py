@@ -98,9 +98,13 @@ class Models:
             elif worker is not None:
                 worker.job_moved()
 
+        def recovered() -> None:  # its pod runs at last: a model stalled on its image looks again
+            if not cell and worker is not None and worker.waits_for_image:
+                worker.job_moved()
+
         if jobs.finished(body):  # only an ended Job changes what a reconcile does
             look_again()
-        self.jobs.wake_if_pending(body, look_again)  # or one whose pod waits too long (its image)
+        self.jobs.wake_if_pending(body, look_again, recovered)  # or one whose pod waits too long (its image)
 
     async def policy(self, *, event: Mapping[str, Any], name: str, **kwargs: Any) -> None:
         """A QuantumPolicy added, changed or deleted: the runtime keeps it, and when what is in force

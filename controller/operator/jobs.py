@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import stat
+import tempfile
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,10 +62,10 @@ log = logging.getLogger(__name__)
 
 
 class EndedCells:
-    """The pipeline cells' Jobs that a reconcile found ended, for their pipeline's worker to delete once
-    that reconcile is pushed: a Complete one (its artifact handed to the engine, registered) at once, a
-    Failed one once its failure is recorded (kept meanwhile for ``kubectl logs``). Used on the event
-    loop only."""
+    """The pipeline cells' Jobs (and failed evaluations' Jobs) that a reconcile found ended, for their
+    pipeline's worker to delete once that reconcile is pushed: a Complete one (its artifact handed to
+    the engine, registered) at once, a Failed one once its failure is recorded (kept meanwhile for
+    ``kubectl logs``). Used on the event loop only."""
 
     def __init__(self) -> None:
         self.found: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, Job) -> (model, Complete|Failed)
@@ -95,6 +96,10 @@ DATASET_PATH_KEY = "dataset-path"
 DATASET_DIGEST_KEY = "dataset-digest"
 MAX_JOB_DATASET_BYTES = 256 * 1024  # a ConfigMap holds 1 MiB, the checkpoint up to 700 KiB of it
 ARTIFACT_DIGEST = f"{GROUP}/artifact-sha256"
+# on the ConfigMap, what its training is (with its key label): what a stopped entry names
+SPEC_DIGEST = f"{GROUP}/spec-digest"
+DATASET_DIGEST = f"{GROUP}/dataset-digest"
+REASON = f"{GROUP}/training-reason"
 FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
 REPLACEMENTS = f"{GROUP}/job-replacements"  # on the ConfigMap: how often the training's Job was replaced
 MAX_REPLACEMENTS = 2  # a Job that failed for the node's reasons (evicted) is replaced this often at most
@@ -112,6 +117,13 @@ class JobFailed(TrainingError):
     its image not pulled, its trainer failed or crashed in every pod): the message says why, in the
     trainer's words and never with the pod's output. It stalls, as the trainer's own failures do: it is
     recorded, and the training is not started again until its spec changes."""
+
+
+class JobWaitsForImage(RetryableError):
+    """The training's Job has a pod that cannot pull its image (ErrImagePull, ImagePullBackOff): the
+    training is stalled, saying why, but not failed. The kubelet keeps pulling; once the pod runs (the
+    image pushed, its registry back) the training goes on in the same Job, nothing else changed. An
+    operator started with another ``--job-image`` replaces such a Job with one of its own image."""
 
 
 class JobRetried(RetryableError):
@@ -242,6 +254,11 @@ def configmap_body(request: TrainingRequest, ref: ModelRef, dataset: bytes | Non
             "name": job_name(request.name, request.due.key),
             "namespace": request.namespace,
             "labels": labels(request.name, request.due.key, request.owner),
+            "annotations": {
+                SPEC_DIGEST: request.due.spec_digest,
+                DATASET_DIGEST: request.due.dataset_digest,
+                REASON: scrub(request.due.reason)[:1024],
+            },
             "ownerReferences": [ref.owner_reference()],
         },
         "data": {SPEC_KEY: spec},
@@ -400,6 +417,16 @@ async def last_termination(client: KubeClient, namespace: str, job: str) -> tupl
     return termination(newest)
 
 
+def job_image(job: Mapping[str, Any]) -> str:
+    pod: Mapping[str, Any] = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers: list[Mapping[str, Any]] = list(pod.get("containers") or ()) or [{}]
+    return str(containers[0].get("image") or "")
+
+
+def not_ready(job: Mapping[str, Any]) -> bool:
+    return int((job.get("status") or {}).get("ready") or 0) == 0
+
+
 def pending_too_long(job: Mapping[str, Any], now: datetime) -> bool:
     """A Job that has not finished, with no ready pod, created more than the grace ago (its pod may
     wait for an image that is not there)."""
@@ -464,12 +491,16 @@ class JobExecutor:
             raise JobFailed(f"Job {name} exists for another training: delete it to train again")
         state = finished(job)
         if state is None:
-            if pending_too_long(job, datetime.now(UTC)):
+            other_image = job_image(job) != self.settings.image
+            if not_ready(job) and (other_image or pending_too_long(job, datetime.now(UTC))):
                 pulling = [w for w in map(waiting, await job_pods(self.client, request.namespace, name)) if w]
-                if pulling:  # it would wait for ever: nothing ran, nothing to keep for kubectl logs
-                    await delete_training(self.client, request.namespace, name)
-                    self.runtime.metrics.jobs_failed.labels(reason=pulling[0]).inc()
-                    raise JobFailed(f"training Job {name} failed: {describe(pulling[0], None)}")
+                if pulling and other_image:  # an operator with another image: a Job of its own
+                    return await self.replace(request, job, f"its image {job_image(job)} cannot be pulled")
+                if pulling:  # the kubelet keeps pulling: stalled until it can, in this same Job
+                    raise JobWaitsForImage(
+                        f"training Job {name} waits: {describe(pulling[0], None)}; it goes on by itself once "
+                        "the image can be pulled"
+                    )
             return Running(name, f"training because {request.due.reason}, in Job {name}")
         ref = ModelRef(request.namespace, request.name, await self._model_uid(request))
         if state == "Complete":
@@ -479,7 +510,10 @@ class JobExecutor:
             return raw
         try:
             return await self.failed(request, ref, job)
-        except JobFailed:
+        except JobFailed as err:
+            found = await spent_by(self.client, request.namespace, name)
+            if found is not None:  # what its jobs spent, kept in its failed entry as a trainer's failure keeps it
+                err.usage = found[1]
             self._ended(request, name, "Failed")
             raise
 
@@ -505,23 +539,28 @@ class JobExecutor:
             raise JobFailed(f"{message}, in {replaced + 1} Jobs of {pods} pods each" if replaced else message)
         patch = {"metadata": {"annotations": {REPLACEMENTS: str(replaced + 1)}}}
         await self.client.merge_patch(resource_path("v1", "configmaps", namespace, name), patch)
+        self.runtime.metrics.jobs_retried.labels(reason=reason).inc()
+        return await self.replace(request, job, describe(reason, code), ref)
+
+    async def replace(
+        self, request: TrainingRequest, job: Mapping[str, Any], why: str, ref: ModelRef | None = None
+    ) -> Running:
+        """The training's Job deleted and created again (same name, this operator's settings), its
+        ConfigMap and checkpoint kept: the new one resumes from it."""
+        namespace, name = request.namespace, job_name(request.name, request.due.key)
+        ref = ref or ModelRef(namespace, request.name, await self._model_uid(request))
         await self.client.call(
             "DELETE", resource_path("batch/v1", "jobs", namespace, name), {"propagationPolicy": "Background"}
         )
-        self.runtime.metrics.jobs_retried.labels(reason=reason).inc()
-        log.info(
-            "%s/%s: Job %s failed (%s): replaced, resuming from its checkpoint", namespace, request.name, name, reason
-        )
+        log.info("%s/%s: Job %s replaced (%s), resuming from its checkpoint", namespace, request.name, name, why)
         try:
             await self.client.create(
                 resource_path("batch/v1", "jobs", namespace), job_body(request, ref, self.settings)
             )
-        except Conflict:  # the failed one is still going: the next reconcile starts it
-            raise JobRetried(f"training Job {name} was {describe(reason, code)}; it is replaced next") from None
+        except Conflict:  # the old one is still going: the next reconcile starts it
+            raise JobRetried(f"training Job {name}: {why}; it is replaced next") from None
         self.runtime.metrics.jobs_started.inc()
-        return Running(
-            name, f"training because {request.due.reason}, in Job {name} (replaced: {describe(reason, code)})"
-        )
+        return Running(name, f"training because {request.due.reason}, in Job {name} (replaced: {why})")
 
     def _ended(self, request: TrainingRequest, name: str, state: str) -> None:
         if request.owner == "pipeline":  # a model's own are its worker's to delete (workers.py)
@@ -565,6 +604,50 @@ async def delete_training(client: KubeClient, namespace: str, name: str) -> None
             continue
 
 
+async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
+    """Delete a training's Job (its pod stops), keeping its ConfigMap: what it spent is read from there."""
+    with contextlib.suppress(NotFound):
+        await client.call(
+            "DELETE", resource_path("batch/v1", "jobs", namespace, name), {"propagationPolicy": "Background"}
+        )
+
+
+async def spent_by(client: KubeClient, namespace: str, name: str) -> tuple[Due, dict[str, float]] | None:
+    """What a stopped training's ConfigMap says: its training (key, spec and dataset digests, why it
+    ran) and what its jobs spent, cumulative over its pods, as its checkpoint journal counts it; None
+    without a ConfigMap or a journal (nothing ran)."""
+    from controller.engine.training.checkpoint import FILE, summary
+    from controller.operator.checkpoints import decode
+
+    try:
+        configmap = await client.get(resource_path("v1", "configmaps", namespace, name))
+    except NotFound:
+        return None
+    meta = configmap.get("metadata") or {}
+    key = str((meta.get("labels") or {}).get(KEY_LABEL) or "")
+    try:
+        files = decode(configmap) or {}
+    except (ValueError, KeyError, TypeError, AttributeError):  # an index that is not one: nothing to read
+        files = {}
+    journals = sorted(path for path in files if path == FILE or path.endswith(f"/{FILE}"))
+    if not key or not journals:
+        return None
+    with tempfile.TemporaryDirectory(prefix="qmlops-journal-") as folder:
+        (Path(folder) / FILE).write_bytes(files[journals[0]])
+        found = summary(Path(folder))
+    if found is None:
+        return None
+    annotations = meta.get("annotations") or {}
+    due = Due(
+        str(annotations.get(REASON) or f"training {key}"),
+        key,
+        str(annotations.get(SPEC_DIGEST) or ""),
+        str(annotations.get(DATASET_DIGEST) or ""),
+    )
+    usage = {k: float(found["usage"].get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    return due, usage
+
+
 async def model_trainings(
     client: KubeClient, namespace: str, model: str, owner: str | None = None
 ) -> list[dict[str, Any]]:
@@ -604,19 +687,28 @@ class JobWatch:
         self.client, self.metrics = client, metrics
         self.seen: dict[str, tuple[int, str | None]] = {}  # Job uid -> (pods failed, finished)
         self.pending: dict[str, asyncio.Task[None]] = {}  # Job uid -> its wake-up after the grace
+        self.stuck: set[str] = set()  # Jobs whose owner was woken after the grace: woken again when ready
 
     def forget(self, uid: str) -> None:
         self.seen.pop(uid, None)
+        self.stuck.discard(uid)
         task = self.pending.pop(uid, None)
         if task is not None:
             task.cancel()
 
-    def wake_if_pending(self, job: Mapping[str, Any], wake: Callable[[], None]) -> None:
-        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then."""
+    def wake_if_pending(
+        self, job: Mapping[str, Any], wake: Callable[[], None], recovered: Callable[[], None] | None = None
+    ) -> None:
+        """Call ``wake`` once the grace has passed, if ``job`` still has no ready pod by then; and
+        ``recovered`` when such a Job's pod is ready at last (its image pulled, say)."""
         uid = str((job.get("metadata") or {}).get("uid"))
         ready = int((job.get("status") or {}).get("ready") or 0) > 0
         if finished(job) or ready:
             self.forget_pending(uid)
+            if ready and uid in self.stuck:
+                self.stuck.discard(uid)
+                if recovered is not None:
+                    recovered()
             return
         if uid in self.pending:
             return
@@ -630,6 +722,7 @@ class JobWatch:
         async def later() -> None:
             await asyncio.sleep(delay)
             self.pending.pop(uid, None)
+            self.stuck.add(uid)
             wake()
 
         self.pending[uid] = asyncio.create_task(later(), name=f"qmlops-job-pending:{uid}")
@@ -676,8 +769,9 @@ class JobWatch:
 # SHA-256 beside it; the operator checks it (the model owns the ConfigMap, the SHA-256, the version and
 # backend it is for, nothing but an evaluation's fields) and hands it to the engine, which records it
 # as the `evaluated` entry an in-process evaluation writes. A failed Job, or a result refused, is a
-# failed evaluation, and its Job and ConfigMap go then (a later run evaluates afresh); a finished
-# one's go once its `evaluated` entry is pushed (`clear_evaluations`).
+# failed evaluation: the step waits for the evaluations still running (recorded as they finish, as
+# in-process), then fails, and the failed Job and its ConfigMap go once that is pushed (a later run
+# evaluates afresh); a finished one's go once its `evaluated` entry is pushed (`clear_evaluations`).
 
 EVALUATION = "evaluation"  # the component label of an evaluation's Job and ConfigMap
 EVALUATION_KEY_LABEL = f"{GROUP}/evaluation-key"
@@ -897,13 +991,19 @@ class EvaluationJobs:
             try:
                 return result_of(configmap, request, uid)
             except JobResultRefused:
-                await delete_training(self.client, ns, name)  # a later run evaluates afresh
+                self._failed(ns, name, request.name)
                 raise
         if state == "Failed":
             why = await self.why_failed(ns, name)
-            await delete_training(self.client, ns, name)
+            self._failed(ns, name, request.name)
             raise JobFailed(why)
         return running
+
+    def _failed(self, namespace: str, name: str, model: str) -> None:
+        """A failed evaluation's Job (or one whose result was refused) stays, failing the same way each
+        time it is asked, while the step waits for the others still running; it goes with its ConfigMap
+        once the step's failure is pushed (``EndedCells``), so that a later run evaluates afresh."""
+        self.executor.runtime.ended_cells.note(namespace, name, model, "Failed")
 
     async def why_failed(self, namespace: str, name: str) -> str:
         """The evaluation's own message when it failed for good, else why its last pod ended."""

@@ -237,7 +237,7 @@ class Runtime:
         if config.executor != "jobs":
             return None
         settings = JobSettings(
-            image=config.job_image or "",
+            image=config.job_image,
             service_account=config.job_service_account,
             backoff_limit=config.job_backoff_limit,
             resources=dict(config.job_resources),

@@ -22,6 +22,7 @@ REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
 COMPONENT = "qmlops-operator"
 PEERING_NAME = "qmlops"  # the (Cluster)KopfPeering object the operators' replicas meet in
 PEERING_LIFETIME = 60  # kopf's default
+RELEASE_IMAGE = f"ghcr.io/qmlops/qmlops:{__version__}"  # this release's image: the Jobs' and the servers' default
 MIN_PEERING_LIFETIME, MAX_PEERING_LIFETIME = 15, 3600
 
 
@@ -69,12 +70,12 @@ class OperatorConfig:
     approval_poll: float = 60.0
     commit_identity: tuple[str, str] = ("qmlops-operator", "qmlops-operator@qmlops.io")
     watch_timeout: float = 300.0  # the apiserver ends each watch after this long; kopf reconnects
-    serving_image: str = f"ghcr.io/qmlops/qmlops:{__version__}"  # the image of spec.serving's Deployments
+    serving_image: str = RELEASE_IMAGE  # the image of spec.serving's Deployments
     serving_git_secret: str | None = None  # a Secret of this name in the model's namespace, mounted for Git
     # where monitoring's live check reads a model's live accuracy: its serving Service by default
     serving_live_url: str = SERVICE_URL
     executor: str = "in-process"  # where trainings run: "in-process" (the pool) or "jobs" (a Job each)
-    job_image: str | None = None  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
+    job_image: str = RELEASE_IMAGE  # the jobs executor's image: the operator's own (QMLOPS_IMAGE)
     job_service_account: str = "qmlops-training"
     job_backoff_limit: int = 3
     # the jobs executor's training.resources: what a spec that names none gets, and what none may exceed

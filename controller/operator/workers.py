@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -25,6 +27,7 @@ from controller.api import API_VERSION, QuantumModel
 from controller.api.quantummodel import (
     REVISION_PATTERN,
     Phase,
+    QuantumModelSpec,
     QuantumModelStatus,
     Serving,
     SourceRef,
@@ -155,6 +158,8 @@ class ModelWorker:
         self._settled.set()
         self._task: asyncio.Task[None] | None = None
         self.serving = False  # this worker wrote the model's serving Deployment and Service
+        self.unrecorded: set[str] = set()  # superseded Jobs stopped whose spending is not recorded yet
+        self.waits_for_image = False  # the last reconcile failed on its Job's image (jobs.JobWaitsForImage)
 
     @property
     def status_path(self) -> str:
@@ -308,9 +313,10 @@ class ModelWorker:
         self.failures = 0
         self.last_failure = None
         self.retry_at = None
+        self.waits_for_image = False
         self._handled(reading)
         self.next_at = self._next_look(outcome)
-        await self._apply(body, outcome, observed.model.spec.serving)
+        await self._apply(body, outcome, observed, observed.model.spec.serving)
         metrics.reconciles.labels(kind="QuantumModel", result="ok").inc()
 
     async def _training_due(self, body: Mapping[str, Any], reading: Reading, due: TrainingDue) -> None:
@@ -397,7 +403,7 @@ class ModelWorker:
         if reading.observed is not None:
             await self._restore()  # the session id is in the checkpoint, perhaps only in the ConfigMap
             if self.runtime.config.executor == "jobs":
-                await self._stop_jobs()
+                await self._stop_jobs(reading.observed)
             spec = reading.observed.model.spec
             kept = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name).all()
             secret = spec.training.credentials_secret
@@ -419,7 +425,9 @@ class ModelWorker:
 
     # --- carrying out what the engine decided ------------------------------------------------------
 
-    async def _apply(self, body: kopf.Body, outcome: Outcome, serving: Serving | None = None) -> None:
+    async def _apply(
+        self, body: kopf.Body, outcome: Outcome, observed: Observed, serving: Serving | None = None
+    ) -> None:
         before = self._current(body)
         new = outcome.status.to_wire()
         await self._write_status(new)
@@ -431,12 +439,8 @@ class ModelWorker:
             if decision.kind == LedgerKind.DRIFT_DETECTED and not alert:
                 continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
-        if (
-            self.runtime.config.executor == "jobs"
-            and before.get("phase") == "Training"
-            and new.get("phase") != "Training"
-        ):
-            await self._clear_jobs()
+        if self.runtime.config.executor == "jobs" and "Training" in (before.get("phase"), new.get("phase")):
+            await self._settle_jobs(observed, job if new.get("phase") == "Training" else None)
         self._count(before, new, outcome.decisions, alert)
         await self._serve(serving)
         folder = self.runtime.checkpoint_dir(self.ref.namespace, self.ref.name)
@@ -445,33 +449,91 @@ class ModelWorker:
         except Exception as err:
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
-    async def _clear_jobs(self) -> None:
-        """The training ended (registered, or its failure recorded): its finished Jobs and their
-        ConfigMaps go."""
+    async def _settle_jobs(self, observed: Observed, training: str | None) -> None:
+        """A reconcile that began or ended in the Training phase: of the model's own training Jobs (a
+        pipeline's cells are its own), ``training``'s (the one this reconcile found running) stays; a
+        finished one goes with its ConfigMap (its version registered, or its failure recorded); one still
+        running is superseded (the spec moved on, or asks for nothing to train): it is stopped, what
+        it spent recorded (``stopped``), then its ConfigMap goes."""
+        client, ns = self.runtime.client, self.ref.namespace
         try:
-            own = await jobs.model_trainings(self.runtime.client, self.ref.namespace, self.ref.name, owner="model")
-            for job in own:  # a pipeline's cells are its own to register
+            for name in sorted(self.unrecorded):  # stopped before, its spending not recorded then
+                if await self._record_stopped(observed, [name]):
+                    self.unrecorded.discard(name)
+                    await jobs.delete_training(client, ns, name)
+            own = await jobs.model_trainings(client, ns, self.ref.name, owner="model")
+            for job in own:
+                name = job["metadata"]["name"]
+                if name == training:
+                    continue
                 if jobs.finished(job):
-                    await jobs.delete_training(self.runtime.client, self.ref.namespace, job["metadata"]["name"])
+                    await jobs.delete_training(client, ns, name)
+                    continue
+                log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
+                await jobs.stop_job(client, ns, name)
+                await self._close_session(name)
+                if await self._record_stopped(observed, [name]):
+                    await jobs.delete_training(client, ns, name)
+                else:  # its ConfigMap stays: recorded at the next look
+                    self.unrecorded.add(name)
         except Exception as err:  # they go with the model at the latest
-            log.warning("%s/%s: training Jobs not cleared: %s", self.ref.namespace, self.ref.name, type(err).__name__)
+            log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
 
-    async def _stop_jobs(self) -> None:
-        """The model is deleted: its training Jobs are stopped (deleted), and their checkpoints brought
+    async def _close_session(self, name: str) -> None:
+        """The Runtime session a superseded Job's training kept open (``ibm:`` backends), closed: its
+        spec and checkpoint are read from its ConfigMap (nothing resumes it)."""
+        try:
+            configmap = await self.runtime.client.get(resource_path("v1", "configmaps", self.ref.namespace, name))
+            spec = QuantumModelSpec.model_validate_json((configmap.get("data") or {}).get(jobs.SPEC_KEY) or "{}")
+            if not spec.training.backend.startswith("ibm:"):
+                return
+            secret = spec.training.credentials_secret
+            credentials = (lambda: self.runtime.credentials(self.ref.namespace, secret)) if secret else None
+            with tempfile.TemporaryDirectory(prefix="qmlops-stopped-") as folder:
+                await jobs.kept_checkpoint(self.runtime.client, self.ref.namespace, name, Path(folder))
+                await asyncio.to_thread(training.release, spec, Path(folder), credentials)
+        except Exception as err:  # best effort, as on deletion: IBM ends an idle session itself
+            log.warning(
+                "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, redacted(err)
+            )
+
+    async def _record_stopped(self, observed: Observed, names: Sequence[str]) -> bool:
+        """What the stopped training Jobs ``names`` spent (their ConfigMaps' journals) recorded in the
+        model's ledger as ``stopped`` entries and pushed (the engine's ``record_stopped``: each second
+        counted once, however often asked); whether that was done."""
+        stopped = []
+        for name in names:
+            found = await jobs.spent_by(self.runtime.client, self.ref.namespace, name)
+            if found is not None:
+                stopped.append(found)
+        if not stopped:
+            return True
+        try:
+            decisions = await self.runtime.off_loop(lambda: self.runtime.reconciler().record_stopped(observed, stopped))
+        except Exception as err:  # kept: the ConfigMaps stay, and the next look records them
+            log.warning("%s/%s: stopped trainings not recorded: %s", self.ref.namespace, self.ref.name, redacted(err))
+            return False
+        for decision in decisions:
+            self._event(self.body, decision)
+        return True
+
+    async def _stop_jobs(self, observed: Observed) -> None:
+        """The model is deleted: its training Jobs are stopped (deleted), what they spent is recorded
+        (``stopped``, pushed before their ConfigMaps go with the model), and their checkpoints brought
         here so that the Runtime sessions they kept open are closed."""
         client = self.runtime.client
         workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
         try:
+            names = sorted(self.unrecorded)
             for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
                 name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
-                await client.call(
-                    "DELETE",
-                    resource_path("batch/v1", "jobs", self.ref.namespace, name),
-                    {"propagationPolicy": "Background"},
-                )
+                await jobs.stop_job(client, self.ref.namespace, name)
+                names.append(name)
                 if KEY.fullmatch(key):
                     workspace = workspaces.of(key)
                     await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
+            async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):
+                await self._record_stopped(observed, names)
         except Exception as err:  # best effort: the Jobs go with the model (owner references)
             log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
@@ -539,6 +601,7 @@ class ModelWorker:
             metrics.qpu_seconds.inc(used)
 
     async def _failed(self, body: Mapping[str, Any], reading: Reading, err: Exception) -> None:
+        self.waits_for_image = isinstance(err, jobs.JobWaitsForImage)
         backoff = self.runtime.config.retry_backoff
         delay = backoff[min(self.failures, len(backoff) - 1)]
         self.failures += 1

@@ -1,19 +1,25 @@
 """Trainings as Kubernetes Jobs (``--executor jobs``), end to end against the harness with the kubelet
-stand-in running each Job's pod as a ``qmlops train-job`` process: a model trains in a Job to Ready, and
-a 4-cell sweep's cells each in a Job, ``parallelism`` at a time;
-a pod evicted mid-run is replaced and resumes from its checkpoint; an operator restarted while its Job
-runs adopts it and starts no second one; a deleted model's Job goes; why a pod ended is the training's
-failure, in its class: OOMKilled, past its deadline, a crashed trainer, an image that cannot be pulled
-stall and say so (never with the pod's output), evicted past the Job's backoffLimit is replaced and
-resumes. A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as
-in-process ones; a result that is not the evaluated version's is refused. Every call the operator and
-the Jobs make is allowed by deploy/ (and every rule used)."""
+stand-in running each Job's pod as a ``qmlops train-job`` process: ``qmlops operator --executor jobs``
+runs with no other flag; a model trains in a Job to Ready, and a 4-cell sweep's cells each in a Job,
+``parallelism`` at a time; a pod evicted mid-run is replaced and resumes from its checkpoint; an
+operator restarted while its Job runs adopts it and starts no second one; a deleted model's Job goes;
+why a pod ended is the training's failure, in its class: OOMKilled (recorded with what its jobs spent),
+past its deadline, a crashed trainer stall and say so (never with the pod's output), evicted past the
+Job's backoffLimit is replaced and resumes; an image that cannot be pulled stalls the training until
+it can, in the same Job, and an operator with another image replaces that Job. A training stopped
+while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once.
+A cell still training when its step fails finishes and is registered first (failFast as in-process).
+A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as in-process
+ones; one failing waits for the others; a result that is not the evaluated version's is refused.
+Every call the operator and the Jobs make is allowed by deploy/ (and every rule used)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,15 +27,19 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from controller.api.quantummodel import QuantumModel
+from controller.api.quantummodel import QuantumModelSpec
 from controller.engine import training
 from controller.engine.reconcile.executor import EvaluationRequest, InProcess, evaluation_key
-from controller.operator import jobs
+from controller.operator import checkpoints, jobs
 from controller.operator.checkpoints import FILES_ANNOTATION
+from controller.operator.settings import RELEASE_IMAGE
 from tests.operator.operator_env import IBM_TOKEN, NAMESPACE, OperatorEnv, git, make_remote, secret, tiny_model
+from tests.operator.test_end_to_end import Closing, harness_kubeconfig, on_ibm, run_command
 from tests.operator.test_pipelines import sweep
-from tests.support.kube import Client, KubeApi
+from tests.support import ibm_image
+from tests.support.kube import Client, KubeApi, free_port
 from tests.support.kubelet import Kubelet
+from tests.training.standin import installed
 
 pytestmark = pytest.mark.slow
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -121,6 +131,25 @@ async def test_a_model_trains_in_a_job_and_the_operator_registers_it(env: Operat
     assert {call[1:] for call in env.kube.calls_in("qmlops-training/")} == training_rules()
 
 
+async def test_qmlops_operator_executor_jobs_with_default_flags_trains_in_a_job(
+    env: OperatorEnv, kubelet: Kubelet, tmp_path: Path
+) -> None:
+    """A newcomer's run: `qmlops operator --executor jobs` and nothing else (but where the repository
+    and the cluster are, and the metrics and liveness ports moved off their fixed defaults, which
+    another process on a shared machine may hold) starts, runs the training in a Job of this
+    release's image, and the model is Ready."""
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path / "home")}
+    for name in ("QMLOPS_WORKDIR", "QMLOPS_IMAGE", "QMLOPS_EXECUTOR"):
+        environment.pop(name, None)
+    args = ["--repo", str(env.remote), "--kubeconfig", str(harness_kubeconfig(env, tmp_path)), "--executor", "jobs"]
+    args += ["--metrics-port", str(free_port()), "--liveness-port", str(free_port())]
+    text = await run_command(env, *args, environment=environment)
+    assert "Traceback" not in text, text[-3000:]
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
+    (pod,) = kubelet.started
+    assert kubelet.images[pod] == RELEASE_IMAGE
+
+
 async def test_an_evicted_pod_is_replaced_and_resumes_from_its_checkpoint(env: OperatorEnv, kubelet: Kubelet) -> None:
     async with env.operator(**JOBS) as runtime:
         await env.client.create(tiny_model(iterations=60))
@@ -169,6 +198,57 @@ async def test_deleting_a_model_deletes_its_running_job(env: OperatorEnv, kubele
     assert env.decisions() == []
 
 
+IBM_IMAGE = "ghcr.io/qmlops/qmlops:ibm-standin"  # its qmlops trains on IBM stood in, billing each job
+STANDIN = [sys.executable, str(Path(ibm_image.__file__))]
+
+
+def journal_jobs(env: OperatorEnv, job: str) -> int:
+    """The primitive jobs the checkpoint journal in ``job``'s ConfigMap records."""
+    files = checkpoints.decode(env.kube.read("ConfigMap", NAMESPACE, job) or {}) or {}
+    journal = next((content for path, content in files.items() if path.endswith("journal.jsonl")), b"")
+    return sum(1 for line in journal.splitlines() if line.startswith(b'{"entry"'))
+
+
+async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_model_deleted(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """A training stopped while it runs as a Job is a `stopped` entry with what its checkpoint journal
+    says its jobs spent, as an in-process one: its spec changed (superseded: its Job stopped, the new
+    training started), then the new one's model deleted; each pushed before its ConfigMap goes, and
+    each one's Runtime session closed."""
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    kubelet.entry_points[IBM_IMAGE] = STANDIN
+    ibm = Closing()
+    with installed(ibm):
+        async with env.operator(executor="jobs", job_image=IBM_IMAGE):
+            await env.client.create(on_ibm(iterations=100))
+            first = (await env.until(lambda: job_of(env)))["metadata"]
+            await env.until(lambda: journal_jobs(env, first["name"]) >= 2, 180)
+            seen = journal_jobs(env, first["name"])
+            longer = {"spec": {"training": {"optimizer": {"maxIterations": 101}}}}
+            await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", longer)
+            await env.until(lambda: env.decisions() == ["stopped"], 120)
+            assert env.kube.read("Job", NAMESPACE, first["name"]) is None
+            await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, first["name"]) is None, 30)
+            second = (await env.until(lambda: job_of(env)))["metadata"]
+            assert second["name"] != first["name"]
+            await env.until(lambda: journal_jobs(env, second["name"]) >= 2, 180)
+            await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+            await env.until(lambda: env.model() is None, 60)
+            assert job_of(env) is None
+    assert env.decisions() == ["stopped", "stopped"]
+    entries = [e for e in ledger(env) if e["kind"] == "stopped"]
+    assert [e["data"]["trainingKey"] for e in entries] == [m["labels"][jobs.KEY_LABEL] for m in (first, second)]
+    for entry in entries:  # each what its journal said, billed by IBM (stood in) at 1.5 s a job
+        usage = entry["data"]["usage"]
+        assert usage["primitiveJobs"] >= 2 and usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
+        assert entry["data"]["specDigest"].startswith("sha256:") and entry["data"]["reason"]
+    assert entries[0]["data"]["usage"]["primitiveJobs"] >= seen
+    # each training's Runtime session closed (each pod's stand-in numbers its sessions from 1)
+    assert ibm.closed == ["standin-session-1", "standin-session-1"]
+    assert [p.rsplit("-", 1)[0] for p in kubelet.started] == [first["name"], second["name"]]
+
+
 def ledger(env: OperatorEnv, name: str = "iris-tiny") -> list[dict[str, Any]]:
     path = f"main:registry/{NAMESPACE}/{name}/ledger.jsonl"
     return [json.loads(line) for line in git("--git-dir", str(env.remote), "show", path).strip().splitlines()]
@@ -183,26 +263,36 @@ def stalled_message(env: OperatorEnv) -> str:
 async def test_an_oom_killed_pod_fails_the_training_until_its_memory_changes(
     env: OperatorEnv, kubelet: Kubelet
 ) -> None:
-    model = tiny_model(iterations=200, training={**tiny_model()["spec"]["training"], "resources": {"memory": "1Gi"}})
-    async with env.operator(**JOBS, job_backoff_limit=0) as runtime:
-        await env.client.create(model)
-        job = await env.until(lambda: job_of(env))
-        name = job["metadata"]["name"]
-        await env.until(lambda: checkpoint_kept(env, name), 120)
-        kubelet.oom_kill(name, NAMESPACE)
-        await env.until(lambda: env.status().get("phase") == "Failed", 60)
-        assert "OOMKilled" in stalled_message(env) and "spec.training.resources.memory" in stalled_message(env)
-        assert env.decisions() == ["failed"]
-        await env.until(lambda: "TrainingJobFailed" in env.reasons(), 30)
-        assert runtime.metrics.jobs_failed.labels(reason="OOMKilled")._value.get() == 1
-        # its failure recorded, the failed Job and its ConfigMap go
-        await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
-        # more memory: the same training (same key) is tried again, in a new Job
-        more = {"spec": {"training": {"resources": {"memory": "2Gi"}}}}
-        await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", more)
-        again = await env.until(lambda: job_of(env), 60)
-        assert again["metadata"]["name"] == name
-        assert again["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
+    """On IBM (stood in: each job billed): the failure is recorded with what the Job's jobs spent, read
+    from its checkpoint journal, as a trainer's own failure keeps it."""
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    kubelet.entry_points[IBM_IMAGE] = STANDIN
+    model = on_ibm(iterations=100)
+    model["spec"]["training"]["resources"] = {"memory": "1Gi"}
+    with installed(Closing()):
+        async with env.operator(executor="jobs", job_image=IBM_IMAGE, job_backoff_limit=0) as runtime:
+            await env.client.create(model)
+            job = await env.until(lambda: job_of(env))
+            name = job["metadata"]["name"]
+            await env.until(lambda: journal_jobs(env, name) >= 2, 120)
+            kubelet.oom_kill(name, NAMESPACE)
+            await env.until(lambda: env.status().get("phase") == "Failed", 60)
+            assert "OOMKilled" in stalled_message(env) and "spec.training.resources.memory" in stalled_message(env)
+            assert env.decisions() == ["failed"]
+            (failed,) = [e for e in ledger(env) if e["kind"] == "failed"]
+            usage = failed["data"]["usage"]
+            assert usage["primitiveJobs"] >= 2
+            assert usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
+            await env.until(lambda: "TrainingJobFailed" in env.reasons(), 30)
+            assert runtime.metrics.jobs_failed.labels(reason="OOMKilled")._value.get() == 1
+            # its failure recorded, the failed Job and its ConfigMap go
+            await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
+            # more memory: the same training (same key) is tried again, in a new Job
+            more = {"spec": {"training": {"resources": {"memory": "2Gi"}}}}
+            await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", more)
+            again = await env.until(lambda: job_of(env), 60)
+            assert again["metadata"]["name"] == name
+            assert again["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"memory": "2Gi"}
 
 
 async def test_a_crashed_trainer_fails_the_training_naming_its_exit_code_not_its_output(
@@ -244,23 +334,57 @@ async def test_a_job_past_its_deadline_fails_the_training_saying_so(env: Operato
         assert kubelet.started == [f"{name}-0"], "a Job past its deadline starts no other pod"
 
 
-async def test_an_image_that_cannot_be_pulled_fails_the_training_once_its_pod_has_waited(
+def stalled_on_image(env: OperatorEnv) -> bool:
+    condition = env.condition("iris-tiny", "Stalled")
+    return condition.get("status") == "True" and "ErrImagePull" in str(condition.get("message"))
+
+
+async def test_a_job_whose_image_cannot_be_pulled_stalls_and_goes_on_once_it_can(
     env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The kubelet keeps pulling an image it cannot find: the training says why (Stalled) but has not
+    failed; once the image is there (pushed, its registry back) the same Job's pod runs and the model
+    is Ready, with no spec change and no second Job."""
     monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
     kubelet.missing_images.add(IMAGE)
     async with env.operator(**JOBS) as runtime:
         await env.client.create(tiny_model())
         job = await env.until(lambda: job_of(env))
-        name = job["metadata"]["name"]
-        await env.until(lambda: env.status().get("phase") == "Failed", 60)
+        name, uid = job["metadata"]["name"], job["metadata"]["uid"]
+        await env.until(lambda: stalled_on_image(env), 60)
         message = stalled_message(env)
-        assert "ErrImagePull" in message and "--job-image" in message
-        assert env.decisions() == ["failed"]
-        assert runtime.metrics.jobs_failed.labels(reason="ErrImagePull")._value.get() == 1
-        # nothing ran, nothing to read: the Job and its ConfigMap went
-        await env.until(lambda: job_of(env) is None and env.kube.read("ConfigMap", NAMESPACE, name) is None, 30)
-    assert kubelet.started == [] and kubelet.peak == 0
+        assert "--job-image" in message and "goes on by itself" in message
+        assert env.decisions() == [], "nothing ran: no failure is recorded"
+        assert (job_of(env) or {})["metadata"]["uid"] == uid, "the Job stays, its pod pulling"
+        assert kubelet.started == []
+        kubelet.missing_images.discard(IMAGE)  # the image pushed at last
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert env.condition("iris-tiny", "Stalled").get("status") == "False"
+        assert env.decisions() == ["registered", "gate-passed", "promoted"]
+        assert runtime.metrics.jobs_started._value.get() == 1, "no second Job"
+    assert kubelet.started == [f"{name}-0"]
+
+
+async def test_an_operator_with_another_image_replaces_a_job_stuck_on_a_missing_one(
+    env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator started with another --job-image (the admin fixed a typo) replaces the Job whose
+    pod cannot pull the old one: the training runs in the new image, and is registered once."""
+    monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
+    kubelet.missing_images.add(IMAGE)
+    async with env.operator("pod-a", **JOBS):
+        await env.client.create(tiny_model())
+        job = await env.until(lambda: job_of(env))
+        await env.until(lambda: stalled_on_image(env), 60)
+    fixed = "ghcr.io/qmlops/qmlops:fixed"
+    async with env.operator("pod-b", executor="jobs", job_image=fixed) as runtime:
+        status = await env.until_phase("Ready", timeout=180)
+        assert status["champion"]["version"] == 1
+        assert runtime.metrics.jobs_started._value.get() == 1, "the stuck Job replaced by one of the new image"
+    name = job["metadata"]["name"]
+    assert kubelet.started == [f"{name}-0"] and kubelet.images[f"{name}-0"] == fixed
+    assert env.decisions() == ["registered", "gate-passed", "promoted"]
 
 
 async def test_a_job_evicted_past_its_backoff_limit_is_replaced_and_resumes(env: OperatorEnv, kubelet: Kubelet) -> None:
@@ -338,6 +462,23 @@ async def test_a_file_dataset_over_the_bound_is_refused_naming_it(env: OperatorE
         assert job_of(env) is None and kubelet.started == []
 
 
+def evaluation_objects(env: OperatorEnv, kind: str = "Job") -> list[dict[str, Any]]:
+    return [
+        o
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.EVALUATION
+    ]
+
+
+def pipeline_phase(env: OperatorEnv, name: str = "sweep") -> str:
+    return str(((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}).get("phase"))
+
+
+def model_ledger(env: OperatorEnv) -> list[dict[str, Any]]:
+    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def cell_sweep() -> dict[str, Any]:
     """Four cells (none the model's own spec), two at a time."""
     return {
@@ -362,114 +503,41 @@ def cell_sweep() -> dict[str, Any]:
     }
 
 
-async def test_a_four_cell_sweep_trains_each_cell_in_a_job_two_at_a_time(env: OperatorEnv, kubelet: Kubelet) -> None:
+async def test_a_four_cell_sweep_trains_and_evaluates_each_cell_in_a_job_two_at_a_time(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    ended: dict[str, dict[str, Any]] = {}
+    scored_spec: dict[int, dict[str, Any]] = {}  # the cell's spec each version was scored with, by version
+
+    async def keep(namespace: str, name: str) -> None:  # each evaluation's Job and ConfigMap as its pod ended
+        job = env.kube.read("Job", namespace, name)
+        if job is not None and job["metadata"]["labels"].get(jobs.COMPONENT_LABEL) == jobs.EVALUATION:
+            ended[name] = job
+            data = (env.kube.read("ConfigMap", namespace, name) or {})["data"]
+            scored_spec[json.loads(data[jobs.WANTED_KEY])["version"]] = json.loads(data[jobs.SPEC_KEY])
+
+    kubelet.on_exit = keep
     async with env.operator(**JOBS) as runtime:
         await env.client.create(tiny_model())
         await env.until_phase("Ready")
         assert kubelet.peak == 1 and len(kubelet.started) == 1
         kubelet.peak = 0
         await env.client.create(cell_sweep())
-
-        def phase() -> str:
-            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
-
-        await env.until(lambda: phase() == "Succeeded", 300)
+        await env.until(lambda: pipeline_phase(env) == "Succeeded", 300)
         cells = [p for p in kubelet.started[1:] if "-eval-" not in p]
         assert len(cells) == 4 and len({p.rsplit("-", 1)[0] for p in cells}) == 4, cells
-        assert len([p for p in kubelet.started if "-eval-" in p]) == 4, "each cell's version evaluated in a Job"
         assert kubelet.peak == 2, "parallelism: 2"
         assert runtime.metrics.jobs_started._value.get() == 5
+        assert runtime.metrics.evaluation_jobs_started._value.get() == 4
         assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
-        ledger = [
-            json.loads(line)
-            for line in git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
-            .strip()
-            .splitlines()
-        ]
-        registered = [e for e in ledger if e["kind"] == "registered"]
+        registered = [e for e in model_ledger(env) if e["kind"] == "registered"]
         assert len(registered) == 5 and len({e["data"]["artifactDigest"] for e in registered}) == 5
-        assert [e for e in ledger if e["kind"] == "run-finished"]
-        # each cell's Job and ConfigMap went once its version was registered and pushed
+        assert [e for e in model_ledger(env) if e["kind"] == "run-finished"]
+        # each cell's and each evaluation's Job and ConfigMap went once its entry was pushed
         await env.until(lambda: not training_objects(env), 30)
-
-
-def training_objects(env: OperatorEnv) -> list[str]:
-    """The training Jobs and ConfigMaps left in the namespace."""
-    return [
-        f"{kind}/{o['metadata']['name']}"
-        for kind in ("Job", "ConfigMap")
-        for o in env.kube.list(kind, NAMESPACE)
-        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
-    ]
-
-
-async def test_a_failed_cells_job_goes_once_the_steps_failure_is_recorded(env: OperatorEnv, kubelet: Kubelet) -> None:
-    async with env.operator(**JOBS, job_backoff_limit=0):
-        await env.client.create(tiny_model())
-        await env.until_phase("Ready")
-        await env.until(lambda: not training_objects(env), 30)
-        sweep = cell_sweep()
-        sweep["spec"]["steps"][0]["train"] = {"matrix": {"training.seed": [9]}, "parallelism": 1}
-        sweep["spec"]["steps"][0]["train"]["matrix"]["training.optimizer.maxIterations"] = [200]
-        await env.client.create(sweep)
-        cell = await env.until(
-            lambda: [p for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods], 120
-        )
-        name = cell[0].rsplit("-", 1)[0]
-        assert env.kube.read("Job", NAMESPACE, name) is not None
-        kubelet.crash(name, NAMESPACE, exit_code=2)
-
-        def phase() -> str:
-            return str(((env.kube.read("QuantumPipeline", NAMESPACE, "sweep") or {}).get("status") or {}).get("phase"))
-
-        await env.until(lambda: phase() == "Failed", 120)
-        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
-        assert "exit code 2" in failed["message"] and f"kubectl logs job/{name}" in failed["message"]
-        await env.until(lambda: not training_objects(env), 30)
-
-
-# --- evaluations --------------------------------------------------------------------------------------
-
-
-def evaluation_objects(env: OperatorEnv, kind: str = "Job") -> list[dict[str, Any]]:
-    return [
-        o
-        for o in env.kube.list(kind, NAMESPACE)
-        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.EVALUATION
-    ]
-
-
-def pipeline_phase(env: OperatorEnv, name: str = "sweep") -> str:
-    return str(((env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}).get("phase"))
-
-
-def model_ledger(env: OperatorEnv) -> list[dict[str, Any]]:
-    text = git("--git-dir", str(env.remote), "show", f"main:registry/{NAMESPACE}/iris-tiny/ledger.jsonl")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_process(
-    env: OperatorEnv, kubelet: Kubelet
-) -> None:
-    ended: dict[str, dict[str, Any]] = {}
-
-    async def keep(namespace: str, name: str) -> None:  # each evaluation's Job as its pod ended
-        job = env.kube.read("Job", namespace, name)
-        if job is not None and job["metadata"]["labels"].get(jobs.COMPONENT_LABEL) == jobs.EVALUATION:
-            ended[name] = job
-
-    kubelet.on_exit = keep
-    async with env.operator(**JOBS) as runtime:
-        await env.client.create(tiny_model())
-        await env.until_phase("Ready")
-        await env.client.create(sweep())  # 2 cells, each version scored on local:aer with 128 shots
-        await env.until(lambda: pipeline_phase(env) == "Succeeded", 300)
-        # each evaluation's Job and ConfigMap go once its `evaluated` entry is pushed
         await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
-        assert runtime.metrics.evaluation_jobs_started._value.get() == 2
-        assert runtime.metrics.iterations._value.get() == 0, "the operator itself trained nothing"
     scored = [p for p in kubelet.started if "-eval-" in p]
-    assert len(scored) == 2 and sorted(f"{name}-0" for name in ended) == sorted(scored)
+    assert len(scored) == 4 and sorted(f"{name}-0" for name in ended) == sorted(scored), "each version, in a Job"
     for job in ended.values():  # qmlops itself, locked down as a training's Job, owned by the model
         labels = job["metadata"]["labels"]
         assert (labels[jobs.OWNER_LABEL], labels[jobs.MODEL_LABEL]) == ("pipeline", "iris-tiny")
@@ -491,9 +559,10 @@ async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_proces
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
     # what the operator recorded is what an in-process evaluation of the same version records
     entries = [e for e in model_ledger(env) if e["kind"] == "evaluated"]
-    assert len(entries) == 2
-    spec = QuantumModel.model_validate(tiny_model()).spec  # a cell's optimizer settings do not enter scoring
+    assert len(entries) == 4
     for entry in entries:
+        spec = QuantumModelSpec.model_validate(scored_spec[entry["version"]])
+        assert spec.training.seed in (8, 9), "scored as its cell was trained"
         manifest = version_manifest(env, entry["version"])
         request = EvaluationRequest(
             namespace=NAMESPACE,
@@ -515,6 +584,88 @@ async def test_a_pipelines_evaluations_run_in_jobs_and_are_recorded_as_in_proces
         recorded = {k: v for k, v in entry["data"].items() if k != "pipeline"}
         assert recorded == {**here, "metrics": metrics, "versionDigest": manifest["digest"]}
         assert entry["data"]["pipeline"]["step"] == "noise"
+
+
+def training_objects(env: OperatorEnv) -> list[str]:
+    """The training Jobs and ConfigMaps left in the namespace."""
+    return [
+        f"{kind}/{o['metadata']['name']}"
+        for kind in ("Job", "ConfigMap")
+        for o in env.kube.list(kind, NAMESPACE)
+        if (o["metadata"].get("labels") or {}).get(jobs.COMPONENT_LABEL) == jobs.COMPONENT
+    ]
+
+
+def iterations_of(env: OperatorEnv, job: str) -> int:
+    """The optimizer's iterations of the training ``job`` runs (its ConfigMap's spec)."""
+    spec = json.loads((env.kube.read("ConfigMap", NAMESPACE, job) or {})["data"][jobs.SPEC_KEY])
+    return int(spec["training"]["optimizer"]["maxIterations"])
+
+
+async def test_a_cell_still_training_when_its_step_fails_finishes_and_is_registered_first(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """failFast, as in-process (and Argo): once a cell's Job failed no other cell starts, the cell still
+    training in its Job finishes and is registered, then the step fails naming the failed Job; no Job or
+    ConfigMap is left behind."""
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        sweep = cell_sweep()
+        sweep["spec"]["steps"][0]["train"] = {
+            "matrix": {"training.optimizer.maxIterations": [200, 12, 13]},  # the third never starts
+            "parallelism": 2,
+        }
+        await env.client.create(sweep)
+
+        def running() -> list[str]:
+            return [
+                p.rsplit("-", 1)[0] for p in kubelet.started[1:] if (NAMESPACE, p.rsplit("-", 1)[0]) in kubelet.pods
+            ]
+
+        both = await env.until(lambda: len(running()) == 2 and running(), 120)
+        long = next(name for name in both if iterations_of(env, name) == 200)
+        kubelet.crash(long, NAMESPACE, exit_code=2)
+        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
+        kinds = [e["kind"] for e in ledger(env)]
+        assert kinds[-3:] == ["registered", "step-failed", "run-finished"], kinds
+        (failed,) = [e for e in ledger(env) if e["kind"] == "step-failed"]
+        assert "exit code 2" in failed["message"] and f"kubectl logs job/{long}" in failed["message"]
+        (other,) = [name for name in both if name != long]
+        registered = [e for e in ledger(env) if e["kind"] == "registered" and e["data"].get("pipeline")]
+        assert [e["data"]["trainingKey"][:12] for e in registered] == [other.rsplit("-", 1)[1]]
+        assert len([p for p in kubelet.started if "-eval-" not in p]) == 3, "the model's, and two cells"
+        await env.until(lambda: not training_objects(env), 30)
+
+
+# --- evaluations --------------------------------------------------------------------------------------
+
+
+async def test_an_evaluation_still_running_when_another_fails_is_recorded_before_the_step_fails(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """As in-process, where every evaluation runs before the step fails: an evaluation Job that fails
+    fails its step only once the others running beside it have finished and are recorded; no
+    evaluation Job or ConfigMap is left behind."""
+    two = sweep(steps=[*sweep()["spec"]["steps"][:2]])
+    two["spec"]["steps"][0]["train"]["parallelism"] = 2  # and the evaluations two at a time
+
+    def scoring() -> list[str]:
+        jobs_of = [p.rsplit("-", 1)[0] for p in kubelet.started if "-eval-" in p]
+        return [name for name in jobs_of if (NAMESPACE, name) in kubelet.pods]
+
+    async with env.operator(**JOBS, job_backoff_limit=0):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        await env.client.create(two)
+        both = await env.until(lambda: len(scoring()) == 2 and scoring(), 240)
+        kubelet.crash(both[0], NAMESPACE, exit_code=2)
+        await env.until(lambda: pipeline_phase(env) == "Failed", 180)
+        await env.until(lambda: not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap"), 30)
+    kinds = [e["kind"] for e in model_ledger(env)]
+    assert kinds[-3:] == ["evaluated", "step-failed", "run-finished"], kinds
+    failed = next(e for e in model_ledger(env) if e["kind"] == "step-failed")
+    assert "exit code 2" in failed["message"], failed["message"]
 
 
 async def test_an_evaluation_result_of_another_version_is_refused(env: OperatorEnv, kubelet: Kubelet) -> None:

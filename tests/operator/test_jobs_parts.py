@@ -29,7 +29,7 @@ from controller.engine.reconcile.executor import EvaluationRequest, TrainingRequ
 from controller.engine.reconcile.state import Due
 from controller.operator import jobs, webhook
 from controller.operator.checkpoints import ModelRef
-from controller.operator.settings import OperatorConfig, WebhookConfig, kopf_settings
+from controller.operator.settings import RELEASE_IMAGE, OperatorConfig, WebhookConfig, kopf_settings
 from tests.operator.operator_env import tiny_model
 from tests.operator.test_webhook import post_review
 from tests.support.kube import Client, KubeApi, free_port, kopf_running, login_to, port_open
@@ -169,6 +169,7 @@ def test_pod_terminations_are_said_in_the_trainers_words() -> None:
 def test_what_retrying_can_fix_is_retried_and_the_rest_stalls() -> None:
     assert {"Evicted", "Preempted"} == set(jobs.RETRYABLE)
     assert stalls(jobs.JobFailed("OOMKilled")) and not stalls(jobs.JobRetried("evicted"))
+    assert not stalls(jobs.JobWaitsForImage("ErrImagePull")), "the kubelet keeps pulling: not the training's failure"
     assert isinstance(jobs.JobFailed("x"), training.TrainingError)  # recorded as the trainer's failures are
 
 
@@ -269,8 +270,8 @@ def test_quantities() -> None:
 def test_the_jobs_flags() -> None:
     parser = argparse.ArgumentParser()
     operator_cli.register(parser.add_subparsers())
-    with pytest.raises(operator_cli.UsageError, match="--job-image"):
-        operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--executor", "jobs"]))
+    newcomer = operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--executor", "jobs"]))
+    assert newcomer.job_image == RELEASE_IMAGE, "the Jobs run this release's image unless told"
     with pytest.raises(operator_cli.UsageError, match="--job-max-memory"):
         operator_cli.build_config(parser.parse_args(["operator", "--repo", "x", "--job-max-memory", "much"]))
     config = operator_cli.build_config(

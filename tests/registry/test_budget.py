@@ -14,6 +14,7 @@ import pytest
 from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
 
 from controller.engine.reconcile import Reconciler
+from controller.engine.reconcile.state import Due
 from controller.engine.registry import Registry
 from controller.engine.registry.ledger import Ledger, draft, entry_from_json
 from controller.engine.training import Credentials, TrainingStopped
@@ -167,3 +168,24 @@ def test_a_training_stopped_twice_counts_each_second_once() -> None:
             assert ledger.qpu_seconds(now, resuming="k1") == 0.0
     assert ledger.qpu_seconds(now) == 8.0
     assert ledger.qpu_seconds(now, resuming="k1") == 8.0  # it ended: nothing of it is pending
+
+
+def test_a_training_stopped_elsewhere_is_recorded_once_however_often_it_is_told(repos: Repos, tmp_path: Path) -> None:
+    """``record_stopped`` (the operator's Jobs: what a stopped Job's checkpoint journal says it spent):
+    told again (an operator restarted before the Job's ConfigMap went) it records nothing; told more
+    (the Job ran on) it records the new total, and the budget counts each second once."""
+    work = repos.clone("work")
+    repos.commit_file(work, SPEC, ibm_spec(7, 100), "tiny on IBM")
+    registry = Registry(work)
+    rec = Reconciler(registry, checkpoint_root=tmp_path / "ckpt")
+    registry.sync()
+    [(observed, _)] = observe(registry.git, work / "specs").models
+    due = Due("the spec changed", "0123456789abcdef", "sha256:spec", "sha256:data")
+    spent = {"qpuSeconds": 3.0, "primitiveJobs": 2.0, "shots": 128.0}
+    assert [d.kind for d in rec.record_stopped(observed, [(due, spent)])] == ["stopped"]
+    assert rec.record_stopped(observed, [(due, spent)]) == []
+    assert rec.record_stopped(observed, [(due, {**spent, "qpuSeconds": 4.5, "primitiveJobs": 3.0})]) != []
+    assert [e["kind"] for e in entries(work)] == ["stopped", "stopped"]
+    assert entries(work)[0]["data"]["trainingKey"] == "0123456789abcdef"
+    assert "stopped" in repos.remote_log("-1", "--format=%s")  # pushed
+    assert Ledger(tuple(entry_from_json(e, 1) for e in entries(work))).qpu_seconds(datetime.now(UTC)) == 4.5

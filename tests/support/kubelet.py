@@ -15,7 +15,9 @@ for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) 
 ``Evicted`` or ``OOMKilled``; :meth:`crash` ends it with an exit code of the test's choosing, as a
 trainer that crashed. A Job's ``activeDeadlineSeconds`` is enforced (its pod killed, the Job
 ``Failed`` with ``DeadlineExceeded``). A pod whose image is in :attr:`missing_images` is created and
-waits with ``ErrImagePull``, never started, as on a node that cannot pull it. The Job's ``ready``
+waits with ``ErrImagePull``, as on a node that cannot pull it, and starts once the test takes the image
+out of the set (pushed at last, its registry back). :attr:`images` says which image each pod ran;
+:attr:`entry_points` gives an image a ``qmlops`` of its own (``tests/support/ibm_image.py``: IBM stood in). The Job's ``ready``
 counts the pods running. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
 act between a process's end and its status (tamper with what it left).
 """
@@ -66,9 +68,15 @@ class Kubelet:
     on_exit: Callable[[str, str], Awaitable[None]] | None = None
     pods: dict[tuple[str, str], Pod] = field(default_factory=dict)  # (namespace, job) -> running pod
     started: list[str] = field(default_factory=list)  # pod names, in the order they were started
+    images: dict[str, str] = field(default_factory=dict)  # pod name -> the image it ran
+    # image -> the command standing for its ``qmlops`` (default: this checkout's own qmlops)
+    entry_points: dict[str, list[str]] = field(default_factory=dict)
     peak: int = 0  # the most pods that ran at once
-    missing_images: set[str] = field(default_factory=set)  # their pods wait with ErrImagePull
-    waiting: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, job) -> its waiting pod
+    # their pods wait with ErrImagePull; taken out of the set (the image pushed, its registry back), a
+    # waiting pod starts at the kubelet's next pull, as a real kubelet's back-off retries it
+    missing_images: set[str] = field(default_factory=set)
+    # (namespace, job) -> (its waiting pod, the Job's uid)
+    waiting: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -131,8 +139,9 @@ class Kubelet:
                 elif pod.process.poll() is not None:
                     del self.pods[key]
                     await self._ended(jobs[key], pod)
-            for key in [k for k in self.waiting if k not in jobs]:
-                del self.waiting[key]
+            for key, (_, uid) in list(self.waiting.items()):
+                if key not in jobs or jobs[key]["metadata"]["uid"] != uid:  # deleted, or replaced
+                    del self.waiting[key]
             for namespace, name in jobs:
                 job = self.kube.read("Job", namespace, name)  # as it is now, after the pods that ended
                 if job is None or self._finished(job):
@@ -140,7 +149,10 @@ class Kubelet:
                 if self._past_deadline(job):
                     await self._deadline(job)
                     continue
-                if (namespace, name) in self.pods or (namespace, name) in self.waiting:
+                if (namespace, name) in self.waiting:
+                    await self._pull(job)
+                    continue
+                if (namespace, name) in self.pods:
                     continue
                 full = self.capacity is not None and len(self.pods) >= self.capacity
                 if not job["metadata"].get("deletionTimestamp") and not full:
@@ -188,20 +200,7 @@ class Kubelet:
         root = self.root / namespace / pod_name
         root.mkdir(parents=True, exist_ok=True)
         container = template["spec"]["containers"][0]
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(root / "home"),
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONUNBUFFERED": "1",
-        }
-        mounted = self._mount(namespace, template["spec"], container, root)
-        for item in container.get("env") or ():
-            env[item["name"]] = self._inside(str(item.get("value", "")), mounted)
-        if "/tmp" in mounted:
-            env["TMPDIR"] = mounted["/tmp"]
-        command = [*container.get("command", ()), *container.get("args", ())]
-        if command and command[0] == "qmlops":  # the image's entry point
-            command[0] = str(Path(sys.executable).parent / "qmlops")
+        env, command = self._environment(namespace, job, container, root)
         pod_body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -219,19 +218,59 @@ class Kubelet:
         patch: JSON = {"status": {"active": 1, "ready": 0}}
         if not status.get("startTime"):
             patch["status"]["startTime"] = _now()
-        if container.get("image") in self.missing_images:  # it waits, for ever
+        if container.get("image") in self.missing_images:  # it waits until the image can be pulled
             pulling = {"name": container["name"], "state": {"waiting": {"reason": "ErrImagePull"}}}
             pod_status = {"phase": "Pending", "containerStatuses": [pulling]}
             await self.client.patch("Pod", namespace, pod_name, {"status": pod_status}, status=True)
-            self.waiting[(namespace, name)] = pod_name
+            self.waiting[(namespace, name)] = (pod_name, meta["uid"])
             await self.client.patch("Job", namespace, name, patch, status=True)
             return
+        await self._launch(job, pod_name, root, command, env, patch)
+
+    async def _pull(self, job: JSON) -> None:
+        """A waiting pod's image pulled again: when it is no longer missing, the pod starts."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        full = self.capacity is not None and len(self.pods) >= self.capacity
+        if container.get("image") in self.missing_images or full:
+            return
+        pod_name, _ = self.waiting.pop((namespace, name))
+        root = self.root / namespace / pod_name
+        env, command = self._environment(namespace, job, container, root)
+        await self._launch(job, pod_name, root, command, env, {"status": {"active": 1}})
+
+    def _environment(self, namespace: str, job: JSON, container: JSON, root: Path) -> tuple[dict[str, str], list[str]]:
+        """The container's environment (its volumes laid out under ``root``) and its command line."""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(root / "home"),
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+        }
+        mounted = self._mount(namespace, job["spec"]["template"]["spec"], container, root)
+        for item in container.get("env") or ():
+            env[item["name"]] = self._inside(str(item.get("value", "")), mounted)
+        if "/tmp" in mounted:
+            env["TMPDIR"] = mounted["/tmp"]
+        command = [*container.get("command", ()), *container.get("args", ())]
+        if command and command[0] == "qmlops":  # the image's entry point
+            entry = self.entry_points.get(container.get("image", ""))
+            command[:1] = entry or [str(Path(sys.executable).parent / "qmlops")]
+        return env, command
+
+    async def _launch(
+        self, job: JSON, pod_name: str, root: Path, command: list[str], env: dict[str, str], patch: JSON
+    ) -> None:
+        """The pod's process started: the pod Running, the Job's pod ready."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
         await self.client.patch("Pod", namespace, pod_name, {"status": {"phase": "Running"}}, status=True)
         log = (root / "log").open("wb")
         process = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.pods[(namespace, name)] = Pod(name, namespace, pod_name, process, root)
         self.started.append(pod_name)
+        self.images[pod_name] = container.get("image", "")
         self.peak = max(self.peak, len(self.pods))
         patch["status"]["ready"] = 1
         await self.client.patch("Job", namespace, name, patch, status=True)

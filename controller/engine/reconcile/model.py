@@ -10,7 +10,7 @@ same steps with the dry run: nothing is trained or written.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from controller.api.quantummodel import (
 from controller.engine import policy_report
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
+from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import StepContext, Verdict, Watch, run_steps
 from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
 from controller.engine.reconcile.services import Services
@@ -148,6 +149,33 @@ class ModelReconciler(Services):
             for d in recorder.decisions
         ]
         return outcome
+
+    def record_stopped(self, observed: Observed, stopped: Sequence[tuple[Due, dict[str, float]]]) -> list[Decision]:
+        """Trainings stopped where they ran elsewhere (the operator's Jobs: the model deleted, or its spec
+        moved on), each with what its checkpoint says its jobs spent: their ``stopped`` entries, made as
+        a training stopped here makes its own (``actions.stopped``: cumulative, so only what no entry
+        recorded yet counts, however often it is asked), committed and pushed now. Nothing else is
+        decided."""
+        model = observed.model
+        ns, name = model.metadata.namespace, model.metadata.name
+        self.registry.sync()
+        recorder = GitRecorder()
+        for _ in range(ATTEMPTS):
+            self.registry.discard_uncommitted(ns, name)
+            ctx = self.context(observed)
+            recorder = GitRecorder()
+            for due, usage in stopped:
+                spent = actions.stopped(ctx.state, due, usage)
+                if spent is not None:
+                    recorder.record(ctx, spent)
+            published = self.registry.publish()
+            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
+                break
+        commits = self.registry.entry_commits(ns, name)
+        return [
+            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
+            for d in recorder.decisions
+        ]
 
     # --- the outcome ------------------------------------------------------------------------------
 

@@ -363,6 +363,8 @@ def conclude_train(step: Step) -> PipelineStep:
             return StepResult()
         plan = plan_cells(ctx, run, step)
         failures = {**plan.refused, **ctx.notes.get(f"cell-failures:{step.name}", {})}
+        if failures and ctx.notes.get(f"cells-open:{step.name}"):
+            return StepResult()  # cells still train elsewhere: they finish (and are registered) first
         if failures:
             shown = "; ".join(f"cell {plan.labels.get(c, c)}: {why}" for c, why in sorted(failures.items())[:5])
             more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
@@ -517,7 +519,8 @@ def _cells_elsewhere(
     """The cells when the executor trains elsewhere (the operator's Jobs), asked as
     :func:`ask_elsewhere` says: a finished one is registered; those still running or not started stay
     pending, and the step concludes in a later reconcile (the operator's, when a Job changes). A failed
-    Job is the cell's failure (its pods were retried up to the Job's backoffLimit)."""
+    Job is the cell's failure (its pods were retried up to the Job's backoffLimit); as here, the cells
+    still running then finish and are registered before the step fails (``cells-open``)."""
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
         state = dataclasses.replace(ctx.state, spec=cell.spec)
@@ -545,7 +548,8 @@ def _cells_elsewhere(
         failures[cell.cell.id] = describe_failure(err)
         cell_failed(ctx, cell, err, record)
 
-    ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
+    open_ = ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
+    ctx.notes[f"cells-open:{intent.step}"] = open_
     return []
 
 
@@ -556,45 +560,47 @@ def ask_elsewhere(
     failed: Callable[[W, Exception], None],
     parallelism: int,
     fail_fast: bool,
-) -> None:
+) -> bool:
     """Pieces of work the executor runs elsewhere (cells' trainings, evaluations), each asked in order
     without waiting: ``ask(item, start=False)`` first, so that a finished one is handed to
     ``finished`` and a running one counts against ``parallelism``; then new ones start
     (``ask(item, start=True)``) while fewer than ``parallelism`` run. One that failed is handed to
-    ``failed``; with ``fail_fast`` nothing more is asked. A stopped training raises."""
+    ``failed``; with ``fail_fast`` no new one starts then, and those running go on until they finish,
+    as the in-process executor's do (Argo's failFast: nothing more scheduled, nothing left behind).
+    A stopped training raises. Whether any is still open: running, or waiting to start (unless it
+    failed fast): the step concludes once none is."""
     running = 0
     not_started: list[W] = []
+    failures = 0
 
-    def settle(item: W, start: bool) -> bool:
-        """Ask about ``item``; False when it failed and the work fails fast."""
-        nonlocal running
+    def settle(item: W, start: bool) -> None:
+        nonlocal running, failures
         try:
             result = ask(item, start)
-        except RetryableError:  # its Job is being replaced: it still runs, for parallelism
+        except RetryableError:  # its Job is being replaced, or waits for its image: it still runs
             running += 1
-            return True
+            return
         except Exception as err:
             if isinstance(err, training().TrainingStopped):
                 raise
             failed(item, err)
-            return not fail_fast
+            failures += 1
+            return
         if result is None:
             not_started.append(item)
         elif isinstance(result, Running):
             running += 1
         else:
             finished(item, result)
-        return True
 
     for item in items:
-        if not settle(item, start=False):
-            return
+        settle(item, start=False)
     for item in list(not_started):
-        if running >= parallelism:
+        if running >= parallelism or (fail_fast and failures):
             break
         not_started.remove(item)
-        if not settle(item, start=True):
-            return
+        settle(item, start=True)
+    return running > 0 or (bool(not_started) and not (fail_fast and failures))
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------
@@ -653,6 +659,8 @@ def conclude_evaluate(step: Step) -> PipelineStep:
         shots = step.evaluate.shots or ctx.state.spec.training.shots
         candidates = candidates_of(ctx, run, step)
         failures = ctx.notes.get(f"evaluation-failures:{step.name}", {})
+        if failures and ctx.notes.get(f"evaluations-open:{step.name}"):
+            return StepResult()  # evaluations still run elsewhere: recorded first, as here
         if failures or not candidates:
             shown = "; ".join(f"version {v} on {b}: {why}" for (v, b), why in sorted(failures.items())[:5])
             message = (
@@ -735,7 +743,7 @@ def carry_out_evaluations(
         failures[(pair[0].number, pair[1])] = describe_failure(err)
 
     if executor.elsewhere:
-        ask_elsewhere(
+        ctx.notes[f"evaluations-open:{intent.step}"] = ask_elsewhere(
             pairs, lambda p, start: executor.evaluate(request(p, start)), evaluated, failed, intent.parallelism, False
         )
         return out
