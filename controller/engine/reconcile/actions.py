@@ -100,7 +100,7 @@ def failure(
             "trainingKey": due.key if due else None,
         }
         if usage:
-            data["usage"] = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+            data["usage"] = spent_of(usage)
         if resources:
             data["resources"] = resources
         intents.append(RecordDecision(LedgerKind.FAILED, None, message, data))
@@ -120,27 +120,46 @@ def stopped(
     this."""
     if not usage:
         return None
-    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+    spent = spent_of(usage)
     before = state.ledger.stopped_usage(due.key)
     if spent["qpuSeconds"] <= before.get("qpuSeconds", 0.0):
         return None
-    data: dict[str, Any] = {
-        "specDigest": due.spec_digest,
-        "datasetDigest": due.dataset_digest,
-        "trainingKey": due.key,
-        "reason": due.reason,
-        "usage": spent,
-    }
-    trailers: tuple[tuple[str, str], ...] = ()
-    if pipeline is not None:
-        data["pipeline"] = pipeline
-        trailers = run_trailers(state, pipeline)
     jobs = int(spent["primitiveJobs"])
     message = (
         f"training stopped (it was training because {due.reason}) after {jobs} job{'s' if jobs != 1 else ''} "
         f"and {spent['qpuSeconds']:.1f} QPU seconds; it resumes from its checkpoint"
     )
-    return RecordDecision(LedgerKind.STOPPED, None, message, data, trailers=trailers)
+    return training_entry(LedgerKind.STOPPED, state, due, message, spent, pipeline)
+
+
+def spent_of(usage: dict[str, Any]) -> dict[str, float]:
+    """What a training's jobs spent, as its ledger entry keeps it."""
+    return {k: float(usage.get(k, 0.0) or 0.0) for k in ("qpuSeconds", "primitiveJobs", "shots")}
+
+
+def training_entry(
+    kind: LedgerKind,
+    state: State,
+    due: Due,
+    message: str,
+    usage: dict[str, Any],
+    pipeline: dict[str, Any] | None = None,
+) -> RecordDecision:
+    """The entry of a training that ended without a version (``stopped``, a pipeline cell's ``failed``):
+    which training, why it ran, what its jobs spent; ``pipeline``: ``{name, run, step, cell}`` of the
+    pipeline cell it was, recorded in the entry and its commit's trailers."""
+    data: dict[str, Any] = {
+        "specDigest": due.spec_digest,
+        "datasetDigest": due.dataset_digest,
+        "trainingKey": due.key,
+        "reason": due.reason,
+        "usage": spent_of(usage),
+    }
+    trailers: tuple[tuple[str, str], ...] = ()
+    if pipeline is not None:
+        data["pipeline"] = pipeline
+        trailers = run_trailers(state, pipeline)
+    return RecordDecision(kind, None, message, data, trailers=trailers)
 
 
 def registration(ctx: StepContext, due: Due, raw: bytes, pipeline: dict[str, Any] | None = None) -> Register | None:

@@ -490,21 +490,8 @@ def cell_failed(
     usage = getattr(err, "usage", None)
     if not usage or float(usage.get("qpuSeconds", 0.0) or 0.0) <= 0.0:
         return
-    due = cell.due
-    spent = {k: float(usage.get(k, 0.0)) for k in ("qpuSeconds", "primitiveJobs", "shots")}
-    data: dict[str, Any] = {
-        "specDigest": due.spec_digest,
-        "datasetDigest": due.dataset_digest,
-        "trainingKey": due.key,
-        "reason": due.reason,
-        "usage": spent,
-        "pipeline": cell.about,
-    }
-    message = f"training failed (it was training because {due.reason}): {describe_failure(err)}"
-    record(
-        ctx,
-        RecordDecision(LedgerKind.FAILED, None, message, data, trailers=actions.run_trailers(ctx.state, cell.about)),
-    )
+    message = f"training failed (it was training because {cell.due.reason}): {describe_failure(err)}"
+    record(ctx, actions.training_entry(LedgerKind.FAILED, ctx.state, cell.due, message, usage, cell.about))
 
 
 def _cells_elsewhere(
