@@ -377,7 +377,7 @@ class PipelineWorker:
         )
         try:
             outcome = reconciler.reconcile(
-                seen, on_progress=lambda _: self._progress(ref), should_stop=stop, may_train=may_train
+                seen, on_progress=lambda _: self._progress(ref), should_stop=stop, may_train=may_train, synced=True
             )
         except TrainingDue as due:
             registry.publish()  # the run's start, recorded before the work it cannot do unlicensed

@@ -277,3 +277,26 @@ def test_retention_never_retires_a_version_a_run_in_progress_still_needs(repos: 
     controller.models.reconcile(observed)  # 3 versions kept, 1 allowed: 2 is the champion, 4 the newest
     assert [e["version"] for e in ledger(work) if e["kind"] == "retired"] == [1]  # 3 belongs to the open run
     assert (work / "registry/demo/tiny/versions/3.json").is_file()
+
+
+def test_a_reconcile_whose_caller_just_synced_fetches_no_more(repos: Repos, tmp_path: Path) -> None:
+    from controller.engine.reconcile import TrainingDue
+
+    controller = Controller(seeded(repos), tmp_path)
+    seen = controller.observe().pipelines[0][0]  # the registry synced, the revision read after it
+    ran: list[str] = []
+    real = controller.registry.git.run
+
+    def run(*args: str, **kwargs: object) -> object:
+        ran.append(args[0])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    controller.registry.git.run = run  # type: ignore[method-assign]
+    with pytest.raises(TrainingDue):  # unlicensed: the run's start is recorded, its cells wait
+        controller.pipelines.reconcile(seen, may_train=False, synced=True)
+    assert "fetch" not in ran, ran
+    assert kinds(controller.registry.repo) == ["run-started"]
+    ran.clear()
+    with pytest.raises(TrainingDue):
+        controller.pipelines.reconcile(seen, may_train=False)
+    assert "fetch" in ran, "a caller that did not sync: the reconcile brings the registry up to date itself"

@@ -998,12 +998,17 @@ class PipelineReconciler(Services):
         on_progress: Callable[[Any], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         may_train: bool = True,
+        synced: bool = False,
     ) -> PipelineOutcome:
+        """``synced``: the caller brought the registry up to date with its remote just before, and read
+        ``seen``'s revision after it (a second fetch a moment later would find nothing new, and could
+        move HEAD past the revision the run is said to start at)."""
         if seen.model is None:
             return PipelineOutcome([], [], check_without_model(seen).reason)
         model = seen.model.model
         ns, name = model.metadata.namespace, model.metadata.name
-        self.registry.sync()
+        if not synced:
+            self.registry.sync()
         credentials = self._credentials(model.metadata.namespace, model.spec)
         for _ in range(ATTEMPTS):
             self.registry.discard_uncommitted(ns, name)
