@@ -3,6 +3,7 @@ device's noise, select, promote through the model's gates; cached reruns, crashe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -300,3 +301,28 @@ def test_a_reconcile_whose_caller_just_synced_fetches_no_more(repos: Repos, tmp_
     with pytest.raises(TrainingDue):
         controller.pipelines.reconcile(seen, may_train=False)
     assert "fetch" in ran, "a caller that did not sync: the reconcile brings the registry up to date itself"
+
+
+def test_each_cells_spec_is_built_once_per_model_spec(
+    repos: Repos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.engine.pipelines.cells import Cell
+
+    built: list[str] = []
+    real = Cell.apply
+
+    def apply(cell: Cell, spec: dict[str, object]) -> dict[str, object]:
+        built.append(cell.label)
+        return real(cell, spec)
+
+    monkeypatch.setattr(Cell, "apply", apply)
+    controller = Controller(seeded(repos), tmp_path)
+    seen = controller.observe().pipelines[0][0]
+    first = controller.pipelines.plan(seen)
+    assert sorted(built) == ["circuit.ansatz.reps=1", "circuit.ansatz.reps=2"]
+    assert controller.pipelines.plan(seen) == first and len(built) == 2, "a second look builds no cell's spec again"
+    model = seen.model.model  # type: ignore[union-attr]
+    other = model.model_copy(update={"spec": model.spec.model_copy(update={"description": "changed"})})
+    changed = dataclasses.replace(seen, model=dataclasses.replace(seen.model, model=other))  # type: ignore[type-var]
+    controller.pipelines.plan(changed)
+    assert len(built) == 4, "the model's spec changed: its cells are built again"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -271,6 +272,7 @@ def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
     state, services = ctx.state, ctx.services
     plan = CellPlan()
     model_wire = state.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    wire_key = json.dumps(model_wire, sort_keys=True)
     in_run = {
         (v.pipeline or {}).get("cell"): v.number
         for v in state.versions
@@ -282,15 +284,16 @@ def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
         if cell.id in in_run:
             plan.done[cell.id] = in_run[cell.id]
             continue
-        try:
-            variant = QuantumModelSpec.model_validate(cell.apply(model_wire))
+        try:  # remembered by the wire spec and the cell's values: a sweep's reconcile asks for every cell
+            key = json.dumps([wire_key, cell.as_dict()], sort_keys=True)
+            variant, spec_digest = services.variant(model_wire, key, cell.apply)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "spec"
             plan.refused[cell.id] = f"its spec is not valid: {where}: {first['msg']}"
             continue
         try:
-            spec_digest, dataset_digest = services.digests(variant)
+            dataset_digest = services.dataset_digest(variant)
         except Exception as err:
             plan.refused[cell.id] = f"its training data cannot be prepared: {describe_failure(err)}"
             continue
