@@ -251,3 +251,21 @@ def test_a_model_index_this_process_wrote_last_is_not_parsed_again(
     )
     assert index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
     assert "kind: ModelIndex  # ours\n" in path.read_text() and "entries: 3" in path.read_text()
+
+
+def test_a_model_index_with_versions_is_written_in_its_canonical_form(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "model.yaml"
+    summary = _summary_with_rows(4)
+    assert index.write(path, "demo", "m", summary)
+    text = path.read_text()
+    assert index.is_canonical(text, "demo", "m"), "what is written is the canonical form of what it says"
+    rows = yaml.safe_load(text)["versions"]
+    assert [row["version"] for row in rows] == [1, 2, 3, 4]
+    assert "revision" not in rows[0] and "gates" not in rows[0] and rows[2]["gates"] == "passed"
+    assert rows[1]["approvedBy"] == ["alice@example.com", "bob: the 'reviewer'"]
+    assert not index.write(path, "demo", "m", summary), "nothing new"
+    summary["versions"][0]["gates"] = "failed"
+    assert index.write(path, "demo", "m", summary)
+    assert yaml.safe_load(path.read_text())["versions"][0]["gates"] == "failed", "a changed row is written again"

@@ -115,7 +115,8 @@ class _Written:
 
 
 _WRITTEN = _Written(WRITTEN_LIMIT)
-_ROWS: Memo[str] = Memo(ROWS_LIMIT)
+_ROWS: Memo[str] = Memo(ROWS_LIMIT)  # a plain row -> its text
+_DATA_ROWS: Memo[str] = Memo(ROWS_LIMIT)  # a summary's row -> the text of what the edit makes of it
 
 
 def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
@@ -133,15 +134,48 @@ def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
 
     before = path.read_text(encoding="utf-8") if path.exists() else ""
     if not before.strip() or _WRITTEN.holds(path, before) or is_canonical(before, namespace, name):
-        fresh: list[Any] = [CommentedMap()]
-        change(fresh)  # the very edit, applied to an empty file
-        text = render(namespace, name, _plain(fresh[0]))
+        text = _canonical(namespace, name, data)  # the very edit, applied to an empty file
         if text != before:
             write_atomic(path, text.encode("utf-8"))
         _WRITTEN.note(path, text)
         return text != before
     _WRITTEN.note(path, None)
     return yamlio.edit_file(path, change, header=header(namespace, name))
+
+
+def _canonical(namespace: str, name: str, data: dict[str, Any]) -> str:
+    """``render`` of what ``write``'s edit makes of an empty file: the summary's keys, then the champion,
+    then the version rows (a key whose value is None left out, in the summary and in each row, as the
+    round-trip edit leaves it out); each row made and rendered once per content."""
+    root = CommentedMap()
+    yamlio.update(root, {k: v for k, v in data.items() if k not in ("versions", "champion")})
+    _set_or_clear(root, "champion", data["champion"])
+    head = _plain(root)
+    rows = [_fresh_row(row) for row in data["versions"]]
+    if not rows or not all(rows):
+        fresh = [CommentedMap()]
+        yamlio.update(fresh[0], {k: v for k, v in data.items() if k not in ("versions", "champion")})
+        _set_or_clear(fresh[0], "champion", data["champion"])
+        _update_rows(fresh[0], data["versions"])
+        return render(namespace, name, _plain(fresh[0]))
+    return header(namespace, name) + _dump(head) + "versions:\n" + "".join(rows)
+
+
+def _fresh_row(row: dict[str, Any]) -> str:
+    """A version's row as the round-trip edit writes it into an empty file (None values left out),
+    rendered as an item of the ``versions`` sequence; "" for a row with nothing to write."""
+
+    def make() -> str:
+        target = CommentedMap()
+        yamlio.update(target, row)
+        plain = _plain(target)
+        return _dump([plain]) if plain else ""
+
+    try:
+        key = json.dumps(row)
+    except (TypeError, ValueError):  # not plain data: made every time
+        return make()
+    return _DATA_ROWS.get(key, make)
 
 
 def render(namespace: str, name: str, summary: dict[str, Any]) -> str:
