@@ -157,3 +157,13 @@ def test_a_sync_behind_or_ahead_of_the_remote_still_integrates_and_publishes(rep
     b.record("demo", "two", at=AT, kind="blocked", version=None, message="two")
     b.sync()  # ahead: what it decided is pushed
     assert git(repos.remote, "rev-parse", "main") == b.git.head()
+
+
+def test_a_sync_behind_the_remote_fast_forwards_without_asking_ancestry(repos: Repos) -> None:
+    a, b = Registry(repos.clone("a")), Registry(repos.clone("b"))
+    a.record("demo", "one", at=AT, kind="blocked", version=None, message="one")
+    a.publish()
+    ran = _counting(b)
+    assert b.sync() == []
+    assert b.git.head() == git(repos.remote, "rev-parse", "main")
+    assert "merge-base" not in ran and ran.count("merge") == 1, ran

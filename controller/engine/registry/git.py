@@ -384,11 +384,12 @@ class Git:
             return []
         if fetched == head:  # nothing new on either side (the usual case): no ancestry to ask about
             return []
-        if self.run("merge-base", "--is-ancestor", remote_ref, "HEAD", check=False).returncode == 0:
+        # behind (fast-forwarded) or ahead (already up to date): one process, no ancestry asked first
+        merged = self.run("merge", "--ff-only", "--quiet", remote_ref, check=False, env=self.identity.env())
+        if merged.returncode == 0:
             return []
         if self.run("merge-base", "--is-ancestor", "HEAD", remote_ref, check=False).returncode == 0:
-            self.run("merge", "--ff-only", "--quiet", remote_ref, env=self.identity.env())
-            return []
+            raise GitError(f"git merge --ff-only {remote_ref} in {self.root}: {_explain(merged)}")
         return self._rebase(remote_ref, droppable)
 
     def _rebase(self, onto: str, droppable: str) -> list[Commit]:
