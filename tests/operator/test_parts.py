@@ -537,3 +537,23 @@ def test_the_operators_modules_import_one_way() -> None:
         assert module not in reachable(module), f"{module} imports itself through {sorted(reachable(module))}"
     assert {"handlers", "workers", "pipelines", "process"}.isdisjoint(reachable("runtime"))
     assert "runtime" in reachable("process") and "handlers" in reachable("process")
+
+
+def test_the_work_tree_brings_gits_commit_graph_up_to_date_at_most_every_interval(remote: Path, tmp_path: Path) -> None:
+    from controller.engine.registry import GitIdentity
+    from controller.operator.worktree import WorkTree
+
+    checkout = GitSource(str(remote), tmp_path / "work" / "repo", branch="main").prepare()
+    tree = WorkTree(checkout, identity=GitIdentity("qmlops-operator", "qmlops-operator@qmlops.io"), remote="origin")
+    runs: list[tuple[str, ...]] = []
+    real_run = tree.git.run
+    tree.git.run = lambda *args, **kwargs: runs.append(args) or real_run(*args, **kwargs)  # type: ignore[method-assign]
+    for message in ("one", "two", "three"):
+        tree.record("ns", "a", at="2026-01-01T00:00:00Z", kind="blocked", version=None, message=message)
+        tree.sync()
+    assert sum(1 for args in runs if args[0] == "commit-graph") == 1, "written once, HEAD moved thrice"
+    tree.index_interval = 0.0
+    tree.record("ns", "a", at="2026-01-01T00:00:00Z", kind="blocked", version=None, message="four")
+    tree.sync()
+    assert sum(1 for args in runs if args[0] == "commit-graph") == 2
+    assert git("rev-parse", "main", cwd=remote).strip() == tree.git.head(), "every decision pushed all the same"
