@@ -17,12 +17,16 @@ process reaped during the window, less the two operators (their whole CPU, read 
 The operator is stopped (SIGTERM) once half the models (cells) are done, and a new one started: it
 must adopt the Jobs still running and start none twice.
 
-The trainings are 16 QuantumModels' (2 qubits, statevector, COBYLA), not a pipeline's 16 cells (the
-benchmark was written before the operator ran pipelines). Printed: per mode, wall seconds, the operator's CPU seconds, the
-trainings' CPU seconds, operator CPU per training and its ratio to a training's own CPU; Jobs started,
-pods run, and versions registered per model (each must be 1). ``--profile DIR``: each operator runs
-under ``benchmarks/profile_operator.py`` (every thread profiled; the figures are then inflated) and
-leaves ``DIR/<mode>-pod-a.pstats`` and ``-pod-b``.
+The trainings (2 qubits, statevector, COBYLA) are, with ``--what cells`` (the default), the 16 cells
+of one sweep (a model trained first, outside the window; then a pipeline of one train step, 4
+optimizer settings x 4 seeds, ``parallelism`` = ``--capacity``), the operator replaced once 8 cells are
+registered; with ``--what models``, 16 QuantumModels'. Printed, per mode: wall seconds, the operator's
+CPU seconds (with its own and its children's apart), per cell (training), the restart's CPU, the
+trainings' CPU seconds and per cell, and the operator's share of a cell's own CPU (the issue's target:
+under 2%); Jobs started, pods run, and cells registered (twice: must be 0), or versions per model
+(each must be 1). Reference figures are in docs/operator.md ("Trainings as Kubernetes Jobs").
+``--profile DIR``: each operator runs under ``benchmarks/profile_operator.py`` (every thread
+profiled; the figures are then inflated) and leaves ``DIR/<mode>-pod-a.pstats`` and ``-pod-b``.
 """
 
 from __future__ import annotations
