@@ -8,7 +8,9 @@ the thread's own CPU (``time.thread_time``: waiting costs nothing; git's child p
 seen, only the calls that start them); at exit
 (SIGTERM included: the operator stops cleanly) they are merged into ``OUT.pstats``. Read it with
 ``python -c "import pstats; pstats.Stats('OUT.pstats').sort_stats('cumulative').print_stats(40)"``.
-``benchmarks/operator_jobs.py --profile DIR`` starts its operators through this.
+``benchmarks/operator_jobs.py --profile DIR`` starts its operators through this, and sends each
+SIGUSR1 when its measured window opens: every profile gathered so far (the imports, the start) is
+cleared then, so that the file holds the window only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import atexit
 import cProfile
 import pstats
+import signal
 import sys
 import threading
 import time
@@ -51,8 +54,16 @@ def _dump(out: str) -> None:
         stats.dump_stats(out)
 
 
+def _clear(*_: object) -> None:
+    """SIGUSR1: forget what was counted so far, in every thread's profile."""
+    with lock:
+        for profile in profiles:
+            profile.clear()
+
+
 def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
+    signal.signal(signal.SIGUSR1, _clear)
     threading.setprofile(_thread_start)
     main_profile = cProfile.Profile(time.thread_time)
     profiles.append(main_profile)

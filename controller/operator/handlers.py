@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ from controller.operator.settings import FINALIZER
 from controller.operator.workers import ModelWorker
 
 SCHEDULE_CHECK_SECONDS = 30.0
+# A model whose versions or champion a pipeline changed looks again this long after the first such
+# change not looked at yet: its status follows a sweep's registrations in one reconcile per wave.
+MOVED_SETTLE_SECONDS = 5.0
 # A deleted model's training daemon is never cancelled: its training stops before its next primitive
 # job, and only then is its Runtime session closed and the finalizer released (a cancelled daemon
 # would close the session under a job still running). kopf looks whether it has ended this often.
@@ -44,6 +48,7 @@ class Models:
         self.pipelines = pipelines
         self.workers: dict[str, ModelWorker] = {}
         self.jobs = jobs.JobWatch(runtime.client, runtime.metrics)
+        self.moved_settle = MOVED_SETTLE_SECONDS
 
     def worker(self, uid: str, name: str, namespace: str | None) -> ModelWorker:
         found = self.workers.get(uid)
@@ -69,10 +74,13 @@ class Models:
         )
 
     def poke(self, namespace: str, name: str) -> None:
-        """A pipeline changed the model's versions or champion: its worker looks again."""
+        """A pipeline changed the model's versions or champion: its worker looks again, ``moved_settle``
+        seconds after the first such change not looked at yet (a sweep whose cells end one after another
+        is shown by one reconcile of the model, not one per registration)."""
+        soon = time.monotonic() + self.moved_settle
         for worker in self.workers.values():
             if (worker.ref.namespace, worker.ref.name) == (namespace, name):
-                worker.next_at = 0.0  # due now, as a schedule that came due
+                worker.next_at = soon if worker.next_at is None else min(worker.next_at, soon)  # as a schedule
                 worker.poke()
 
     async def job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:

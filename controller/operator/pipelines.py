@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 _local = threading.local()  # each pool thread's PipelineReconciler, over that thread's work tree
 _CELL_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
 _CELL_POOLS_LOCK = threading.Lock()
+# A Job of the model that ended is looked at this long after the first end not yet looked at: the cells
+# (and evaluations) that end together are registered by one reconcile, in one fetch and one push, and
+# wake the model once; the next cells start up to this much later.
+JOB_SETTLE_SECONDS = 2.0
 
 
 def review(pipeline: Mapping[str, Any], model: Mapping[str, Any] | None) -> list[Problem]:
@@ -141,6 +145,7 @@ class PipelineWorker:
         self.generation: int | None = None
         self.requested_at: str | None = None
         self.model_changed = False
+        self.settle_at: float | None = None  # Jobs of its model ended: looked at then (JOB_SETTLE_SECONDS)
         self.next_at: float | None = None
         self.retry_at: float | None = None
         self.failures = 0
@@ -169,6 +174,13 @@ class PipelineWorker:
         self.model_changed = self.model_changed or model_changed
         self.wake.set()
 
+    def settle(self, delay: float) -> None:
+        """A Job ended: look ``delay`` seconds after the first end not looked at yet (the Jobs that end
+        meanwhile are looked at by the same reconcile)."""
+        if self.settle_at is None:
+            self.settle_at = time.monotonic() + delay
+        self.wake.set()
+
     def due(self) -> str | None:
         meta = self.body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -182,6 +194,8 @@ class PipelineWorker:
         if self.model_changed:
             return "model changed"
         now = time.monotonic()
+        if self.settle_at is not None and now >= self.settle_at:
+            return "jobs ended"
         if self.retry_at is not None and now >= self.retry_at:
             return "retry"
         if self.next_at is not None and now >= self.next_at:
@@ -198,7 +212,7 @@ class PipelineWorker:
                 continue
             self.wake.clear()
             if self.closed or self.due() is None or self._waiting_for_licence():
-                moments = [t for t in (self.retry_at, self.next_at) if t is not None]
+                moments = [t for t in (self.retry_at, self.next_at, self.settle_at) if t is not None]
                 timeout = None
                 if moments and not self._waiting_for_licence():
                     timeout = max(0.0, min(moments) - time.monotonic())
@@ -246,6 +260,7 @@ class PipelineWorker:
         generation = meta.get("generation")
         requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
         self.model_changed = False
+        self.settle_at = None  # the Jobs that ended so far are looked at now
         model_name = self.model_name
         try:
             model = await self.runtime.read(API_VERSION, "quantummodels", self.namespace, model_name)
@@ -377,7 +392,7 @@ class PipelineWorker:
         )
         try:
             outcome = reconciler.reconcile(
-                seen, on_progress=lambda _: self._progress(ref), should_stop=stop, may_train=may_train
+                seen, on_progress=lambda _: self._progress(ref), should_stop=stop, may_train=may_train, synced=True
             )
         except TrainingDue as due:
             registry.publish()  # the run's start, recorded before the work it cannot do unlicensed
@@ -568,6 +583,7 @@ class Pipelines:
         self.waiting: dict[tuple[str, str], dict[str, PipelineWorker]] = {}  # (namespace, model) -> pipelines
         self.model_generations: dict[tuple[str, str], Any] = {}
         self.on_model_moved: Callable[[str, str], None] | None = None  # the model's worker looks again
+        self.job_settle = JOB_SETTLE_SECONDS
 
     def backends_of(self, namespace: str, model: str) -> tuple[str, ...]:
         """The backends the evaluate steps of the model's pipelines score on (its compliance packs ask
@@ -649,11 +665,12 @@ class Pipelines:
                 worker.poke(model_changed=True)
 
     def job_ended(self, namespace: str, model: str) -> None:
-        """A training Job of the model ended (the jobs executor): its pipelines look again (a cell's
-        artifact is theirs to register)."""
+        """A training or evaluation Job of the model ended (the jobs executor): its pipelines look again
+        (a cell's artifact is theirs to register), ``job_settle`` seconds after the first such end, so
+        that the cells that end together are registered by one reconcile."""
         for worker in list(self.workers.values()):
             if (worker.namespace, worker.model_name) == (namespace, model):
-                worker.poke(model_changed=True)
+                worker.settle(self.job_settle)
 
     def model_moved(self, namespace: str, model: str) -> None:
         """A pipeline registered or promoted versions of the model: its status follows."""

@@ -6,7 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from controller import __version__
 from controller.api import GROUP
@@ -135,16 +135,20 @@ def kopf_settings(config: OperatorConfig) -> kopf.OperatorSettings:
 
 
 def essence_storage(prefix: str) -> kopf.AnnotationsDiffBaseStorage:
-    """kopf's annotations diff-base, without the deep copy of ``status`` it makes on every watch event
-    only to delete it: the essence it builds leaves status out unless a handler names a field of it
-    (then kopf's own path is taken). A QuantumModel's status is most of its body."""
+    """kopf's annotations diff-base, building no essence: kopf builds one on every watch event (a deep
+    copy of the body's spec, labels and annotations, copied again to clear its progress) to compare it
+    with the last handled one, which only changing handlers (``on.create``/``update``/``delete``/
+    ``resume``/``field``) look at, and this operator registers none (its handlers are ``on.event``,
+    daemons and timers, and a test keeps it so). A handler naming fields to compare (``extra_fields``)
+    gets kopf's own essence. The Jobs' bodies,
+    whose pod template is most of them, are most of the events while a sweep trains."""
     import kopf
 
     class EssenceStorage(kopf.AnnotationsDiffBaseStorage):
         def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
             fields = list(extra_fields or ())
-            if not fields and "status" in body:
-                body = kopf.Body(cast(kopf.RawBody, {key: value for key, value in body.items() if key != "status"}))
+            if not fields:
+                return kopf.BodyEssence()
             return super().build(body=body, extra_fields=fields)
 
     return EssenceStorage(prefix=prefix)

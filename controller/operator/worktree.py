@@ -10,7 +10,10 @@ thread writes to its work tree, so what it wrote last is known:
   (for the first look at a model only: a reconcile someone asked for always fetches);
 - nothing committed since the last push: nothing to publish;
 - the work tree checked clean once stays clean until a decision fails half-way;
-- which commit recorded each ledger entry is read once per HEAD for every model, not per model.
+- which commit recorded each ledger entry is read once per HEAD for every model, not per model;
+- git's commit-graph (``Registry.index_history``) is brought up to date at most every
+  ``index_interval`` seconds, not after every decision (commits it does not cover yet are read as
+  without it: a path-limited log stays correct, and flat in the length of the history).
 
 Safe because the remote is the arbiter: a decision made on a history a second old is pushed like any
 other, a push the remote rejects is rebased, and a decision that lost a race is made again on the
@@ -60,8 +63,12 @@ class WorkTreeGit(Git):
 
 
 class WorkTree(Registry):
-    def __init__(self, repo_path: Path, *, min_sync_interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, repo_path: Path, *, min_sync_interval: float = 1.0, index_interval: float = 60.0, **kwargs: Any
+    ) -> None:
         super().__init__(repo_path, **kwargs)
+        self.index_interval = index_interval
+        self._indexed_at: float | None = None
         self.git = WorkTreeGit(
             self.repo, identity=self.git.identity, remote=self.git.remote, settings=self.git.settings
         )
@@ -88,6 +95,13 @@ class WorkTree(Registry):
         dropped = super().sync()
         self._synced_at = now
         return dropped
+
+    def index_history(self) -> None:
+        now = time.monotonic()
+        if self._indexed_at is not None and now - self._indexed_at < self.index_interval:
+            return
+        super().index_history()
+        self._indexed_at = now
 
     def publish(self) -> PublishResult:
         if not self._unpublished:

@@ -469,3 +469,48 @@ def test_a_job_command_that_cannot_reach_its_configmap_asks_for_a_new_pod_withou
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"{'training' if command == 'train-job' else 'evaluation'} not finished: ConfigException"
     ]
+
+
+def test_cell_jobs_that_end_together_are_looked_at_by_one_reconcile_of_their_pipeline() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from controller.operator.pipelines import Pipelines
+
+    pipelines = Pipelines(SimpleNamespace())  # type: ignore[arg-type]
+    pipelines.job_settle = 60.0
+    worker = pipelines.worker("uid-1", "ns", "sweep")
+    worker.body = kopf.Body({"metadata": {"generation": 1}, "spec": {"model": "m"}})  # type: ignore[typeddict-item]
+    worker.first, worker.generation = False, 1
+    assert worker.due() is None
+    pipelines.job_ended("ns", "m")
+    first = worker.settle_at
+    assert first is not None and worker.due() is None, "the first end waits for the others"
+    pipelines.job_ended("ns", "m")
+    pipelines.job_ended("ns", "other-model")
+    assert worker.settle_at == first, "a second end is looked at with the first, not later"
+    worker.settle_at = time.monotonic() - 1  # the settle time has come
+    assert worker.due() == "jobs ended"
+
+
+def test_a_model_moved_by_its_pipeline_looks_again_once_for_the_registrations_close_together() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from controller.operator.handlers import Models
+    from controller.operator.pipelines import Pipelines
+
+    runtime = SimpleNamespace(client=None, metrics=None)
+    models = Models(runtime, Pipelines(runtime))  # type: ignore[arg-type]
+    models.moved_settle = 60.0
+    worker = models.worker("uid-m", "m", "ns")
+    models.poke("ns", "m")
+    first = worker.next_at
+    assert first is not None and not worker.schedule_due(), "it waits for the registrations that follow"
+    models.poke("ns", "m")
+    assert worker.next_at == first
+    worker.next_at = time.monotonic() - 1
+    assert worker.schedule_due()
+    worker.next_at = time.monotonic() + 3600  # a schedule further out: the registration comes first
+    models.poke("ns", "m")
+    assert worker.next_at is not None and worker.next_at < time.monotonic() + 61

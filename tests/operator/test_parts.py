@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -71,8 +72,10 @@ def test_merge_diff_turns_old_into_new() -> None:
     assert patch == {"message": None, "phase": "Ready", "training": {"loss": None}, "champion": {"version": 1}}
 
 
-def test_the_diff_base_is_kopfs_without_copying_the_status() -> None:
+def test_no_handler_compares_essences_and_none_is_built_per_event() -> None:
     import kopf
+
+    from controller.operator.handlers import build_registry
 
     body = kopf.Body(
         {
@@ -88,10 +91,18 @@ def test_the_diff_base_is_kopfs_without_copying_the_status() -> None:
             "status": {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]},
         }
     )
+
+    async def noop(**_: Any) -> None:
+        return None
+
+    for executor in ("in-process", "jobs"):
+        config = SimpleNamespace(webhook=None, namespaces=(), executor=executor)
+        runtime = SimpleNamespace(config=config, client=None, metrics=None, startup=noop, policy_event=noop)
+        registry = build_registry(runtime, login=lambda **_: None)  # type: ignore[arg-type]
+        assert not registry._changing.get_all_handlers(), "a changing handler needs kopf's essence back"
     ours, kopfs = essence_storage("qmlops.io"), kopf.AnnotationsDiffBaseStorage(prefix="qmlops.io")
-    for fields in ((), ("status.phase",)):
-        assert ours.build(body=body, extra_fields=fields) == kopfs.build(body=body, extra_fields=fields)
-    assert "status" not in ours.build(body=body)
+    assert ours.build(body=body) == {}, "nothing compares it: nothing is copied"
+    assert ours.build(body=body, extra_fields=["status.phase"]) == kopfs.build(body=body, extra_fields=["status.phase"])
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
@@ -526,3 +537,23 @@ def test_the_operators_modules_import_one_way() -> None:
         assert module not in reachable(module), f"{module} imports itself through {sorted(reachable(module))}"
     assert {"handlers", "workers", "pipelines", "process"}.isdisjoint(reachable("runtime"))
     assert "runtime" in reachable("process") and "handlers" in reachable("process")
+
+
+def test_the_work_tree_brings_gits_commit_graph_up_to_date_at_most_every_interval(remote: Path, tmp_path: Path) -> None:
+    from controller.engine.registry import GitIdentity
+    from controller.operator.worktree import WorkTree
+
+    checkout = GitSource(str(remote), tmp_path / "work" / "repo", branch="main").prepare()
+    tree = WorkTree(checkout, identity=GitIdentity("qmlops-operator", "qmlops-operator@qmlops.io"), remote="origin")
+    runs: list[tuple[str, ...]] = []
+    real_run = tree.git.run
+    tree.git.run = lambda *args, **kwargs: runs.append(args) or real_run(*args, **kwargs)  # type: ignore[method-assign]
+    for message in ("one", "two", "three"):
+        tree.record("ns", "a", at="2026-01-01T00:00:00Z", kind="blocked", version=None, message=message)
+        tree.sync()
+    assert sum(1 for args in runs if args[0] == "commit-graph") == 1, "written once, HEAD moved thrice"
+    tree.index_interval = 0.0
+    tree.record("ns", "a", at="2026-01-01T00:00:00Z", kind="blocked", version=None, message="four")
+    tree.sync()
+    assert sum(1 for args in runs if args[0] == "commit-graph") == 2
+    assert git("rev-parse", "main", cwd=remote).strip() == tree.git.head(), "every decision pushed all the same"

@@ -3,6 +3,7 @@ device's noise, select, promote through the model's gates; cached reruns, crashe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -367,3 +368,51 @@ def test_a_cell_that_fails_after_spending_qpu_time_records_it_against_the_budget
     entries = tuple(entry_from_json(e, n) for n, e in enumerate(ledger(work), start=1))
     assert Ledger(entries).qpu_seconds(datetime.now(UTC)) == 1.5 * own + 3.0
     assert kinds(work)[-2:] == ["step-failed", "run-finished"]
+
+
+def test_a_reconcile_whose_caller_just_synced_fetches_no_more(repos: Repos, tmp_path: Path) -> None:
+    from controller.engine.reconcile import TrainingDue
+
+    controller = Controller(seeded(repos), tmp_path)
+    seen = controller.observe().pipelines[0][0]  # the registry synced, the revision read after it
+    ran: list[str] = []
+    real = controller.registry.git.run
+
+    def run(*args: str, **kwargs: object) -> object:
+        ran.append(args[0])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    controller.registry.git.run = run  # type: ignore[method-assign]
+    with pytest.raises(TrainingDue):  # unlicensed: the run's start is recorded, its cells wait
+        controller.pipelines.reconcile(seen, may_train=False, synced=True)
+    assert "fetch" not in ran, ran
+    assert kinds(controller.registry.repo) == ["run-started"]
+    ran.clear()
+    with pytest.raises(TrainingDue):
+        controller.pipelines.reconcile(seen, may_train=False)
+    assert "fetch" in ran, "a caller that did not sync: the reconcile brings the registry up to date itself"
+
+
+def test_each_cells_spec_is_built_once_per_model_spec(
+    repos: Repos, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.engine.pipelines.cells import Cell
+
+    built: list[str] = []
+    real = Cell.apply
+
+    def apply(cell: Cell, spec: dict[str, object]) -> dict[str, object]:
+        built.append(cell.label)
+        return real(cell, spec)
+
+    monkeypatch.setattr(Cell, "apply", apply)
+    controller = Controller(seeded(repos), tmp_path)
+    seen = controller.observe().pipelines[0][0]
+    first = controller.pipelines.plan(seen)
+    assert sorted(built) == ["circuit.ansatz.reps=1", "circuit.ansatz.reps=2"]
+    assert controller.pipelines.plan(seen) == first and len(built) == 2, "a second look builds no cell's spec again"
+    model = seen.model.model  # type: ignore[union-attr]
+    other = model.model_copy(update={"spec": model.spec.model_copy(update={"description": "changed"})})
+    changed = dataclasses.replace(seen, model=dataclasses.replace(seen.model, model=other))  # type: ignore[type-var]
+    controller.pipelines.plan(changed)
+    assert len(built) == 4, "the model's spec changed: its cells are built again"

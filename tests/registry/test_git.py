@@ -111,3 +111,59 @@ def test_the_shared_calibrations_folder_is_no_model_of_the_registry(repos: Repos
     registry = Registry(work)
     assert registry.models() == [("demo", "tiny")]
     assert registry.models_in_history() == [("demo", "tiny")]
+
+
+def _counting(registry: Registry) -> list[str]:
+    """The git commands ``registry`` runs from now on (their first word)."""
+    ran: list[str] = []
+    real = registry.git.run
+
+    def run(*args: str, **kwargs: object) -> object:
+        words = [a for a in args if not a.startswith("-")]
+        ran.append(words[0] if words else "")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    registry.git.run = run  # type: ignore[method-assign]
+    return ran
+
+
+def test_a_sync_in_step_with_the_remote_asks_no_ancestry_and_lists_no_commits(repos: Repos) -> None:
+    registry = Registry(repos.clone("work"))
+    registry.record("demo", "m", at=AT, kind="blocked", version=None, message="one")
+    assert registry.publish().pushed
+    ran = _counting(registry)
+    assert registry.sync() == []
+    assert "fetch" in ran and "merge-base" not in ran and "log" not in ran, ran
+    assert not registry.publish().pushed and "log" not in ran, ran
+
+
+def test_a_second_push_does_not_look_at_the_branchs_upstream_again(repos: Repos) -> None:
+    registry = Registry(repos.clone("work"))
+    registry.record("demo", "m", at=AT, kind="blocked", version=None, message="one")
+    assert registry.publish().pushed
+    ran = _counting(registry)
+    registry.record("demo", "m", at=AT, kind="blocked", version=None, message="two")
+    assert registry.publish().pushed
+    assert "config" not in ran and "symbolic-ref" not in ran, ran
+    assert git(repos.remote, "rev-parse", "main") == registry.git.head()
+
+
+def test_a_sync_behind_or_ahead_of_the_remote_still_integrates_and_publishes(repos: Repos) -> None:
+    a, b = Registry(repos.clone("a")), Registry(repos.clone("b"))
+    a.record("demo", "one", at=AT, kind="blocked", version=None, message="one")
+    a.publish()
+    b.sync()
+    assert b.ledger("demo", "one").entries[0].message == "one", "behind: brought up to date"
+    b.record("demo", "two", at=AT, kind="blocked", version=None, message="two")
+    b.sync()  # ahead: what it decided is pushed
+    assert git(repos.remote, "rev-parse", "main") == b.git.head()
+
+
+def test_a_sync_behind_the_remote_fast_forwards_without_asking_ancestry(repos: Repos) -> None:
+    a, b = Registry(repos.clone("a")), Registry(repos.clone("b"))
+    a.record("demo", "one", at=AT, kind="blocked", version=None, message="one")
+    a.publish()
+    ran = _counting(b)
+    assert b.sync() == []
+    assert b.git.head() == git(repos.remote, "rev-parse", "main")
+    assert "merge-base" not in ran and ran.count("merge") == 1, ran

@@ -186,3 +186,86 @@ def test_a_model_index_people_changed_is_not_canonical(tmp_path: Path, change: C
     index.write(path, "demo", "m", index.summary("demo", "m", Ledger(), []))
     assert index.is_canonical(path.read_text(), "demo", "m")
     assert not index.is_canonical(change(path.read_text()), "demo", "m")
+
+
+def _summary_with_rows(count: int) -> dict[str, Any]:
+    rows = [
+        {
+            "version": n,
+            "digest": f"sha256:{n:064x}",
+            "registeredAt": f"2025-01-01T00:00:{n:02d}Z",
+            "backend": "local:statevector",
+            "revision": None if n % 2 else f"main@sha1:{n:040x}",
+            "metrics": {"accuracy": 0.5 + n / 100, "loss": 1.0 / n},
+            "gates": "passed" if n % 3 == 0 else None,
+            "approvedBy": ["alice@example.com", "bob: the 'reviewer'"] if n == 2 else None,
+        }
+        for n in range(1, count + 1)
+    ]
+    summary = index.summary("demo", "m", Ledger(), [])
+    summary["versions"] = rows
+    summary["champion"] = {"version": 2, "digest": f"sha256:{2:064x}", "metrics": {"accuracy": 0.52}}
+    summary["retiredVersions"] = [1]
+    return summary
+
+
+def test_a_model_index_rendered_row_by_row_is_the_whole_documents_canonical_form() -> None:
+    import yaml
+
+    for count in (0, 1, 5):
+        summary = _summary_with_rows(count)
+        whole = yaml.dump(
+            summary,
+            Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+            sort_keys=False,
+            default_flow_style=False,
+            width=4096,
+            allow_unicode=True,
+        ).replace(": null\n", ":\n")
+        assert index.render("demo", "m", summary) == index.header("demo", "m") + whole
+        assert index.render("demo", "m", summary) == index.render("demo", "m", summary), "rows remembered alike"
+
+
+def test_a_model_index_this_process_wrote_last_is_not_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.yaml"
+    entries: list[Any] = [
+        draft(None, at="2025-01-01T00:00:00Z", kind="blocked", model="demo/m", version=None, message="x")
+    ]
+    assert index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
+
+    def no_parse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the file this process wrote was parsed again")
+
+    monkeypatch.setattr(index.yaml, "load", no_parse)
+    entries.append(
+        draft(entries[-1], at="2025-01-01T00:00:01Z", kind="blocked", model="demo/m", version=None, message="y")
+    )
+    assert index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
+    assert "entries: 2" in path.read_text()
+    monkeypatch.undo()
+    path.write_text(path.read_text().replace("kind: ModelIndex\n", "kind: ModelIndex  # ours\n"))  # a person's
+    entries.append(
+        draft(entries[-1], at="2025-01-01T00:00:02Z", kind="blocked", model="demo/m", version=None, message="z")
+    )
+    assert index.write(path, "demo", "m", index.summary("demo", "m", Ledger(tuple(entries)), []))
+    assert "kind: ModelIndex  # ours\n" in path.read_text() and "entries: 3" in path.read_text()
+
+
+def test_a_model_index_with_versions_is_written_in_its_canonical_form(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "model.yaml"
+    summary = _summary_with_rows(4)
+    assert index.write(path, "demo", "m", summary)
+    text = path.read_text()
+    assert index.is_canonical(text, "demo", "m"), "what is written is the canonical form of what it says"
+    rows = yaml.safe_load(text)["versions"]
+    assert [row["version"] for row in rows] == [1, 2, 3, 4]
+    assert "revision" not in rows[0] and "gates" not in rows[0] and rows[2]["gates"] == "passed"
+    assert rows[1]["approvedBy"] == ["alice@example.com", "bob: the 'reviewer'"]
+    assert not index.write(path, "demo", "m", summary), "nothing new"
+    summary["versions"][0]["gates"] = "failed"
+    assert index.write(path, "demo", "m", summary)
+    assert yaml.safe_load(path.read_text())["versions"][0]["gates"] == "failed", "a changed row is written again"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from controller.api.quantumpipeline import MatrixValue, TrainStep
@@ -17,7 +18,7 @@ class Cell:
 
     values: tuple[tuple[str, MatrixValue], ...]
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Stable across runs and machines: the same values are the same cell (``c-`` and 8 hex)."""
         return "c-" + digest_of({k: v for k, v in self.values})[7:15]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -272,6 +273,7 @@ def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
     state, services = ctx.state, ctx.services
     plan = CellPlan()
     model_wire = state.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    wire_key = json.dumps(model_wire, sort_keys=True)
     in_run = {
         (v.pipeline or {}).get("cell"): v.number
         for v in state.versions
@@ -283,15 +285,16 @@ def plan_cells(ctx: PipelineContext, run: Run, step: Step) -> CellPlan:
         if cell.id in in_run:
             plan.done[cell.id] = in_run[cell.id]
             continue
-        try:
-            variant = QuantumModelSpec.model_validate(cell.apply(model_wire))
+        try:  # remembered by the wire spec and the cell's values: a sweep's reconcile asks for every cell
+            key = json.dumps([wire_key, cell.as_dict()], sort_keys=True)
+            variant, spec_digest = services.variant(model_wire, key, cell.apply)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "spec"
             plan.refused[cell.id] = f"its spec is not valid: {where}: {first['msg']}"
             continue
         try:
-            spec_digest, dataset_digest = services.digests(variant)
+            dataset_digest = services.dataset_digest(variant)
         except Exception as err:
             plan.refused[cell.id] = f"its training data cannot be prepared: {describe_failure(err)}"
             continue
@@ -1039,12 +1042,17 @@ class PipelineReconciler(Services):
         on_progress: Callable[[Any], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         may_train: bool = True,
+        synced: bool = False,
     ) -> PipelineOutcome:
+        """``synced``: the caller brought the registry up to date with its remote just before, and read
+        ``seen``'s revision after it (a second fetch a moment later would find nothing new, and could
+        move HEAD past the revision the run is said to start at)."""
         if seen.model is None:
             return PipelineOutcome([], [], check_without_model(seen).reason)
         model = seen.model.model
         ns, name = model.metadata.namespace, model.metadata.name
-        self.registry.sync()
+        if not synced:
+            self.registry.sync()
         credentials = self._credentials(model.metadata.namespace, model.spec)
         for _ in range(ATTEMPTS):
             self.registry.discard_uncommitted(ns, name)

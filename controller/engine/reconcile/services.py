@@ -60,6 +60,9 @@ class Services:
         self.policies = policies or (lambda: [])  # the QuantumPolicies in force (read at every reconcile)
         self._builtin_digests: Memo[str] = Memo(MEMO_LIMIT)
         self._policies: Memo[Governance] = Memo(MEMO_LIMIT)
+        # (the model's wire spec, a cell's values) -> the cell's spec and its digest (pipelines ask at
+        # every reconcile of a sweep, for every cell)
+        self._variants: Memo[tuple[QuantumModelSpec, str]] = Memo(MEMO_LIMIT)
         # model -> (last check, what it was checked on: the champion's digest, calibration and dataset digests)
         self._watched: dict[str, tuple[datetime, tuple[str, ...]]] = {}
         self._calibrations: Any = None
@@ -83,6 +86,24 @@ class Services:
     def digests(self, spec: QuantumModelSpec) -> tuple[str, str]:
         """The spec's and the dataset's digests: what a version records and a training is keyed by."""
         return training().spec_digest(spec), self._dataset_digest(spec)
+
+    def variant(
+        self, model_wire: dict[str, Any], key: str, apply: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> tuple[QuantumModelSpec, str]:
+        """A variant of the model's spec (``apply`` sets a pipeline cell's values on ``model_wire``, the
+        spec as JSON) and its spec digest, remembered by ``key`` (the wire spec and the cell's values, as
+        text); raises the spec's ``ValidationError`` when the variant is not valid (nothing remembered).
+        The spec returned is shared: callers never change it."""
+
+        def make() -> tuple[QuantumModelSpec, str]:
+            spec = QuantumModelSpec.model_validate(apply(model_wire))
+            return spec, training().spec_digest(spec)
+
+        return self._variants.get(key, make)
+
+    def dataset_digest(self, spec: QuantumModelSpec) -> str:
+        """The dataset's digest (see :meth:`digests`)."""
+        return self._dataset_digest(spec)
 
     def _dataset_digest(self, spec: QuantumModelSpec) -> str:
         """Loading and splitting the data is most of a reconcile with nothing to do: a builtin

@@ -125,6 +125,7 @@ class Git:
         self.settings = dict(settings or {})
         # (remote, branch) once looked up: read on every publish, changed only by _track
         self._upstream: tuple[tuple[str, str] | None] | None = None
+        self._tracked = False  # the branch's upstream is configured (checked after the first push)
 
     # --- running --------------------------------------------------------------------------------
 
@@ -312,12 +313,21 @@ class Git:
 
     def unpushed(self) -> list[Commit]:
         target = self.upstream()
-        if target is None or self.head() is None:
+        head = self.head()
+        if target is None or head is None:
             return []
         remote_ref = f"refs/remotes/{target[0]}/{target[1]}"
-        if self.run("rev-parse", "--verify", "--quiet", remote_ref, check=False).returncode != 0:
+        fetched = self._fetched(remote_ref)
+        if fetched is None:
             return self.log("HEAD")
+        if fetched == head:  # in step with the remote: nothing to list
+            return []
         return self.log(f"{remote_ref}..HEAD")
+
+    def _fetched(self, remote_ref: str) -> str | None:
+        """The commit ``remote_ref`` (the upstream as last fetched or pushed) names; None without it."""
+        done = self.run("rev-parse", "--verify", "--quiet", f"{remote_ref}^{{commit}}", check=False)
+        return (done.stdout.strip() or None) if done.returncode == 0 else None
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -367,16 +377,21 @@ class Git:
         if target is None:
             return []
         remote_ref = f"refs/remotes/{target[0]}/{target[1]}"
-        if self.run("rev-parse", "--verify", "--quiet", remote_ref, check=False).returncode != 0:
+        fetched = self._fetched(remote_ref)
+        if fetched is None:
             return []
-        if self.head() is None:  # a clone of an empty remote: its first commits arrive
+        head = self.head()
+        if head is None:  # a clone of an empty remote: its first commits arrive
             self.run("merge", "--ff-only", "--quiet", remote_ref, env=self.identity.env())
             return []
-        if self.run("merge-base", "--is-ancestor", remote_ref, "HEAD", check=False).returncode == 0:
+        if fetched == head:  # nothing new on either side (the usual case): no ancestry to ask about
+            return []
+        # behind (fast-forwarded) or ahead (already up to date): one process, no ancestry asked first
+        merged = self.run("merge", "--ff-only", "--quiet", remote_ref, check=False, env=self.identity.env())
+        if merged.returncode == 0:
             return []
         if self.run("merge-base", "--is-ancestor", "HEAD", remote_ref, check=False).returncode == 0:
-            self.run("merge", "--ff-only", "--quiet", remote_ref, env=self.identity.env())
-            return []
+            raise GitError(f"git merge --ff-only {remote_ref} in {self.root}: {_explain(merged)}")
         return self._rebase(remote_ref, droppable)
 
     def _rebase(self, onto: str, droppable: str) -> list[Commit]:
@@ -435,11 +450,15 @@ class Git:
         )
 
     def _track(self, remote: str, branch: str) -> None:
+        """The branch's upstream configured after its first push (checked once per Git object)."""
+        if self._tracked:
+            return
         local = self.branch()
         if local and not self.run("config", f"branch.{local}.remote", check=False).stdout.strip():
             self.run("config", f"branch.{local}.remote", remote)
             self.run("config", f"branch.{local}.merge", f"refs/heads/{branch}")
             self._upstream = None
+        self._tracked = True
 
 
 def _parse_commit(record: str) -> Commit:

@@ -6,11 +6,16 @@ edited round-trip: comments and order that people add survive, only the values c
 A file nobody added anything to is exactly its canonical form (the header and the summary in one
 fixed style); it is then written again in canonical form with libyaml, without the pure-Python
 round-trip parse (most of a decision's cost on a model with many versions). A file people changed is
-not canonical and is edited round-trip, as always.
+not canonical and is edited round-trip, as always. A file that holds exactly what this process wrote
+there last is known to be canonical without being parsed at all, and a version's row, which rarely
+changes once written, is rendered once per content (a decision on a model with many versions renders
+the row that changed).
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ import yaml
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from controller.engine.decisions import LedgerKind
+from controller.engine.memo import Memo
 from controller.engine.registry import yamlio
 from controller.engine.registry.ledger import Ledger
 from controller.engine.registry.versions import API_VERSION, Version
@@ -80,6 +86,37 @@ def _version_row(version: Version, ledger: Ledger) -> dict[str, Any]:
 
 
 CANONICAL_LIMIT = 4 * 1024 * 1024  # a larger model.yaml is edited round-trip, never parsed twice
+WRITTEN_LIMIT = 10_000  # model.yaml files whose last canonical text this process remembers
+ROWS_LIMIT = 100_000  # version rows whose rendering this process remembers
+
+
+class _Written:
+    """The canonical text this process last wrote (or found) at each path: a file that still holds
+    exactly it is canonical without a parse. Bounded; shared by the threads (each writes its own work
+    tree's files)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._texts: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def holds(self, path: Path, text: str) -> bool:
+        with self._lock:
+            return self._texts.get(str(path)) == text
+
+    def note(self, path: Path, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._texts.pop(str(path), None)
+                return
+            if len(self._texts) >= self.limit:
+                self._texts.clear()
+            self._texts[str(path)] = text
+
+
+_WRITTEN = _Written(WRITTEN_LIMIT)
+_ROWS: Memo[str] = Memo(ROWS_LIMIT)  # a plain row -> its text
+_DATA_ROWS: Memo[str] = Memo(ROWS_LIMIT)  # a summary's row -> the text of what the edit makes of it
 
 
 def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
@@ -96,22 +133,74 @@ def write(path: Path, namespace: str, name: str, data: dict[str, Any]) -> bool:
         _update_rows(root, rows)
 
     before = path.read_text(encoding="utf-8") if path.exists() else ""
-    if not before.strip() or is_canonical(before, namespace, name):
-        fresh: list[Any] = [CommentedMap()]
-        change(fresh)  # the very edit, applied to an empty file
-        text = render(namespace, name, _plain(fresh[0]))
-        if text == before:
-            return False
-        write_atomic(path, text.encode("utf-8"))
-        return True
+    if not before.strip() or _WRITTEN.holds(path, before) or is_canonical(before, namespace, name):
+        text = _canonical(namespace, name, data)  # the very edit, applied to an empty file
+        if text != before:
+            write_atomic(path, text.encode("utf-8"))
+        _WRITTEN.note(path, text)
+        return text != before
+    _WRITTEN.note(path, None)
     return yamlio.edit_file(path, change, header=header(namespace, name))
+
+
+def _canonical(namespace: str, name: str, data: dict[str, Any]) -> str:
+    """``render`` of what ``write``'s edit makes of an empty file: the summary's keys, then the champion,
+    then the version rows (a key whose value is None left out, in the summary and in each row, as the
+    round-trip edit leaves it out); each row made and rendered once per content."""
+    root = CommentedMap()
+    yamlio.update(root, {k: v for k, v in data.items() if k not in ("versions", "champion")})
+    _set_or_clear(root, "champion", data["champion"])
+    head = _plain(root)
+    rows = [_fresh_row(row) for row in data["versions"]]
+    if not rows or not all(rows):
+        fresh = [CommentedMap()]
+        yamlio.update(fresh[0], {k: v for k, v in data.items() if k not in ("versions", "champion")})
+        _set_or_clear(fresh[0], "champion", data["champion"])
+        _update_rows(fresh[0], data["versions"])
+        return render(namespace, name, _plain(fresh[0]))
+    return header(namespace, name) + _dump(head) + "versions:\n" + "".join(rows)
+
+
+def _fresh_row(row: dict[str, Any]) -> str:
+    """A version's row as the round-trip edit writes it into an empty file (None values left out),
+    rendered as an item of the ``versions`` sequence; "" for a row with nothing to write."""
+
+    def make() -> str:
+        target = CommentedMap()
+        yamlio.update(target, row)
+        plain = _plain(target)
+        return _dump([plain]) if plain else ""
+
+    try:
+        key = json.dumps(row)
+    except (TypeError, ValueError):  # not plain data: made every time
+        return make()
+    return _DATA_ROWS.get(key, make)
 
 
 def render(namespace: str, name: str, summary: dict[str, Any]) -> str:
     """The canonical model.yaml of ``summary`` (plain values): the header, then block style, keys in
-    their order, nothing wrapped."""
-    body = yaml.dump(summary, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True)
-    return header(namespace, name) + body
+    their order, nothing wrapped. The ``versions`` rows are rendered one by one (each as an item of
+    a block sequence, which is how the whole document writes it) and remembered by content."""
+    rows = summary.get("versions")
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, dict) and row for row in rows):
+        return header(namespace, name) + _dump(summary)
+    keys = list(summary)
+    at = keys.index("versions")
+    before = {k: summary[k] for k in keys[:at]}
+    after = {k: summary[k] for k in keys[at + 1 :]}
+    parts = [header(namespace, name), _dump(before) if before else "", "versions:\n"]
+    parts += [_row(row) for row in rows]
+    parts.append(_dump(after) if after else "")
+    return "".join(parts)
+
+
+def _row(row: dict[str, Any]) -> str:
+    return _ROWS.get(json.dumps(row), lambda: _dump([row]))
+
+
+def _dump(value: Any) -> str:
+    return yaml.dump(value, Dumper=_DUMPER, sort_keys=False, default_flow_style=False, width=4096, allow_unicode=True)
 
 
 def is_canonical(text: str, namespace: str, name: str) -> bool:
