@@ -280,14 +280,12 @@ def test_retention_never_retires_a_version_a_run_in_progress_still_needs(repos: 
     assert (work / "registry/demo/tiny/versions/3.json").is_file()
 
 
-def test_cells_stopped_mid_training_record_what_they_spent_once_and_pushed(repos: Repos, tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
-    from controller.engine.registry.ledger import Ledger, entry_from_json
+def ibm_cell(repos: Repos, tmp_path: Path) -> tuple[Path, Controller]:
+    """A model on IBM (stood in, 1.5 QPU seconds billed a job) with a QPU budget, and a one-cell sweep of
+    it: the repository and a controller with IBM credentials."""
     from controller.engine.training import Credentials
     from tests.pipelines.runs import GOVERNANCE
     from tests.registry.repos import tiny_spec
-    from tests.training.standin import installed
 
     governance = GOVERNANCE.replace('"fake:*"', '"ibm:*"') + "\n    qpuBudgetSeconds: 100"
     on_ibm = tiny_spec(iterations=2, governance=governance).replace(
@@ -298,7 +296,16 @@ def test_cells_stopped_mid_training_record_what_they_spent_once_and_pushed(repos
     repos.commit_file(work, "specs/tiny.yaml", on_ibm, "tiny on IBM")
     repos.push(work)
     ibm = lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin")  # noqa: E731
-    controller = Controller(work, tmp_path, credentials=ibm)
+    return work, Controller(work, tmp_path, credentials=ibm)
+
+
+def test_cells_stopped_mid_training_record_what_they_spent_once_and_pushed(repos: Repos, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from controller.engine.registry.ledger import Ledger, entry_from_json
+    from tests.training.standin import installed
+
+    work, controller = ibm_cell(repos, tmp_path)
     with installed(seconds_per_job=1.5) as factory:
         ((observed, _),) = controller.observe().models
         controller.models.reconcile(observed)  # the model's own version (reps 1), billed too
@@ -339,21 +346,9 @@ def test_a_cell_that_fails_after_spending_qpu_time_records_it_against_the_budget
     from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
 
     from controller.engine.registry.ledger import Ledger, entry_from_json
-    from controller.engine.training import Credentials
-    from tests.pipelines.runs import GOVERNANCE
-    from tests.registry.repos import tiny_spec
     from tests.training.standin import installed
 
-    governance = GOVERNANCE.replace('"fake:*"', '"ibm:*"') + "\n    qpuBudgetSeconds: 100"
-    on_ibm = tiny_spec(iterations=2, governance=governance).replace(
-        "backend: local:statevector", "backend: ibm:fake_lima\n    executionMode: job\n    credentialsSecret: ibm"
-    )
-    sweep = pipeline_spec(matrix='{"circuit.ansatz.reps": [2]}', backends='"local:aer"')
-    work = seeded(repos, sweep.replace("parallelism: 2", "parallelism: 1"))
-    repos.commit_file(work, "specs/tiny.yaml", on_ibm, "tiny on IBM")
-    repos.push(work)
-    ibm = lambda namespace, name: Credentials(token="tok-0123456789", instance="crn:standin")  # noqa: E731
-    controller = Controller(work, tmp_path, credentials=ibm)
+    work, controller = ibm_cell(repos, tmp_path)
     with installed(seconds_per_job=1.5) as factory:
         ((observed, _),) = controller.observe().models
         controller.models.reconcile(observed)  # the model's own version: billed too
