@@ -6,7 +6,7 @@ import base64
 import contextlib
 import copy
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +76,24 @@ def secret(name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NAMESPACE}, "data": encoded}
 
 
+SETTLE_SECONDS = 0.2
+
+
+@contextlib.contextmanager
+def settled_quickly() -> Iterator[None]:
+    """Operators built here wait 0.2 s, not 2 s and 5 s, before looking at Jobs that ended together
+    (``JOB_SETTLE_SECONDS``) and at a model its pipeline moved (``MOVED_SETTLE_SECONDS``): the settling
+    itself is tested in test_jobs_parts.py; in every other test it would only add waiting."""
+    from controller.operator import handlers, pipelines
+
+    saved = pipelines.JOB_SETTLE_SECONDS, handlers.MOVED_SETTLE_SECONDS
+    pipelines.JOB_SETTLE_SECONDS = handlers.MOVED_SETTLE_SECONDS = SETTLE_SECONDS
+    try:
+        yield
+    finally:
+        pipelines.JOB_SETTLE_SECONDS, handlers.MOVED_SETTLE_SECONDS = saved
+
+
 @dataclass
 class OperatorEnv:
     kube: KubeApi
@@ -111,7 +129,8 @@ class OperatorEnv:
         config = replace(self.base, workdir=self.tmp / pod, **changes)
         access = ApiAccess(server=str(self.kube.url).rstrip("/"))
         runtime = Runtime(config, access, trainer=trainer, clock=clock)
-        registry = build_registry(runtime, login=login_to(self.kube))
+        with settled_quickly():
+            registry = build_registry(runtime, login=login_to(self.kube))
 
         async def ready() -> None:
             await self.kube.wait_for(lambda: self.kube.watching("quantummodels"), timeout=30)
