@@ -61,7 +61,7 @@ class Pod:
 class Kubelet:
     kube: KubeApi
     root: Path
-    poll: float = 0.05
+    poll: float = 0.25  # a kubelet syncs pods every few seconds; 0.05 s cost the Jobs tests 16% of their CPU
     capacity: int | None = None  # pods the node runs at once (None: any number); the others wait
     # awaited with (namespace, Job) when a pod's process has ended, before its status is written back
     # (a test tampers with what the pod left there)
