@@ -360,8 +360,18 @@ class ModelWorker:
 
     def _reconcile(self, observed: Observed, stop: Callable[[], bool], *, coalesce: bool, may_train: bool) -> Outcome:
         """In a pool thread: the engine's reconcile. Only the first look at a model (every model at
-        once, when the operator starts) may share a fetch made a moment ago."""
-        reconciler = self.runtime.reconciler(coalesce=coalesce)
+        once, when the operator starts) may share a fetch made a moment ago, and only to find nothing
+        to train: a training is paid for, so one due on that fetch is decided again on the remote as
+        it is now (a replica taking over from one that stopped a moment ago fetched before the other
+        pushed the version it registered)."""
+        if coalesce:
+            try:
+                return self.runtime.reconciler(coalesce=True).reconcile(
+                    observed, on_progress=self._progress, should_stop=stop, may_train=False
+                )
+            except TrainingDue:
+                pass
+        reconciler = self.runtime.reconciler()
         return reconciler.reconcile(observed, on_progress=self._progress, should_stop=stop, may_train=may_train)
 
     def _progress(self, progress: training.Progress) -> None:

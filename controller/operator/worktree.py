@@ -7,7 +7,8 @@ thread writes to its work tree, so what it wrote last is known:
 
 - HEAD is read from the ref files, not by a git process, and only again after a git command;
 - a fetch made under ``min_sync_interval`` seconds ago, with nothing left to push, is not made again
-  (for the first look at a model only: a reconcile someone asked for always fetches);
+  (for the first look at a model only, and only to find nothing to train: a reconcile someone asked
+  for always fetches, and so does one that would start a training, which is paid for);
 - nothing committed since the last push: nothing to publish;
 - the work tree checked clean once stays clean until a decision fails half-way;
 - which commit recorded each ledger entry is read once per HEAD for every model, not per model;
@@ -63,16 +64,15 @@ class WorkTreeGit(Git):
 
 
 class WorkTree(Registry):
-    def __init__(
-        self, repo_path: Path, *, min_sync_interval: float = 1.0, index_interval: float = 60.0, **kwargs: Any
-    ) -> None:
+    min_sync_interval = 1.0  # seconds a fetch is shared with the first look at another model
+
+    def __init__(self, repo_path: Path, *, index_interval: float = 60.0, **kwargs: Any) -> None:
         super().__init__(repo_path, **kwargs)
         self.index_interval = index_interval
         self._indexed_at: float | None = None
         self.git = WorkTreeGit(
             self.repo, identity=self.git.identity, remote=self.git.remote, settings=self.git.settings
         )
-        self.min_sync_interval = min_sync_interval
         self.coalesce = True  # off for a reconcile someone asked for: it must see the remote as it is now
         self._synced_at: float | None = None
         self._unpublished = True  # a work tree left by an earlier process may hold unpushed commits

@@ -557,3 +557,45 @@ def test_the_work_tree_brings_gits_commit_graph_up_to_date_at_most_every_interva
     tree.sync()
     assert sum(1 for args in runs if args[0] == "commit-graph") == 2
     assert git("rev-parse", "main", cwd=remote).strip() == tree.git.head(), "every decision pushed all the same"
+
+
+def test_a_training_is_never_started_on_a_fetch_shared_with_other_models(
+    remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica taking over from one that just stopped (kopf peering) fetched at its start, before the
+    other registered the model's training: its first look at the model shares that fetch, and must
+    neither train the model again (paying twice) nor say a training is due; it looks at the remote as
+    it is now first."""
+    from controller.engine.reconcile import TrainingDue
+    from controller.operator.runtime import Runtime
+    from controller.operator.settings import OperatorConfig
+    from controller.operator.workers import ModelWorker, read
+    from controller.operator.worktree import WorkTree
+    from tests.operator.operator_env import tiny_model
+
+    monkeypatch.setattr(WorkTree, "min_sync_interval", 3600.0)  # the takeover comes within the interval
+    body = tiny_model()
+    body["metadata"].update(uid="0b1c", generation=1)
+    observed = read(body).observed
+    assert observed is not None
+
+    def worker(pod: str, trainer: Any = None) -> ModelWorker:
+        config = OperatorConfig(repo=str(remote), workdir=tmp_path / pod, metrics_port=None, liveness=None)
+        return ModelWorker(
+            Runtime(config, ApiAccess(server="http://127.0.0.1:9"), trainer=trainer), "quantum", "iris-tiny", "0b1c"
+        )
+
+    trained: list[str] = []
+    standby = worker("standby", trainer=lambda spec, **options: trained.append("standby"))
+    standby.runtime.reconciler().registry.warm()  # its start: the remote holds no version yet
+    registered = worker("active").runtime.reconciler().reconcile(observed)  # the replica that stopped
+    assert [d.kind.value for d in registered.decisions] == ["registered", "gate-passed", "promoted"]
+
+    for licensed in (False, True):
+        try:
+            outcome = standby._reconcile(observed, lambda: False, coalesce=True, may_train=licensed)
+        except TrainingDue as due:
+            raise AssertionError(f"a training said due on a stale fetch: {due}") from None
+        assert outcome.decisions == [] and outcome.status.champion is not None
+        assert outcome.status.champion.version == 1
+    assert trained == [], "the standby trained nothing"
