@@ -1,5 +1,6 @@
 """Limits from the machine: what a spec may ask of memory, time, shots and QPU time, checked before any
-work starts. Every limit lives here, with the formula behind it; docs/validate.md (Limits) states them.
+work starts. Every limit a spec's figures imply lives here, with the formula behind it (a single field's
+own bounds, like a training's timeout, stand with the field's type); docs/validate.md (Limits) states them.
 
 ``qmlops validate`` and the admission webhook refuse a spec that breaks one, at the field it blames; the
 trainer checks the same limits again with the real figures (the dataset's own rows) before its first job.
@@ -17,12 +18,18 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from controller.api.common import duration_seconds
 from controller.api.devices import fake_device_qubits
-
-if TYPE_CHECKING:
-    from controller.api.quantummodel import Dataset, QuantumModelSpec, Training
+from controller.api.quantummodel import (
+    DEFAULT_TRAINING_TIMEOUT,
+    GRADIENT_OPTIMIZERS,
+    AnsatzKind,
+    Dataset,
+    OptimizerKind,
+    QuantumModelSpec,
+    Training,
+)
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 
@@ -184,20 +191,6 @@ def csv_rows(path: Path, where: str) -> Iterator[tuple[int, list[str]]]:
 
 # --- time -----------------------------------------------------------------------------------------------------
 
-DEFAULT_TRAINING_TIMEOUT = "6h"
-MIN_TRAINING_TIMEOUT_SECONDS = 1.0
-MAX_TRAINING_TIMEOUT_SECONDS = 7 * 24 * 3600.0  # 168h
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds of a Duration (``30m``, ``6h``, ``1h30m``, ``1.5h``, ``500ms``)."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{text!r} is not a duration (like 30m, 6h, 1h30m)")
-    return sum(float(n) * _DURATION_SECONDS[u] for n, u in parts)
-
 
 def timeout_seconds(training: Training) -> float:
     return duration_seconds(training.timeout)
@@ -278,8 +271,6 @@ def samples(dataset: Dataset) -> Samples:
 def weight_count(spec: QuantumModelSpec) -> int:
     """Trainable parameters of the ansatz: RealAmplitudes n(reps+1), EfficientSU2 2n(reps+1), an
     OpenQASM ansatz its ``input float`` declarations."""
-    from controller.api.quantummodel import AnsatzKind
-
     ansatz, n = spec.circuit.ansatz, spec.circuit.qubits
     if ansatz.kind is AnsatzKind.QASM:
         return max(1, len(_QASM_INPUT.findall(ansatz.qasm or "")))
@@ -321,8 +312,6 @@ class Estimate:
 
 def estimate(spec: QuantumModelSpec, found: Samples | None = None) -> Estimate:
     """The most a training of ``spec`` runs (``found``: the samples the loaded dataset really has)."""
-    from controller.api.quantummodel import GRADIENT_OPTIMIZERS, OptimizerKind
-
     opt = spec.training.optimizer
     iterations = opt.max_iterations
     if opt.kind in GRADIENT_OPTIMIZERS:

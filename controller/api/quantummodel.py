@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from controller.api import limits
 from controller.api.cel import rule, rules
 from controller.api.common import (
     BackendGlob,
@@ -29,6 +28,10 @@ from controller.api.common import (
 from controller.api.meta import Condition, ObjectMeta
 from controller.api.packs import PackName
 from controller.api.qasm import MAX_QASM_BYTES
+
+DEFAULT_TRAINING_TIMEOUT = "6h"
+MIN_TRAINING_TIMEOUT_SECONDS = 1.0
+MAX_TRAINING_TIMEOUT_SECONDS = 7 * 24 * 3600.0  # 168h
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "moons", "circles", "ad_hoc")
 DATASET_SOURCE_PATTERN = r"^(builtin:(iris|wine|breast_cancer|moons|circles|ad_hoc)|file:[^\\]+\.csv)$"
@@ -255,7 +258,7 @@ class Training(SpecModel):
     credentials_secret: DnsLabel | None = None
     schedule: Cron | None = None
     # Wall-clock time a training may run, summed over its resumes; then it stops (TrainingTimedOut).
-    timeout: Duration = limits.DEFAULT_TRAINING_TIMEOUT
+    timeout: Duration = DEFAULT_TRAINING_TIMEOUT
     resources: TrainingResources | None = None
 
     @model_validator(mode="after")
@@ -266,11 +269,11 @@ class Training(SpecModel):
 
     @model_validator(mode="after")
     def _timeout_bounded(self) -> Training:
-        seconds = limits.duration_seconds(self.timeout)
-        if not limits.MIN_TRAINING_TIMEOUT_SECONDS <= seconds <= limits.MAX_TRAINING_TIMEOUT_SECONDS:
+        seconds = duration_seconds(self.timeout)
+        if not MIN_TRAINING_TIMEOUT_SECONDS <= seconds <= MAX_TRAINING_TIMEOUT_SECONDS:
             raise ValueError(
-                f"timeout: {self.timeout} is not between {limits.MIN_TRAINING_TIMEOUT_SECONDS:g}s and "
-                f"{limits.MAX_TRAINING_TIMEOUT_SECONDS / 3600:g}h (7 days)"
+                f"timeout: {self.timeout} is not between {MIN_TRAINING_TIMEOUT_SECONDS:g}s and "
+                f"{MAX_TRAINING_TIMEOUT_SECONDS / 3600:g}h (7 days)"
             )
         return self
 

@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from controller.api import GROUP, limits
+from controller.api import GROUP
+from controller.api.common import duration_seconds
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
 from controller.engine.errors import RetryableError
 from controller.engine.quantities import ceiling_problems
@@ -400,7 +401,7 @@ def job_failure_reason(job: Mapping[str, Any]) -> str | None:
 def deadline_seconds(spec_timeout: str) -> int:
     """The Job's activeDeadlineSeconds: the trainer stops itself at spec.training.timeout (TrainingTimedOut,
     its own message); the deadline is the backstop for a pod that hangs."""
-    return int(limits.duration_seconds(spec_timeout)) + DEADLINE_SLACK_SECONDS
+    return int(duration_seconds(spec_timeout)) + DEADLINE_SLACK_SECONDS
 
 
 async def job_pods(client: KubeClient, namespace: str, job: str) -> list[dict[str, Any]]:

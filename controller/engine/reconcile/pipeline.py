@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from controller.api import limits
+from controller.api.common import duration_seconds
 from controller.api.paths import topological_order
 from controller.api.quantummodel import QuantumModelSpec
 from controller.api.quantumpipeline import QuantumPipeline, RunPhase, Step
@@ -927,7 +927,7 @@ def _blocked_by(steps: Sequence[Step], failed: set[str]) -> set[str]:
 
 
 def _seconds(duration: str) -> float:
-    return limits.duration_seconds(duration)
+    return duration_seconds(duration)
 
 
 _WORK: dict[str, tuple[Callable[[Step], PipelineStep], ...]] = {
