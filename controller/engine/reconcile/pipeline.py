@@ -411,17 +411,9 @@ def carry_out_cells(
     stopped: list[BaseException] = []
 
     def one(cell: CellTraining) -> bytes:
-        state = dataclasses.replace(ctx.state, spec=cell.spec)
         for attempt in range(intent.retries + 1):
             try:
-                raw = actions.train_in_workspace(
-                    ctx.services,
-                    state,
-                    cell.due,
-                    owner=PIPELINE_OWNER,
-                    on_progress=on_progress,
-                    should_stop=should_stop,
-                )
+                raw = _train_cell(ctx, cell, on_progress=on_progress, should_stop=should_stop)
                 assert isinstance(raw, bytes), "an executor that trains here returns the artifact"
                 return raw
             except Exception as err:
@@ -472,6 +464,29 @@ def carry_out_cells(
     return []
 
 
+def _train_cell(
+    ctx: StepContext,
+    cell: CellTraining,
+    *,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+    start: bool = True,
+) -> bytes | Running | None:
+    """``cell``'s training, its variant of the model's spec in its own workspace, owned by the pipeline
+    (as :func:`actions.train_in_workspace` says: the artifact, :class:`Running` while it runs
+    elsewhere, or None when ``start`` is false and it has not started)."""
+    state = dataclasses.replace(ctx.state, spec=cell.spec)
+    return actions.train_in_workspace(
+        ctx.services,
+        state,
+        cell.due,
+        owner=PIPELINE_OWNER,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        start=start,
+    )
+
+
 def cell_stopped(
     ctx: StepContext, cell: CellTraining, err: BaseException, record: Callable[[StepContext, RecordDecision], None]
 ) -> None:
@@ -513,17 +528,8 @@ def _cells_elsewhere(
     still running then finish and are registered before the step fails (``cells-open``)."""
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
-        state = dataclasses.replace(ctx.state, spec=cell.spec)
         try:
-            return actions.train_in_workspace(
-                ctx.services,
-                state,
-                cell.due,
-                owner=PIPELINE_OWNER,
-                on_progress=on_progress,
-                should_stop=should_stop,
-                start=start,
-            )
+            return _train_cell(ctx, cell, on_progress=on_progress, should_stop=should_stop, start=start)
         except training().TrainingStopped as err:
             cell_stopped(ctx, cell, err, record)
             raise
