@@ -26,7 +26,6 @@ retry after a failure. A reconcile:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -57,15 +56,13 @@ from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
 from controller.operator import checkpoints, checks, jobs, workers
 from controller.operator.kube import merge_diff, resource_path
-from controller.operator.runtime import Runtime
+from controller.operator.runtime import Runtime, process_pool
 from controller.operator.settings import REQUESTED_AT
 from controller.operator.webhook import authored
 
 log = logging.getLogger(__name__)
 
 _local = threading.local()  # each pool thread's PipelineReconciler, over that thread's work tree
-_CELL_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-_CELL_POOLS_LOCK = threading.Lock()
 # A Job of the model that ended is looked at this long after the first end not yet looked at: the cells
 # (and evaluations) that end together are registered by one reconcile, in one fetch and one push, and
 # wake the model once; the next cells start up to this much later.
@@ -87,18 +84,6 @@ def located(problems: Iterable[Problem]) -> list[str]:
     return [f"{p.path}: {p.message}" if p.path else p.message for p in problems if p.severity == "error"]
 
 
-def cell_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The process's threads for pipeline cells, ``workers`` of them (every pipeline's cells share them),
-    made on first use and never shut down: see ``runtime.reconcile_pool``."""
-    with _CELL_POOLS_LOCK:
-        pool = _CELL_POOLS.get(workers)
-        if pool is None:
-            pool = _CELL_POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="qmlops-cell"
-            )
-        return pool
-
-
 def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
     """This pool thread's PipelineReconciler: the services of its model Reconciler, same work tree."""
     found: PipelineReconciler | None = getattr(_local, "reconciler", None)
@@ -111,7 +96,7 @@ def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
             credentials=base.credentials,
             policies=base.policies,
             executor=base.executor,  # a cell trains where the model's trainings do (in-process, or Jobs)
-            cell_pool=cell_pool(workers),
+            cell_pool=process_pool("qmlops-cell", workers),  # every pipeline's cells share it
         )
     return found
 
