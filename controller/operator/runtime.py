@@ -326,6 +326,7 @@ class Runtime:
         return self.on_loop(read_credentials(self.client, namespace, secret))
 
     async def read(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it now; None when there is none."""
         try:
             return await self.client.get(resource_path(api_version, plural, namespace, name))
         except NotFound:
