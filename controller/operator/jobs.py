@@ -589,15 +589,9 @@ def _count(value: Any) -> int:
 
 async def delete_training(client: KubeClient, namespace: str, name: str) -> None:
     """Delete a training's Job (its pods with it) and its ConfigMap."""
-    for api_version, plural in (("batch/v1", "jobs"), ("v1", "configmaps")):
-        path = resource_path(api_version, plural, namespace, name)
-        try:
-            if plural == "jobs":
-                await client.call("DELETE", path, {"propagationPolicy": "Background"})
-            else:
-                await client.delete(path)
-        except NotFound:
-            continue
+    await stop_job(client, namespace, name)
+    with contextlib.suppress(NotFound):
+        await client.delete(resource_path("v1", "configmaps", namespace, name))
 
 
 async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
