@@ -4,6 +4,7 @@ model's fields by their names on the wire, which validation's "did you mean" wal
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from typing import Annotated, Any
 
@@ -23,9 +24,16 @@ def wire_names(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
+def alternatives(annotation: Any) -> tuple[Any, ...]:
+    """The types ``annotation`` allows: those of a union (``X | None``), else itself (``list[X]`` is a list)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
 def model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None``; None for scalars."""
-    for candidate in typing.get_args(annotation) or (annotation,):
+    """The pydantic model inside ``X``, ``X | None``; None for scalars and collections."""
+    for candidate in alternatives(annotation):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline, limits
-from controller.api.paths import field_by_alias, model_in, wire_names
+from controller.api.paths import alternatives, field_by_alias, model_in, wire_names
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.api.quantumpipeline import Step
 from controller.api.quantumpolicy import QuantumPolicy
@@ -286,7 +286,7 @@ def _item_named(items: list[Any], name: str) -> int | None:
 
 
 def _item_type(annotation: Any) -> Any:
-    for candidate in typing.get_args(annotation) or (annotation,):
+    for candidate in alternatives(annotation):
         origin = typing.get_origin(candidate)
         if origin is list:
             return typing.get_args(candidate)[0]
