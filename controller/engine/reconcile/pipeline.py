@@ -450,10 +450,7 @@ def carry_out_cells(
                     if intent.fail_fast or stopped:
                         waiting.clear()  # not started yet: left for the next run (or never, failed fast)
                     continue
-                cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-                registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
-                if registered is not None:
-                    record(ctx, registered.decision)
+                cell_trained(ctx, cell, raw, record)
     finally:
         if own is not None:
             own.shutdown(wait=True)
@@ -485,6 +482,17 @@ def _train_cell(
         should_stop=should_stop,
         start=start,
     )
+
+
+def cell_trained(
+    ctx: StepContext, cell: CellTraining, raw: bytes, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A trained cell's artifact recorded as ``actions.registration`` decides for its variant of the
+    spec (a version naming the pipeline, run and cell; nothing when its digest is registered already)."""
+    cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+    registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
+    if registered is not None:
+        record(ctx, registered.decision)
 
 
 def cell_stopped(
@@ -534,15 +542,12 @@ def _cells_elsewhere(
             cell_stopped(ctx, cell, err, record)
             raise
 
-    def finished(cell: CellTraining, raw: bytes) -> None:
-        cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-        registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
-        if registered is not None:
-            record(ctx, registered.decision)
-
     def failed(cell: CellTraining, err: Exception) -> None:
         failures[cell.cell.id] = describe_failure(err)
         cell_failed(ctx, cell, err, record)
+
+    def finished(cell: CellTraining, raw: bytes) -> None:
+        cell_trained(ctx, cell, raw, record)
 
     open_ = ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
     ctx.notes[f"cells-open:{intent.step}"] = open_
