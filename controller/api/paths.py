@@ -1,27 +1,41 @@
-"""Checks that relate a pipeline to the QuantumModel spec: matrix keys as spec paths, the step graph."""
+"""Checks that relate a pipeline to the QuantumModel spec: matrix keys as spec paths, the step graph; and a spec
+model's fields by their names on the wire, which validation's "did you mean" walks too."""
 
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from typing import Annotated, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 
-def _field_by_alias(model: type[BaseModel], alias: str) -> tuple[str, Any] | None:
+def field_by_alias(model: type[BaseModel], alias: str) -> tuple[str, Any] | None:
+    """The field of ``model`` named ``alias`` on the wire (camelCase): its Python name and annotation."""
     for name, info in model.model_fields.items():
         if (info.alias or name) == alias:
             return name, info.annotation
     return None
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``X``, ``X | None``; None for scalars."""
-    candidates = typing.get_args(annotation) or (annotation,)
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
+def wire_names(model: type[BaseModel]) -> list[str]:
+    """The fields of ``model`` by their names on the wire, in declaration order."""
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def alternatives(annotation: Any) -> tuple[Any, ...]:
+    """The types ``annotation`` allows: those of a union (``X | None``), else itself (``list[X]`` is a list)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``X | None``; None for scalars and collections."""
+    for candidate in alternatives(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
     return None
 
 
@@ -32,13 +46,13 @@ def _leaf_adapter(path: str) -> TypeAdapter[Any]:
     model: type[BaseModel] = QuantumModelSpec
     parts = path.split(".")
     for i, part in enumerate(parts):
-        found = _field_by_alias(model, part)
+        found = field_by_alias(model, part)
         if found is None:
             where = ".".join(parts[:i]) or "spec"
-            known = ", ".join(f.alias or n for n, f in model.model_fields.items())
+            known = ", ".join(wire_names(model))
             raise KeyError(f"{where} has no field {part!r} (fields: {known})")
         name, annotation = found
-        inner = _model_in(annotation)
+        inner = model_in(annotation)
         if i == len(parts) - 1:
             if inner is not None:
                 raise KeyError(f"{path} is a section, not a value a matrix can vary")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from controller.api import API_VERSION, GROUP, RESOURCES, QuantumModel, QuantumPipeline, limits
+from controller.api.paths import alternatives, field_by_alias, model_in, wire_names
 from controller.api.quantummodel import QuantumModelSpec, RuleOutcome
 from controller.api.quantumpipeline import Step
 from controller.api.quantumpolicy import QuantumPolicy
@@ -284,15 +285,8 @@ def _item_named(items: list[Any], name: str) -> int | None:
 # --- the fields a model has, for "did you mean" --------------------------------------------------------
 
 
-def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
-    for candidate in typing.get_args(annotation) or (annotation,):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
 def _item_type(annotation: Any) -> Any:
-    for candidate in typing.get_args(annotation) or (annotation,):
+    for candidate in alternatives(annotation):
         origin = typing.get_origin(candidate)
         if origin is list:
             return typing.get_args(candidate)[0]
@@ -304,16 +298,16 @@ def _item_type(annotation: Any) -> Any:
 def _fields_at(root: type[BaseModel], path: Sequence[str | int]) -> list[str]:
     annotation: Any = root
     for part in path:
-        model = _unwrap_model(annotation)
+        model = model_in(annotation)
         if isinstance(part, str) and model is not None:
-            info = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
-            if info is None:
+            found = field_by_alias(model, part)
+            if found is None:
                 return []
-            annotation = info.annotation
+            annotation = found[1]
         else:
             annotation = _item_type(annotation)
-    model = _unwrap_model(annotation)
-    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+    model = model_in(annotation)
+    return wire_names(model) if model else []
 
 
 def _unknown_field_message(root: type[BaseModel], path: Sequence[str | int], sensitive: bool) -> str:

@@ -49,14 +49,16 @@ T = TypeVar("T")
 
 
 class Host(Protocol):
-    """What the executor needs of the operator's runtime: its API client, its metrics, and a way to
-    run a coroutine on its event loop from a reconcile thread."""
+    """What the executor needs of the operator's runtime: its API client, its metrics, a way to run a
+    coroutine on its event loop from a reconcile thread, and a read of an object (None: there is none)."""
 
     client: KubeClient
     metrics: Any
     ended_cells: EndedCells
 
     def on_loop(self, coro: Coroutine[Any, Any, T], timeout: float = ...) -> T: ...
+
+    async def read(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 log = logging.getLogger(__name__)
@@ -467,7 +469,7 @@ class JobExecutor:
 
     async def carry_out(self, request: TrainingRequest) -> bytes | Running | None:
         name = job_name(request.name, request.due.key)
-        job = await self._get("batch/v1", "jobs", request.namespace, name)
+        job = await self.runtime.read("batch/v1", "jobs", request.namespace, name)
         if job is None and not request.start:
             return None
         if job is None:  # what creating it takes is read and checked now only (a sweep asks every cell often)
@@ -484,7 +486,7 @@ class JobExecutor:
                 self.runtime.metrics.jobs_started.inc()
                 log.info("%s/%s: training %s runs in Job %s", request.namespace, request.name, request.due.key, name)
             except Conflict:  # created meanwhile (another thread, a peer): adopted below
-                job = await self._get("batch/v1", "jobs", request.namespace, name)
+                job = await self.runtime.read("batch/v1", "jobs", request.namespace, name)
             if job is None:
                 return Running(name, f"training because {request.due.reason}, in Job {name}")
         found = (job.get("metadata") or {}).get("labels") or {}
@@ -522,7 +524,7 @@ class JobExecutor:
         """A failed Job: replaced when the node failed it (evicted), at most ``MAX_REPLACEMENTS`` times,
         its replacement resuming from the checkpoint; else the training's failure, saying why."""
         namespace, name = request.namespace, job_name(request.name, request.due.key)
-        configmap = await self._get("v1", "configmaps", namespace, name)
+        configmap = await self.runtime.read("v1", "configmaps", namespace, name)
         annotations = ((configmap or {}).get("metadata") or {}).get("annotations") or {}
         said = annotations.get(FAILURE)
         if said:  # the trainer's own message: it failed for good
@@ -578,12 +580,6 @@ class JobExecutor:
         )
         return str(model["metadata"]["uid"])
 
-    async def _get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.client.get(resource_path(api_version, plural, namespace, name))
-        except NotFound:
-            return None
-
 
 def _count(value: Any) -> int:
     try:
@@ -594,15 +590,9 @@ def _count(value: Any) -> int:
 
 async def delete_training(client: KubeClient, namespace: str, name: str) -> None:
     """Delete a training's Job (its pods with it) and its ConfigMap."""
-    for api_version, plural in (("batch/v1", "jobs"), ("v1", "configmaps")):
-        path = resource_path(api_version, plural, namespace, name)
-        try:
-            if plural == "jobs":
-                await client.call("DELETE", path, {"propagationPolicy": "Background"})
-            else:
-                await client.delete(path)
-        except NotFound:
-            continue
+    await stop_job(client, namespace, name)
+    with contextlib.suppress(NotFound):
+        await client.delete(resource_path("v1", "configmaps", namespace, name))
 
 
 async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
@@ -961,7 +951,7 @@ class EvaluationJobs:
         ref = ModelRef(ns, request.name, uid)
         name = evaluation_job_name(request.name, request.key)
         running = Running(name, f"evaluating version {request.version} on {request.backend}, in Job {name}")
-        job = await self.executor._get("batch/v1", "jobs", ns, name)
+        job = await self.executor.runtime.read("batch/v1", "jobs", ns, name)
         if job is None and not request.start:
             return None
         if job is None:
@@ -980,7 +970,7 @@ class EvaluationJobs:
                     name,
                 )
             except Conflict:  # created meanwhile (another thread, a peer): adopted below
-                job = await self.executor._get("batch/v1", "jobs", ns, name)
+                job = await self.executor.runtime.read("batch/v1", "jobs", ns, name)
             if job is None:
                 return running
         found = (job.get("metadata") or {}).get("labels") or {}
@@ -1008,7 +998,7 @@ class EvaluationJobs:
 
     async def why_failed(self, namespace: str, name: str) -> str:
         """The evaluation's own message when it failed for good, else why its last pod ended."""
-        configmap = await self.executor._get("v1", "configmaps", namespace, name)
+        configmap = await self.executor.runtime.read("v1", "configmaps", namespace, name)
         said = ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(EVALUATION_FAILURE)
         if said:
             return scrub(str(said))

@@ -26,7 +26,6 @@ retry after a failure. A reconcile:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -34,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -57,15 +56,14 @@ from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
 from controller.operator import checkpoints, checks, jobs, workers
 from controller.operator.kube import merge_diff, resource_path
-from controller.operator.runtime import Runtime
+from controller.operator.loops import LicensedLoop
+from controller.operator.runtime import Runtime, process_pool
 from controller.operator.settings import REQUESTED_AT
 from controller.operator.webhook import authored
 
 log = logging.getLogger(__name__)
 
 _local = threading.local()  # each pool thread's PipelineReconciler, over that thread's work tree
-_CELL_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-_CELL_POOLS_LOCK = threading.Lock()
 # A Job of the model that ended is looked at this long after the first end not yet looked at: the cells
 # (and evaluations) that end together are registered by one reconcile, in one fetch and one push, and
 # wake the model once; the next cells start up to this much later.
@@ -87,18 +85,6 @@ def located(problems: Iterable[Problem]) -> list[str]:
     return [f"{p.path}: {p.message}" if p.path else p.message for p in problems if p.severity == "error"]
 
 
-def cell_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The process's threads for pipeline cells, ``workers`` of them (every pipeline's cells share them),
-    made on first use and never shut down: see ``runtime.reconcile_pool``."""
-    with _CELL_POOLS_LOCK:
-        pool = _CELL_POOLS.get(workers)
-        if pool is None:
-            pool = _CELL_POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="qmlops-cell"
-            )
-        return pool
-
-
 def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
     """This pool thread's PipelineReconciler: the services of its model Reconciler, same work tree."""
     found: PipelineReconciler | None = getattr(_local, "reconciler", None)
@@ -111,7 +97,7 @@ def pipeline_reconciler(base: Reconciler, workers: int) -> PipelineReconciler:
             credentials=base.credentials,
             policies=base.policies,
             executor=base.executor,  # a cell trains where the model's trainings do (in-process, or Jobs)
-            cell_pool=cell_pool(workers),
+            cell_pool=process_pool("qmlops-cell", workers),  # every pipeline's cells share it
         )
     return found
 
@@ -132,43 +118,26 @@ class Looked:
     evaluated: frozenset[str] = frozenset()  # the evaluation keys pushed as `evaluated` (their Jobs may go)
 
 
-class PipelineWorker:
+class PipelineWorker(LicensedLoop):
     """One pipeline's reconcile loop (see the module's docstring)."""
 
     def __init__(self, owner: Pipelines, namespace: str, name: str, uid: str) -> None:
+        super().__init__(owner.runtime, f"qmlops-pipeline:{namespace}/{name}")
         self.owner = owner
-        self.runtime = owner.runtime
         self.namespace, self.name, self.uid = namespace, name, uid
-        self.body = kopf.Body(cast(kopf.RawBody, {}))
-        self.wake = asyncio.Event()
         self.first = True
         self.generation: int | None = None
         self.requested_at: str | None = None
         self.model_changed = False
         self.settle_at: float | None = None  # Jobs of its model ended: looked at then (JOB_SETTLE_SECONDS)
         self.next_at: float | None = None
-        self.retry_at: float | None = None
-        self.failures = 0
-        self.last_failure: str | None = None  # the failure last announced by a Warning Event
-        self.training_due = False
-        self.licence: kopf.DaemonStopped | None = None
         self.written: dict[str, Any] | None = None
-        self.closed = False
         self.model_leaving = False  # its model is being deleted: a cell in training stops, nothing registers
         self._restored = False
-        self._settled = asyncio.Event()
-        self._settled.set()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def model_name(self) -> str:
         return str((self.body.get("spec") or {}).get("model") or "")
-
-    def seen(self, body: kopf.Body) -> None:
-        self.body = body
-        if self._task is None and not self.closed:
-            self._task = asyncio.create_task(self.run(), name=f"qmlops-pipeline:{self.namespace}/{self.name}")
-        self.wake.set()
 
     def poke(self, model_changed: bool = False) -> None:
         self.model_changed = self.model_changed or model_changed
@@ -202,9 +171,6 @@ class PipelineWorker:
             return "next look"
         return None
 
-    def _waiting_for_licence(self) -> bool:
-        return self.training_due and self.licence is None
-
     async def run(self) -> None:
         while not self.closed:
             if self.due() is not None and not self._waiting_for_licence():
@@ -219,25 +185,6 @@ class PipelineWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout)
 
-    async def close(self) -> None:
-        """Stop the loop: a cell in training stops before its next job (its checkpoint is kept)."""
-        self.closed = True
-        self.wake.set()
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def licensed(self, stopped: kopf.DaemonStopped) -> None:
-        """The training daemon's life: cells may train and versions be evaluated until kopf stops it
-        (the status no longer says Running, the pipeline is deleted, or the operator exits)."""
-        self.licence = stopped
-        self.wake.set()
-        try:
-            await stopped.wait()
-        finally:
-            if self.licence is stopped:
-                self.licence = None
-            await self._settled.wait()
-
     def _stop_for(self, licence: kopf.DaemonStopped | None) -> Callable[[], bool]:
         return lambda: (
             self.closed
@@ -249,11 +196,8 @@ class PipelineWorker:
     # --- one reconcile -----------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        self._settled.clear()
-        try:
+        with self._reconciling():
             await self._reconcile_once(self.body)
-        finally:
-            self._settled.set()
 
     async def _reconcile_once(self, body: kopf.Body) -> None:
         meta = body.get("metadata") or {}
@@ -320,7 +264,7 @@ class PipelineWorker:
                 return
             finally:
                 await self._keep_checkpoint(ref)
-        self.failures, self.retry_at, self.last_failure = 0, None, None
+        self._recovered()
         self._handled(generation, requested)
         self.next_at = time.monotonic() + looked.next_in if looked.next_in is not None else None
         outcome = looked.outcome
@@ -547,10 +491,7 @@ class PipelineWorker:
         self.requested_at = requested
 
     async def _failed(self, err: Exception, generation: int | None, requested: str | None) -> None:
-        backoff = self.runtime.config.retry_backoff
-        delay = backoff[min(self.failures, len(backoff) - 1)]
-        self.failures += 1
-        self.retry_at = time.monotonic() + delay
+        delay = self._back_off()
         self._handled(generation, requested)
         reason = type(err).__name__
         message = engine_status.describe_failure(workers.redacted(err))

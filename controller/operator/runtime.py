@@ -51,18 +51,19 @@ T = TypeVar("T")
 
 CLEANUP_GRACE_SECONDS = 120.0
 SWITCH_INTERVAL_SECONDS = 0.0005
-_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[str, int], concurrent.futures.ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def reconcile_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-    """The process's pool of ``workers`` reconcile threads, made on first use and never shut down
-    (see the module's docstring); an operator started again in the same process reuses it."""
+def process_pool(name: str, workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads named ``name`` (``qmlops-reconcile``: the reconciles;
+    ``qmlops-cell``: every pipeline's cells), made on first use and never shut down (see the module's
+    docstring); an operator started again in the same process reuses it."""
     with _POOLS_LOCK:
-        pool = _POOLS.get(workers)
+        pool = _POOLS.get((name, workers))
         if pool is None:
-            pool = _POOLS[workers] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="qmlops-reconcile"
+            pool = _POOLS[name, workers] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=name
             )
         return pool
 
@@ -89,7 +90,7 @@ class Runtime:
         self.trainer = trainer
         self.clock = clock or (lambda: datetime.now(UTC))
         self.closing = threading.Event()
-        self.pool = reconcile_pool(config.training_workers)
+        self.pool = process_pool("qmlops-reconcile", config.training_workers)
         self._in_flight: set[asyncio.Future[Any]] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._local = threading.local()
@@ -325,6 +326,7 @@ class Runtime:
         return self.on_loop(read_credentials(self.client, namespace, secret))
 
     async def read(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object as the API server has it now; None when there is none."""
         try:
             return await self.client.get(resource_path(api_version, plural, namespace, name))
         except NotFound:

@@ -42,6 +42,7 @@ from controller.engine.text import scrub
 from controller.operator import checkpoints, checks, jobs
 from controller.operator import serving as serving_objects
 from controller.operator.kube import merge_diff, resource_path
+from controller.operator.loops import LicensedLoop
 from controller.operator.runtime import Runtime
 from controller.operator.settings import REQUESTED_AT
 from controller.shells.gitsource import redact
@@ -123,7 +124,7 @@ def source(annotations: Mapping[str, str]) -> SourceRef:
     return SourceRef(**values)
 
 
-class ModelWorker:
+class ModelWorker(LicensedLoop):
     """The model's reconcile loop, an asyncio task of its own started at its first watch event.
 
     It may start a training only while the model's training daemon holds a licence (the daemon's
@@ -133,30 +134,19 @@ class ModelWorker:
     a training is due (``TrainingDue``) and says so in status; that status spawns the daemon."""
 
     def __init__(self, runtime: Runtime, namespace: str, name: str, uid: str) -> None:
-        self.runtime = runtime
+        super().__init__(runtime, f"qmlops-model:{namespace}/{name}")
         self.ref = checkpoints.ModelRef(namespace=namespace, name=name, uid=uid)
-        self.wake = asyncio.Event()
         self.first = True
         self.generation: int | None = None
         self.requested_at: str | None = None
         self.next_at: float | None = None  # when the engine asked to look again (a schedule)
-        self.retry_at: float | None = None
         # the backends the model's pipelines evaluate on (set by the operator's Models, which knows them)
         self.pipeline_backends: Callable[[str, str], tuple[str, ...]] | None = None
-        self.failures = 0
-        self.last_failure: str | None = None  # the failure last announced by a Warning Event
         self._last_progress = 0.0
-        self.body = kopf.Body(cast(kopf.RawBody, {}))  # until the first event
         self.written: dict[str, Any] | None = None
-        self.training_due = False  # the last reconcile stopped at a training it was not licensed to start
         self.job_changed = False  # a training Job of this model changed since the last reconcile began
         self.policy_changed = False  # a QuantumPolicy changed since the last reconcile began
-        self.licence: kopf.DaemonStopped | None = None  # the training daemon's stop flag, while it runs
         self.released = False
-        self.closed = False
-        self._settled = asyncio.Event()  # no reconcile in flight
-        self._settled.set()
-        self._task: asyncio.Task[None] | None = None
         self.serving = False  # this worker wrote the model's serving Deployment and Service
         self.unrecorded: set[str] = set()  # superseded Jobs stopped whose spending is not recorded yet
         self.waits_for_image = False  # the last reconcile failed on its Job's image (jobs.JobWaitsForImage)
@@ -164,13 +154,6 @@ class ModelWorker:
     @property
     def status_path(self) -> str:
         return resource_path(API_VERSION, "quantummodels", self.ref.namespace, self.ref.name, "status")
-
-    def seen(self, body: kopf.Body) -> None:
-        """A watch event brought the object as it is now."""
-        self.body = body
-        if self._task is None and not self.closed:
-            self._task = asyncio.create_task(self.run(), name=f"qmlops-model:{self.ref.namespace}/{self.ref.name}")
-        self.wake.set()
 
     def poke(self) -> None:
         self.wake.set()
@@ -209,9 +192,6 @@ class ModelWorker:
             return "schedule"
         return None
 
-    def _waiting_for_licence(self) -> bool:
-        return self.training_due and self.licence is None
-
     def _wait_timeout(self) -> float | None:
         if self._waiting_for_licence():
             return None  # the daemon's start wakes the loop
@@ -232,37 +212,12 @@ class ModelWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), self._wait_timeout())
 
-    async def close(self) -> None:
-        """Stop the loop: a training in flight stops before its next job (its checkpoint is kept)."""
-        self.closed = True
-        self.wake.set()
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    # --- the training daemon's licence -------------------------------------------------------------
-
-    async def licensed(self, stopped: kopf.DaemonStopped) -> None:
-        """The training daemon's life: trainings may start until kopf stops it (the status no
-        longer says Training, the model is deleted, or the operator exits); it returns once the
-        reconcile in flight has returned."""
-        self.licence = stopped
-        self.wake.set()
-        try:
-            await stopped.wait()
-        finally:
-            if self.licence is stopped:
-                self.licence = None
-            await self._settled.wait()
-
     # --- one reconcile -----------------------------------------------------------------------------
 
     async def reconcile(self, body: kopf.Body, reason: str) -> None:
-        self._settled.clear()
-        try:
+        with self._reconciling():
             async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):  # its pipelines wait
                 await self._reconcile_once(body, reason)
-        finally:
-            self._settled.set()
 
     def _stop_for(self, licence: kopf.DaemonStopped | None) -> Callable[[], bool]:
         return lambda: self.closed or self.runtime.closing.is_set() or (licence is not None and bool(licence))
@@ -310,9 +265,7 @@ class ModelWorker:
         except Exception as err:  # the operator never dies on input: any failure is status and a retry
             await self._failed(body, reading, err)
             return
-        self.failures = 0
-        self.last_failure = None
-        self.retry_at = None
+        self._recovered()
         self.waits_for_image = False
         self._handled(reading)
         self.next_at = self._next_look(outcome)
@@ -612,10 +565,7 @@ class ModelWorker:
 
     async def _failed(self, body: Mapping[str, Any], reading: Reading, err: Exception) -> None:
         self.waits_for_image = isinstance(err, jobs.JobWaitsForImage)
-        backoff = self.runtime.config.retry_backoff
-        delay = backoff[min(self.failures, len(backoff) - 1)]
-        self.failures += 1
-        self.retry_at = time.monotonic() + delay
+        delay = self._back_off()
         reason = type(err).__name__
         message = engine_status.describe_failure(redacted(err))
         log.warning(

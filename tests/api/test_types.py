@@ -229,6 +229,9 @@ PIPELINE_REFUSALS = [
     ("spec.steps.0.train.matrix", {"nothing.here": [1]}, "spec has no field 'nothing'"),
     ("spec.steps.0.train.matrix", {"circuit.ansatz": [1]}, "is a section, not a value"),
     ("spec.steps.0.train.matrix", {"circuit.ansatz.reps.x": [1]}, "is a value, it has no field 'x'"),
+    # an item of a list is no spec path, whether the list may be absent or not
+    ("spec.steps.0.train.matrix", {"training.resources.tolerations.key": ["a"]}, "tolerations is a value"),
+    ("spec.steps.0.train.matrix", {"promotion.gates.metric": ["f1"]}, "gates is a value, it has no field 'metric'"),
     ("spec.steps.0.train.matrix", {"circuit.ansatz.reps": [1, 99]}, "99 is not valid there"),
     ("spec.steps.0.train.matrix", {"training.backend": ["fake:nowhere"]}, "is not valid there"),
     ("spec.steps.0.train.matrix", {"circuit.ansatz.reps": []}, "lists no values"),

@@ -599,3 +599,18 @@ def test_a_training_is_never_started_on_a_fetch_shared_with_other_models(
         assert outcome.decisions == [] and outcome.status.champion is not None
         assert outcome.status.champion.version == 1
     assert trained == [], "the standby trained nothing"
+
+
+def test_the_process_keeps_one_pool_per_name_and_size_for_its_whole_life() -> None:
+    """An operator started again in the same process reuses its threads (Qiskit's allocator has crashed
+    the process on threads started after others ended), and the cells never take the reconciles' threads."""
+    import threading
+
+    from controller.operator.runtime import process_pool
+
+    reconciles = process_pool("qmlops-reconcile", 2)
+    assert process_pool("qmlops-reconcile", 2) is reconciles
+    cells = process_pool("qmlops-cell", 2)
+    assert cells is not reconciles and process_pool("qmlops-cell", 2) is cells
+    assert cells.submit(lambda: threading.current_thread().name).result().startswith("qmlops-cell")
+    assert process_pool("qmlops-cell", 3) is not cells

@@ -14,7 +14,7 @@ import pytest
 from controller.engine.registry.trust import AllowedSigners
 from tests.operator.operator_env import NAMESPACE, OperatorEnv, git, secret, tiny_model
 from tests.operator.test_end_to_end import env
-from tests.registry.repos import allowed_signers, ssh_key
+from tests.registry.repos import signing_controller
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,10 +24,9 @@ __all__ = ["env"]
 
 
 async def test_the_operator_signs_every_commit_with_the_key_from_its_secret(env: OperatorEnv, tmp_path: Path) -> None:
-    key = ssh_key(tmp_path / "keys", "qmlops-operator@qmlops.io")
-    signers_file = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops-operator@qmlops.io": key})
-    await env.client.create(secret("signing-key", **{"ssh-privatekey": key.read_text()}))
-    signers = AllowedSigners.read(signers_file)
+    controller = signing_controller(tmp_path / "keys", "qmlops-operator@qmlops.io")
+    await env.client.create(secret("signing-key", **{"ssh-privatekey": controller.key.read_text()}))
+    signers = AllowedSigners.read(controller.signers)
     async with env.operator(signing_key_secret=f"{NAMESPACE}/signing-key", allowed_signers=signers):
         await env.client.create(tiny_model())
         status = await env.until_phase("Ready")
@@ -35,7 +34,7 @@ async def test_the_operator_signs_every_commit_with_the_key_from_its_secret(env:
     assert env.decisions() == ["registered", "gate-passed", "promoted"]
     marks = git(
         "-c",
-        f"gpg.ssh.allowedSignersFile={signers_file}",
+        f"gpg.ssh.allowedSignersFile={controller.signers}",
         "log",
         "--format=%G?",
         "main",

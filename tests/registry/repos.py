@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 TINY_SPEC = """\
@@ -70,6 +71,29 @@ def allowed_signers(path: Path, keys: dict[str, Path]) -> Path:
     lines = [f'{who} namespaces="git" {Path(str(key) + ".pub").read_text().strip()}' for who, key in keys.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def trust_flags(key: Path, signers: Path) -> list[str]:
+    """``qmlops run``'s flags that sign its commits with ``key`` and act only on what ``signers`` vouch for."""
+    return ["--signing-key", str(key), "--allowed-signers", str(signers)]
+
+
+@dataclass(frozen=True)
+class SigningController:
+    """The controller's own SSH key and the allowed-signers file (outside the repository) that lists it."""
+
+    key: Path
+    signers: Path
+
+    @property
+    def flags(self) -> list[str]:
+        return trust_flags(self.key, self.signers)
+
+
+def signing_controller(folder: Path, who: str = "qmlops@example.invalid") -> SigningController:
+    """A controller that signs: its key made by ssh-keygen in ``folder``, and ``folder/allowed_signers``."""
+    key = ssh_key(folder, who)
+    return SigningController(key, allowed_signers(folder / "allowed_signers", {who: key}))
 
 
 def signing(key: Path) -> list[str]:

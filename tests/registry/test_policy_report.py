@@ -18,7 +18,7 @@ from controller.engine.registry import Registry
 from controller.engine.registry.ledger import Ledger, draft
 from controller.engine.registry.versions import Version
 from controller.runner.specs import observe
-from tests.registry.repos import DEFAULT_GOVERNANCE, Repos, allowed_signers, git, ssh_key, tiny_spec
+from tests.registry.repos import DEFAULT_GOVERNANCE, Repos, git, signing_controller, tiny_spec
 from tests.training.specs import tiny
 from tests.validation.cli import Result, qmlops
 
@@ -120,20 +120,18 @@ def test_the_status_keeps_the_counts_and_the_failing_rules(repos: Repos, capsys:
 def test_the_report_commit_is_signed_like_every_other_so_a_signed_registry_stays_trusted(
     repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = ssh_key(tmp_path / "keys", "qmlops@example.invalid")
-    signers = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops@example.invalid": key})
-    trusted = ["--signing-key", str(key), "--allowed-signers", str(signers)]
+    controller = signing_controller(tmp_path / "keys")
     work = repos.clone("work")
     repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "kept")
-    first = qmlops(capsys, "run", "--repo", str(work), "--once", *trusted)
+    first = qmlops(capsys, "run", "--repo", str(work), "--once", *controller.flags)
     assert first.code == 0, first.err
     newest = git(work, "log", "-1", "--format=%H", "--", "registry/demo/kept")
     assert newest == git(work, "log", "-1", "--format=%H", "--", "registry/demo/kept/policy.json")
     head = git(work, "rev-parse", "HEAD")
-    again = qmlops(capsys, "run", "--repo", str(work), "--once", *trusted)  # not stalled as untrusted
+    again = qmlops(capsys, "run", "--repo", str(work), "--once", *controller.flags)  # not stalled as untrusted
     assert again.code == 0 and "UntrustedHistory" not in again.out + again.err
     assert git(work, "rev-parse", "HEAD") == head
-    checked = qmlops(capsys, "audit", "--repo", str(work), "--verify", "--allowed-signers", str(signers))
+    checked = qmlops(capsys, "audit", "--repo", str(work), "--verify", "--allowed-signers", str(controller.signers))
     assert checked.code == 0, checked.out + checked.err
 
 
@@ -141,14 +139,12 @@ def test_the_report_commit_is_signed_like_every_other_so_a_signed_registry_stays
 def test_packs_removed_take_policy_json_out_of_head_in_a_signed_commit_that_verify_accepts(
     repos: Repos, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = ssh_key(tmp_path / "keys", "qmlops@example.invalid")
-    signers = allowed_signers(tmp_path / "keys" / "allowed_signers", {"qmlops@example.invalid": key})
-    trusted = ["--signing-key", str(key), "--allowed-signers", str(signers)]
+    controller = signing_controller(tmp_path / "keys")
     work = repos.clone("work")
-    verify = ["audit", "--repo", str(work), "--verify", "--allowed-signers", str(signers)]
+    verify = ["audit", "--repo", str(work), "--verify", "--allowed-signers", str(controller.signers)]
     report_path = "registry/demo/kept/policy.json"
     repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "kept")
-    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *controller.flags).code == 0
     assert (work / report_path).is_file()
 
     no_packs = KEPT.replace("\n    compliance: [gdpr]", "")
@@ -158,10 +154,17 @@ def test_packs_removed_take_policy_json_out_of_head_in_a_signed_commit_that_veri
     [row] = json.loads(planned.out)
     assert "remove policy.json: no compliance pack applies" in row["reason"] and row["changes"]
     assert (work / report_path).is_file(), "plan writes nothing"
-    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *controller.flags).code == 0
     assert not (work / report_path).exists()
     removal = git(
-        work, "-c", f"gpg.ssh.allowedSignersFile={signers}", "log", "-1", "--format=%H %G? %s", "--", report_path
+        work,
+        "-c",
+        f"gpg.ssh.allowedSignersFile={controller.signers}",
+        "log",
+        "-1",
+        "--format=%H %G? %s",
+        "--",
+        report_path,
     )
     assert " G qmlops: demo/kept: policy report removed: no compliance pack applies" in removal  # signed
     assert git(work, "show", "--name-status", "--format=", removal.split()[0]) == f"D\t{report_path}"  # alone
@@ -176,7 +179,7 @@ def test_packs_removed_take_policy_json_out_of_head_in_a_signed_commit_that_veri
 
     # someone with push access removing the report by hand is named by verify
     repos.commit_file(work, "specs/kept.yaml", tiny_spec("kept", governance=KEPT) + CARD, "packs again")
-    assert qmlops(capsys, "run", "--repo", str(work), "--once", *trusted).code == 0
+    assert qmlops(capsys, "run", "--repo", str(work), "--once", *controller.flags).code == 0
     assert (work / report_path).is_file()
     git(work, "rm", "--quiet", report_path)
     git(work, "commit", "--quiet", "-m", "drop the report")

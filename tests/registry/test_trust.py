@@ -24,6 +24,7 @@ from tests.registry.repos import (
     signing,
     ssh_key,
     tiny_spec,
+    trust_flags,
 )
 from tests.validation.cli import Result, qmlops
 
@@ -53,7 +54,7 @@ class Keys:
         )
 
     def run_args(self) -> list[str]:
-        return ["--signing-key", str(self.controller), "--allowed-signers", str(self.signers)]
+        return trust_flags(self.controller, self.signers)
 
 
 @pytest.fixture

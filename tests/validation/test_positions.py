@@ -62,6 +62,20 @@ def test_every_problem_is_reported_at_its_node(tmp_path: Path, capsys: pytest.Ca
     assert "5 errors, 0 warnings" in result.err
 
 
+def test_an_unknown_field_in_a_list_item_is_told_the_fields_of_that_item(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = MODEL.replace("min: 0.85}", "min: 0.85, maxx: 1}").replace(
+        "      - {metric: accuracy", "      - {metric: f1, above: 2}\n      - {metric: accuracy"
+    )
+    spec = write(tmp_path, "m.yaml", text)
+    result = qmlops(capsys, "validate", str(spec))
+    assert result.lines == [
+        f"{spec}:18:22: spec.promotion.gates[0].above: unknown field 'above' (fields here: metric, min, max)",
+        f"{spec}:19:39: spec.promotion.gates[1].maxx: unknown field 'maxx' (did you mean 'max'?)",
+    ]
+
+
 def test_a_missing_field_points_at_its_parent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write(tmp_path, "m.yaml", MODEL.replace("    qubits: 4\n", "    observable: parity\n"))
     result = qmlops(capsys, "validate", str(spec))

@@ -411,17 +411,9 @@ def carry_out_cells(
     stopped: list[BaseException] = []
 
     def one(cell: CellTraining) -> bytes:
-        state = dataclasses.replace(ctx.state, spec=cell.spec)
         for attempt in range(intent.retries + 1):
             try:
-                raw = actions.train_in_workspace(
-                    ctx.services,
-                    state,
-                    cell.due,
-                    owner=PIPELINE_OWNER,
-                    on_progress=on_progress,
-                    should_stop=should_stop,
-                )
+                raw = _train_cell(ctx, cell, on_progress=on_progress, should_stop=should_stop)
                 assert isinstance(raw, bytes), "an executor that trains here returns the artifact"
                 return raw
             except Exception as err:
@@ -458,10 +450,7 @@ def carry_out_cells(
                     if intent.fail_fast or stopped:
                         waiting.clear()  # not started yet: left for the next run (or never, failed fast)
                     continue
-                cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-                registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
-                if registered is not None:
-                    record(ctx, registered.decision)
+                cell_trained(ctx, cell, raw, record)
     finally:
         if own is not None:
             own.shutdown(wait=True)
@@ -470,6 +459,40 @@ def carry_out_cells(
     if stopped:
         raise stopped[0]
     return []
+
+
+def _train_cell(
+    ctx: StepContext,
+    cell: CellTraining,
+    *,
+    on_progress: Callable[[Any], None] | None,
+    should_stop: Callable[[], bool] | None,
+    start: bool = True,
+) -> bytes | Running | None:
+    """``cell``'s training, its variant of the model's spec in its own workspace, owned by the pipeline
+    (as :func:`actions.train_in_workspace` says: the artifact, :class:`Running` while it runs
+    elsewhere, or None when ``start`` is false and it has not started)."""
+    state = dataclasses.replace(ctx.state, spec=cell.spec)
+    return actions.train_in_workspace(
+        ctx.services,
+        state,
+        cell.due,
+        owner=PIPELINE_OWNER,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        start=start,
+    )
+
+
+def cell_trained(
+    ctx: StepContext, cell: CellTraining, raw: bytes, record: Callable[[StepContext, RecordDecision], None]
+) -> None:
+    """A trained cell's artifact recorded as ``actions.registration`` decides for its variant of the
+    spec (a version naming the pipeline, run and cell; nothing when its digest is registered already)."""
+    cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
+    registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
+    if registered is not None:
+        record(ctx, registered.decision)
 
 
 def cell_stopped(
@@ -513,30 +536,18 @@ def _cells_elsewhere(
     still running then finish and are registered before the step fails (``cells-open``)."""
 
     def ask(cell: CellTraining, start: bool) -> bytes | Running | None:
-        state = dataclasses.replace(ctx.state, spec=cell.spec)
         try:
-            return actions.train_in_workspace(
-                ctx.services,
-                state,
-                cell.due,
-                owner=PIPELINE_OWNER,
-                on_progress=on_progress,
-                should_stop=should_stop,
-                start=start,
-            )
+            return _train_cell(ctx, cell, on_progress=on_progress, should_stop=should_stop, start=start)
         except training().TrainingStopped as err:
             cell_stopped(ctx, cell, err, record)
             raise
 
-    def finished(cell: CellTraining, raw: bytes) -> None:
-        cell_ctx = dataclasses.replace(ctx, state=dataclasses.replace(ctx.state, spec=cell.spec))
-        registered = actions.registration(cell_ctx, cell.due, raw, cell.about)
-        if registered is not None:
-            record(ctx, registered.decision)
-
     def failed(cell: CellTraining, err: Exception) -> None:
         failures[cell.cell.id] = describe_failure(err)
         cell_failed(ctx, cell, err, record)
+
+    def finished(cell: CellTraining, raw: bytes) -> None:
+        cell_trained(ctx, cell, raw, record)
 
     open_ = ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
     ctx.notes[f"cells-open:{intent.step}"] = open_
