@@ -584,7 +584,7 @@ class ModelWorker(LicensedLoop):
             failed = engine_status.failed(self._current(body), redacted(err), reading.generation, self.runtime.clock())
             await self._write_status(failed)
         except Exception as write_err:
-            log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, write_err)
+            log.warning("%s/%s: status not written: %s", self.ref.namespace, self.ref.name, type(write_err).__name__)
 
 
 def failure_event(body: Mapping[str, Any], reason: str, message: str, last: str | None) -> str:

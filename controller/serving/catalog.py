@@ -156,7 +156,7 @@ class Catalog:
             known = isinstance(err, ModelUnavailable | RegistryError)
             entry.problem = str(err) if known else f"{key}: cannot load its champion: {type(err).__name__}"
             if entry.champion is not None:
-                log.warning("%s: keeps serving version %s: %s", key, entry.champion.version, err)
+                log.warning("%s: keeps serving version %s: %s", key, entry.champion.version, entry.problem)
             return None
         entry.problem = None
         entry.champion = loaded  # the swap: requests that hold the old champion finish on it

@@ -37,8 +37,9 @@ from controller import __version__
 from controller.engine import prediction
 from controller.engine.live import MAX_WINDOW, LiveAccuracy
 from controller.engine.prediction import LoadedModel, ModelUnavailable
+from controller.engine.registry import RegistryError
 from controller.serving import protocol
-from controller.serving.catalog import Catalog, Swap
+from controller.serving.catalog import Catalog, CatalogError, Swap
 from controller.serving.feedback import FeedbackError, Outcomes, PredictionLog
 from controller.serving.protocol import ProtocolError
 
@@ -299,7 +300,8 @@ class Server:
         try:
             swaps = await loop.run_in_executor(self._refreshing, self.catalog.refresh)
         except Exception as err:
-            log.warning("refreshing the champions failed; serving what was loaded: %s", err)
+            shown = str(err) if isinstance(err, CatalogError | RegistryError) else type(err).__name__  # safe to show
+            log.warning("refreshing the champions failed; serving what was loaded: %s", shown)
             return []
         for swap in swaps:
             self.metrics.swaps.labels(swap.model).inc()
