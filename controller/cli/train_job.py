@@ -104,7 +104,12 @@ def _train(args: argparse.Namespace) -> Callable[[Journal, dict[str, Any]], int]
         from controller.engine.text import scrub
         from controller.operator import checkpoints, jobs
 
-        spec = QuantumModelSpec.model_validate(json.loads((configmap.get("data") or {})[jobs.SPEC_KEY]))
+        try:
+            spec = QuantumModelSpec.model_validate(json.loads((configmap.get("data") or {})[jobs.SPEC_KEY]))
+        except (KeyError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+            journal.fail(f"ConfigMap {args.configmap} does not say what to train: {type(err).__name__}")
+            log.error("ConfigMap %s does not say what to train", args.configmap)
+            return EXIT_FAILED  # another pod would read the same ConfigMap
         folder = Path(tempfile.gettempdir()) / "qmlops" / args.training_key
         repo_root = None
         if spec.dataset.source.startswith("file:"):

@@ -633,14 +633,7 @@ async def test_prometheus_metrics_and_the_liveness_probe_are_served(env: Operato
 
 
 def harness_kubeconfig(env: OperatorEnv, folder: Path) -> Path:
-    kubeconfig = folder / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
-        f"clusters: [{{name: harness, cluster: {{server: '{str(env.kube.url).rstrip('/')}'}}}}]\n"
-        "users: [{name: robot, user: {token: pod-token}}]\n"
-        "contexts: [{name: harness, context: {cluster: harness, user: robot}}]\n"
-    )
-    return kubeconfig
+    return env.kube.write_kubeconfig(folder / "kubeconfig")
 
 
 async def run_command(

@@ -471,6 +471,44 @@ def test_a_job_command_that_cannot_reach_its_configmap_asks_for_a_new_pod_withou
     ]
 
 
+@pytest.mark.parametrize("command", ["train-job", "evaluate-job"])
+async def test_a_job_command_whose_configmap_does_not_say_what_to_do_fails_for_good_and_says_so(
+    command: str,
+    kube: KubeApi,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A spec that is not JSON, or not a spec, is the same in every pod: the Job fails for good (exit 3,
+    its pod failure policy) with the reason on the ConfigMap, rather than retrying into backoffLimit."""
+    import asyncio
+
+    from tests.operator.operator_env import NAMESPACE
+
+    train = command == "train-job"
+    label, failure = (jobs.KEY_LABEL, jobs.FAILURE) if train else (jobs.EVALUATION_KEY_LABEL, jobs.EVALUATION_FAILURE)
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig")))
+    key = "--training-key" if train else "--evaluation-key"
+    await client.namespace(NAMESPACE)
+    for spec in ("{not json", json.dumps({"owner": "nobody"})):
+        await client.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "cm", "namespace": NAMESPACE, "labels": {label: "k1"}},
+                "data": {jobs.SPEC_KEY: spec},
+            }
+        )
+        caplog.clear()
+        code = await asyncio.to_thread(main, [command, "--namespace", NAMESPACE, "--configmap", "cm", key, "k1"])
+        assert code == 3
+        annotations = kube.read("ConfigMap", NAMESPACE, "cm")["metadata"]["annotations"]
+        assert annotations[failure].startswith(f"ConfigMap cm does not say what to {'train' if train else 'evaluate'}")
+        assert "not json" not in caplog.text and "nobody" not in caplog.text, "the ConfigMap's data is not quoted"
+        await client.delete("ConfigMap", NAMESPACE, "cm")
+
+
 def test_cell_jobs_that_end_together_are_looked_at_by_one_reconcile_of_their_pipeline() -> None:
     import time
     from types import SimpleNamespace

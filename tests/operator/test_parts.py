@@ -397,13 +397,7 @@ async def test_metrics_are_served_for_prometheus(unused_tcp_port: int) -> None:
 async def test_kubeconfig_is_honoured(kube: KubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from controller.operator.kube import load_access
 
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
-        f"clusters: [{{name: harness, cluster: {{server: '{str(kube.url).rstrip('/')}'}}}}]\n"
-        "users: [{name: robot, user: {token: kubeconfig-token}}]\n"
-        "contexts: [{name: harness, context: {cluster: harness, user: robot}}]\n"
-    )
+    config = kube.write_kubeconfig(tmp_path / "kubeconfig", token="kubeconfig-token")
     monkeypatch.setenv("KUBECONFIG", str(config))
     access = load_access()
     assert access.server == str(kube.url).rstrip("/") and access.token() == "kubeconfig-token"

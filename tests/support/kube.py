@@ -433,6 +433,16 @@ class KubeApi(kmock.KubernetesEmulator):
                     await asyncio.wait_for(self._tick.wait(), 0.1)
             return result
 
+    def write_kubeconfig(self, path: Path, *, user: str = "robot", token: str = "pod-token") -> Path:
+        """A kubeconfig at ``path`` that points a client (the operator, a Job's pod) at this API."""
+        path.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: harness\n"
+            f"clusters: [{{name: harness, cluster: {{server: '{str(self.url).rstrip('/')}'}}}}]\n"
+            f"users: [{{name: {user}, user: {{token: {token}}}}}]\n"
+            f"contexts: [{{name: harness, context: {{cluster: harness, user: {user}}}}}]\n"
+        )
+        return path
+
     def watching(self, plural: str) -> bool:
         """Whether a client holds a watch on ``plural`` open (kopf has started serving it)."""
         return any(w.kind.plural == plural for w in self._watches)

@@ -85,15 +85,7 @@ class Kubelet:
 
     async def __aenter__(self) -> Kubelet:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = self.root / "kubeconfig"
-        server = str(self.kube.url).rstrip("/")
-        self.kubeconfig.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f"clusters: [{{name: harness, cluster: {{server: '{server}'}}}}]\n"
-            "users: [{name: pod, user: {token: pod-token}}]\n"
-            "contexts: [{name: pod, context: {cluster: harness, user: pod}}]\n"
-            "current-context: pod\n"
-        )
+        self.kubeconfig = self.kube.write_kubeconfig(self.root / "kubeconfig", user="pod")
         self._task = asyncio.create_task(self._run())
         return self
 
