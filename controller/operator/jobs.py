@@ -589,10 +589,11 @@ def _count(value: Any) -> int:
 
 
 async def delete_training(client: KubeClient, namespace: str, name: str) -> None:
-    """Delete a training's Job (its pods with it) and its ConfigMap."""
-    await stop_job(client, namespace, name)
+    """Delete a finished training's ConfigMap, then its Job (its pods with it): never a ConfigMap left
+    without its Job, which would read as a training stopped and not recorded yet (``without_job``)."""
     with contextlib.suppress(NotFound):
         await client.delete(resource_path("v1", "configmaps", namespace, name))
+    await stop_job(client, namespace, name)
 
 
 async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
@@ -604,20 +605,25 @@ async def stop_job(client: KubeClient, namespace: str, name: str) -> None:
 
 
 async def spent_by(client: KubeClient, namespace: str, name: str) -> tuple[Due, dict[str, float]] | None:
-    """What a stopped training's ConfigMap says: its training (key, spec and dataset digests, why it
-    ran) and what its jobs spent, cumulative over its pods, as its checkpoint journal counts it; None
-    without a ConfigMap or a journal (nothing ran)."""
-    from controller.engine.training.checkpoint import FILE, summary
-    from controller.operator.checkpoints import decode
-
+    """What a stopped training's ConfigMap says (``spent_in``); None without a ConfigMap."""
     try:
         configmap = await client.get(resource_path("v1", "configmaps", namespace, name))
     except NotFound:
         return None
+    return spent_in(configmap)
+
+
+def spent_in(configmap: Mapping[str, Any]) -> tuple[Due, dict[str, float]] | None:
+    """What a stopped training's ConfigMap says: its training (key, spec and dataset digests, why it
+    ran) and what its jobs spent, cumulative over its pods, as its checkpoint journal counts it; None
+    without a journal (nothing ran)."""
+    from controller.engine.training.checkpoint import FILE, summary
+    from controller.operator.checkpoints import decode
+
     meta = configmap.get("metadata") or {}
     key = str((meta.get("labels") or {}).get(KEY_LABEL) or "")
     try:
-        files = decode(configmap) or {}
+        files = decode(dict(configmap)) or {}
     except (ValueError, KeyError, TypeError, AttributeError):  # an index that is not one: nothing to read
         files = {}
     journals = sorted(path for path in files if path == FILE or path.endswith(f"/{FILE}"))
@@ -651,15 +657,55 @@ async def model_trainings(
     return list((await client.get(path)).get("items") or ())
 
 
+async def training_configmaps(
+    client: KubeClient, namespace: str, model: str, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """The ConfigMaps of the model's trainings, or of ``owner``'s only (one list)."""
+    selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{COMPONENT}"
+    if owner is not None:
+        selector += f",{OWNER_LABEL}%3D{owner}"
+    path = resource_path("v1", "configmaps", namespace) + f"?labelSelector={selector}"
+    return list((await client.get(path)).get("items") or ())
+
+
+def without_job(
+    configmaps: Iterable[Mapping[str, Any]], jobs: Iterable[str], current: str | None = None
+) -> list[Mapping[str, Any]]:
+    """Of a model's training ConfigMaps, those whose Job is gone (not among ``jobs``, the Job names
+    that exist) and that are not the ``current`` training's (whose Job the next look creates): trainings
+    stopped whose spending may not be recorded yet, whoever stopped them (an operator restarted between
+    stopping a Job and recording what it spent finds them here), unless ``ended``."""
+    existing = set(jobs)
+    return [
+        configmap
+        for configmap in configmaps
+        if (name := str((configmap.get("metadata") or {}).get("name") or "")) and name not in existing
+        if name != current
+    ]
+
+
+def ended(configmap: Mapping[str, Any]) -> bool:
+    """A training ConfigMap that holds its artifact or its trainer's failure: the training ended (its
+    version registered, its failure recorded with what it spent), it was not stopped."""
+    annotations = (configmap.get("metadata") or {}).get("annotations") or {}
+    return ARTIFACT_KEY in (configmap.get("binaryData") or {}) or FAILURE in annotations
+
+
 async def kept_checkpoint(client: KubeClient, namespace: str, name: str, folder: Path) -> int:
     """A Job's checkpoint, from its ConfigMap into ``folder`` (to close its Runtime session)."""
-    from controller.operator.checkpoints import decode
-
     try:
         configmap = await client.get(resource_path("v1", "configmaps", namespace, name))
     except NotFound:
         return 0
-    files = decode(configmap) or {}
+    return unpack_checkpoint(configmap, folder)
+
+
+def unpack_checkpoint(configmap: Mapping[str, Any], folder: Path) -> int:
+    """The checkpoint a training's ConfigMap holds, written into ``folder``; how many files (none when
+    they do not match their index)."""
+    from controller.operator.checkpoints import decode
+
+    files = decode(dict(configmap)) or {}
     for path, content in files.items():
         target = folder / path
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,10 @@ class ModelWorker(LicensedLoop):
         self.policy_changed = False  # a QuantumPolicy changed since the last reconcile began
         self.released = False
         self.serving = False  # this worker wrote the model's serving Deployment and Service
-        self.unrecorded: set[str] = set()  # superseded Jobs stopped whose spending is not recorded yet
+        # look at the model's own training Jobs and ConfigMaps at the next reconcile even outside the
+        # Training phase: at the first (an operator restarted may find trainings stopped and not
+        # recorded), and after a recording that failed (what is left is read from the cluster)
+        self.settle_due = True
         self.waits_for_image = False  # the last reconcile failed on its Job's image (jobs.JobWaitsForImage)
 
     @property
@@ -402,7 +405,8 @@ class ModelWorker(LicensedLoop):
             if decision.kind == LedgerKind.DRIFT_DETECTED and not alert:
                 continue  # recorded in the ledger; an Event and the counter only with onDrift: alert
             self._event(body, decision)
-        if self.runtime.config.executor == "jobs" and "Training" in (before.get("phase"), new.get("phase")):
+        training = "Training" in (before.get("phase"), new.get("phase"))
+        if self.runtime.config.executor == "jobs" and (training or self.settle_due):
             await self._settle_jobs(observed, job if new.get("phase") == "Training" else None)
         self._count(before, new, outcome.decisions, alert)
         await self._serve(serving)
@@ -413,19 +417,19 @@ class ModelWorker(LicensedLoop):
             log.warning("%s/%s: checkpoint not kept: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
     async def _settle_jobs(self, observed: Observed, training: str | None) -> None:
-        """A reconcile that began or ended in the Training phase: of the model's own training Jobs (a
-        pipeline's cells are its own), ``training``'s (the one this reconcile found running) stays; a
-        finished one goes with its ConfigMap (its version registered, or its failure recorded); one still
-        running is superseded (the spec moved on, or asks for nothing to train): it is stopped, what
-        it spent recorded (``stopped``), then its ConfigMap goes."""
+        """A reconcile that began or ended in the Training phase (or the first, or one after a recording
+        that failed): of the model's own training Jobs (a pipeline's cells are its own), ``training``'s
+        (the one this reconcile found running) stays; a finished one goes with its ConfigMap (its
+        version registered, or its failure recorded); one still running is superseded (the spec moved
+        on, or asks for nothing to train): it is stopped and its Runtime session closed. Then every
+        training stopped and not recorded yet, as the cluster has them (``jobs.without_job``: the
+        model's own training ConfigMaps whose Job is gone, not ``training``'s; stopped just now, or
+        before by this pod or one before it), is recorded (``stopped``, pushed) and its ConfigMap goes;
+        when recording fails they stay, and the next reconcile records them."""
         client, ns = self.runtime.client, self.ref.namespace
         try:
-            for name in sorted(self.unrecorded):  # stopped before, its spending not recorded then
-                if await self._record_stopped(observed, [name]):
-                    self.unrecorded.discard(name)
-                    await jobs.delete_training(client, ns, name)
-            own = await jobs.model_trainings(client, ns, self.ref.name, owner="model")
-            for job in own:
+            stopped = set()
+            for job in await jobs.model_trainings(client, ns, self.ref.name, owner="model"):
                 name = job["metadata"]["name"]
                 if name == training:
                     continue
@@ -434,41 +438,49 @@ class ModelWorker(LicensedLoop):
                     continue
                 log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
                 await jobs.stop_job(client, ns, name)
-                await self._close_session(name)
-                if await self._record_stopped(observed, [name]):
-                    await jobs.delete_training(client, ns, name)
-                else:  # its ConfigMap stays: recorded at the next look
-                    self.unrecorded.add(name)
+                stopped.add(name)
+            configmaps = await jobs.training_configmaps(client, ns, self.ref.name, owner="model")
+            left = jobs.without_job(configmaps, [training] if training else [], training)
+            for configmap in left:
+                if jobs.ended(configmap):  # its Job deleted by someone else: nothing to record
+                    await jobs.delete_training(client, ns, configmap["metadata"]["name"])
+            left = [c for c in left if not jobs.ended(c)]
+            for configmap in left:  # each Job's session, again if an earlier pod closed it (no error)
+                await self._close_session(configmap)
+            self.settle_due = not await self._record_stopped(observed, left)
+            if not self.settle_due:
+                for configmap in left:
+                    await jobs.delete_training(client, ns, configmap["metadata"]["name"])
+            elif left:
+                log.info("%s/%s: %d stopped trainings kept to record", ns, self.ref.name, len(left))
         except Exception as err:  # they go with the model at the latest
+            self.settle_due = True
             log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
 
-    async def _close_session(self, name: str) -> None:
-        """The Runtime session a superseded Job's training kept open (``ibm:`` backends), closed: its
-        spec and checkpoint are read from its ConfigMap (nothing resumes it)."""
+    async def _close_session(self, configmap: Mapping[str, Any]) -> None:
+        """The Runtime session a stopped Job's training kept open (``ibm:`` backends), closed: its spec
+        and checkpoint are read from its ConfigMap (nothing resumes it). Best effort, as on deletion:
+        IBM ends an idle session itself, and closing one closed already is no error."""
+        name = (configmap.get("metadata") or {}).get("name")
         try:
-            configmap = await self.runtime.client.get(resource_path("v1", "configmaps", self.ref.namespace, name))
             spec = QuantumModelSpec.model_validate_json((configmap.get("data") or {}).get(jobs.SPEC_KEY) or "{}")
             if not spec.training.backend.startswith("ibm:"):
                 return
             secret = spec.training.credentials_secret
             credentials = (lambda: self.runtime.credentials(self.ref.namespace, secret)) if secret else None
             with tempfile.TemporaryDirectory(prefix="qmlops-stopped-") as folder:
-                await jobs.kept_checkpoint(self.runtime.client, self.ref.namespace, name, Path(folder))
+                jobs.unpack_checkpoint(configmap, Path(folder))
                 await asyncio.to_thread(training.release, spec, Path(folder), credentials)
-        except Exception as err:  # best effort, as on deletion: IBM ends an idle session itself
+        except Exception as err:
             log.warning(
                 "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, redacted(err)
             )
 
-    async def _record_stopped(self, observed: Observed, names: Sequence[str]) -> bool:
-        """What the stopped training Jobs ``names`` spent (their ConfigMaps' journals) recorded in the
+    async def _record_stopped(self, observed: Observed, configmaps: Sequence[Mapping[str, Any]]) -> bool:
+        """What the stopped trainings of ``configmaps`` spent (their checkpoint journals) recorded in the
         model's ledger as ``stopped`` entries and pushed (the engine's ``record_stopped``: each second
         counted once, however often asked); whether that was done."""
-        stopped = []
-        for name in names:
-            found = await jobs.spent_by(self.runtime.client, self.ref.namespace, name)
-            if found is not None:
-                stopped.append(found)
+        stopped = [found for found in map(jobs.spent_in, configmaps) if found is not None]
         if not stopped:
             return True
         try:
@@ -481,22 +493,22 @@ class ModelWorker(LicensedLoop):
         return True
 
     async def _stop_jobs(self, observed: Observed) -> None:
-        """The model is deleted: its training Jobs are stopped (deleted), what they spent is recorded
-        (``stopped``, pushed before their ConfigMaps go with the model), and their checkpoints brought
-        here so that the Runtime sessions they kept open are closed."""
+        """The model is deleted: its training Jobs are stopped (deleted), what every stopped training
+        spent is recorded (``stopped``, pushed before the ConfigMaps go with the model: the Jobs stopped
+        now, and those stopped before and not recorded yet, whoever stopped them), and their checkpoints
+        brought here so that the Runtime sessions they kept open are closed."""
         client = self.runtime.client
         workspaces = Workspaces(self.runtime.checkpoint_root, self.ref.namespace, self.ref.name)
         try:
-            names = sorted(self.unrecorded)
             for job in await jobs.model_trainings(client, self.ref.namespace, self.ref.name):
                 name, key = job["metadata"]["name"], (job["metadata"].get("labels") or {}).get(jobs.KEY_LABEL, "")
                 await jobs.stop_job(client, self.ref.namespace, name)
-                names.append(name)
                 if KEY.fullmatch(key):
                     workspace = workspaces.of(key)
                     await jobs.kept_checkpoint(client, self.ref.namespace, name, workspace.checkpoint_dir)
+            configmaps = await jobs.training_configmaps(client, self.ref.namespace, self.ref.name)
             async with self.runtime.ledger_lock(self.ref.namespace, self.ref.name):
-                await self._record_stopped(observed, names)
+                await self._record_stopped(observed, [c for c in configmaps if not jobs.ended(c)])
         except Exception as err:  # best effort: the Jobs go with the model (owner references)
             log.warning("%s/%s: training Jobs not stopped: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 

@@ -7,7 +7,8 @@ why a pod ended is the training's failure, in its class: OOMKilled (recorded wit
 past its deadline, a crashed trainer stall and say so (never with the pod's output), evicted past the
 Job's backoffLimit is replaced and resumes; an image that cannot be pulled stalls the training until
 it can, in the same Job, and an operator with another image replaces that Job. A training stopped
-while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once.
+while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once,
+also when the operator stopped before it could (the next one finds it in the cluster).
 A cell still training when its step fails finishes and is registered first (failFast as in-process).
 A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as in-process
 ones; one failing waits for the others (a result that is not the evaluated version's is refused:
@@ -208,33 +209,72 @@ def journal_jobs(env: OperatorEnv, job: str) -> int:
     return sum(1 for line in journal.splitlines() if line.startswith(b'{"entry"'))
 
 
-async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_model_deleted(
+def other_job(env: OperatorEnv, than: str) -> dict[str, Any] | None:
+    """The model's training Job that is not ``than``."""
+    return next((j for j in env.kube.list("Job", NAMESPACE) if j["metadata"]["name"] != than), None)
+
+
+class RefusingRemote:
+    """The remote refuses every push while ``refusing`` (a pre-receive hook, as a protected branch
+    does); ``refused`` counts the pushes it refused."""
+
+    def __init__(self, remote: Path) -> None:
+        self.flag, self.log = remote / "refusing", remote / "refused.log"
+        hook = remote / "hooks" / "pre-receive"
+        hook.write_text(f"#!/bin/sh\nif [ -e '{self.flag}' ]; then echo no >> '{self.log}'; exit 1; fi\n")
+        hook.chmod(0o755)
+
+    @property
+    def refusing(self) -> bool:
+        return self.flag.exists()
+
+    @refusing.setter
+    def refusing(self, value: bool) -> None:
+        if value:
+            self.flag.touch()
+        else:
+            self.flag.unlink(missing_ok=True)
+
+    @property
+    def refused(self) -> int:
+        return len(self.log.read_text().splitlines()) if self.log.exists() else 0
+
+
+async def test_a_job_stopped_midway_records_what_it_spent_once_superseded_or_its_model_deleted(
     env: OperatorEnv, kubelet: Kubelet
 ) -> None:
     """A training stopped while it runs as a Job is a `stopped` entry with what its checkpoint journal
     says its jobs spent, as an in-process one: its spec changed (superseded: its Job stopped, the new
-    training started), then the new one's model deleted; each pushed before its ConfigMap goes, and
-    each one's Runtime session closed."""
+    training started) while the remote refused pushes, and the operator stopped before it could record
+    it: the next operator finds it in the cluster (its ConfigMap without its Job) and records it, once;
+    then the new one's model deleted; each pushed before its ConfigMap goes, and each one's Runtime
+    session closed."""
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     kubelet.entry_points[IBM_IMAGE] = STANDIN
     ibm = Closing()
+    remote = RefusingRemote(env.remote)
     with installed(ibm):
-        async with env.operator(executor="jobs", job_image=IBM_IMAGE):
+        async with env.operator("pod-a", executor="jobs", job_image=IBM_IMAGE):
             await env.client.create(on_ibm(iterations=100))
             first = (await env.until(lambda: job_of(env)))["metadata"]
             await env.until(lambda: journal_jobs(env, first["name"]) >= 2, 180)
-            seen = journal_jobs(env, first["name"])
+            remote.refusing = True
             longer = {"spec": {"training": {"optimizer": {"maxIterations": 101}}}}
             await env.client.patch("QuantumModel", NAMESPACE, "iris-tiny", longer)
-            await env.until(lambda: env.decisions() == ["stopped"], 120)
+            second = (await env.until(lambda: other_job(env, first["name"])))["metadata"]
+            await env.until(lambda: remote.refused, 120)  # it stopped the first Job, then could not record it
             assert env.kube.read("Job", NAMESPACE, first["name"]) is None
+        assert env.decisions() == [] and env.kube.read("ConfigMap", NAMESPACE, first["name"]) is not None
+        seen = journal_jobs(env, first["name"])
+        remote.refusing = False
+        async with env.operator("pod-b", executor="jobs", job_image=IBM_IMAGE) as runtime:
+            await env.until(lambda: env.decisions() == ["stopped"], 120)
             await env.until(lambda: env.kube.read("ConfigMap", NAMESPACE, first["name"]) is None, 30)
-            second = (await env.until(lambda: job_of(env)))["metadata"]
-            assert second["name"] != first["name"]
+            assert (job_of(env) or {})["metadata"]["uid"] == second["uid"], "the second training's Job adopted"
             await env.until(lambda: journal_jobs(env, second["name"]) >= 2, 180)
             await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
             await env.until(lambda: env.model() is None, 60)
-            assert job_of(env) is None
+            assert job_of(env) is None and runtime.metrics.jobs_started._value.get() == 0
     assert env.decisions() == ["stopped", "stopped"]
     entries = [e for e in ledger(env) if e["kind"] == "stopped"]
     assert [e["data"]["trainingKey"] for e in entries] == [m["labels"][jobs.KEY_LABEL] for m in (first, second)]
@@ -242,9 +282,11 @@ async def test_a_job_stopped_midway_records_what_it_spent_superseded_or_its_mode
         usage = entry["data"]["usage"]
         assert usage["primitiveJobs"] >= 2 and usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
         assert entry["data"]["specDigest"].startswith("sha256:") and entry["data"]["reason"]
-    assert entries[0]["data"]["usage"]["primitiveJobs"] >= seen
-    # each training's Runtime session closed (each pod's stand-in numbers its sessions from 1)
-    assert ibm.closed == ["standin-session-1", "standin-session-1"]
+    assert entries[0]["data"]["usage"]["primitiveJobs"] == seen
+    # each training's Runtime session closed (each pod's stand-in numbers its sessions from 1); the first
+    # by the operator that stopped it and again by the one that recorded it (which cannot know that it
+    # was: closing a closed session is no error)
+    assert ibm.closed == ["standin-session-1"] * 3
     assert [p.rsplit("-", 1)[0] for p in kubelet.started] == [first["name"], second["name"]]
 
 
