@@ -106,8 +106,10 @@ class Models:
             elif worker is not None:
                 worker.job_moved()
 
-        def recovered() -> None:  # its pod runs at last: a model stalled on its image looks again
-            if not cell and worker is not None and worker.waits_for_image:
+        def recovered() -> None:  # its pod runs at last: a model (or pipeline) stalled on its image looks again
+            if cell and model:
+                self.pipelines.job_recovered(namespace, str(model))
+            elif worker is not None and worker.waits_for_image:
                 worker.job_moved()
 
         if jobs.finished(body):  # only an ended Job changes what a reconcile does
@@ -125,11 +127,24 @@ class Models:
 
     async def evaluation_job(self, *, event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
         """An evaluation Job changed (a pipeline's evaluate step, the jobs executor): once it has
-        ended, the pipelines of its model look again (its result is theirs to record)."""
+        ended, the pipelines of its model look again (its result is theirs to record); and when it has
+        had no ready pod for the grace (its image), and once such a Job's pod runs."""
         meta = body.get("metadata") or {}
         model = (meta.get("labels") or {}).get(jobs.MODEL_LABEL)
-        if event.get("type") != "DELETED" and jobs.finished(body) and model:
-            self.pipelines.job_ended(str(meta.get("namespace")), str(model))
+        if event.get("type") == "DELETED":
+            self.jobs.forget(str(meta.get("uid")))
+            return
+        if not model:
+            return
+        namespace = str(meta.get("namespace"))
+        if jobs.finished(body):
+            self.pipelines.job_ended(namespace, str(model))
+        # one whose pod waits too long (its image): its pipelines look, and again once it runs
+        self.jobs.wake_if_pending(
+            body,
+            lambda: self.pipelines.job_ended(namespace, str(model)),
+            lambda: self.pipelines.job_recovered(namespace, str(model)),
+        )
 
     async def training(
         self, *, body: kopf.Body, uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any

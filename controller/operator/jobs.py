@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 from controller.api import GROUP
 from controller.api.common import duration_seconds
 from controller.engine.containment import OutsideWorkTree, inside_work_tree
-from controller.engine.errors import RetryableError
+from controller.engine.errors import RetryableError, WaitingError, WaitReason
 from controller.engine.quantities import ceiling_problems
 from controller.engine.reconcile.executor import EvaluationRequest, Running, TrainingRequest, evaluation_key
 from controller.engine.reconcile.state import Due
@@ -122,11 +122,14 @@ class JobFailed(TrainingError):
     recorded, and the training is not started again until its spec changes."""
 
 
-class JobWaitsForImage(RetryableError):
-    """The training's Job has a pod that cannot pull its image (ErrImagePull, ImagePullBackOff): the
-    training is stalled, saying why, but not failed. The kubelet keeps pulling; once the pod runs (the
-    image pushed, its registry back) the training goes on in the same Job, nothing else changed. An
-    operator started with another ``--job-image`` replaces such a Job with one of its own image."""
+class JobWaitsForImage(WaitingError):
+    """The training's (or evaluation's) Job has a pod that cannot pull its image (ErrImagePull,
+    ImagePullBackOff): it is stalled, saying why (the pod's reason, one of ``PULL_FAILURES``, in the
+    operator's words: never the pod's own message), but not failed. The kubelet keeps pulling; once the
+    pod runs (the image pushed, its registry back) it goes on in the same Job, nothing else changed. An
+    operator started with another ``--job-image`` replaces such a training Job with one of its image."""
+
+    reason = WaitReason.IMAGE
 
 
 class JobRetried(RetryableError):
@@ -1034,6 +1037,13 @@ class EvaluationJobs:
             why = await self.why_failed(ns, name)
             self._failed(ns, name, request.name)
             raise JobFailed(why)
+        if not_ready(job) and pending_too_long(job, datetime.now(UTC)):  # its pod may wait for its image
+            pulling = [w for w in map(waiting, await job_pods(self.client, ns, name)) if w]
+            if pulling:  # the kubelet keeps pulling: the evaluation waits in this same Job
+                raise JobWaitsForImage(
+                    f"evaluation Job {name} waits: {describe(pulling[0], None)}; it goes on by itself once the "
+                    "image can be pulled"
+                )
         return running
 
     def _failed(self, namespace: str, name: str, model: str) -> None:

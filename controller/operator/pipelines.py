@@ -49,6 +49,7 @@ from controller.engine.pipelines.status import pipeline_status
 from controller.engine.pipelines.triggers import changed_since
 from controller.engine.policy_report import pipeline_backends
 from controller.engine.reconcile import Observed, Reconciler, TrainingDue
+from controller.engine.reconcile.executor import Held
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
 from controller.engine.reconcile.recorder import Decision
 from controller.engine.reconcile.state import next_cron_tick
@@ -133,6 +134,7 @@ class PipelineWorker(LicensedLoop):
         self.next_at: float | None = None
         self.written: dict[str, Any] | None = None
         self.model_leaving = False  # its model is being deleted: a cell in training stops, nothing registers
+        self.held: frozenset[str] = frozenset()  # its run's work that waits (its image), as last announced
         self._restored = False
 
     @property
@@ -278,6 +280,7 @@ class PipelineWorker(LicensedLoop):
             runs=outcome.runs,
             steps=[s.name for s in pipeline.spec.steps],
             waiting=scrub(outcome.message),
+            held=outcome.held,
             **self._at(generation),
         )
         new.last_handled_reconcile_at = requested
@@ -287,6 +290,7 @@ class PipelineWorker(LicensedLoop):
             await self._failed(err, generation, requested)
             return
         self._announce(before, outcome.runs)
+        self._announce_held(outcome.held)
         for decision in outcome.decisions:
             if decision.kind in CHAMPION_KINDS:
                 self._event(decision.kind, decision.message, decision.version, decision.commit)
@@ -470,6 +474,16 @@ class PipelineWorker(LicensedLoop):
             if not run.open and (earlier is None or earlier.finished is None):
                 self._event(LedgerKind.RUN_FINISHED, f"run {run.id} {run.phase.value.lower()}")
 
+    def _announce_held(self, held: Sequence[Held]) -> None:
+        """A Warning Event per piece of the run's work that began to wait (its Job's image cannot be
+        pulled), its reason the wait's (``WaitReason``); what no longer waits is forgotten, so that it is
+        announced again if it waits again."""
+        for piece in held:
+            if piece.what not in self.held:
+                message = scrub(f"{piece.what}: {piece.message}")[:1024]
+                kopf.event(self.body, type="Warning", reason=piece.reason.value, message=message)
+        self.held = frozenset(piece.what for piece in held)
+
     def _count(self, before: QuantumPipelineStatus, runs: list[Run]) -> None:
         """Runs finished and train steps concluded since the status before: by result, by cell source."""
         metrics = self.runtime.metrics
@@ -611,6 +625,13 @@ class Pipelines:
         that the cells that end together are registered by one reconcile."""
         for worker in list(self.workers.values()):
             if (worker.namespace, worker.model_name) == (namespace, model):
+                worker.settle(self.job_settle)
+
+    def job_recovered(self, namespace: str, model: str) -> None:
+        """A Job of the model whose pod waited (its image) runs at last: its pipelines that said some of
+        their work waits look again (and say it no longer does)."""
+        for worker in list(self.workers.values()):
+            if (worker.namespace, worker.model_name) == (namespace, model) and worker.held:
                 worker.settle(self.job_settle)
 
     def model_moved(self, namespace: str, model: str) -> None:

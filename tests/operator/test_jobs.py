@@ -6,7 +6,8 @@ operator restarted while its Job runs adopts it and starts no second one; a dele
 why a pod ended is the training's failure, in its class: OOMKilled (recorded with what its jobs spent),
 past its deadline, a crashed trainer stall and say so (never with the pod's output), evicted past the
 Job's backoffLimit is replaced and resumes; an image that cannot be pulled stalls the training until
-it can, in the same Job, and an operator with another image replaces that Job. A training stopped
+it can, in the same Job, and an operator with another image replaces that Job; a pipeline's cell or
+evaluation whose image cannot be pulled says so on the pipeline until it can. A training stopped
 while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once,
 also when the operator stopped before it could (the next one finds it in the cluster).
 A cell still training when its step fails finishes and is registered first (failFast as in-process).
@@ -405,6 +406,58 @@ async def test_a_job_whose_image_cannot_be_pulled_stalls_and_goes_on_once_it_can
         assert env.decisions() == ["registered", "gate-passed", "promoted"]
         assert runtime.metrics.jobs_started._value.get() == 1, "no second Job"
     assert kubelet.started == [f"{name}-0"]
+
+
+def pipeline_condition(env: OperatorEnv, kind: str, name: str = "sweep") -> dict[str, Any]:
+    status = (env.kube.read("QuantumPipeline", NAMESPACE, name) or {}).get("status") or {}
+    return next((c for c in status.get("conditions") or () if c["type"] == kind), {})
+
+
+def waits_for_image(env: OperatorEnv, what: str) -> dict[str, Any] | None:
+    """The pipeline's Stalled condition when it says ``what`` waits for its image."""
+    stalled = pipeline_condition(env, "Stalled")
+    return stalled if stalled.get("status") == "True" and what in str(stalled.get("message")) else None
+
+
+async def test_a_cell_or_an_evaluation_whose_image_cannot_be_pulled_says_so_on_its_pipeline(
+    env: OperatorEnv, kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline's cell Job, then its evaluation Job, whose pod cannot pull the image: the run stays
+    Running and the pipeline says which waits and why (Stalled, reason WaitingForImage, and a Warning
+    Event), never in the pod's own words; it clears once the pod runs, and the run goes on."""
+    monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
+    one = cell_sweep()
+    one["spec"]["steps"] = one["spec"]["steps"][:2]  # one cell, scored on Aer
+    one["spec"]["steps"][0]["train"] = {"matrix": {"training.optimizer.maxIterations": [5]}}
+    async with env.operator(**JOBS):
+        await env.client.create(tiny_model())
+        await env.until_phase("Ready")
+        kubelet.missing_images.add(IMAGE)
+        await env.client.create(one)
+        stalled = await env.until(lambda: waits_for_image(env, "step sweep: cell training.optimizer.maxIterations=5"))
+        assert stalled["reason"] == "WaitingForImage" and pipeline_phase(env) == "Running"
+        assert "cannot be pulled (ErrImagePull)" in stalled["message"] and "--job-image" in stalled["message"]
+        await env.until(lambda: "WaitingForImage" in env.reasons("sweep"), 30)
+
+        async def missing_again(namespace: str, job: str) -> None:  # the registry goes once the cell trained
+            kubelet.missing_images.add(IMAGE)
+
+        kubelet.on_exit = missing_again
+        kubelet.missing_images.discard(IMAGE)  # the image pushed: the cell's pod runs
+        await env.until(lambda: pipeline_condition(env, "Stalled").get("status") == "False", 60)
+        assert pipeline_phase(env) == "Running"
+        stalled = await env.until(lambda: waits_for_image(env, "step noise: version 2 on local:aer"), 120)
+        assert stalled["message"].startswith("step noise: version 2 on local:aer: JobWaitsForImage: evaluation Job")
+        await env.until(lambda: env.reasons("sweep").count("WaitingForImage") == 2, 30)
+        (evaluation,) = evaluation_objects(env)
+        assert evaluation["metadata"]["name"] in stalled["message"]
+        kubelet.on_exit = None
+        kubelet.missing_images.discard(IMAGE)
+        await env.until(lambda: pipeline_phase(env) == "Succeeded", 120)
+        assert pipeline_condition(env, "Stalled").get("status") == "False"
+    shown = json.dumps([env.kube.read("QuantumPipeline", NAMESPACE, "sweep"), env.events("sweep")])
+    assert "401 Unauthorized" not in shown and "bad token" not in shown, "the pod's own words are never shown"
+    assert [e["type"] for e in env.events("sweep") if e["reason"] == "WaitingForImage"] == ["Warning"] * 2
 
 
 async def test_an_operator_with_another_image_replaces_a_job_stuck_on_a_missing_one(

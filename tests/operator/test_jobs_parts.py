@@ -166,6 +166,36 @@ def test_pod_terminations_are_said_in_the_trainers_words() -> None:
     assert len(jobs.describe("x" * 500, None)) < 100
 
 
+def test_work_elsewhere_that_waits_for_its_image_still_runs_and_is_said_to_wait() -> None:
+    """A pipeline's cell (or evaluation) whose Job's pod cannot pull its image has not failed: it counts
+    as running (the step stays open, nothing else starts in its place) and is handed over as held, with
+    its reason; a failure is not."""
+    from controller.engine.errors import WaitReason
+    from controller.engine.reconcile.executor import Running
+    from controller.engine.reconcile.pipeline import ask_elsewhere
+
+    held: list[tuple[str, WaitReason]] = []
+    failed: list[str] = []
+
+    def ask(item: str, start: bool) -> Running | None:
+        if item == "waits":
+            raise jobs.JobWaitsForImage("training Job x waits: its image cannot be pulled")
+        if item == "fails":
+            raise jobs.JobFailed("OOMKilled")
+        return Running("y", "running") if start else None
+
+    still_open = ask_elsewhere(
+        ["waits", "fails", "later"],
+        ask,
+        lambda item, result: None,
+        lambda item, err: failed.append(item),
+        parallelism=1,
+        fail_fast=False,
+        held=lambda item, err: held.append((item, err.reason)),
+    )
+    assert still_open and held == [("waits", WaitReason.IMAGE)] and failed == ["fails"]
+
+
 def test_what_retrying_can_fix_is_retried_and_the_rest_stalls() -> None:
     assert {"Evicted", "Preempted"} == set(jobs.RETRYABLE)
     assert stalls(jobs.JobFailed("OOMKilled")) and not stalls(jobs.JobRetried("evicted"))

@@ -15,7 +15,7 @@ for that code). :meth:`evict` and :meth:`oom_kill` kill a pod mid-run (SIGKILL) 
 ``Evicted`` or ``OOMKilled``; :meth:`crash` ends it with an exit code of the test's choosing, as a
 trainer that crashed. A Job's ``activeDeadlineSeconds`` is enforced (its pod killed, the Job
 ``Failed`` with ``DeadlineExceeded``). A pod whose image is in :attr:`missing_images` is created and
-waits with ``ErrImagePull``, as on a node that cannot pull it, and starts once the test takes the image
+waits with ``ErrImagePull`` (and the runtime's message, :data:`PULL_MESSAGE`), as on a node that cannot pull it, and starts once the test takes the image
 out of the set (pushed at last, its registry back). :attr:`images` says which image each pod ran;
 :attr:`entry_points` gives an image a ``qmlops`` of its own (``tests/support/ibm_image.py``: IBM stood in). The Job's ``ready``
 counts the pods running. A Job deleted meanwhile has its process killed. ``on_exit`` lets a test
@@ -40,6 +40,9 @@ from typing import Any
 from tests.support.kube import Client, KubeApi
 
 JSON = dict[str, Any]
+# what a waiting pod's status says, as a node's container runtime words it (the registry's own reply
+# quoted): never to be shown by the operator
+PULL_MESSAGE = 'failed to pull image "{image}": rpc error: unexpected status 401 Unauthorized: registry said: bad token'
 
 
 def _now() -> str:
@@ -211,7 +214,8 @@ class Kubelet:
         if not status.get("startTime"):
             patch["status"]["startTime"] = _now()
         if container.get("image") in self.missing_images:  # it waits until the image can be pulled
-            pulling = {"name": container["name"], "state": {"waiting": {"reason": "ErrImagePull"}}}
+            said = {"reason": "ErrImagePull", "message": PULL_MESSAGE.format(image=container.get("image"))}
+            pulling = {"name": container["name"], "state": {"waiting": said}}
             pod_status = {"phase": "Pending", "containerStatuses": [pulling]}
             await self.client.patch("Pod", namespace, pod_name, {"status": pod_status}, status=True)
             self.waiting[(namespace, name)] = (pod_name, meta["uid"])

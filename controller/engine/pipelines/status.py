@@ -4,7 +4,9 @@ show it).
 
 - invalid (a problem in the spec, or against its model's governance): ``Failed``, Stalled;
 - its model does not exist: ``Pending``, Stalled (``ModelNotFound``) until the model appears;
-- the latest run is open: ``Running``, Reconciling;
+- the latest run is open: ``Running``, Reconciling; Stalled too while a cell or an evaluation that
+  runs elsewhere waits for something outside it (``held``: its Job's image cannot be pulled), the
+  reason saying what (``WaitReason``) and the message which and why, until it goes on;
 - the latest run succeeded: ``Succeeded``, Ready; it failed: ``Failed``, Stalled until the spec
   changes or a rerun is requested;
 - no run yet: ``Ready``, waiting for its triggers;
@@ -25,11 +27,13 @@ from controller.api.meta import ConditionType
 from controller.api.quantumpipeline import PipelineRun, QuantumPipelineStatus, RunPhase, StepStatus
 from controller.engine import status as engine_status
 from controller.engine.pipelines.runs import KEPT_IN_STATUS, Run, StepRecord
+from controller.engine.reconcile.executor import Held
 from controller.engine.text import scrub
 
 MESSAGE_LIMIT = 512  # characters of a step's message kept in status
 OUTPUT_LIMIT = 128  # characters of one output's value
 OUTPUTS_KEPT = 8  # outputs per step
+HELD_SHOWN = 3  # pieces of waiting work a condition names
 
 
 def pipeline_status(
@@ -40,6 +44,7 @@ def pipeline_status(
     runs: Sequence[Run] = (),
     steps: Sequence[str] = (),
     waiting: str = "",
+    held: Sequence[Held] = (),
     error: str = "",
     generation: int | None = None,
     requested_at: str | None = None,
@@ -47,7 +52,8 @@ def pipeline_status(
 ) -> QuantumPipelineStatus:
     """The status: ``problems`` are validation errors (located messages), ``runs`` the pipeline's
     runs oldest first (``runs_of``), ``steps`` the pipeline's step names in spec order, ``waiting``
-    what the engine said it waits for when no run is open, ``error`` why the reconcile failed."""
+    what the engine said it waits for when no run is open, ``held`` the run's work that waits outside
+    it (shown while the run is open), ``error`` why the reconcile failed."""
     before = previous or QuantumPipelineStatus()
     conditions = list(before.conditions)
 
@@ -79,8 +85,14 @@ def pipeline_status(
         if latest is not None and latest.open:
             phase, reconciling = RunPhase.RUNNING.value, True
             message = f"run {latest.id} ({latest.cause}) is running" + (f": {waiting}" if waiting else "")
-            put(ConditionType.READY, False, "Running", message)
-            put(ConditionType.STALLED, False, "Progressing", "")
+            if held:
+                said = held_message(held)
+                message = f"run {latest.id} ({latest.cause}) is running; {said}"
+                put(ConditionType.READY, False, "Running", message)
+                put(ConditionType.STALLED, True, held[0].reason.value, said)
+            else:
+                put(ConditionType.READY, False, "Running", message)
+                put(ConditionType.STALLED, False, "Progressing", "")
         elif latest is not None and latest.phase is RunPhase.FAILED:
             failed = [s for s in latest.steps.values() if s.phase is RunPhase.FAILED]
             why = scrub(failed[0].message)[:MESSAGE_LIMIT] if failed else "a step failed"
@@ -109,6 +121,13 @@ def pipeline_status(
         runs=shown,
         last_handled_reconcile_at=requested_at,
     )
+
+
+def held_message(held: Sequence[Held]) -> str:
+    """Which work waits and why, the first few of it, bounded."""
+    shown = "; ".join(f"{h.what}: {h.message}" for h in held[:HELD_SHOWN])
+    more = f" (and {len(held) - HELD_SHOWN} more)" if len(held) > HELD_SHOWN else ""
+    return scrub(shown)[: MESSAGE_LIMIT * 2] + more
 
 
 def run_status(run: Run, steps: Sequence[str] = ()) -> PipelineRun:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller.api.quantummodel import QuantumModelSpec
+from controller.engine.errors import WaitReason
 from controller.engine.reconcile.state import Due, training
 from controller.engine.registry.canonical import digest_of
 
@@ -80,6 +81,16 @@ def evaluation_key(version_digest: str, backend: str, shots: int | None, run: st
     if backend.startswith("ibm:"):
         parts.append(run)
     return digest_of(parts)[7:23]
+
+
+@dataclass(frozen=True)
+class Held:
+    """Work that runs elsewhere and waits (a :class:`~controller.engine.errors.WaitingError`): what it
+    is (a pipeline's cell, a version on a backend), why (the error's reason), the executor's message."""
+
+    what: str
+    reason: WaitReason
+    message: str
 
 
 @dataclass(frozen=True)

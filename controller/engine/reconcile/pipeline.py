@@ -40,13 +40,13 @@ from controller.api.quantumpipeline import QuantumPipeline, RunPhase, Step
 from controller.engine import promotion
 from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
-from controller.engine.errors import RetryableError, stalls
+from controller.engine.errors import RetryableError, WaitingError, stalls
 from controller.engine.pipelines import selection
 from controller.engine.pipelines.cells import Cell, cells_of
 from controller.engine.pipelines.runs import Run, runs_of
 from controller.engine.pipelines.triggers import Start, due_run, waiting_for_monitoring
 from controller.engine.reconcile import actions
-from controller.engine.reconcile.executor import EvaluationRequest, Running, evaluation_key
+from controller.engine.reconcile.executor import EvaluationRequest, Held, Running, evaluation_key
 from controller.engine.reconcile.intents import (
     EvaluateVersions,
     Intent,
@@ -70,6 +70,7 @@ W = TypeVar("W")  # a piece of work an executor runs elsewhere (a cell, an evalu
 R = TypeVar("R")  # its result (an artifact's JSON, an evaluation's)
 PIPELINE_OWNER = "pipeline"  # the owner a cell's workspace records (the model's sweep leaves it alone)
 ATTEMPTS = 3
+HELD = "held"  # notes: the work running elsewhere that waits (Held), in the order it was asked about
 PipelineStep = Callable[["PipelineContext"], StepResult]
 
 
@@ -549,9 +550,17 @@ def _cells_elsewhere(
     def finished(cell: CellTraining, raw: bytes) -> None:
         cell_trained(ctx, cell, raw, record)
 
-    open_ = ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast)
+    def held(cell: CellTraining, err: WaitingError) -> None:
+        note_held(ctx, f"step {intent.step}: cell {cell.cell.label}", err)
+
+    open_ = ask_elsewhere(intent.cells, ask, finished, failed, intent.parallelism, intent.fail_fast, held)
     ctx.notes[f"cells-open:{intent.step}"] = open_
     return []
+
+
+def note_held(ctx: StepContext, what: str, err: WaitingError) -> None:
+    """``what`` runs elsewhere and waits (``err``): noted for the outcome (the pipeline's status says so)."""
+    ctx.notes.setdefault(HELD, []).append(Held(what, err.reason, describe_failure(err)))
 
 
 def ask_elsewhere(
@@ -561,6 +570,7 @@ def ask_elsewhere(
     failed: Callable[[W, Exception], None],
     parallelism: int,
     fail_fast: bool,
+    held: Callable[[W, WaitingError], None] | None = None,
 ) -> bool:
     """Pieces of work the executor runs elsewhere (cells' trainings, evaluations), each asked in order
     without waiting: ``ask(item, start=False)`` first, so that a finished one is handed to
@@ -568,8 +578,9 @@ def ask_elsewhere(
     (``ask(item, start=True)``) while fewer than ``parallelism`` run. One that failed is handed to
     ``failed``; with ``fail_fast`` no new one starts then, and those running go on until they finish,
     as the in-process executor's do (Argo's failFast: nothing more scheduled, nothing left behind).
-    A stopped training raises. Whether any is still open: running, or waiting to start (unless it
-    failed fast): the step concludes once none is."""
+    A stopped training raises. One that waits for something outside it (``WaitingError``: its image)
+    still runs, and is handed to ``held``. Whether any is still open: running, or waiting to start
+    (unless it failed fast): the step concludes once none is."""
     running = 0
     not_started: list[W] = []
     failures = 0
@@ -578,8 +589,10 @@ def ask_elsewhere(
         nonlocal running, failures
         try:
             result = ask(item, start)
-        except RetryableError:  # its Job is being replaced, or waits for its image: it still runs
+        except RetryableError as err:  # its Job is being replaced, or waits for its image: it still runs
             running += 1
+            if held is not None and isinstance(err, WaitingError):
+                held(item, err)
             return
         except Exception as err:
             if isinstance(err, training().TrainingStopped):
@@ -743,9 +756,18 @@ def carry_out_evaluations(
     def failed(pair: tuple[Version, str], err: Exception) -> None:
         failures[(pair[0].number, pair[1])] = describe_failure(err)
 
+    def held(pair: tuple[Version, str], err: WaitingError) -> None:
+        note_held(ctx, f"step {intent.step}: version {pair[0].number} on {pair[1]}", err)
+
     if executor.elsewhere:
         ctx.notes[f"evaluations-open:{intent.step}"] = ask_elsewhere(
-            pairs, lambda p, start: executor.evaluate(request(p, start)), evaluated, failed, intent.parallelism, False
+            pairs,
+            lambda p, start: executor.evaluate(request(p, start)),
+            evaluated,
+            failed,
+            intent.parallelism,
+            False,
+            held,
         )
         return out
     for pair in pairs:
@@ -988,6 +1010,7 @@ class PipelineOutcome:
     runs: list[Run]
     decisions: list[Decision]
     message: str
+    held: list[Held] = field(default_factory=list)  # work running elsewhere that waits (its image)
 
 
 class PipelineRecorder(GitRecorder):
@@ -1087,7 +1110,7 @@ class PipelineReconciler(Services):
             for d in recorder.decisions
         ]
         verdict = applied.verdict
-        return PipelineOutcome(ctx.runs(), decisions, verdict.reason if verdict else "")
+        return PipelineOutcome(ctx.runs(), decisions, verdict.reason if verdict else "", ctx.notes.get(HELD, []))
 
     def _credentials(self, namespace: str, spec: QuantumModelSpec) -> Callable[[], Any] | None:
         lookup, secret = self.credentials, spec.training.credentials_secret
