@@ -1084,13 +1084,18 @@ def pushed_evaluations(entries: Iterable[Any]) -> frozenset[str]:
     return frozenset(keys)
 
 
+async def model_evaluations(client: KubeClient, namespace: str, model: str) -> list[dict[str, Any]]:
+    """The model's evaluation Jobs (one list)."""
+    selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{EVALUATION}"
+    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
+    return list((await client.get(path)).get("items") or ())
+
+
 async def clear_evaluations(client: KubeClient, namespace: str, model: str, pushed: frozenset[str]) -> int:
     """The model's finished evaluation Jobs whose ``evaluated`` entry is pushed (``pushed`` keys)
     deleted, with their ConfigMaps (one list); how many."""
-    selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{EVALUATION}"
-    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
     cleared = 0
-    for job in (await client.get(path)).get("items") or ():
+    for job in await model_evaluations(client, namespace, model):
         meta = job.get("metadata") or {}
         if finished(job) == "Complete" and (meta.get("labels") or {}).get(EVALUATION_KEY_LABEL) in pushed:
             await delete_training(client, namespace, str(meta.get("name")))

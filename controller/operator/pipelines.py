@@ -18,7 +18,8 @@ retry after a failure. A reconcile:
   versions be evaluated (``TrainingDue``, after the run's start is pushed); the worker writes the
   Running status, which spawns the daemon, which wakes the worker. kopf holds the pipeline's
   finalizer while the daemon runs: a pipeline deleted mid-run stops its training (the cell's
-  checkpoint is kept for the model) before it goes;
+  checkpoint is kept for the model) before it goes, and with the jobs executor its cells' and
+  evaluations' Jobs, recording what each cell spent (``stop_elsewhere``);
 - writes the status (``engine.pipelines.status``: conditions and the last runs), an Event per run
   started, finished, failed step and promotion, and counts runs and cells (cached or trained).
 """
@@ -52,7 +53,7 @@ from controller.engine.reconcile import Observed, Reconciler, TrainingDue
 from controller.engine.reconcile.executor import Held
 from controller.engine.reconcile.pipeline import ObservedPipeline, PipelineOutcome, PipelineReconciler
 from controller.engine.reconcile.recorder import Decision
-from controller.engine.reconcile.state import next_cron_tick
+from controller.engine.reconcile.state import Due, next_cron_tick
 from controller.engine.text import scrub
 from controller.engine.validation import validate_documents
 from controller.operator import checkpoints, checks, jobs, workers
@@ -194,6 +195,85 @@ class PipelineWorker(LicensedLoop):
             or self.runtime.closing.is_set()
             or (licence is not None and bool(licence))
         )
+
+    # --- deletion ----------------------------------------------------------------------------------
+
+    async def stop_elsewhere(self) -> None:
+        """The pipeline is deleted (``--executor jobs``) with a run open: what the run has running in
+        Jobs stops with it, as an in-process cell does. Its cells' Jobs still running are deleted and
+        what each spent (its checkpoint journal) is recorded, ``stopped`` naming the pipeline, run and
+        cell, and pushed; its evaluations' Jobs still running are deleted with their ConfigMaps; all
+        before the pipeline goes (kopf holds its finalizer while a run is open, until this returns). A
+        stopped cell's ConfigMap (its checkpoint) stays with the model, as an in-process cell's
+        checkpoint does: a later run of the same cell resumes from it. A Job that has finished is left
+        to a later run (which takes its outcome) or to the model. Best effort: what is left goes with
+        the model (owner references)."""
+        phase = (self.body.get("status") or {}).get("phase")
+        pipeline, model_name = self.pipeline(), self.model_name
+        if self.runtime.config.executor != "jobs" or phase != RunPhase.RUNNING.value or pipeline is None:
+            return
+        ns, client = self.namespace, self.runtime.client
+        try:
+            model = await self.runtime.read(API_VERSION, "quantummodels", ns, model_name)
+            if model is None or (model.get("metadata") or {}).get("deletionTimestamp"):
+                return  # a model that goes stops every Job of its own
+            reading = await checks.run(lambda: workers.read(model), checks.RECONCILE_BUDGET_SECONDS)
+            observed = reading.observed
+            if observed is None:
+                return
+            cells = {j["metadata"]["name"]: j for j in await jobs.model_trainings(client, ns, model_name, "pipeline")}
+            evaluations = {j["metadata"]["name"]: j for j in await jobs.model_evaluations(client, ns, model_name)}
+
+            def stop_training(due: Due) -> dict[str, float] | None:
+                return self.runtime.on_loop(self._stop_cell(model_name, due.key, cells))
+
+            def stop_evaluation(key: str) -> None:
+                name = jobs.evaluation_job_name(model_name, key)
+                if name in evaluations and not jobs.finished(evaluations[name]):
+                    self.runtime.on_loop(jobs.delete_training(client, ns, name))
+
+            async with self.runtime.ledger_lock(ns, model_name):
+                decisions = await self.runtime.off_loop(
+                    lambda: self._stop(pipeline, observed, stop_training, stop_evaluation)
+                )
+        except Exception as err:
+            log.warning("%s/%s: its Jobs not stopped: %s", ns, self.name, workers.redacted(err))
+            return
+        for decision in decisions:
+            self._event(decision.kind, decision.message, decision.version, decision.commit)
+
+    def _stop(
+        self,
+        pipeline: QuantumPipeline,
+        observed: Observed,
+        stop_training: Callable[[Due], dict[str, float] | None],
+        stop_evaluation: Callable[[str], None],
+    ) -> list[Decision]:
+        """In a pool thread: the engine stops the open run's work elsewhere and records what it spent."""
+        reconciler = pipeline_reconciler(self.runtime.reconciler(), self.runtime.config.training_workers)
+        seen = ObservedPipeline(pipeline, observed, reconciler.registry.git.head() or "")
+        return reconciler.stop_elsewhere(seen, stop_training, stop_evaluation)
+
+    async def _stop_cell(self, model: str, key: str, cells: Mapping[str, Mapping[str, Any]]) -> dict[str, float] | None:
+        """The cell ``key``'s Job stopped when it runs (a pipeline's: a model's own training of the same
+        key is its model's), and what its jobs spent as its ConfigMap's journal says (also when an
+        operator before this one stopped it and could not record it); None when nothing of it ran, or
+        its Job has finished (its outcome is a later run's to take)."""
+        name = jobs.job_name(model, key)
+        job = cells.get(name)
+        if job is not None and jobs.finished(job):
+            return None
+        if job is not None:
+            await jobs.stop_job(self.runtime.client, self.namespace, name)
+            log.info("%s/%s: its cell's Job %s stopped", self.namespace, self.name, name)
+        configmap = await self.runtime.read("v1", "configmaps", self.namespace, name)
+        if configmap is None:
+            return None
+        labels = (configmap.get("metadata") or {}).get("labels") or {}
+        if (labels.get(jobs.OWNER_LABEL), labels.get(jobs.KEY_LABEL)) != ("pipeline", key) or jobs.ended(configmap):
+            return None
+        found = jobs.spent_in(configmap)
+        return found[1] if found is not None else None
 
     # --- one reconcile -----------------------------------------------------------------------------
 
@@ -565,7 +645,9 @@ class Pipelines:
         worker = self.worker(uid, meta.get("namespace", ""), meta.get("name", ""))
         worker.seen(body)
         if meta.get("deletionTimestamp") and worker.licence is None:
-            await self.gone(uid)  # nothing trains: nothing holds it
+            # nothing trains here; its Jobs (an operator before this one stopped mid-way) stop first
+            await worker.stop_elsewhere()
+            await self.gone(uid)
 
     async def training(self, *, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         meta = body.get("metadata") or {}
@@ -574,6 +656,7 @@ class Pipelines:
             worker.seen(body)
         await worker.licensed(stopped)
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            await worker.stop_elsewhere()  # before the daemon returns: kopf holds the finalizer until then
             await self.gone(uid)
 
     async def gone(self, uid: str) -> None:

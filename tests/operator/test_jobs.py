@@ -8,8 +8,9 @@ past its deadline, a crashed trainer stall and say so (never with the pod's outp
 Job's backoffLimit is replaced and resumes; an image that cannot be pulled stalls the training until
 it can, in the same Job, and an operator with another image replaces that Job; a pipeline's cell or
 evaluation whose image cannot be pulled says so on the pipeline until it can. A training stopped
-while it runs as a Job (superseded by a spec change, its model deleted) records what it spent, once,
-also when the operator stopped before it could (the next one finds it in the cluster).
+while it runs as a Job (superseded by a spec change, its model deleted, its pipeline deleted) records
+what it spent, once, also when the operator stopped before it could (the next one finds it in the
+cluster).
 A cell still training when its step fails finishes and is registered first (failFast as in-process).
 A pipeline's evaluations run as ``qmlops evaluate-job`` Jobs and are recorded exactly as in-process
 ones; one failing waits for the others (a result that is not the evaluated version's is refused:
@@ -291,6 +292,59 @@ async def test_a_job_stopped_midway_records_what_it_spent_once_superseded_or_its
     assert [p.rsplit("-", 1)[0] for p in kubelet.started] == [first["name"], second["name"]]
 
 
+def cell_job(env: OperatorEnv) -> dict[str, Any] | None:
+    """A pipeline cell's training Job."""
+    return next(
+        (j for j in env.kube.list("Job", NAMESPACE) if j["metadata"]["labels"].get(jobs.OWNER_LABEL) == "pipeline"),
+        None,
+    )
+
+
+async def test_a_pipeline_deleted_while_its_cell_trains_in_a_job_stops_it_and_records_what_it_spent(
+    env: OperatorEnv, kubelet: Kubelet
+) -> None:
+    """As in-process: deleting a pipeline stops its cell's Job, and what the cell's jobs spent (its
+    checkpoint journal, billed by IBM stood in) is a `stopped` entry naming the pipeline and the cell,
+    pushed before the pipeline goes; the cell's checkpoint (its ConfigMap) stays with the model. Deleting
+    the model then counts nothing twice."""
+    await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
+    kubelet.entry_points[IBM_IMAGE] = STANDIN
+    model = on_ibm(iterations=4)
+    model["spec"]["training"] = {**tiny_model()["spec"]["training"], "credentialsSecret": "ibm-quantum"}
+    on_ibm_cell = sweep(steps=sweep()["spec"]["steps"][:2])
+    on_ibm_cell["spec"]["steps"][0]["train"]["matrix"] = {
+        "training.optimizer.maxIterations": [100],
+        "training.backend": ["ibm:fake_manila"],
+        "training.shots": [64],
+    }
+    with installed(Closing()):
+        async with env.operator(executor="jobs", job_image=IBM_IMAGE):
+            await env.client.create(model)
+            await env.until_phase("Ready")
+            await env.client.create(on_ibm_cell)
+            name = (await env.until(lambda: cell_job(env)))["metadata"]["name"]
+            await env.until(lambda: journal_jobs(env, name) >= 2, 180)
+            await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+            await env.until(lambda: env.kube.read("QuantumPipeline", NAMESPACE, "sweep") is None, 60)
+            (stopped,) = [e for e in ledger(env) if e["kind"] == "stopped"]  # pushed before the pipeline went
+            assert env.kube.read("Job", NAMESPACE, name) is None
+            await env.until(lambda: (NAMESPACE, name) not in kubelet.pods, 30)
+            assert env.kube.read("ConfigMap", NAMESPACE, name) is not None, "its checkpoint kept for the model"
+            spent = journal_jobs(env, name)
+            await env.until(lambda: "Stopped" in env.reasons("sweep"), 30)
+            await env.client.delete("QuantumModel", NAMESPACE, "iris-tiny")
+            await env.until(lambda: env.model() is None, 60)
+    assert stopped["data"]["pipeline"]["name"] == "sweep" and stopped["data"]["pipeline"]["cell"]
+    assert stopped["data"]["trainingKey"][:12] == name.rsplit("-", 1)[1]
+    usage = stopped["data"]["usage"]
+    assert usage["primitiveJobs"] >= 2 and usage["qpuSeconds"] == ibm_image.SECONDS_PER_JOB * usage["primitiveJobs"]
+    # each second once: the model's deletion records only what the pod spent after it was read, if anything
+    entries = [e for e in ledger(env) if e["kind"] == "stopped"]
+    assert entries[-1]["data"]["usage"]["primitiveJobs"] == spent
+    assert len(entries) == 1 or entries[0]["data"]["usage"]["primitiveJobs"] < spent
+    assert kubelet.started[1:] == [f"{name}-0"], "one cell, stopped: nothing else ran"
+
+
 def ledger(env: OperatorEnv, name: str = "iris-tiny") -> list[dict[str, Any]]:
     path = f"main:registry/{NAMESPACE}/{name}/ledger.jsonl"
     return [json.loads(line) for line in git("--git-dir", str(env.remote), "show", path).strip().splitlines()]
@@ -424,7 +478,8 @@ async def test_a_cell_or_an_evaluation_whose_image_cannot_be_pulled_says_so_on_i
 ) -> None:
     """A pipeline's cell Job, then its evaluation Job, whose pod cannot pull the image: the run stays
     Running and the pipeline says which waits and why (Stalled, reason WaitingForImage, and a Warning
-    Event), never in the pod's own words; it clears once the pod runs, and the run goes on."""
+    Event), never in the pod's own words; it clears once the pod runs, and the run goes on. The
+    pipeline deleted while its evaluation's Job waits stops that Job before it goes."""
     monkeypatch.setattr(jobs, "PENDING_GRACE_SECONDS", 2.0)
     one = cell_sweep()
     one["spec"]["steps"] = one["spec"]["steps"][:2]  # one cell, scored on Aer
@@ -451,13 +506,13 @@ async def test_a_cell_or_an_evaluation_whose_image_cannot_be_pulled_says_so_on_i
         await env.until(lambda: env.reasons("sweep").count("WaitingForImage") == 2, 30)
         (evaluation,) = evaluation_objects(env)
         assert evaluation["metadata"]["name"] in stalled["message"]
-        kubelet.on_exit = None
-        kubelet.missing_images.discard(IMAGE)
-        await env.until(lambda: pipeline_phase(env) == "Succeeded", 120)
-        assert pipeline_condition(env, "Stalled").get("status") == "False"
-    shown = json.dumps([env.kube.read("QuantumPipeline", NAMESPACE, "sweep"), env.events("sweep")])
-    assert "401 Unauthorized" not in shown and "bad token" not in shown, "the pod's own words are never shown"
-    assert [e["type"] for e in env.events("sweep") if e["reason"] == "WaitingForImage"] == ["Warning"] * 2
+        shown = json.dumps([env.kube.read("QuantumPipeline", NAMESPACE, "sweep"), env.events("sweep")])
+        assert "401 Unauthorized" not in shown and "bad token" not in shown, "the pod's own words are never shown"
+        assert [e["type"] for e in env.events("sweep") if e["reason"] == "WaitingForImage"] == ["Warning"] * 2
+        # deleted meanwhile, the pipeline stops its evaluation's Job (and its ConfigMap goes) before it goes
+        await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+        await env.until(lambda: env.kube.read("QuantumPipeline", NAMESPACE, "sweep") is None, 60)
+        assert not evaluation_objects(env) and not evaluation_objects(env, "ConfigMap")
 
 
 async def test_an_operator_with_another_image_replaces_a_job_stuck_on_a_missing_one(

@@ -1112,6 +1112,57 @@ class PipelineReconciler(Services):
         verdict = applied.verdict
         return PipelineOutcome(ctx.runs(), decisions, verdict.reason if verdict else "", ctx.notes.get(HELD, []))
 
+    def stop_elsewhere(
+        self,
+        seen: ObservedPipeline,
+        stop_training: Callable[[Due], dict[str, float] | None],
+        stop_evaluation: Callable[[str], None],
+    ) -> list[Decision]:
+        """The pipeline is deleted while its open run trains cells (or evaluates versions) elsewhere
+        (the operator's Jobs), which do not stop with it as a cell training here does (``should_stop``):
+        each cell of a train step the run has not concluded is stopped by ``stop_training(due)``, which
+        answers what its jobs spent (cumulative, as its checkpoint journal counts it; None when nothing
+        of it ran), and each evaluation an evaluate step still needs by ``stop_evaluation(key)``. What
+        each cell spent is a ``stopped`` entry naming the pipeline, run and cell (``actions.stopped``,
+        as for a cell stopped here: cumulative, so a second ask adds nothing), pushed now. Nothing else
+        is decided: the run stays open in the ledger, as a run stopped here does."""
+        if seen.model is None:
+            return []
+        model = seen.model.model
+        ns, name = model.metadata.namespace, model.metadata.name
+        self.registry.sync()
+        recorder = GitRecorder()
+        for _ in range(ATTEMPTS):
+            self.registry.discard_uncommitted(ns, name)
+            ctx = self.context(seen)
+            recorder = GitRecorder()
+            run = ctx.open_run()
+            if run is None:
+                return []
+            for step in seen.pipeline.spec.steps:
+                if run.step(step.name) is not None:
+                    continue  # concluded: nothing of it runs
+                if step.train is not None:
+                    for cell in plan_cells(ctx, run, step).pending:
+                        spent = actions.stopped(ctx.state, cell.due, stop_training(cell.due), cell.about)
+                        if spent is not None:
+                            recorder.record(ctx, spent)
+                if step.evaluate is not None:
+                    shots = step.evaluate.shots or ctx.state.spec.training.shots
+                    for number in candidates_of(ctx, run, step):
+                        version = ctx.state.version(number)
+                        for backend in step.evaluate.backends:
+                            if version is not None and _evaluation(ctx, run, number, backend, shots) is None:
+                                stop_evaluation(evaluation_key(version.digest, backend, shots, run.id))
+            published = self.registry.publish()
+            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
+                break
+        commits = self.registry.entry_commits(ns, name)
+        return [
+            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
+            for d in recorder.decisions
+        ]
+
     def _credentials(self, namespace: str, spec: QuantumModelSpec) -> Callable[[], Any] | None:
         lookup, secret = self.credentials, spec.training.credentials_secret
         if not secret or lookup is None:
