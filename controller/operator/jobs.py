@@ -104,6 +104,7 @@ SPEC_DIGEST = f"{GROUP}/spec-digest"
 DATASET_DIGEST = f"{GROUP}/dataset-digest"
 REASON = f"{GROUP}/training-reason"
 FAILURE = f"{GROUP}/training-failure"  # the trainer's own message, when it failed for good
+SESSION_CLOSED = f"{GROUP}/session-closed"  # on a stopped training's ConfigMap: its Runtime session closed
 REPLACEMENTS = f"{GROUP}/job-replacements"  # on the ConfigMap: how often the training's Job was replaced
 MAX_REPLACEMENTS = 2  # a Job that failed for the node's reasons (evicted) is replaced this often at most
 DEADLINE_SLACK_SECONDS = 900  # the Job's activeDeadlineSeconds: spec.training.timeout and this much more

@@ -152,6 +152,7 @@ class ModelWorker(LicensedLoop):
         # Training phase: at the first (an operator restarted may find trainings stopped and not
         # recorded), and after a recording that failed (what is left is read from the cluster)
         self.settle_due = True
+        self.settle_failures = 0
         self.waits_for_image = False  # the last reconcile failed on its Job's image (jobs.JobWaitsForImage)
 
     @property
@@ -425,7 +426,7 @@ class ModelWorker(LicensedLoop):
         training stopped and not recorded yet, as the cluster has them (``jobs.without_job``: the
         model's own training ConfigMaps whose Job is gone, not ``training``'s; stopped just now, or
         before by this pod or one before it), is recorded (``stopped``, pushed) and its ConfigMap goes;
-        when recording fails they stay, and the next reconcile records them."""
+        when recording fails they stay, and the reconcile after the failure backoff records them."""
         client, ns = self.runtime.client, self.ref.namespace
         try:
             stopped = set()
@@ -445,23 +446,34 @@ class ModelWorker(LicensedLoop):
                 if jobs.ended(configmap):  # its Job deleted by someone else: nothing to record
                     await jobs.delete_training(client, ns, configmap["metadata"]["name"])
             left = [c for c in left if not jobs.ended(c)]
-            for configmap in left:  # each Job's session, again if an earlier pod closed it (no error)
+            for configmap in left:  # each stopped Job's session, unless closed before
                 await self._close_session(configmap)
-            self.settle_due = not await self._record_stopped(observed, left)
-            if not self.settle_due:
-                for configmap in left:
-                    await jobs.delete_training(client, ns, configmap["metadata"]["name"])
-            elif left:
-                log.info("%s/%s: %d stopped trainings kept to record", ns, self.ref.name, len(left))
-        except Exception as err:  # they go with the model at the latest
-            self.settle_due = True
+            if not await self._record_stopped(observed, left):
+                self._settle_again()
+                return
+            for configmap in left:
+                await jobs.delete_training(client, ns, configmap["metadata"]["name"])
+            self.settle_due, self.settle_failures = False, 0
+        except Exception as err:  # looked at again; they go with the model at the latest
+            self._settle_again()
             log.warning("%s/%s: training Jobs not settled: %s", ns, self.ref.name, type(err).__name__)
+
+    def _settle_again(self) -> None:
+        """The training Jobs are looked at again after the failure backoff, even if nothing else moves."""
+        backoff = self.runtime.config.retry_backoff
+        self.settle_due = True
+        self.retry_at = time.monotonic() + backoff[min(self.settle_failures, len(backoff) - 1)]
+        self.settle_failures += 1
 
     async def _close_session(self, configmap: Mapping[str, Any]) -> None:
         """The Runtime session a stopped Job's training kept open (``ibm:`` backends), closed: its spec
-        and checkpoint are read from its ConfigMap (nothing resumes it). Best effort, as on deletion:
-        IBM ends an idle session itself, and closing one closed already is no error."""
-        name = (configmap.get("metadata") or {}).get("name")
+        and checkpoint are read from its ConfigMap (nothing resumes it), which then says so
+        (``jobs.SESSION_CLOSED``: a later look, by this pod or the next, does not close it again). Best
+        effort, as on deletion: IBM ends an idle session itself."""
+        meta = configmap.get("metadata") or {}
+        name = str(meta.get("name"))
+        if jobs.SESSION_CLOSED in (meta.get("annotations") or {}):
+            return
         try:
             spec = QuantumModelSpec.model_validate_json((configmap.get("data") or {}).get(jobs.SPEC_KEY) or "{}")
             if not spec.training.backend.startswith("ibm:"):
@@ -471,6 +483,8 @@ class ModelWorker(LicensedLoop):
             with tempfile.TemporaryDirectory(prefix="qmlops-stopped-") as folder:
                 jobs.unpack_checkpoint(configmap, Path(folder))
                 await asyncio.to_thread(training.release, spec, Path(folder), credentials)
+            closed = {"metadata": {"annotations": {jobs.SESSION_CLOSED: "true"}}}
+            await self.runtime.client.merge_patch(resource_path("v1", "configmaps", self.ref.namespace, name), closed)
         except Exception as err:
             log.warning(
                 "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, redacted(err)
