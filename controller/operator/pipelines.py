@@ -237,7 +237,7 @@ class PipelineWorker(LicensedLoop):
                     lambda: self._stop(pipeline, observed, stop_training, stop_evaluation)
                 )
         except Exception as err:
-            log.warning("%s/%s: its Jobs not stopped: %s", ns, self.name, workers.redacted(err))
+            log.warning("%s/%s: its Jobs not stopped: %s", ns, self.name, type(err).__name__)
             return
         for decision in decisions:
             self._event(decision.kind, decision.message, decision.version, decision.commit)
