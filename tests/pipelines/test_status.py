@@ -54,6 +54,25 @@ def test_an_open_run_is_running_with_the_steps_not_reached_pending() -> None:
     assert shown.steps[0].outputs == {"cells": "2", "trained": "2"}, "collections are counted, never copied"
 
 
+def test_an_open_run_whose_work_waits_for_its_image_is_stalled_naming_which_until_it_goes_on() -> None:
+    from controller.engine.errors import WaitReason
+    from controller.engine.reconcile.executor import Held
+
+    waits = [
+        Held(f"step sweep: cell training.seed={seed}", WaitReason.IMAGE, f"training Job j{seed} waits: its image")
+        for seed in range(5)
+    ]
+    status = pipeline_status(None, runs=[run(1, RunPhase.RUNNING)], steps=STEPS, held=waits, now=NOW)
+    assert status.phase == "Running" and conditions(status)["Reconciling"] == ("True", "Running")
+    stalled = next(c for c in status.conditions if c.type == "Stalled")
+    assert (stalled.status, stalled.reason) == ("True", "WaitingForImage")
+    assert stalled.message.startswith("step sweep: cell training.seed=0: training Job j0 waits: its image; ")
+    assert "training.seed=2" in stalled.message and "training.seed=3" not in stalled.message
+    assert stalled.message.endswith("(and 2 more)") and "training.seed=0" in (status.message or "")
+    going_on = pipeline_status(status, runs=[run(1, RunPhase.RUNNING)], steps=STEPS, now=NOW)
+    assert conditions(going_on)["Stalled"] == ("False", "Progressing")
+
+
 def test_a_failed_run_stalls_naming_its_failed_step_and_skips_the_rest() -> None:
     failed = StepRecord("sweep", RunPhase.FAILED, "step sweep failed: cell reps=2: its spec is not valid")
     status = pipeline_status(None, runs=[run(1), run(2, RunPhase.FAILED, sweep=failed)], steps=STEPS, now=NOW)
