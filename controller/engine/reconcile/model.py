@@ -9,7 +9,7 @@ same steps with the dry run: nothing is trained or written.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,15 +28,13 @@ from controller.engine import status as model_status
 from controller.engine.decisions import LedgerKind, PlanAction
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import StepContext, Verdict, Watch, run_steps
-from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
+from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder, decide_and_push
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, Observed, State, next_cron_tick, training
 from controller.engine.reconcile.steps import MODEL_STEPS
 from controller.engine.reconcile.workspace import MODEL_OWNER, Workspace
-from controller.engine.registry.store import TRAILER_MODEL
 from controller.engine.registry.versions import Version
 
-ATTEMPTS = 3  # decisions redone at most this often when another controller wins the race
 CHECK_NEW_CHAMPION_SECONDS = 1.0  # a champion no check has seen yet is checked this soon
 
 
@@ -123,31 +121,22 @@ class ModelReconciler(Services):
         model = observed.model
         ns, name = model.metadata.namespace, model.metadata.name
         self.registry.sync()
-        for _ in range(ATTEMPTS):
-            self.registry.discard_uncommitted(ns, name)
+
+        def attempt(recorder: GitRecorder) -> tuple[StepContext, Outcome]:
             ctx = self.context(observed)
-            recorder = GitRecorder(on_progress=on_progress, should_stop=should_stop, may_train=may_train)
-            facts = model_status.Facts(
+            facts = model_status.Facts(  # what this attempt finds out
                 generation=model.metadata.generation, source=observed.source, requested_at=observed.requested_at
             )
-            try:
-                run_steps(ctx, self.steps, recorder, facts)
-            except Exception as err:
-                if isinstance(err, training().TrainingStopped) and recorder.decisions:
-                    with contextlib.suppress(Exception):  # else the next run pushes it
-                        self.registry.publish()  # a stopped training's spending reaches the remote now
-                raise
+            run_steps(ctx, self.steps, recorder, facts)
             packs = self.policy_report(ctx.state, observed)
-            outcome = self._outcome(model, ctx.state, facts, packs)
-            published = self.registry.publish()
-            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
-                break
+            return ctx, self._outcome(model, ctx.state, facts, packs)
+
+        new_recorder = functools.partial(
+            GitRecorder, on_progress=on_progress, should_stop=should_stop, may_train=may_train
+        )
+        decisions, (ctx, outcome) = decide_and_push(self.registry, ns, name, new_recorder, attempt)
         self.sweep(ctx)
-        commits = self.registry.entry_commits(ns, name)
-        outcome.decisions = [
-            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
-            for d in recorder.decisions
-        ]
+        outcome.decisions = decisions
         return outcome
 
     def record_stopped(self, observed: Observed, stopped: Sequence[tuple[Due, dict[str, float]]]) -> list[Decision]:
@@ -159,23 +148,16 @@ class ModelReconciler(Services):
         model = observed.model
         ns, name = model.metadata.namespace, model.metadata.name
         self.registry.sync()
-        recorder = GitRecorder()
-        for _ in range(ATTEMPTS):
-            self.registry.discard_uncommitted(ns, name)
+
+        def attempt(recorder: GitRecorder) -> None:
             ctx = self.context(observed)
-            recorder = GitRecorder()
             for due, usage in stopped:
                 spent = actions.stopped(ctx.state, due, usage)
                 if spent is not None:
                     recorder.record(ctx, spent)
-            published = self.registry.publish()
-            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
-                break
-        commits = self.registry.entry_commits(ns, name)
-        return [
-            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
-            for d in recorder.decisions
-        ]
+
+        decisions, _ = decide_and_push(self.registry, ns, name, GitRecorder, attempt)
+        return decisions
 
     # --- the outcome ------------------------------------------------------------------------------
 

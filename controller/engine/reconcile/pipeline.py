@@ -23,8 +23,8 @@ version is registered once (by artifact digest, and by run and cell).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +48,7 @@ from controller.engine.pipelines.triggers import Start, due_run, waiting_for_mon
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.executor import EvaluationRequest, Held, Running, evaluation_key
 from controller.engine.reconcile.intents import (
+    Applied,
     EvaluateVersions,
     Intent,
     RecordDecision,
@@ -57,19 +58,17 @@ from controller.engine.reconcile.intents import (
     Verdict,
     run_steps,
 )
-from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder
+from controller.engine.reconcile.recorder import Decision, DryRun, GitRecorder, decide_and_push
 from controller.engine.reconcile.services import Services
 from controller.engine.reconcile.state import Due, Observed, training
 from controller.engine.registry.canonical import digest_of
 from controller.engine.registry.ledger import Entry
-from controller.engine.registry.store import TRAILER_MODEL
 from controller.engine.registry.versions import Version
 from controller.engine.status import describe_failure
 
 W = TypeVar("W")  # a piece of work an executor runs elsewhere (a cell, an evaluation)
 R = TypeVar("R")  # its result (an artifact's JSON, an evaluation's)
 PIPELINE_OWNER = "pipeline"  # the owner a cell's workspace records (the model's sweep leaves it alone)
-ATTEMPTS = 3
 HELD = "held"  # notes: the work running elsewhere that waits (Held), in the order it was asked about
 PipelineStep = Callable[["PipelineContext"], StepResult]
 
@@ -1088,27 +1087,15 @@ class PipelineReconciler(Services):
         if not synced:
             self.registry.sync()
         credentials = self._credentials(model.metadata.namespace, model.spec)
-        for _ in range(ATTEMPTS):
-            self.registry.discard_uncommitted(ns, name)
+
+        def attempt(recorder: PipelineRecorder) -> tuple[PipelineContext, Applied]:
             ctx = self.context(seen)
-            recorder = PipelineRecorder(
-                credentials, on_progress=on_progress, should_stop=should_stop, may_train=may_train
-            )
-            try:
-                applied = run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
-            except Exception as err:
-                if isinstance(err, training().TrainingStopped) and recorder.decisions:
-                    with contextlib.suppress(Exception):  # else the next reconcile pushes it
-                        self.registry.publish()  # what the stopped cells spent reaches the remote now
-                raise
-            published = self.registry.publish()
-            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
-                break
-        commits = self.registry.entry_commits(ns, name)
-        decisions = [
-            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
-            for d in recorder.decisions
-        ]
+            return ctx, run_steps(ctx, steps_of(seen.pipeline), recorder, model_status.Facts())
+
+        new_recorder = functools.partial(
+            PipelineRecorder, credentials, on_progress=on_progress, should_stop=should_stop, may_train=may_train
+        )
+        decisions, (ctx, applied) = decide_and_push(self.registry, ns, name, new_recorder, attempt)
         verdict = applied.verdict
         return PipelineOutcome(ctx.runs(), decisions, verdict.reason if verdict else "", ctx.notes.get(HELD, []))
 
@@ -1131,14 +1118,12 @@ class PipelineReconciler(Services):
         model = seen.model.model
         ns, name = model.metadata.namespace, model.metadata.name
         self.registry.sync()
-        recorder = GitRecorder()
-        for _ in range(ATTEMPTS):
-            self.registry.discard_uncommitted(ns, name)
+
+        def attempt(recorder: GitRecorder) -> None:
             ctx = self.context(seen)
-            recorder = GitRecorder()
             run = ctx.open_run()
             if run is None:
-                return []
+                return
             for step in seen.pipeline.spec.steps:
                 if run.step(step.name) is not None:
                     continue  # concluded: nothing of it runs
@@ -1154,14 +1139,9 @@ class PipelineReconciler(Services):
                         for backend in step.evaluate.backends:
                             if version is not None and _evaluation(ctx, run, number, backend, shots) is None:
                                 stop_evaluation(evaluation_key(version.digest, backend, shots, run.id))
-            published = self.registry.publish()
-            if not any(f"{ns}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
-                break
-        commits = self.registry.entry_commits(ns, name)
-        return [
-            Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
-            for d in recorder.decisions
-        ]
+
+        decisions, _ = decide_and_push(self.registry, ns, name, GitRecorder, attempt)
+        return decisions
 
     def _credentials(self, namespace: str, spec: QuantumModelSpec) -> Callable[[], Any] | None:
         lookup, secret = self.credentials, spec.training.credentials_secret

@@ -9,15 +9,20 @@ monitoring checks it skips (their replays are the expensive part of a reconcile)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.engine.decisions import LedgerKind
 from controller.engine.reconcile import actions
 from controller.engine.reconcile.intents import Intent, RecordDecision, Register, StepContext, Train, Watch, Work
 from controller.engine.reconcile.state import training
 from controller.engine.registry.ledger import Ledger, draft, format_time
+from controller.engine.registry.store import TRAILER_MODEL, Registry
+
+ATTEMPTS = 3  # decisions made again at most this often when another controller wins the race
+A = TypeVar("A")  # what an attempt at a model's decisions answers besides them
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,38 @@ class GitRecorder:
                 if spent is not None:
                     self.record(ctx, spent)
             raise
+
+
+R = TypeVar("R", bound="GitRecorder")
+
+
+def decide_and_push(
+    registry: Registry, namespace: str, name: str, recorder: Callable[[], R], attempt: Callable[[R], A]
+) -> tuple[list[Decision], A]:
+    """A model's decisions made by ``attempt`` on a new ``recorder``, committed and pushed; made again on
+    the history that won when the remote dropped one of them (another controller's push came first), at
+    most ATTEMPTS times. A training stopped midway still pushes what was recorded before it stopped
+    (its spending), then stops. The decisions, each with the commit that carries it, and what the last
+    attempt answered."""
+    for _ in range(ATTEMPTS):
+        registry.discard_uncommitted(namespace, name)
+        made = recorder()
+        try:
+            answer = attempt(made)
+        except Exception as err:
+            if isinstance(err, training().TrainingStopped) and made.decisions:
+                with contextlib.suppress(Exception):  # else the next reconcile pushes it
+                    registry.publish()
+            raise
+        published = registry.publish()
+        if not any(f"{namespace}/{name}" in c.trailer(TRAILER_MODEL) for c in published.dropped):
+            break
+    commits = registry.entry_commits(namespace, name)
+    decisions = [
+        Decision(d.kind, d.version, d.message, commits[d.commit].sha if d.commit in commits else None)
+        for d in made.decisions
+    ]
+    return decisions, answer
 
 
 class DryRun:
