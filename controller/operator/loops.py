@@ -79,9 +79,14 @@ class LicensedLoop:
 
     def _back_off(self) -> float:
         """One more failure in a row: the next try is due after the backoff for that many (its delay)."""
-        backoff = self.runtime.config.retry_backoff
-        delay = backoff[min(self.failures, len(backoff) - 1)]
+        delay = self._retry_after(self.failures)
         self.failures += 1
+        return delay
+
+    def _retry_after(self, failures: int) -> float:
+        """A try again due after the backoff for ``failures`` in a row (``--retry-backoff``); the delay."""
+        backoff = self.runtime.config.retry_backoff
+        delay = backoff[min(failures, len(backoff) - 1)]
         self.retry_at = time.monotonic() + delay
         return delay
 

@@ -460,9 +460,8 @@ class ModelWorker(LicensedLoop):
 
     def _settle_again(self) -> None:
         """The training Jobs are looked at again after the failure backoff, even if nothing else moves."""
-        backoff = self.runtime.config.retry_backoff
         self.settle_due = True
-        self.retry_at = time.monotonic() + backoff[min(self.settle_failures, len(backoff) - 1)]
+        self._retry_after(self.settle_failures)
         self.settle_failures += 1
 
     async def _close_session(self, configmap: Mapping[str, Any]) -> None:
