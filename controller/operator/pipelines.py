@@ -66,6 +66,7 @@ from controller.operator.webhook import authored
 log = logging.getLogger(__name__)
 
 _local = threading.local()  # each pool thread's PipelineReconciler, over that thread's work tree
+EXIT_POLL_SECONDS = 1.0  # how often a wait for Git to come back looks whether the operator exits
 # A Job of the model that ended is looked at this long after the first end not yet looked at: the cells
 # (and evaluations) that end together are registered by one reconcile, in one fetch and one push, and
 # wake the model once; the next cells start up to this much later.
@@ -198,7 +199,7 @@ class PipelineWorker(LicensedLoop):
 
     # --- deletion ----------------------------------------------------------------------------------
 
-    async def stop_elsewhere(self) -> None:
+    async def stop_elsewhere(self) -> bool:
         """The pipeline is deleted (``--executor jobs``) with a run open: what the run has running in
         Jobs stops with it, as an in-process cell does. Its cells' Jobs still running are deleted and
         what each spent (its checkpoint journal) is recorded, ``stopped`` naming the pipeline, run and
@@ -207,20 +208,20 @@ class PipelineWorker(LicensedLoop):
         stopped cell's ConfigMap (its checkpoint) stays with the model, as an in-process cell's
         checkpoint does: a later run of the same cell resumes from it. A Job that has finished is left
         to a later run (which takes its outcome) or to the model. Best effort: what is left goes with
-        the model (owner references)."""
+        the model (owner references). Whether it is done (False: Git or the API failed it)."""
         phase = (self.body.get("status") or {}).get("phase")
         pipeline, model_name = self.pipeline(), self.model_name
         if self.runtime.config.executor != "jobs" or phase != RunPhase.RUNNING.value or pipeline is None:
-            return
+            return True
         ns, client = self.namespace, self.runtime.client
         try:
             model = await self.runtime.read(API_VERSION, "quantummodels", ns, model_name)
             if model is None or (model.get("metadata") or {}).get("deletionTimestamp"):
-                return  # a model that goes stops every Job of its own
+                return True  # a model that goes stops every Job of its own
             reading = await checks.run(lambda: workers.read(model), checks.RECONCILE_BUDGET_SECONDS)
             observed = reading.observed
             if observed is None:
-                return
+                return True  # a model the types refuse: its Jobs go with it (owner references)
             cells = {j["metadata"]["name"]: j for j in await jobs.model_trainings(client, ns, model_name, "pipeline")}
             evaluations = {j["metadata"]["name"]: j for j in await jobs.model_evaluations(client, ns, model_name)}
 
@@ -238,9 +239,25 @@ class PipelineWorker(LicensedLoop):
                 )
         except Exception as err:
             log.warning("%s/%s: its Jobs not stopped: %s", ns, self.name, type(err).__name__)
-            return
+            return False
         for decision in decisions:
             self._event(decision.kind, decision.message, decision.version, decision.commit)
+        return True
+
+    async def stop_elsewhere_until_done(self, exiting: Callable[[], bool]) -> None:
+        """``stop_elsewhere``, tried again after the backoff (``--retry-backoff``) while Git or the API
+        is out of reach: the pipeline waits for it (its finalizer), its Jobs run on meanwhile and are
+        stopped, and what they spent recorded (cumulative: nothing lost, nothing twice), once the
+        outage ends. An operator that exits meanwhile leaves it to the next (``exiting``)."""
+        backoff = self.runtime.config.retry_backoff
+        failures = 0
+        while not await self.stop_elsewhere():
+            deadline = time.monotonic() + backoff[min(failures, len(backoff) - 1)]
+            failures += 1
+            while time.monotonic() < deadline:
+                if exiting() or self.runtime.closing.is_set():
+                    return
+                await asyncio.sleep(min(EXIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _stop(
         self,
@@ -646,7 +663,7 @@ class Pipelines:
         worker.seen(body)
         if meta.get("deletionTimestamp") and worker.licence is None:
             # nothing trains here; its Jobs (an operator before this one stopped mid-way) stop first
-            await worker.stop_elsewhere()
+            await worker.stop_elsewhere_until_done(lambda: False)
             await self.gone(uid)
 
     async def training(self, *, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
@@ -656,7 +673,8 @@ class Pipelines:
             worker.seen(body)
         await worker.licensed(stopped)
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
-            await worker.stop_elsewhere()  # before the daemon returns: kopf holds the finalizer until then
+            # before the daemon returns: kopf holds the finalizer until then
+            await worker.stop_elsewhere_until_done(lambda: operator_exiting(stopped))
             await self.gone(uid)
 
     async def gone(self, uid: str) -> None:
@@ -729,3 +747,9 @@ class Pipelines:
 def running(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
     """The training daemon's filter: a run is under way, and the pipeline is not suspended."""
     return status.get("phase") == RunPhase.RUNNING.value and not spec.get("suspend")
+
+
+def operator_exiting(stopped: kopf.DaemonStopped) -> bool:
+    """Whether kopf stops the daemon because the operator exits or pauses (not only for a deletion)."""
+    leaving = kopf.DaemonStoppingReason.OPERATOR_EXITING | kopf.DaemonStoppingReason.OPERATOR_PAUSING
+    return stopped.reason is not None and bool(stopped.reason & leaving)

@@ -306,13 +306,14 @@ def cell_job(env: OperatorEnv) -> dict[str, Any] | None:
 
 
 async def test_a_pipeline_deleted_while_its_cell_trains_in_a_job_stops_it_and_records_what_it_spent(
-    env: OperatorEnv, kubelet: Kubelet
+    env: OperatorEnv, kubelet: Kubelet, caplog: pytest.LogCaptureFixture
 ) -> None:
     """As in-process: deleting a pipeline stops its cell's Job, and what the cell's jobs spent (its
     checkpoint journal, billed by IBM stood in) is a `stopped` entry naming the pipeline and the cell,
-    pushed before the pipeline goes; the cell's checkpoint (its ConfigMap) stays with the model. The
-    pipeline created again resumes the cell from it; deleted while no operator runs, the next operator
-    stops its Job and records what it spent since, before the pipeline goes. Each second once."""
+    pushed before the pipeline goes (deleted while Git is out of reach, the pipeline waits for Git to
+    come back); the cell's checkpoint (its ConfigMap) stays with the model. The pipeline created again
+    resumes the cell from it; deleted while no operator runs, the next operator stops its Job and
+    records what it spent since, before the pipeline goes. Each second once."""
     await env.client.create(secret("ibm-quantum", token=IBM_TOKEN, instance="crn:v1:bluemix:public:quantum:x"))
     kubelet.entry_points[IBM_IMAGE] = STANDIN
     model = on_ibm(iterations=4)
@@ -337,7 +338,15 @@ async def test_a_pipeline_deleted_while_its_cell_trains_in_a_job_stops_it_and_re
             await env.client.create(on_ibm_cell)
             name = (await env.until(lambda: cell_job(env)))["metadata"]["name"]
             await env.until(lambda: journal_jobs(env, name) >= 2, 180)
-            await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+            hidden = env.remote.with_name("gitops-away.git")
+            env.remote.rename(hidden)  # Git out of reach
+            try:
+                await env.client.delete("QuantumPipeline", NAMESPACE, "sweep")
+                await env.until(lambda: "sweep: its Jobs not stopped: GitError" in caplog.text, 60)
+                await env.until(lambda: caplog.text.count("sweep: its Jobs not stopped") >= 2, 60)
+                assert not gone(), "the pipeline waits for Git: what its cell spent cannot be recorded yet"
+            finally:
+                hidden.rename(env.remote)
             await env.until(gone, 60)
             (first,) = stopped()  # pushed before the pipeline went
             assert env.kube.read("Job", NAMESPACE, name) is None
