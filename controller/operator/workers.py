@@ -429,7 +429,6 @@ class ModelWorker(LicensedLoop):
         when recording fails they stay, and the reconcile after the failure backoff records them."""
         client, ns = self.runtime.client, self.ref.namespace
         try:
-            stopped = set()
             for job in await jobs.model_trainings(client, ns, self.ref.name, owner="model"):
                 name = job["metadata"]["name"]
                 if name == training:
@@ -439,7 +438,6 @@ class ModelWorker(LicensedLoop):
                     continue
                 log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
                 await jobs.stop_job(client, ns, name)
-                stopped.add(name)
             configmaps = await jobs.training_configmaps(client, ns, self.ref.name, owner="model")
             left = jobs.without_job(configmaps, [training] if training else [], training)
             for configmap in left:
@@ -486,7 +484,7 @@ class ModelWorker(LicensedLoop):
             await self.runtime.client.merge_patch(resource_path("v1", "configmaps", self.ref.namespace, name), closed)
         except Exception as err:
             log.warning(
-                "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, redacted(err)
+                "%s/%s: session of Job %s not closed: %s", self.ref.namespace, self.ref.name, name, type(err).__name__
             )
 
     async def _record_stopped(self, observed: Observed, configmaps: Sequence[Mapping[str, Any]]) -> bool:
@@ -499,7 +497,9 @@ class ModelWorker(LicensedLoop):
         try:
             decisions = await self.runtime.off_loop(lambda: self.runtime.reconciler().record_stopped(observed, stopped))
         except Exception as err:  # kept: the ConfigMaps stay, and the next look records them
-            log.warning("%s/%s: stopped trainings not recorded: %s", self.ref.namespace, self.ref.name, redacted(err))
+            log.warning(
+                "%s/%s: stopped trainings not recorded: %s", self.ref.namespace, self.ref.name, type(err).__name__
+            )
             return False
         for decision in decisions:
             self._event(self.body, decision)
@@ -536,7 +536,7 @@ class ModelWorker(LicensedLoop):
         try:
             self.serving = await serving_objects.sync(self.runtime.client, self.ref, serving, setup, wrote=self.serving)
         except Exception as err:  # serving is not the reconcile: its trouble is logged and tried again next time
-            log.warning("%s/%s: serving objects not written: %s", self.ref.namespace, self.ref.name, redacted(err))
+            log.warning("%s/%s: serving objects not written: %s", self.ref.namespace, self.ref.name, type(err).__name__)
 
     async def _write_status(self, new: dict[str, Any]) -> None:
         """Write ``new`` as the whole status: a merge patch from what the status is now (what this

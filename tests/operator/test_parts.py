@@ -580,12 +580,16 @@ def test_a_training_is_never_started_on_a_fetch_shared_with_other_models(
         )
 
     trained: list[str] = []
-    standby = worker("standby", trainer=lambda spec, **options: trained.append("standby"))
-    standby.runtime.reconciler().registry.warm()  # its start: the remote holds no version yet
+    standbys = {
+        licensed: worker(f"standby-{licensed}", trainer=lambda spec, **options: trained.append("standby"))
+        for licensed in (False, True)  # one before its training daemon started, one after
+    }
+    for standby in standbys.values():
+        standby.runtime.reconciler().registry.warm()  # its start: the remote holds no version yet
     registered = worker("active").runtime.reconciler().reconcile(observed)  # the replica that stopped
     assert [d.kind.value for d in registered.decisions] == ["registered", "gate-passed", "promoted"]
 
-    for licensed in (False, True):
+    for licensed, standby in standbys.items():
         try:
             outcome = standby._reconcile(observed, lambda: False, coalesce=True, may_train=licensed)
         except TrainingDue as due:
