@@ -636,6 +636,9 @@ class Pipelines:
         self.model_generations: dict[tuple[str, str], Any] = {}
         self.on_model_moved: Callable[[str, str], None] | None = None  # the model's worker looks again
         self.job_settle = JOB_SETTLE_SECONDS
+        # uid -> the stop of a deleted pipeline's Jobs: one per pipeline, however many events and its
+        # daemon ask for it (two would each record what the pod spent after the other read its journal)
+        self.stopping: dict[str, asyncio.Task[None]] = {}
 
     def backends_of(self, namespace: str, model: str) -> tuple[str, ...]:
         """The backends the evaluate steps of the model's pipelines score on (its compliance packs ask
@@ -658,13 +661,23 @@ class Pipelines:
         meta = body.get("metadata") or {}
         if type == "DELETED":
             await self.gone(uid)
+            if uid in self.stopping and self.stopping[uid].done():
+                del self.stopping[uid]
             return
         worker = self.worker(uid, meta.get("namespace", ""), meta.get("name", ""))
         worker.seen(body)
         if meta.get("deletionTimestamp") and worker.licence is None:
             # nothing trains here; its Jobs (an operator before this one stopped mid-way) stop first
-            await worker.stop_elsewhere_until_done(lambda: False)
+            await self.stop_once(uid, worker, lambda: False)
             await self.gone(uid)
+
+    async def stop_once(self, uid: str, worker: PipelineWorker, exiting: Callable[[], bool]) -> None:
+        """The deleted pipeline's Jobs stopped and what they spent recorded (``stop_elsewhere_until_done``),
+        once: a second ask while it runs, or after it, waits for the first."""
+        task = self.stopping.get(uid)
+        if task is None:
+            task = self.stopping[uid] = asyncio.create_task(worker.stop_elsewhere_until_done(exiting))
+        await asyncio.shield(task)
 
     async def training(self, *, uid: str, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         meta = body.get("metadata") or {}
@@ -674,7 +687,7 @@ class Pipelines:
         await worker.licensed(stopped)
         if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
             # before the daemon returns: kopf holds the finalizer until then
-            await worker.stop_elsewhere_until_done(lambda: operator_exiting(stopped))
+            await self.stop_once(uid, worker, lambda: operator_exiting(stopped))
             await self.gone(uid)
 
     async def gone(self, uid: str) -> None:
