@@ -84,11 +84,15 @@ class LicensedLoop:
         return delay
 
     def _retry_after(self, failures: int) -> float:
-        """A try again due after the backoff for ``failures`` in a row (``--retry-backoff``); the delay."""
-        backoff = self.runtime.config.retry_backoff
-        delay = backoff[min(failures, len(backoff) - 1)]
+        """A try again due after the backoff for ``failures`` in a row; the delay."""
+        delay = self._backoff(failures)
         self.retry_at = time.monotonic() + delay
         return delay
+
+    def _backoff(self, failures: int) -> float:
+        """The delay after ``failures`` in a row (``--retry-backoff``, its last step repeated)."""
+        backoff = self.runtime.config.retry_backoff
+        return backoff[min(failures, len(backoff) - 1)]
 
     def _recovered(self) -> None:
         """A reconcile went through: no failure in a row, no retry due, none announced."""

@@ -249,10 +249,9 @@ class PipelineWorker(LicensedLoop):
         is out of reach: the pipeline waits for it (its finalizer), its Jobs run on meanwhile and are
         stopped, and what they spent recorded (cumulative: nothing lost, nothing twice), once the
         outage ends. An operator that exits meanwhile leaves it to the next (``exiting``)."""
-        backoff = self.runtime.config.retry_backoff
         failures = 0
         while not await self.stop_elsewhere():
-            deadline = time.monotonic() + backoff[min(failures, len(backoff) - 1)]
+            deadline = time.monotonic() + self._backoff(failures)
             failures += 1
             while time.monotonic() < deadline:
                 if exiting() or self.runtime.closing.is_set():
