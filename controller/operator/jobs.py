@@ -672,19 +672,15 @@ async def training_configmaps(
     return list((await client.get(path)).get("items") or ())
 
 
-def without_job(
-    configmaps: Iterable[Mapping[str, Any]], jobs: Iterable[str], current: str | None = None
-) -> list[Mapping[str, Any]]:
-    """Of a model's training ConfigMaps, those whose Job is gone (not among ``jobs``, the Job names
-    that exist) and that are not the ``current`` training's (whose Job the next look creates): trainings
-    stopped whose spending may not be recorded yet, whoever stopped them (an operator restarted between
-    stopping a Job and recording what it spent finds them here), unless ``ended``."""
-    existing = set(jobs)
+def without_job(configmaps: Iterable[Mapping[str, Any]], current: str | None = None) -> list[Mapping[str, Any]]:
+    """Of a model's own training ConfigMaps, once its Jobs but the ``current`` training's are stopped or
+    gone, those that are not the current training's: trainings stopped whose spending may not be
+    recorded yet, whoever stopped them (an operator restarted between stopping a Job and recording what
+    it spent finds them here), unless ``ended``."""
     return [
         configmap
         for configmap in configmaps
-        if (name := str((configmap.get("metadata") or {}).get("name") or "")) and name not in existing
-        if name != current
+        if (name := str((configmap.get("metadata") or {}).get("name") or "")) and name != current
     ]
 
 

@@ -439,13 +439,13 @@ class ModelWorker(LicensedLoop):
                 log.info("%s/%s: Job %s is superseded: stopped", ns, self.ref.name, name)
                 await jobs.stop_job(client, ns, name)
             configmaps = await jobs.training_configmaps(client, ns, self.ref.name, owner="model")
-            left = jobs.without_job(configmaps, [training] if training else [], training)
-            for configmap in left:
+            left = []
+            for configmap in jobs.without_job(configmaps, training):
                 if jobs.ended(configmap):  # its Job deleted by someone else: nothing to record
                     await jobs.delete_training(client, ns, configmap["metadata"]["name"])
-            left = [c for c in left if not jobs.ended(c)]
-            for configmap in left:  # each stopped Job's session, unless closed before
-                await self._close_session(configmap)
+                else:  # stopped: its session closed, unless closed before
+                    await self._close_session(configmap)
+                    left.append(configmap)
             if not await self._record_stopped(observed, left):
                 self._settle_again()
                 return
