@@ -351,7 +351,7 @@ def train_cells(step: Step) -> PipelineStep:
             tuple(plan.pending),
             step.train.parallelism,
             step.retries,
-            _seconds(step.retry_backoff),
+            duration_seconds(step.retry_backoff),
             ctx.pipeline.spec.fail_fast,
         )
         return StepResult((intent,), Verdict(PlanAction.TRAIN, why))
@@ -656,7 +656,9 @@ def evaluate(step: Step) -> PipelineStep:
             return StepResult()
         train_step = _upstream(ctx, step, "train")
         parallelism = train_step.train.parallelism if train_step and train_step.train else 1
-        intent = EvaluateVersions(step.name, pairs, shots, step.retries, _seconds(step.retry_backoff), parallelism)
+        intent = EvaluateVersions(
+            step.name, pairs, shots, step.retries, duration_seconds(step.retry_backoff), parallelism
+        )
         versions = len({v for v, _ in pairs})
         why = f"run {run.id}: step {step.name}: evaluate {versions} versions ({len(pairs)} jobs)"
         return StepResult((intent,), Verdict(PlanAction.TRAIN, why))
@@ -956,10 +958,6 @@ def _blocked_by(steps: Sequence[Step], failed: set[str]) -> set[str]:
                 blocked.add(s.name)
                 changed = True
     return blocked
-
-
-def _seconds(duration: str) -> float:
-    return duration_seconds(duration)
 
 
 _WORK: dict[str, tuple[Callable[[Step], PipelineStep], ...]] = {
