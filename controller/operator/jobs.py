@@ -410,9 +410,16 @@ def deadline_seconds(spec_timeout: str) -> int:
     return int(duration_seconds(spec_timeout)) + DEADLINE_SLACK_SECONDS
 
 
-async def job_pods(client: KubeClient, namespace: str, job: str) -> list[dict[str, Any]]:
-    path = resource_path("v1", "pods", namespace) + f"?labelSelector=job-name%3D{job}"
+async def labelled(
+    client: KubeClient, api_version: str, plural: str, namespace: str, selector: str
+) -> list[dict[str, Any]]:
+    """The objects of ``plural`` in ``namespace`` that the label ``selector`` selects (one list)."""
+    path = resource_path(api_version, plural, namespace) + f"?labelSelector={selector}"
     return list((await client.get(path)).get("items") or ())
+
+
+async def job_pods(client: KubeClient, namespace: str, job: str) -> list[dict[str, Any]]:
+    return await labelled(client, "v1", "pods", namespace, f"job-name%3D{job}")
 
 
 async def last_termination(client: KubeClient, namespace: str, job: str) -> tuple[str, int | None]:
@@ -657,8 +664,7 @@ async def model_trainings(
     selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{COMPONENT}"
     if owner is not None:
         selector += f",{OWNER_LABEL}%3D{owner}"
-    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
-    return list((await client.get(path)).get("items") or ())
+    return await labelled(client, "batch/v1", "jobs", namespace, selector)
 
 
 async def training_configmaps(
@@ -668,8 +674,7 @@ async def training_configmaps(
     selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{COMPONENT}"
     if owner is not None:
         selector += f",{OWNER_LABEL}%3D{owner}"
-    path = resource_path("v1", "configmaps", namespace) + f"?labelSelector={selector}"
-    return list((await client.get(path)).get("items") or ())
+    return await labelled(client, "v1", "configmaps", namespace, selector)
 
 
 def without_job(configmaps: Iterable[Mapping[str, Any]], current: str | None = None) -> list[Mapping[str, Any]]:
@@ -1084,8 +1089,7 @@ def pushed_evaluations(entries: Iterable[Any]) -> frozenset[str]:
 async def model_evaluations(client: KubeClient, namespace: str, model: str) -> list[dict[str, Any]]:
     """The model's evaluation Jobs (one list)."""
     selector = f"{MODEL_LABEL}%3D{model},{COMPONENT_LABEL}%3D{EVALUATION}"
-    path = resource_path("batch/v1", "jobs", namespace) + f"?labelSelector={selector}"
-    return list((await client.get(path)).get("items") or ())
+    return await labelled(client, "batch/v1", "jobs", namespace, selector)
 
 
 async def clear_evaluations(client: KubeClient, namespace: str, model: str, pushed: frozenset[str]) -> int:
